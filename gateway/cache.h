@@ -1,0 +1,76 @@
+/*
+ * cache.h - the Redis side of the cache protocol (DESIGN.md §6).
+ *
+ *   student:home:{id}, student:learning:{id}   hash {v: version, b: body}, TTL
+ *   student:ver:{id}                           the fence: highest version invalidated
+ *   kc:gateway:watermark                       last event id whose invalidation is applied
+ *
+ * Invalidate and fill are Lua scripts, so each is atomic in Redis: an
+ * invalidation raises the fence and deletes both views in one step, and a fill
+ * is refused when the fence is above the version its body was read at.
+ *
+ * The cache is "usable" for requests only while Redis answers and the listener
+ * has replayed every event since the watermark (kc_cache_set_synced); otherwise
+ * requests bypass it and read Postgres.
+ */
+#ifndef KC_CACHE_H
+#define KC_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct kc_cache kc_cache;
+
+typedef enum kc_view
+{
+	KC_VIEW_HOME = 0,
+	KC_VIEW_LEARNING
+} kc_view;
+
+typedef enum kc_get_result
+{
+	KC_GET_HIT,
+	KC_GET_MISS,
+	KC_GET_ERROR				/* Redis failed: the caller bypasses */
+} kc_get_result;
+
+kc_cache   *kc_cache_create(const char *url, int pool_size, int ttl, char *err, size_t errlen);
+void		kc_cache_destroy(kc_cache *c);
+
+/* Parses redis://[[user]:password@]host[:port][/db]; false when malformed. */
+bool		kc_cache_parse_url(const char *url, char *host, size_t hostlen, int *port,
+							   char *password, size_t pwlen, int *db);
+
+void		kc_cache_key(char *buf, size_t len, kc_view view, const char *student);
+
+bool		kc_cache_usable(kc_cache *c);
+bool		kc_cache_redis_up(kc_cache *c);
+/* The listener's view: an epoch that changes whenever Redis is seen failing. */
+unsigned long kc_cache_down_epoch(kc_cache *c);
+/* Marks the cache synced unless Redis failed since epoch was read. */
+bool		kc_cache_set_synced(kc_cache *c, unsigned long epoch);
+void		kc_cache_set_unsynced(kc_cache *c);
+
+/* On HIT, *body is malloc'd (caller frees) and *version is the version it was built at. */
+kc_get_result kc_cache_get(kc_cache *c, kc_view view, const char *student,
+						   long long *version, char **body, size_t *len);
+/* 1 stored, 0 refused by the fence (or a newer entry), -1 Redis error. */
+int			kc_cache_fill(kc_cache *c, kc_view view, const char *student,
+						  long long version, const char *body, size_t len);
+/*
+ * Raises the fence of student to version and deletes both views, atomically.
+ * Returns 1 when applied (*deleted = bit mask of the views that existed:
+ * 1 home, 2 learning), 0 when the fence was
+ * already at or above version (nothing to do), -1 on a Redis error.
+ */
+int			kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *deleted);
+/* 1 found (*wm set), 0 absent, -1 error. */
+int			kc_cache_get_watermark(kc_cache *c, long long *wm);
+/* Raises the watermark to wm (never lowers it); 0 ok, -1 error. */
+int			kc_cache_set_watermark(kc_cache *c, long long wm);
+/* Deletes every cached view (not the fences); number deleted or -1. */
+long long	kc_cache_purge_views(kc_cache *c);
+/* 0 when Redis answers PING, -1 otherwise. */
+int			kc_cache_ping(kc_cache *c);
+
+#endif

@@ -1,0 +1,38 @@
+/*
+ * listen.h - the event listener: one thread, one Postgres connection that
+ * LISTENs on kc_flow_events, and the catch-up that makes the cache correct
+ * after any outage (DESIGN.md §6).
+ *
+ * For each event it first invalidates the student's cached views, then hands
+ * the event to the subscriber (the WebSocket hub, once it exists), so a client
+ * that refetches on the push never sees the old view.
+ */
+#ifndef KC_LISTEN_H
+#define KC_LISTEN_H
+
+#include <stdbool.h>
+
+#include "cache.h"
+
+typedef struct kc_listener kc_listener;
+
+/* One event as the listener saw it (strings valid during the callback only). */
+typedef struct kc_event_note
+{
+	long long	id;
+	const char *type;
+	const char *student_id;
+	const char *correlation_id;
+	long long	version;
+} kc_event_note;
+
+typedef void (*kc_event_fn) (const kc_event_note *ev, void *arg);
+
+kc_listener *kc_listener_start(const char *conninfo, kc_cache *cache,
+							   kc_event_fn on_event, void *arg);
+void		kc_listener_stop(kc_listener *l);
+
+bool		kc_listener_connected(kc_listener *l);
+long long	kc_listener_watermark(kc_listener *l);
+
+#endif

@@ -1,0 +1,154 @@
+/*
+ * main.c - kc-gateway: configuration, start-up, signal handling, shutdown.
+ *
+ * Start-up order: config -> pools (lazy connections) -> listener thread (it
+ * syncs the cache before requests may use it) -> HTTP server. SIGTERM/SIGINT
+ * drain the HTTP server, then stop the listener and free everything.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "cache.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "listen.h"
+#include "log.h"
+
+/* Reads dir/index.html into app; a missing page is logged, not fatal. */
+static void
+load_index(kc_app *app, const char *dir)
+{
+	char		path[4096];
+	FILE	   *f;
+	long		size;
+
+	snprintf(path, sizeof(path), "%s/index.html", dir);
+	f = fopen(path, "rb");
+	if (!f)
+	{
+		kc_logf(KC_LOG_WARN, "demo page %s not readable: %s", path, strerror(errno));
+		return;
+	}
+	if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && size < (1 << 22) &&
+		fseek(f, 0, SEEK_SET) == 0)
+	{
+		app->index_html = malloc((size_t) size);
+		if (app->index_html && fread(app->index_html, 1, (size_t) size, f) == (size_t) size)
+			app->index_len = (size_t) size;
+		else
+		{
+			free(app->index_html);
+			app->index_html = NULL;
+		}
+	}
+	fclose(f);
+}
+
+static int
+issue_token(const kc_config *cfg)
+{
+	char	   *tok = kc_auth_issue(cfg->jwt_secret, cfg->issue_token, cfg->token_role, cfg->token_ttl);
+
+	if (!tok)
+	{
+		fprintf(stderr, "kc-gateway: cannot sign a token\n");
+		return 1;
+	}
+	printf("%s\n", tok);
+	free(tok);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	kc_config	cfg;
+	kc_app		app;
+	char		err[512];
+	sigset_t	sigs;
+	int			sig = 0;
+
+	switch (kc_config_load(&cfg, argc, argv, err, sizeof(err)))
+	{
+		case KC_CONFIG_EXIT:
+			kc_config_free(&cfg);
+			return 0;
+		case KC_CONFIG_ERROR:
+			fprintf(stderr, "kc-gateway: %s\n", err);
+			kc_config_free(&cfg);
+			return 2;
+		case KC_CONFIG_OK:
+			break;
+	}
+	if (cfg.issue_token[0])
+	{
+		int			rc = issue_token(&cfg);
+
+		kc_config_free(&cfg);
+		return rc;
+	}
+	kc_log_set_level(cfg.log_level);
+
+	/* signals are taken synchronously by this thread; every other thread inherits the mask */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	memset(&app, 0, sizeof(app));
+	app.cfg = &cfg;
+	if (!cfg.auth)
+	{
+		kc_logf(KC_LOG_WARN, "AUTHENTICATION IS OFF (KC_AUTH=off): every student's data is served to anyone; local demos only");
+		fprintf(stderr, "\n*** kc-gateway: AUTHENTICATION IS OFF - never run like this outside a local demo ***\n\n");
+	}
+	load_index(&app, cfg.static_dir);
+	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms);
+	/* one extra Redis connection for the listener */
+	app.cache = kc_cache_create(cfg.redis_url, cfg.redis_pool + 1, cfg.cache_ttl, err, sizeof(err));
+	if (!app.db || !app.cache)
+	{
+		fprintf(stderr, "kc-gateway: %s\n", app.cache ? "out of memory" : err);
+		return 2;
+	}
+	app.listener = kc_listener_start(cfg.database_url, app.cache, NULL, NULL);
+	if (!app.listener)
+	{
+		fprintf(stderr, "kc-gateway: cannot start the listener thread\n");
+		return 1;
+	}
+	if (!kc_http_start(&app, err, sizeof(err)))
+	{
+		fprintf(stderr, "kc-gateway: %s\n", err);
+		kc_listener_stop(app.listener);
+		return 1;
+	}
+	{
+		kc_logline	l;
+
+		kc_log_begin(&l, KC_LOG_INFO, "kc-gateway listening");
+		kc_log_str(&l, "listen", cfg.listen);
+		kc_log_int(&l, "threads", cfg.threads);
+		kc_log_bool(&l, "auth", cfg.auth);
+		kc_log_int(&l, "cacheTtl", cfg.cache_ttl);
+		kc_log_end(&l);
+	}
+
+	while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
+		;
+	kc_logf(KC_LOG_INFO, "signal %d: draining (up to %d s)", sig, cfg.drain_timeout);
+	kc_http_drain_and_stop(&app, cfg.drain_timeout);
+	kc_listener_stop(app.listener);
+	kc_cache_destroy(app.cache);
+	kc_db_destroy(app.db);
+	free(app.index_html);
+	kc_config_free(&cfg);
+	kc_logf(KC_LOG_INFO, "kc-gateway stopped");
+	return 0;
+}

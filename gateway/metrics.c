@@ -1,0 +1,248 @@
+/*
+ * metrics.c - the counters behind GET /metrics.
+ *
+ * Requests are counted by route and status class of interest, latencies and the
+ * event lag (event created_at -> invalidation applied) go into fixed-bucket
+ * histograms. Everything is a relaxed atomic: /metrics may read a request that
+ * is counted but whose latency is not yet, which Prometheus tolerates.
+ */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const route_names[KC_ROUTE_COUNT] = {
+	"home", "learning", "sessions", "events_recent", "healthz", "readyz",
+	"metrics", "static", "unknown"
+};
+
+static const int codes[] = {200, 304, 400, 401, 403, 404, 405, 413, 500, 503};
+#define N_CODES (sizeof(codes) / sizeof(codes[0]))
+
+static const double lat_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+0.05, 0.1, 0.25, 0.5, 1, 2.5};
+#define N_LAT (sizeof(lat_bounds) / sizeof(lat_bounds[0]))
+
+static const double lag_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+#define N_LAG (sizeof(lag_bounds) / sizeof(lag_bounds[0]))
+
+typedef struct histogram
+{
+	_Atomic long long buckets[16];	/* non-cumulative; last is +Inf */
+	_Atomic long long count;
+	_Atomic long long sum_us;
+} histogram;
+
+static _Atomic long long requests[KC_ROUTE_COUNT][N_CODES + 1];	/* last: other */
+static histogram latency[KC_ROUTE_COUNT];
+static histogram event_lag;
+static _Atomic long long cache_outcomes[KC_ROUTE_COUNT][KC_CACHE_OUT_COUNT];
+static _Atomic long long counters[KC_M_COUNTER_COUNT];
+
+const char *
+kc_route_name(kc_route_id r)
+{
+	return route_names[r];
+}
+
+static void
+observe(histogram *h, const double *bounds, size_t n, double v)
+{
+	size_t		i = 0;
+
+	while (i < n && v > bounds[i])
+		i++;
+	atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->sum_us, (long long) (v * 1e6), memory_order_relaxed);
+}
+
+void
+kc_metrics_request(kc_route_id route, int status, double seconds)
+{
+	size_t		i = 0;
+
+	while (i < N_CODES && codes[i] != status)
+		i++;
+	atomic_fetch_add_explicit(&requests[route][i], 1, memory_order_relaxed);
+	observe(&latency[route], lat_bounds, N_LAT, seconds);
+}
+
+void
+kc_metrics_cache(kc_route_id route, kc_cache_outcome outcome)
+{
+	atomic_fetch_add_explicit(&cache_outcomes[route][outcome], 1, memory_order_relaxed);
+}
+
+void
+kc_metrics_add(kc_counter c, long long delta)
+{
+	atomic_fetch_add_explicit(&counters[c], delta, memory_order_relaxed);
+}
+
+long long
+kc_metrics_get(kc_counter c)
+{
+	return atomic_load_explicit(&counters[c], memory_order_relaxed);
+}
+
+void
+kc_metrics_event_lag(double seconds)
+{
+	observe(&event_lag, lag_bounds, N_LAG, seconds < 0 ? 0 : seconds);
+}
+
+/* A growing output buffer; on allocation failure it stays failed. */
+typedef struct outbuf
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	int			failed;
+} outbuf;
+
+static void
+outf(outbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+outf(outbuf *b, const char *fmt, ...)
+{
+	va_list		ap;
+	int			n;
+
+	if (b->failed)
+		return;
+	for (;;)
+	{
+		va_start(ap, fmt);
+		n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+		{
+			b->failed = 1;
+			return;
+		}
+		if ((size_t) n < b->cap - b->len)
+		{
+			b->len += (size_t) n;
+			return;
+		}
+		{
+			size_t		ncap = b->cap * 2 + (size_t) n;
+			char	   *nd = realloc(b->data, ncap);
+
+			if (!nd)
+			{
+				b->failed = 1;
+				return;
+			}
+			b->data = nd;
+			b->cap = ncap;
+		}
+	}
+}
+
+static void
+render_histogram(outbuf *b, const char *name, const char *labels, histogram *h,
+				 const double *bounds, size_t n)
+{
+	long long	cum = 0;
+	const char *sep = labels[0] ? "," : "";
+
+	for (size_t i = 0; i <= n; i++)
+	{
+		cum += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+		if (i < n)
+			outf(b, "%s_bucket{%s%sle=\"%g\"} %lld\n", name, labels, sep, bounds[i], cum);
+		else
+			outf(b, "%s_bucket{%s%sle=\"+Inf\"} %lld\n", name, labels, sep, cum);
+	}
+	outf(b, "%s_sum%s%s%s %.6f\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
+		 atomic_load(&h->sum_us) / 1e6);
+	outf(b, "%s_count%s%s%s %lld\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
+		 atomic_load(&h->count));
+}
+
+static const struct
+{
+	kc_counter	c;
+	const char *name;
+	const char *type;
+	const char *help;
+}			counter_defs[] = {
+	{KC_M_INVALIDATIONS, "kc_cache_invalidations_total", "counter", "cache invalidations applied"},
+	{KC_M_INVALIDATIONS_SKIPPED, "kc_cache_invalidations_skipped_total", "counter",
+	"events already covered by the fence"},
+	{KC_M_FILLS, "kc_cache_fills_total", "counter", "cache entries stored after a miss"},
+	{KC_M_FILLS_REFUSED, "kc_cache_fills_refused_total", "counter",
+	"fills refused because an invalidation raised the fence past the read version"},
+	{KC_M_EVENTS, "kc_events_total", "counter", "events applied by the listener"},
+	{KC_M_CATCHUPS, "kc_catchups_total", "counter", "catch-up replays run"},
+	{KC_M_PG_RECONNECTS, "kc_pg_reconnects_total", "counter", "request connections to Postgres re-established"},
+	{KC_M_REDIS_RECONNECTS, "kc_redis_reconnects_total", "counter", "Redis recoveries"},
+	{KC_M_LISTEN_RECONNECTS, "kc_listen_reconnects_total", "counter", "LISTEN connection re-established"},
+	{KC_M_WS_CONNECTIONS, "kc_ws_connections", "gauge", "open WebSocket connections"},
+	{KC_M_WS_MESSAGES, "kc_ws_messages_total", "counter", "WebSocket messages sent"},
+};
+
+char *
+kc_metrics_render(size_t *len)
+{
+	outbuf		b = {malloc(16384), 0, 16384, 0};
+
+	if (!b.data)
+		return NULL;
+	outf(&b, "# HELP kc_http_requests_total HTTP requests by route and status code\n"
+		 "# TYPE kc_http_requests_total counter\n");
+	for (int r = 0; r < KC_ROUTE_COUNT; r++)
+		for (size_t i = 0; i <= N_CODES; i++)
+		{
+			long long	v = atomic_load(&requests[r][i]);
+
+			if (v == 0)
+				continue;
+			if (i < N_CODES)
+				outf(&b, "kc_http_requests_total{route=\"%s\",code=\"%d\"} %lld\n", route_names[r], codes[i], v);
+			else
+				outf(&b, "kc_http_requests_total{route=\"%s\",code=\"other\"} %lld\n", route_names[r], v);
+		}
+	outf(&b, "# HELP kc_http_request_duration_seconds request latency by route\n"
+		 "# TYPE kc_http_request_duration_seconds histogram\n");
+	for (int r = 0; r < KC_ROUTE_COUNT; r++)
+	{
+		char		labels[64];
+
+		snprintf(labels, sizeof(labels), "route=\"%s\"", route_names[r]);
+		render_histogram(&b, "kc_http_request_duration_seconds", labels, &latency[r], lat_bounds, N_LAT);
+	}
+	outf(&b, "# HELP kc_cache_requests_total cache outcome of cached routes\n"
+		 "# TYPE kc_cache_requests_total counter\n");
+	for (int r = 0; r < KC_ROUTE_COUNT; r++)
+		for (int o = 0; o < KC_CACHE_OUT_COUNT; o++)
+		{
+			static const char *const on[] = {"hit", "miss", "bypass"};
+
+			if (r != KC_ROUTE_HOME && r != KC_ROUTE_LEARNING)
+				continue;
+			outf(&b, "kc_cache_requests_total{route=\"%s\",outcome=\"%s\"} %lld\n",
+				 route_names[r], on[o], atomic_load(&cache_outcomes[r][o]));
+		}
+	for (size_t i = 0; i < sizeof(counter_defs) / sizeof(counter_defs[0]); i++)
+		outf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", counter_defs[i].name, counter_defs[i].help,
+			 counter_defs[i].name, counter_defs[i].type, counter_defs[i].name,
+			 atomic_load(&counters[counter_defs[i].c]));
+	outf(&b, "# HELP kc_event_lag_seconds event creation to cache invalidation\n"
+		 "# TYPE kc_event_lag_seconds histogram\n");
+	render_histogram(&b, "kc_event_lag_seconds", "", &event_lag, lag_bounds, N_LAG);
+	if (b.failed)
+	{
+		free(b.data);
+		return NULL;
+	}
+	*len = b.len;
+	return b.data;
+}

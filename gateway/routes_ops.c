@@ -1,0 +1,83 @@
+/*
+ * routes_ops.c - operational routes: /healthz (the process answers),
+ * /readyz (Postgres answers, LISTEN is up, not draining; Redis and cache
+ * state are reported but not required: without Redis the gateway still serves,
+ * bypassing the cache), /metrics (Prometheus text) and / (the demo page).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "listen.h"
+#include "routes.h"
+
+void
+kc_route_healthz(kc_request *req, kc_response *resp)
+{
+	static const char ok[] = "{\"status\":\"ok\"}";
+
+	resp->cache_control = "no-store";
+	kc_resp_static(resp, 200, "application/json", ok, sizeof(ok) - 1);
+}
+
+void
+kc_route_readyz(kc_request *req, kc_response *resp)
+{
+	kc_app	   *app = req->app;
+	PGresult   *res = NULL;
+	bool		pg = kc_db_exec(app->db, KC_STMT_PING, 0, NULL, &res, NULL, 0) == KC_DB_OK;
+	bool		redis = kc_cache_redis_up(app->cache);
+	bool		listening = kc_listener_connected(app->listener);
+	bool		synced = kc_cache_usable(app->cache);
+	bool		draining = atomic_load(&app->draining);
+	bool		ready = pg && listening && !draining;
+	char	   *body = malloc(256);
+	int			n;
+
+	PQclear(res);
+	if (!body)
+	{
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	n = snprintf(body, 256,
+				 "{\"status\":\"%s\",\"postgres\":%s,\"redis\":%s,\"listen\":%s,"
+				 "\"cache_synced\":%s,\"draining\":%s,\"watermark\":%lld}",
+				 ready ? "ready" : "not_ready", pg ? "true" : "false",
+				 redis ? "true" : "false", listening ? "true" : "false",
+				 synced ? "true" : "false", draining ? "true" : "false",
+				 kc_listener_watermark(app->listener));
+	resp->cache_control = "no-store";
+	kc_resp_body(resp, ready ? 200 : 503, "application/json", body, (size_t) n);
+	if (!ready)
+		resp->retry_after = app->cfg->retry_after;
+}
+
+void
+kc_route_metrics(kc_request *req, kc_response *resp)
+{
+	size_t		len = 0;
+	char	   *text = kc_metrics_render(&len);
+
+	if (!text)
+	{
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	resp->cache_control = "no-store";
+	kc_resp_body(resp, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+void
+kc_route_static(kc_request *req, kc_response *resp)
+{
+	kc_app	   *app = req->app;
+
+	if (!app->index_html)
+	{
+		kc_resp_error(resp, 404, "not_found", "the demo page is not installed (see --static-dir)");
+		return;
+	}
+	resp->cache_control = "no-cache";
+	kc_resp_static(resp, 200, "text/html; charset=utf-8", app->index_html, app->index_len);
+}

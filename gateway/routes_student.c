@@ -1,0 +1,262 @@
+/*
+ * routes_student.c - GET /api/v1/students/{id}/home, /learning and /sessions.
+ *
+ * home and learning go through the cache protocol of DESIGN.md §6:
+ *   usable cache, hit   -> body from Redis                       X-Cache: HIT
+ *   usable cache, miss  -> kc_flow.student_home(id), then a fenced fill  MISS
+ *   cache not usable or Redis failing -> Postgres only           BYPASS
+ * The ETag is "v{version}" of the body, so a client's If-None-Match turns into a
+ * 304 without sending the body again. sessions is paginated and never cached.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "routes.h"
+
+static double
+ms_since(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double) (now.tv_sec - start->tv_sec) * 1e3 + (now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+static void
+log_cache(kc_log_level level, const char *msg, const char *student, kc_view view,
+		  const char *reason, bool existed, long long version, double ms)
+{
+	kc_logline	l;
+	char		key[128];
+
+	if (!kc_log_enabled(level))
+		return;
+	kc_cache_key(key, sizeof(key), view, student);
+	kc_log_begin(&l, level, msg);
+	kc_log_str(&l, "studentId", student);
+	kc_log_str(&l, "cacheKey", key);
+	kc_log_str(&l, "reason", reason);
+	kc_log_bool(&l, "existedBefore", existed);
+	if (version >= 0)
+		kc_log_int(&l, "version", version);
+	kc_log_ms(&l, "durationMs", ms);
+	kc_log_end(&l);
+}
+
+/* Answers 304 when the client already holds this version, else 200 with body. */
+static void
+answer_view(kc_request *req, kc_response *resp, long long version, char *body, size_t len)
+{
+	snprintf(resp->etag, sizeof(resp->etag), "\"v%lld\"", version);
+	resp->cache_control = "private, no-cache";
+	if (kc_etag_matches(kc_req_header(req, "If-None-Match"), resp->etag))
+	{
+		free(body);
+		kc_resp_static(resp, 304, NULL, NULL, 0);
+		return;
+	}
+	kc_resp_body(resp, 200, "application/json", body, len);
+}
+
+/* Maps a failed read to its HTTP answer. */
+static void
+answer_db_error(kc_request *req, kc_response *resp, kc_db_status st, const char *msg)
+{
+	switch (st)
+	{
+		case KC_DB_NOT_FOUND:
+			kc_resp_error(resp, 404, "not_found", "unknown student");
+			break;
+		case KC_DB_BAD_INPUT:
+			kc_resp_error(resp, 400, "bad_request", msg);
+			break;
+		case KC_DB_UNAVAILABLE:
+			kc_resp_unavailable(resp, req->app);
+			break;
+		default:
+			{
+				kc_logline	l;
+
+				kc_log_begin(&l, KC_LOG_ERROR, "query failed");
+				kc_log_str(&l, "route", kc_route_name(req->match.route));
+				kc_log_str(&l, "error", msg);
+				kc_log_end(&l);
+				kc_resp_error(resp, 500, "internal", "internal error");
+			}
+	}
+}
+
+static void
+serve_view(kc_request *req, kc_response *resp, kc_view view)
+{
+	kc_app	   *app = req->app;
+	const char *student = req->match.student;
+	const char *params[1] = {student};
+	struct timespec start;
+	kc_cache_outcome outcome = KC_CACHE_OUT_BYPASS;
+	PGresult   *res;
+	kc_db_status st;
+	char		msg[512] = "";
+	long long	version;
+	char	   *body;
+	size_t		len;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	if (kc_cache_usable(app->cache))
+	{
+		kc_get_result g = kc_cache_get(app->cache, view, student, &version, &body, &len);
+
+		if (g == KC_GET_HIT)
+		{
+			log_cache(KC_LOG_DEBUG, "Cache HIT", student, view, "cached", true, version, ms_since(&start));
+			kc_metrics_cache(req->match.route, KC_CACHE_OUT_HIT);
+			resp->x_cache = "HIT";
+			answer_view(req, resp, version, body, len);
+			return;
+		}
+		if (g == KC_GET_MISS)
+		{
+			outcome = KC_CACHE_OUT_MISS;
+			log_cache(KC_LOG_DEBUG, "Cache MISS", student, view, "not_cached", false, -1, ms_since(&start));
+		}
+	}
+	st = kc_db_exec(app->db, view == KC_VIEW_HOME ? KC_STMT_HOME : KC_STMT_LEARNING,
+					1, params, &res, msg, sizeof(msg));
+	if (st != KC_DB_OK)
+	{
+		answer_db_error(req, resp, st, msg);
+		return;
+	}
+	len = (size_t) PQgetlength(res, 0, 0);
+	version = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	body = malloc(len + 1);
+	if (!body)
+	{
+		PQclear(res);
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	memcpy(body, PQgetvalue(res, 0, 0), len + 1);
+	PQclear(res);
+
+	if (outcome == KC_CACHE_OUT_MISS)
+	{
+		int			stored = kc_cache_fill(app->cache, view, student, version, body, len);
+
+		if (stored == 1)
+		{
+			kc_metrics_add(KC_M_FILLS, 1);
+			log_cache(KC_LOG_INFO, "Cache SET", student, view, "filled_after_miss", false, version, ms_since(&start));
+		}
+		else if (stored == 0)
+		{
+			kc_metrics_add(KC_M_FILLS_REFUSED, 1);
+			log_cache(KC_LOG_INFO, "Cache SET", student, view, "refused_fence_ahead", false, version, ms_since(&start));
+		}
+	}
+	kc_metrics_cache(req->match.route, outcome);
+	resp->x_cache = outcome == KC_CACHE_OUT_MISS ? "MISS" : "BYPASS";
+	answer_view(req, resp, version, body, len);
+}
+
+void
+kc_route_home(kc_request *req, kc_response *resp)
+{
+	serve_view(req, resp, KC_VIEW_HOME);
+}
+
+void
+kc_route_learning(kc_request *req, kc_response *resp)
+{
+	serve_view(req, resp, KC_VIEW_LEARNING);
+}
+
+bool
+kc_parse_int_param(const char *s, long long min, long long max, long long *out)
+{
+	char	   *end;
+	long long	v;
+
+	if (!s || !*s || strlen(s) > 19)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (*p < '0' || *p > '9')
+			return false;
+	v = strtoll(s, &end, 10);
+	if (*end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+void
+kc_route_sessions(kc_request *req, kc_response *resp)
+{
+	static const char *const statuses[] = {"scheduled", "completed", "cancelled", "missed"};
+	const char *status = kc_req_query(req, "status");
+	const char *from = kc_req_query(req, "from");
+	const char *to = kc_req_query(req, "to");
+	const char *after = kc_req_query(req, "after");
+	const char *limit_s = kc_req_query(req, "limit");
+	long long	limit = 50;
+	char		limit_buf[16];
+	const char *params[6];
+	PGresult   *res;
+	kc_db_status st;
+	char		msg[512] = "";
+	size_t		len;
+	char	   *body;
+
+	if (status && *status)
+	{
+		bool		known = false;
+
+		for (int i = 0; i < 4; i++)
+			known |= strcmp(status, statuses[i]) == 0;
+		if (!known)
+		{
+			kc_resp_error(resp, 400, "bad_request", "status must be scheduled, completed, cancelled or missed");
+			return;
+		}
+	}
+	if (limit_s && !kc_parse_int_param(limit_s, 1, 200, &limit))
+	{
+		kc_resp_error(resp, 400, "bad_request", "limit must be an integer from 1 to 200");
+		return;
+	}
+	if ((from && strlen(from) > 64) || (to && strlen(to) > 64) || (after && strlen(after) > 128))
+	{
+		kc_resp_error(resp, 400, "bad_request", "parameter too long");
+		return;
+	}
+	snprintf(limit_buf, sizeof(limit_buf), "%lld", limit);
+	params[0] = req->match.student;
+	params[1] = status && *status ? status : NULL;
+	params[2] = from && *from ? from : NULL;
+	params[3] = to && *to ? to : NULL;
+	params[4] = after && *after ? after : NULL;
+	params[5] = limit_buf;
+	st = kc_db_exec(req->app->db, KC_STMT_SESSIONS, 6, params, &res, msg, sizeof(msg));
+	if (st != KC_DB_OK)
+	{
+		if (st == KC_DB_BAD_INPUT)
+			snprintf(msg, sizeof(msg), "invalid from, to or after parameter");
+		answer_db_error(req, resp, st, msg);
+		return;
+	}
+	len = (size_t) PQgetlength(res, 0, 0);
+	body = malloc(len + 1);
+	if (body)
+		memcpy(body, PQgetvalue(res, 0, 0), len + 1);
+	PQclear(res);
+	if (!body)
+	{
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	resp->cache_control = "private, no-store";
+	kc_resp_body(resp, 200, "application/json", body, len);
+}
