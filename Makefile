@@ -1,0 +1,33 @@
+# kc_flow: the extension (PGXS) and the gateway daemon.
+#   make            build both
+#   make install    install the extension into the server found by PG_CONFIG
+#   make test       everything (installs what it needs, starts throwaway servers)
+#   make run        the system with demo data
+
+EXTENSION   = kc_flow
+MODULE_big  = kc_flow
+DATA_built  = kc_flow--0.1.0.sql
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
+PG_CPPFLAGS = -Iextension
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+REGRESS      = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --load-extension=btree_gist --dbname=kc_regress
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+kc_flow--0.1.0.sql: $(sort $(wildcard extension/schema/*.sql))
+	cat $^ > $@
+
+all: gateway
+.PHONY: gateway test run
+gateway:
+	@if [ -f gateway/Makefile ] && [ -z "$(NO_GATEWAY)" ]; then $(MAKE) -C gateway; fi
+
+test:
+	bash test/run.sh
+
+run:
+	bash scripts/run-demo.sh

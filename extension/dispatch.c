@@ -1,0 +1,355 @@
+/*
+ * dispatch.c
+ *      Runs queued events through their stages: the heart of the pipeline.
+ *
+ * A batch claims due rows of kc_flow.event_queue with FOR UPDATE SKIP LOCKED,
+ * so workers never wait for each other.  Each event is handled in its own
+ * subtransaction: the stage's effect, the processed_events row and the
+ * removal from the queue commit together or not at all, and a failing event
+ * is rolled back alone, rescheduled with exponential backoff and, after
+ * kc_flow.max_attempts, moved to kc_flow.dead_letters.  An event a stage
+ * emits is handled right away in the same batch (its queue row is ours until
+ * commit), so a payment usually goes from confirmation to sessions in one
+ * worker transaction.
+ */
+#include "kc_flow.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+PG_FUNCTION_INFO_V1(kcf_run_pending);
+
+typedef struct KcfStage
+{
+	const char *consumer;
+	KcfStageFn	run;
+} KcfStage;
+
+static const KcfStage stages[] = {
+	{"purchase", kcf_stage_purchase},
+	{"allocation", kcf_stage_allocation},
+	{"sessions", kcf_stage_sessions},
+	{"refund", kcf_stage_refund},
+};
+
+typedef struct KcfJob
+{
+	int64		event_id;
+	char	   *event_type;
+	char	   *consumer;
+	int			attempts;
+} KcfJob;
+
+static KcfStageFn
+stage_for(const char *consumer)
+{
+	for (int i = 0; i < lengthof(stages); i++)
+		if (strcmp(stages[i].consumer, consumer) == 0)
+			return stages[i].run;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_EXCEPTION),
+			 errmsg("kc_flow has no stage named \"%s\"", consumer)));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* Claims up to max due jobs; their queue rows stay locked until commit. */
+static int
+claim_jobs(KcfJob *jobs, int max)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+	int			n;
+
+	kcf_plan(&plan,
+			 "SELECT q.event_id, e.event_type, q.consumer, q.attempts"
+			 "  FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id"
+			 " WHERE q.run_after <= clock_timestamp()"
+			 " ORDER BY q.run_after, q.event_id"
+			 " LIMIT $1 FOR UPDATE OF q SKIP LOCKED",
+			 1, types);
+	values[0] = Int32GetDatum(max);
+	n = kcf_exec(plan, values, NULL, 0);
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		jobs[i].event_id = kcf_get_int64(i, 1, &isnull);
+		jobs[i].event_type = kcf_get_text(i, 2);
+		jobs[i].consumer = kcf_get_text(i, 3);
+		jobs[i].attempts = (int) DatumGetInt32(kcf_get_datum(i, 4, &isnull));
+	}
+	return n;
+}
+
+/* The queue row of an event emitted in this transaction. */
+static bool
+load_job(int64 event_id, KcfJob *job)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	bool		isnull;
+
+	kcf_plan(&plan,
+			 "SELECT e.event_type, q.consumer, q.attempts"
+			 "  FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id"
+			 " WHERE q.event_id = $1",
+			 1, types);
+	values[0] = Int64GetDatum(event_id);
+	if (kcf_exec(plan, values, NULL, 1) == 0)
+		return false;
+	job->event_id = event_id;
+	job->event_type = kcf_get_text(0, 1);
+	job->consumer = kcf_get_text(0, 2);
+	job->attempts = DatumGetInt32(kcf_get_datum(0, 3, &isnull));
+	return true;
+}
+
+static bool
+already_processed(const KcfJob *job)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+
+	kcf_plan(&plan,
+			 "SELECT 1 FROM kc_flow.processed_events WHERE event_id = $1 AND consumer = $2",
+			 2, types);
+	values[0] = Int64GetDatum(job->event_id);
+	values[1] = CStringGetTextDatum(job->consumer);
+	return kcf_exec(plan, values, NULL, 1) > 0;
+}
+
+static void
+mark_processed(const KcfJob *job)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+
+	kcf_plan(&plan,
+			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES ($1, $2)"
+			 "           ON CONFLICT DO NOTHING)"
+			 " DELETE FROM kc_flow.event_queue WHERE event_id = $1",
+			 2, types);
+	values[0] = Int64GetDatum(job->event_id);
+	values[1] = CStringGetTextDatum(job->consumer);
+	kcf_exec(plan, values, NULL, 0);
+}
+
+static void
+defer_job(const KcfJob *job, int defer_ms)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2];
+
+	kcf_plan(&plan,
+			 "UPDATE kc_flow.event_queue"
+			 "   SET deferrals = deferrals + 1,"
+			 "       run_after = clock_timestamp() + make_interval(secs => $2 / 1000.0)"
+			 " WHERE event_id = $1",
+			 2, types);
+	values[0] = Int64GetDatum(job->event_id);
+	values[1] = Int32GetDatum(defer_ms);
+	kcf_exec(plan, values, NULL, 0);
+}
+
+/* Backoff before the next attempt: base * 2^(attempts-1), capped at an hour. */
+static int64
+retry_delay_ms(int attempts)
+{
+	int64		delay = kcf_retry_base_ms;
+
+	for (int i = 1; i < attempts && delay < 3600 * 1000; i++)
+		delay *= 2;
+	return Min(delay, 3600 * 1000);
+}
+
+/* Records a failed attempt; dead-letters the event after the last one. */
+static void
+record_failure(const KcfJob *job, ErrorData *edata)
+{
+	static SPIPlanPtr retry_plan = NULL;
+	static SPIPlanPtr dead_plan = NULL;
+	Oid			types[6] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
+	int			attempts = job->attempts + 1;
+	const char *sqlstate = unpack_sql_state(edata->sqlerrcode);
+
+	values[0] = Int64GetDatum(job->event_id);
+	values[1] = CStringGetTextDatum(job->consumer);
+	values[2] = Int32GetDatum(attempts);
+	values[3] = CStringGetTextDatum(sqlstate);
+	values[4] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		values[5] = CStringGetTextDatum(edata->detail);
+	else
+		nulls[5] = 'n';
+
+	if (attempts < kcf_max_attempts)
+	{
+		int64		delay = retry_delay_ms(attempts);
+
+		kcf_plan(&retry_plan,
+				 "UPDATE kc_flow.event_queue"
+				 "   SET attempts = $3, last_sqlstate = $4, last_error = $5,"
+				 "       run_after = clock_timestamp() + make_interval(secs => $6::bigint / 1000.0)"
+				 " WHERE event_id = $1 AND consumer = $2",
+				 6, types);
+		values[5] = CStringGetTextDatum(psprintf(INT64_FORMAT, delay));
+		nulls[5] = ' ';
+		kcf_exec(retry_plan, values, nulls, 0);
+		ereport(LOG,
+				(errmsg("kc_flow: %s stage failed on event " INT64_FORMAT " (%s), attempt %d of %d, retry in " INT64_FORMAT " ms: %s",
+						job->consumer, job->event_id, job->event_type, attempts,
+						kcf_max_attempts, delay, edata->message)));
+		return;
+	}
+
+	kcf_plan(&dead_plan,
+			 "WITH d AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1 AND consumer = $2)"
+			 " INSERT INTO kc_flow.dead_letters"
+			 "   (event_id, consumer, attempts, sqlstate, error_message, error_detail)"
+			 " VALUES ($1, $2, $3, $4, $5, $6)",
+			 6, types);
+	kcf_exec(dead_plan, values, nulls, 0);
+	ereport(WARNING,
+			(errmsg("kc_flow: event " INT64_FORMAT " (%s) dead-lettered after %d attempts in the %s stage",
+					job->event_id, job->event_type, attempts, job->consumer),
+			 errdetail("Last error: SQLSTATE %s: %s", sqlstate, edata->message),
+			 errhint("Fix the cause, then call kc_flow.retry_dead_letter() on its dead_letters row.")));
+}
+
+/*
+ * Handles one job in a subtransaction.  Returns the id of a follow-up event
+ * emitted by the stage that should be handled next in this batch, or 0.
+ */
+static int64
+run_job(const KcfJob *job)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	KcfStageResult result = {0, 0};
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		KcfEvent	event = {job->event_id, job->event_type, job->consumer};
+		KcfOutcome	outcome = KCF_DONE;
+
+		if (!already_processed(job))
+			outcome = stage_for(job->consumer) (&event, &result);
+		if (outcome == KCF_DONE)
+			mark_processed(job);
+		else
+			defer_job(job, result.defer_ms);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		/* a cancel or shutdown request is not the event's fault */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(edata);
+		record_failure(job, edata);
+		FreeErrorData(edata);
+		return 0;
+	}
+	PG_END_TRY();
+	return result.next_event;
+}
+
+/*
+ * Handles up to max_jobs events in the current transaction (SPI connected).
+ * Returns how many were handled, follow-up events included.
+ */
+int
+kcf_dispatch_batch(int max_jobs)
+{
+	KcfJob	   *jobs = palloc0(sizeof(KcfJob) * max_jobs);
+	int			n = claim_jobs(jobs, max_jobs);
+	int			handled = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		KcfJob		job = jobs[i];
+
+		for (;;)
+		{
+			int64		next;
+
+			CHECK_FOR_INTERRUPTS();
+			next = run_job(&job);
+			handled++;
+			if (next == 0 || !load_job(next, &job))
+				break;
+		}
+	}
+	pfree(jobs);
+	return handled;
+}
+
+/* Milliseconds until the next queued event is due; -1 when the queue is empty. */
+int64
+kcf_next_due_ms(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	int64		ms;
+
+	kcf_plan(&plan,
+			 "SELECT greatest(0, ceil(extract(epoch FROM min(run_after) - clock_timestamp()) * 1000))::bigint"
+			 "  FROM kc_flow.event_queue",
+			 0, NULL);
+	kcf_exec(plan, NULL, NULL, 1);
+	ms = kcf_get_int64(0, 1, &isnull);
+	return isnull ? -1 : ms;
+}
+
+/* kc_flow.run_pending(max_jobs): the pipeline by hand, in the caller's transaction. */
+Datum
+kcf_run_pending(PG_FUNCTION_ARGS)
+{
+	int32		max_jobs = PG_GETARG_INT32(0);
+	int			handled = 0;
+
+	if (max_jobs < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_jobs must be at least 1"),
+				 errdetail("Got %d.", max_jobs)));
+
+	SPI_connect();
+	while (handled < max_jobs)
+	{
+		int			n = kcf_dispatch_batch(Min(max_jobs - handled, 1000));
+
+		if (n == 0)
+			break;
+		handled += n;
+	}
+	handled += kcf_top_up_rolling_sessions();
+	SPI_finish();
+	PG_RETURN_INT32(handled);
+}

@@ -1,0 +1,247 @@
+/*
+ * emit.c
+ *      The outbox: appending an event in the current transaction.
+ *
+ * kcf_emit() is the only writer of kc_flow.events.  In one statement it bumps
+ * the student's cache version, inserts the event and, when a stage consumes
+ * that type, queues it.  It also sends NOTIFY kc_flow_events, which Postgres
+ * delivers only if and when the transaction commits.  A transaction callback
+ * wakes the workers right after such a commit and releases the transaction's
+ * hold on the event horizon (see shared_state.c).
+ */
+#include "kc_flow.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/sequence.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"
+#include "utils/uuid.h"
+
+/* advisory lock taken instead of the shared horizon when not preloaded */
+#define KCF_EVENT_LOCK_KEY1 0x6b63666c	/* "kcfl" */
+#define KCF_EVENT_LOCK_KEY2 1
+
+static bool wake_at_commit = false;
+static bool emitted_in_xact = false;
+
+PG_FUNCTION_INFO_V1(kcf_emit_event_sql);
+PG_FUNCTION_INFO_V1(kcf_event_horizon);
+PG_FUNCTION_INFO_V1(kcf_wake_workers_sql);
+
+static Oid
+events_sequence(void)
+{
+	Oid			nsp = get_namespace_oid("kc_flow", false);
+	Oid			seq = get_relname_relid("events_id_seq", nsp);
+
+	if (!OidIsValid(seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sequence kc_flow.events_id_seq does not exist"),
+				 errhint("Reinstall the extension: DROP EXTENSION kc_flow; CREATE EXTENSION kc_flow CASCADE.")));
+	return seq;
+}
+
+/* Takes the next event id, keeping the event horizon correct. */
+static int64
+take_event_id(void)
+{
+	Oid			seq = events_sequence();
+	int64		id;
+
+	if (kcf_shared_ready())
+	{
+		kcf_inflight_begin();
+		id = nextval_internal(seq, false);
+		kcf_inflight_note(id);
+	}
+	else
+	{
+		DirectFunctionCall2(pg_advisory_xact_lock_shared_int4,
+							Int32GetDatum(KCF_EVENT_LOCK_KEY1),
+							Int32GetDatum(KCF_EVENT_LOCK_KEY2));
+		id = nextval_internal(seq, false);
+	}
+	return id;
+}
+
+const char *
+kcf_consumer_for(const char *event_type)
+{
+	if (strcmp(event_type, "PURCHASE_CONFIRMED") == 0)
+		return "purchase";
+	if (strcmp(event_type, "PURCHASE_CREATED") == 0)
+		return "allocation";
+	if (strcmp(event_type, "TRAINER_ALLOCATED") == 0)
+		return "sessions";
+	if (strcmp(event_type, "PURCHASE_REFUNDED") == 0)
+		return "refund";
+	return NULL;
+}
+
+static void
+send_notify(int64 id, const char *event_type, Datum correlation_id,
+			Datum student_id, int64 version)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"id\":" INT64_FORMAT ",\"type\":\"%s\",\"student_id\":\"%s\","
+					 "\"correlation_id\":\"%s\",\"version\":" INT64_FORMAT "}",
+					 id, event_type,
+					 DatumGetCString(DirectFunctionCall1(uuid_out, student_id)),
+					 DatumGetCString(DirectFunctionCall1(uuid_out, correlation_id)),
+					 version);
+	Async_Notify("kc_flow_events", buf.data);
+	pfree(buf.data);
+}
+
+/*
+ * Appends one event; the caller must be connected to SPI.  Returns its id.
+ */
+int64
+kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
+		 const char *payload_json)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[6] = {INT8OID, TEXTOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
+	const char *consumer = kcf_consumer_for(event_type);
+	int64		id;
+	int64		version;
+	bool		isnull;
+
+	kcf_plan(&plan,
+			 "WITH v AS ("
+			 "  INSERT INTO kc_flow.cache_versions AS c (student_id, version) VALUES ($4, 1)"
+			 "  ON CONFLICT (student_id) DO UPDATE SET version = c.version + 1, updated_at = now()"
+			 "  RETURNING version),"
+			 " e AS ("
+			 "  INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version)"
+			 "  SELECT $1, $2, $3, $4, $5::jsonb, v.version FROM v RETURNING version),"
+			 " q AS ("
+			 "  INSERT INTO kc_flow.event_queue (event_id, consumer)"
+			 "  SELECT $1, $6 WHERE $6 IS NOT NULL)"
+			 " SELECT version FROM e",
+			 6, types);
+
+	id = take_event_id();
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(event_type);
+	values[2] = correlation_id;
+	values[3] = student_id;
+	values[4] = CStringGetTextDatum(payload_json ? payload_json : "{}");
+	values[5] = consumer ? CStringGetTextDatum(consumer) : (Datum) 0;
+	if (consumer == NULL)
+		nulls[5] = 'n';
+
+	kcf_exec(plan, values, nulls, 1);
+	version = kcf_get_int64(0, 1, &isnull);
+
+	send_notify(id, event_type, correlation_id, student_id, version);
+	emitted_in_xact = true;
+	if (consumer != NULL)
+		wake_at_commit = true;
+	return id;
+}
+
+/* kc_flow.emit_event(event_type, correlation_id, student_id, payload) */
+Datum
+kcf_emit_event_sql(PG_FUNCTION_ARGS)
+{
+	char	   *event_type;
+	char	   *payload;
+	int64		id;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event type, correlation id and student id must not be null")));
+	event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	payload = PG_ARGISNULL(3) ? NULL
+		: DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3)));
+
+	SPI_connect();
+	id = kcf_emit(event_type, PG_GETARG_DATUM(1), PG_GETARG_DATUM(2), payload);
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}
+
+/* kc_flow.wake_workers(): wake the workers when this transaction commits. */
+Datum
+kcf_wake_workers_sql(PG_FUNCTION_ARGS)
+{
+	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * kc_flow.event_horizon(): the smallest event id an open transaction holds,
+ * NULL when none.  Without shared memory it waits for open writers instead,
+ * so that everything committed is final by the time the caller reads.
+ */
+Datum
+kcf_event_horizon(PG_FUNCTION_ARGS)
+{
+	int64		horizon;
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("kc_flow.events_since() requires READ COMMITTED isolation"),
+				 errdetail("A transaction snapshot taken before the event horizon could hide events that commit below it."),
+				 errhint("Call it in its own READ COMMITTED transaction.")));
+
+	if (!kcf_shared_ready())
+	{
+		DirectFunctionCall2(pg_advisory_xact_lock_int4,
+							Int32GetDatum(KCF_EVENT_LOCK_KEY1),
+							Int32GetDatum(KCF_EVENT_LOCK_KEY2));
+		PG_RETURN_NULL();
+	}
+	horizon = kcf_inflight_horizon();
+	if (horizon == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(horizon);
+}
+
+static void
+kcf_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (emitted_in_xact)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that emitted kc_flow events"),
+						 errdetail("Event ids of a prepared transaction would hold back kc_flow.events_since() for an unbounded time.")));
+			break;
+		case XACT_EVENT_COMMIT:
+			kcf_inflight_end();
+			if (wake_at_commit)
+				kcf_wake_workers();
+			wake_at_commit = emitted_in_xact = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			kcf_inflight_end();
+			wake_at_commit = emitted_in_xact = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+kcf_emit_install_callbacks(void)
+{
+	RegisterXactCallback(kcf_xact_callback, NULL);
+}

@@ -1,0 +1,100 @@
+/*
+ * kc_flow.c
+ *      Module entry point: configuration (GUCs), shared memory hooks and the
+ *      registration of the background workers.
+ *
+ * Loaded through shared_preload_libraries the module starts kc_flow.workers
+ * workers on kc_flow.database.  Loaded on first use instead (no preload),
+ * every SQL function still works and kc_flow.run_pending() drives the
+ * pipeline by hand.
+ */
+#include "kc_flow.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+char	   *kcf_database = NULL;
+int			kcf_workers = 2;
+int			kcf_max_attempts = 3;
+int			kcf_retry_base_ms = 100;
+int			kcf_poll_interval_ms = 1000;
+int			kcf_batch_size = 32;
+int			kcf_session_generation = KCF_SESSIONS_FULL;
+int			kcf_rolling_window = 7;
+int			kcf_event_retention_s = 7 * 24 * 3600;
+
+static const struct config_enum_entry session_mode_options[] = {
+	{"full", KCF_SESSIONS_FULL, false},
+	{"rolling", KCF_SESSIONS_ROLLING, false},
+	{NULL, 0, false}
+};
+
+void		_PG_init(void);
+
+static void
+define_gucs(void)
+{
+	DefineCustomStringVariable("kc_flow.database",
+							   "Database in which the kc_flow background workers run.",
+							   "The kc_flow extension must be created in that database.",
+							   &kcf_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.workers",
+							"Number of kc_flow background workers.",
+							"0 disables the workers; kc_flow.run_pending() still works.",
+							&kcf_workers, 2, 0, KCF_MAX_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.max_attempts",
+							"Failed attempts after which an event is dead-lettered.",
+							NULL,
+							&kcf_max_attempts, 3, 1, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.retry_base_ms",
+							"First retry delay after a failure; it doubles with every attempt.",
+							NULL,
+							&kcf_retry_base_ms, 100, 0, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.poll_interval_ms",
+							"Longest time a worker sleeps when nothing wakes it.",
+							"Commits that emit events wake the workers at once; polling is the safety net.",
+							&kcf_poll_interval_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.batch_size",
+							"Events a worker claims per transaction.",
+							NULL,
+							&kcf_batch_size, 32, 1, 10000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("kc_flow.session_generation",
+							 "How sessions are generated: all at once (full) or a rolling window.",
+							 NULL,
+							 &kcf_session_generation, KCF_SESSIONS_FULL, session_mode_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.rolling_window",
+							"Upcoming sessions kept scheduled in rolling mode.",
+							NULL,
+							&kcf_rolling_window, 7, 1, 30,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.event_retention",
+							"How long handled events are kept in the event log; 0 keeps them forever.",
+							NULL,
+							&kcf_event_retention_s, 7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("kc_flow");
+}
+
+void
+_PG_init(void)
+{
+	define_gucs();
+	kcf_emit_install_callbacks();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	kcf_preloaded = true;
+	kcf_shmem_install_hooks();
+	kcf_register_workers();
+}

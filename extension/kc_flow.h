@@ -1,0 +1,100 @@
+/*
+ * kc_flow.h
+ *      Declarations shared by the files of the kc_flow extension.
+ *
+ * The flow: a payment trigger emits PURCHASE_CONFIRMED (emit.c); at commit the
+ * workers are woken (shared_state.c); a worker (worker.c) or run_pending()
+ * hands each queued event to its stage through the dispatcher (dispatch.c);
+ * each stage (stage_*.c) applies its effect and emits the next event.
+ */
+#ifndef KC_FLOW_H
+#define KC_FLOW_H
+
+#include "postgres.h"
+#include "executor/spi.h"
+#include "storage/latch.h"
+
+#define KCF_MAX_WORKERS 32
+
+/* GUCs (kc_flow.c) */
+extern char *kcf_database;
+extern int	kcf_workers;
+extern int	kcf_max_attempts;
+extern int	kcf_retry_base_ms;
+extern int	kcf_poll_interval_ms;
+extern int	kcf_batch_size;
+extern int	kcf_session_generation;
+extern int	kcf_rolling_window;
+extern int	kcf_event_retention_s;
+
+typedef enum KcfSessionMode
+{
+	KCF_SESSIONS_FULL,
+	KCF_SESSIONS_ROLLING
+} KcfSessionMode;
+
+/* shared_state.c: shared memory, present only when preloaded */
+extern bool kcf_preloaded;
+extern void kcf_shmem_install_hooks(void);
+extern bool kcf_shared_ready(void);
+extern void kcf_register_worker_latch(int worker, Latch *latch);
+extern void kcf_unregister_worker_latch(int worker);
+extern void kcf_wake_workers(void);
+extern int	kcf_worker_pid(int worker);
+extern void kcf_inflight_begin(void);
+extern void kcf_inflight_note(int64 id);
+extern void kcf_inflight_end(void);
+extern int64 kcf_inflight_horizon(void);
+
+/* emit.c: the outbox */
+extern int64 kcf_emit(const char *event_type, Datum correlation_id,
+					  Datum student_id, const char *payload_json);
+extern void kcf_emit_install_callbacks(void);
+
+/* spi_util.c: small helpers around prepared SPI plans */
+extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
+extern int	kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
+extern bool kcf_get_bool(int row, int col, bool *isnull);
+extern int64 kcf_get_int64(int row, int col, bool *isnull);
+extern Datum kcf_get_datum(int row, int col, bool *isnull);
+extern char *kcf_get_text(int row, int col);
+
+/* dispatch.c: running queued events through their stages */
+typedef enum KcfOutcome
+{
+	KCF_DONE,					/* effect applied (or nothing to do): mark processed */
+	KCF_DEFER					/* not possible yet (no trainer free): keep queued */
+} KcfOutcome;
+
+typedef struct KcfEvent
+{
+	int64		id;
+	const char *type;
+	const char *consumer;
+} KcfEvent;
+
+typedef struct KcfStageResult
+{
+	int64		next_event;		/* event emitted for a later stage, 0 if none */
+	int			defer_ms;		/* with KCF_DEFER: how long to wait */
+} KcfStageResult;
+
+typedef KcfOutcome (*KcfStageFn) (const KcfEvent *event, KcfStageResult *result);
+
+extern const char *kcf_consumer_for(const char *event_type);
+extern int	kcf_dispatch_batch(int max_jobs);
+extern int64 kcf_next_due_ms(void);
+
+/* the stages */
+extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);
+extern KcfOutcome kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result);
+extern KcfOutcome kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result);
+extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result);
+extern Datum kcf_allocate_purchase(Datum purchase_id, bool *found_trainer, int64 *next_event);
+extern int	kcf_top_up_rolling_sessions(void);
+
+/* worker.c */
+extern void kcf_register_workers(void);
+PGDLLEXPORT void kcf_worker_main(Datum main_arg);
+
+#endif							/* KC_FLOW_H */

@@ -1,0 +1,47 @@
+-- 00_c_functions.sql: the SQL face of the C module (extension/*.c).
+-- Everything the pipeline does in C is reachable from SQL through these declarations.
+
+\echo Use "CREATE EXTENSION kc_flow CASCADE" to load this file. \quit
+
+CREATE FUNCTION kc_flow.is_iana_timezone(zone text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_is_iana_timezone';
+COMMENT ON FUNCTION kc_flow.is_iana_timezone(text) IS
+    'true when the name is a zone of the IANA time zone database known to this server (e.g. Asia/Kolkata, UTC); POSIX strings such as XYZ+3 are refused';
+
+CREATE FUNCTION kc_flow.emit_event(event_type text, correlation_id uuid, student_id uuid, payload jsonb DEFAULT '{}')
+    RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_emit_event_sql';
+COMMENT ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) IS
+    'appends an event to the outbox in the current transaction: bumps the student''s cache version, queues the event for its stage, sends NOTIFY kc_flow_events and wakes the workers at commit; returns the event id';
+
+CREATE FUNCTION kc_flow.event_horizon() RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_event_horizon';
+COMMENT ON FUNCTION kc_flow.event_horizon() IS
+    'the smallest event id that may still commit (NULL: none); events below it that are not visible now never will be';
+
+CREATE FUNCTION kc_flow.run_pending(max_jobs int DEFAULT 1000) RETURNS int
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'kcf_run_pending';
+COMMENT ON FUNCTION kc_flow.run_pending(int) IS
+    'runs due pipeline work in the calling transaction, as the background workers would: at most max_jobs events; returns how many were handled';
+
+CREATE FUNCTION kc_flow.auto_assign(purchase_id uuid) RETURNS uuid
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'kcf_auto_assign';
+COMMENT ON FUNCTION kc_flow.auto_assign(uuid) IS
+    'runs trainer allocation for a purchase now; returns the trainer chosen, or NULL when none is free (the allocation stays pending)';
+
+CREATE FUNCTION kc_flow.worker_status(OUT worker int, OUT pid int, OUT state text) RETURNS SETOF record
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_worker_status';
+COMMENT ON FUNCTION kc_flow.worker_status() IS
+    'the background workers this server runs for kc_flow and whether they are attached';
+
+CREATE FUNCTION kc_flow.wake_workers() RETURNS void
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_wake_workers_sql';
+COMMENT ON FUNCTION kc_flow.wake_workers() IS
+    'asks the background workers to look at the queue as soon as the current transaction commits';

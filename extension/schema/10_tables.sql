@@ -1,0 +1,222 @@
+-- 10_tables.sql: the tables of DESIGN.md §3, with the constraints that keep the flow honest.
+-- Constraint names say what they forbid; they show up in error messages.
+
+CREATE TABLE kc_flow.students (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    display_name text NOT NULL CONSTRAINT students_name_not_blank CHECK (btrim(display_name) <> ''),
+    timezone     text NOT NULL DEFAULT 'UTC'
+                 CONSTRAINT students_timezone_must_be_iana CHECK (kc_flow.is_iana_timezone(timezone)),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE kc_flow.students IS 'learners; timezone is an IANA zone name';
+
+CREATE TABLE kc_flow.trainers (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    display_name        text NOT NULL CONSTRAINT trainers_name_not_blank CHECK (btrim(display_name) <> ''),
+    timezone            text NOT NULL DEFAULT 'UTC'
+                        CONSTRAINT trainers_timezone_must_be_iana CHECK (kc_flow.is_iana_timezone(timezone)),
+    max_active_students int NOT NULL DEFAULT 10
+                        CONSTRAINT trainers_capacity_positive CHECK (max_active_students > 0),
+    is_active           boolean NOT NULL DEFAULT true,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE kc_flow.trainers IS 'tutors; an allocation needs a free place below max_active_students';
+
+CREATE TABLE kc_flow.courses (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    title           text NOT NULL CONSTRAINT courses_title_not_blank CHECK (btrim(title) <> ''),
+    session_minutes int NOT NULL DEFAULT 60
+                    CONSTRAINT courses_session_minutes_in_range CHECK (session_minutes BETWEEN 1 AND 720),
+    is_published    boolean NOT NULL DEFAULT false,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE kc_flow.courses IS 'what can be bought; only published courses can be paid for';
+
+CREATE TABLE kc_flow.trainer_courses (
+    trainer_id uuid NOT NULL REFERENCES kc_flow.trainers ON DELETE CASCADE,
+    course_id  uuid NOT NULL REFERENCES kc_flow.courses ON DELETE CASCADE,
+    PRIMARY KEY (trainer_id, course_id)
+);
+CREATE INDEX trainer_courses_by_course ON kc_flow.trainer_courses (course_id, trainer_id);
+COMMENT ON TABLE kc_flow.trainer_courses IS 'who may teach what';
+
+CREATE TABLE kc_flow.trainer_availability (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    trainer_id uuid NOT NULL REFERENCES kc_flow.trainers ON DELETE CASCADE,
+    weekday    int  NOT NULL CONSTRAINT availability_weekday_is_iso CHECK (weekday BETWEEN 1 AND 7),
+    start_time time NOT NULL,
+    end_time   time NOT NULL,
+    CONSTRAINT availability_window_not_empty CHECK (start_time < end_time)
+);
+CREATE INDEX trainer_availability_by_trainer ON kc_flow.trainer_availability (trainer_id, weekday);
+COMMENT ON TABLE kc_flow.trainer_availability IS
+    'weekly windows (ISO weekday, local times in the trainer''s zone) in which a trainer can teach; a window ends on the day it starts';
+
+CREATE TABLE kc_flow.payments (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    student_id    uuid NOT NULL REFERENCES kc_flow.students,
+    course_id     uuid NOT NULL REFERENCES kc_flow.courses,
+    amount_cents  bigint NOT NULL CONSTRAINT payments_amount_not_negative CHECK (amount_cents >= 0),
+    currency      char(3) NOT NULL DEFAULT 'USD'
+                  CONSTRAINT payments_currency_is_iso4217 CHECK (currency ~ '^[A-Z]{3}$'),
+    status        text NOT NULL DEFAULT 'pending'
+                  CONSTRAINT payments_status_known CHECK (status IN ('pending', 'succeeded', 'failed', 'refunded')),
+    purchase_tier int NOT NULL
+                  CONSTRAINT payments_tier_is_10_20_30 CHECK (purchase_tier IN (10, 20, 30)),
+    time_slot     jsonb NOT NULL,
+    metadata      jsonb NOT NULL DEFAULT '{}',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    succeeded_at  timestamptz
+);
+CREATE INDEX payments_by_student ON kc_flow.payments (student_id);
+COMMENT ON TABLE kc_flow.payments IS
+    'payments as reported by the payment provider; status moves pending->succeeded|failed, succeeded->refunded; becoming succeeded emits PURCHASE_CONFIRMED';
+
+CREATE TABLE kc_flow.student_course_purchases (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    payment_id    uuid NOT NULL CONSTRAINT purchases_one_per_payment UNIQUE REFERENCES kc_flow.payments,
+    student_id    uuid NOT NULL REFERENCES kc_flow.students,
+    course_id     uuid NOT NULL REFERENCES kc_flow.courses,
+    purchase_tier int NOT NULL CONSTRAINT purchases_tier_is_10_20_30 CHECK (purchase_tier IN (10, 20, 30)),
+    is_active     boolean NOT NULL DEFAULT true,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    ended_at      timestamptz
+);
+CREATE UNIQUE INDEX purchases_one_active_per_course
+    ON kc_flow.student_course_purchases (student_id, course_id) WHERE is_active;
+CREATE INDEX purchases_by_student ON kc_flow.student_course_purchases (student_id, created_at DESC);
+COMMENT ON TABLE kc_flow.student_course_purchases IS
+    'one purchase per succeeded payment, at most one active purchase of a course per student';
+
+CREATE TABLE kc_flow.trainer_allocations (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    purchase_id  uuid NOT NULL CONSTRAINT allocations_one_per_purchase UNIQUE
+                 REFERENCES kc_flow.student_course_purchases,
+    student_id   uuid NOT NULL REFERENCES kc_flow.students,
+    course_id    uuid NOT NULL REFERENCES kc_flow.courses,
+    trainer_id   uuid REFERENCES kc_flow.trainers,
+    status       text NOT NULL DEFAULT 'pending'
+                 CONSTRAINT allocations_status_known
+                 CHECK (status IN ('pending', 'approved', 'active', 'completed', 'cancelled')),
+    session_mode text NOT NULL DEFAULT 'full'
+                 CONSTRAINT allocations_session_mode_known CHECK (session_mode IN ('full', 'rolling')),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    allocated_at timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT allocations_trainer_set_unless_pending
+        CHECK ((status = 'pending') = (trainer_id IS NULL) OR status = 'cancelled')
+);
+CREATE UNIQUE INDEX allocations_one_live_per_course
+    ON kc_flow.trainer_allocations (student_id, course_id) WHERE status IN ('approved', 'active');
+CREATE INDEX allocations_live_by_trainer
+    ON kc_flow.trainer_allocations (trainer_id) WHERE status IN ('approved', 'active');
+CREATE INDEX allocations_by_student ON kc_flow.trainer_allocations (student_id);
+COMMENT ON TABLE kc_flow.trainer_allocations IS
+    'which trainer teaches a purchase; pending while no trainer is free (retried), approved once booked';
+
+CREATE TABLE kc_flow.trainer_bookings (
+    allocation_id    uuid NOT NULL REFERENCES kc_flow.trainer_allocations ON DELETE CASCADE,
+    seq              int  NOT NULL CONSTRAINT bookings_seq_in_range CHECK (seq BETWEEN 1 AND 30),
+    trainer_id       uuid NOT NULL REFERENCES kc_flow.trainers,
+    local_date       date NOT NULL,
+    local_time       time NOT NULL,
+    during           tstzrange NOT NULL,
+    PRIMARY KEY (allocation_id, seq),
+    CONSTRAINT bookings_no_trainer_double_booking EXCLUDE USING gist (trainer_id WITH =, during WITH &&)
+);
+COMMENT ON TABLE kc_flow.trainer_bookings IS
+    'every session time an allocation reserves on its trainer, generated or not yet (rolling mode); the exclusion constraint makes double booking impossible';
+
+CREATE TABLE kc_flow.tutoring_sessions (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    allocation_id  uuid NOT NULL REFERENCES kc_flow.trainer_allocations ON DELETE CASCADE,
+    student_id     uuid NOT NULL REFERENCES kc_flow.students,
+    course_id      uuid NOT NULL REFERENCES kc_flow.courses,
+    trainer_id     uuid NOT NULL REFERENCES kc_flow.trainers,
+    seq            int  NOT NULL CONSTRAINT sessions_seq_in_range CHECK (seq BETWEEN 1 AND 30),
+    scheduled_date date NOT NULL,
+    scheduled_time time NOT NULL,
+    starts_at      timestamptz NOT NULL,
+    ends_at        timestamptz NOT NULL,
+    status         text NOT NULL DEFAULT 'scheduled'
+                   CONSTRAINT sessions_status_known CHECK (status IN ('scheduled', 'completed', 'cancelled', 'missed')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT sessions_end_after_start CHECK (ends_at > starts_at),
+    CONSTRAINT sessions_one_per_slot UNIQUE (allocation_id, scheduled_date, scheduled_time),
+    CONSTRAINT sessions_one_per_seq UNIQUE (allocation_id, seq),
+    CONSTRAINT sessions_no_trainer_overlap EXCLUDE USING gist
+        (trainer_id WITH =, tstzrange(starts_at, ends_at) WITH &&) WHERE (status = 'scheduled')
+);
+CREATE INDEX sessions_by_student ON kc_flow.tutoring_sessions (student_id, starts_at, id);
+COMMENT ON TABLE kc_flow.tutoring_sessions IS
+    'the sessions a student will attend; scheduled_date/scheduled_time are local to the purchase''s time slot zone';
+
+CREATE SEQUENCE kc_flow.events_id_seq AS bigint CACHE 1;
+COMMENT ON SEQUENCE kc_flow.events_id_seq IS
+    'event ids; CACHE must stay 1: events_since relies on ids being handed out in increasing order across sessions';
+
+CREATE TABLE kc_flow.events (
+    id             bigint PRIMARY KEY,
+    event_type     text NOT NULL CONSTRAINT events_type_known CHECK (event_type IN
+                   ('PURCHASE_CONFIRMED', 'PURCHASE_CREATED', 'TRAINER_ALLOCATED', 'ALLOCATION_PENDING',
+                    'SESSIONS_GENERATED', 'PURCHASE_REFUNDED', 'PURCHASE_CANCELLED')),
+    correlation_id uuid NOT NULL,
+    student_id     uuid NOT NULL,
+    payload        jsonb NOT NULL DEFAULT '{}',
+    version        bigint NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_by_student ON kc_flow.events (student_id, id);
+CREATE INDEX events_by_correlation ON kc_flow.events (correlation_id, id);
+COMMENT ON TABLE kc_flow.events IS
+    'outbox and event log; written only by kc_flow.emit_event (ids from events_id_seq), read in commit-safe order with kc_flow.events_since';
+COMMENT ON COLUMN kc_flow.events.version IS 'the student''s cache_versions.version after this event''s transaction bumped it';
+
+CREATE TABLE kc_flow.event_queue (
+    event_id      bigint NOT NULL PRIMARY KEY REFERENCES kc_flow.events ON DELETE CASCADE,
+    consumer      text NOT NULL,
+    attempts      int NOT NULL DEFAULT 0,
+    deferrals     int NOT NULL DEFAULT 0,
+    run_after     timestamptz NOT NULL DEFAULT now(),
+    last_sqlstate text,
+    last_error    text
+);
+CREATE INDEX event_queue_due ON kc_flow.event_queue (run_after, event_id);
+COMMENT ON TABLE kc_flow.event_queue IS
+    'work still to do: one row per event that a stage must handle, claimed with FOR UPDATE SKIP LOCKED, deleted when handled or dead-lettered';
+
+CREATE TABLE kc_flow.processed_events (
+    event_id     bigint NOT NULL,
+    consumer     text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id, consumer)
+);
+COMMENT ON TABLE kc_flow.processed_events IS
+    'one row per stage that handled an event, written in the same transaction as the stage''s effect';
+
+CREATE TABLE kc_flow.dead_letters (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id       bigint NOT NULL REFERENCES kc_flow.events ON DELETE CASCADE,
+    consumer       text NOT NULL,
+    attempts       int NOT NULL,
+    sqlstate       text NOT NULL,
+    error_message  text NOT NULL,
+    error_detail   text,
+    first_failed_at timestamptz NOT NULL DEFAULT now(),
+    last_failed_at timestamptz NOT NULL DEFAULT now(),
+    resolved       boolean NOT NULL DEFAULT false,
+    resolved_at    timestamptz
+);
+CREATE UNIQUE INDEX dead_letters_one_open_per_event
+    ON kc_flow.dead_letters (event_id, consumer) WHERE NOT resolved;
+COMMENT ON TABLE kc_flow.dead_letters IS
+    'events a stage failed on kc_flow.max_attempts times, with the last error; kc_flow.retry_dead_letter(id) puts one back in the queue';
+
+CREATE TABLE kc_flow.cache_versions (
+    student_id uuid PRIMARY KEY,
+    version    bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE kc_flow.cache_versions IS
+    'per student, bumped in every transaction that changes what the student''s home or learning view shows; caches fence on it';

@@ -1,0 +1,167 @@
+-- 40_api.sql: the SQL API other programs use to drive and inspect the flow.
+
+CREATE FUNCTION kc_flow.create_payment(student uuid, course uuid, purchase_tier int, time_slot jsonb,
+                                       amount_cents bigint DEFAULT 0, currency text DEFAULT 'USD',
+                                       metadata jsonb DEFAULT '{}')
+    RETURNS uuid
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, kc_flow
+AS $$
+    INSERT INTO kc_flow.payments (student_id, course_id, purchase_tier, time_slot, amount_cents, currency, metadata)
+    VALUES (student, course, purchase_tier, time_slot, amount_cents, upper(currency), coalesce(metadata, '{}'))
+    RETURNING id
+$$;
+COMMENT ON FUNCTION kc_flow.create_payment(uuid, uuid, int, jsonb, bigint, text, jsonb) IS
+    'records a pending payment after checking student, course, tier and time slot; returns its id';
+
+CREATE FUNCTION kc_flow.confirm_payment(payment uuid) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    current text;
+    event_id bigint;
+BEGIN
+    SELECT status INTO current FROM kc_flow.payments WHERE id = payment FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % does not exist', payment USING ERRCODE = 'no_data_found';
+    END IF;
+    IF current = 'succeeded' THEN
+        RETURN NULL;            -- confirming twice is harmless: one event only
+    END IF;
+    UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = payment;
+    SELECT max(id) INTO event_id FROM kc_flow.events
+     WHERE correlation_id = payment AND event_type = 'PURCHASE_CONFIRMED';
+    RETURN event_id;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.confirm_payment(uuid) IS
+    'marks a pending payment succeeded, which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';
+
+CREATE FUNCTION kc_flow.events_since(after bigint, student uuid DEFAULT NULL, max int DEFAULT 100)
+    RETURNS SETOF kc_flow.events
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    horizon bigint;
+BEGIN
+    IF after IS NULL OR after < 0 THEN
+        RAISE EXCEPTION 'after must be an event id >= 0' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max IS NULL OR max < 1 OR max > 10000 THEN
+        RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
+    END IF;
+    -- taken before the snapshot of the query below: nothing under it can still appear
+    horizon := kc_flow.event_horizon();
+    IF student IS NULL THEN
+        RETURN QUERY SELECT * FROM kc_flow.events e
+                      WHERE e.id > after AND (horizon IS NULL OR e.id < horizon)
+                      ORDER BY e.id LIMIT max;
+    ELSE
+        RETURN QUERY SELECT * FROM kc_flow.events e
+                      WHERE e.student_id = student AND e.id > after AND (horizon IS NULL OR e.id < horizon)
+                      ORDER BY e.id LIMIT max;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
+    'events after an id, in id order, of one student or (NULL) all; never returns an id while a smaller one may still commit, so a reader that follows "after" misses nothing';
+
+CREATE FUNCTION kc_flow.flow_status(payment uuid) RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+    SELECT jsonb_build_object(
+        'payment', (SELECT jsonb_build_object('id', p.id, 'status', p.status, 'student_id', p.student_id,
+                                              'course_id', p.course_id, 'purchase_tier', p.purchase_tier,
+                                              'succeeded_at', p.succeeded_at)
+                      FROM kc_flow.payments p WHERE p.id = payment),
+        'events', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'id', e.id, 'type', e.event_type, 'created_at', e.created_at, 'version', e.version,
+                       'processed_by', (SELECT coalesce(jsonb_agg(jsonb_build_object('consumer', pe.consumer,
+                                                                                     'at', pe.processed_at)
+                                                                  ORDER BY pe.processed_at), '[]')
+                                          FROM kc_flow.processed_events pe WHERE pe.event_id = e.id),
+                       'queued', (SELECT jsonb_build_object('consumer', q.consumer, 'attempts', q.attempts,
+                                                            'run_after', q.run_after, 'last_error', q.last_error)
+                                    FROM kc_flow.event_queue q WHERE q.event_id = e.id))
+                   ORDER BY e.id)
+              FROM kc_flow.events e WHERE e.correlation_id = payment), '[]'),
+        'dead_letters', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('id', d.id, 'event_id', d.event_id, 'consumer', d.consumer,
+                                                'attempts', d.attempts, 'sqlstate', d.sqlstate,
+                                                'error', d.error_message, 'resolved', d.resolved)
+                             ORDER BY d.id)
+              FROM kc_flow.dead_letters d JOIN kc_flow.events e ON e.id = d.event_id
+             WHERE e.correlation_id = payment), '[]'),
+        'purchases', (SELECT count(*) FROM kc_flow.student_course_purchases WHERE payment_id = payment),
+        'allocation', (SELECT jsonb_build_object('id', a.id, 'status', a.status, 'trainer_id', a.trainer_id)
+                         FROM kc_flow.trainer_allocations a
+                         JOIN kc_flow.student_course_purchases pu ON pu.id = a.purchase_id
+                        WHERE pu.payment_id = payment),
+        'sessions', (SELECT count(*) FROM kc_flow.tutoring_sessions s
+                       JOIN kc_flow.trainer_allocations a ON a.id = s.allocation_id
+                       JOIN kc_flow.student_course_purchases pu ON pu.id = a.purchase_id
+                      WHERE pu.payment_id = payment AND s.status <> 'cancelled'))
+     WHERE EXISTS (SELECT 1 FROM kc_flow.payments WHERE id = payment)
+$$;
+COMMENT ON FUNCTION kc_flow.flow_status(uuid) IS
+    'the whole story of one payment: its events, which stages handled them and when, dead letters, and counts of purchase, allocation and sessions; NULL for an unknown payment';
+
+CREATE FUNCTION kc_flow.retry_dead_letter(dead_letter_id bigint) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    d kc_flow.dead_letters;
+BEGIN
+    SELECT * INTO d FROM kc_flow.dead_letters WHERE id = dead_letter_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dead letter % does not exist', dead_letter_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF d.resolved THEN
+        RETURN false;
+    END IF;
+    UPDATE kc_flow.dead_letters SET resolved = true, resolved_at = now() WHERE id = dead_letter_id;
+    INSERT INTO kc_flow.event_queue (event_id, consumer) VALUES (d.event_id, d.consumer)
+        ON CONFLICT (event_id) DO UPDATE SET attempts = 0, run_after = now();
+    PERFORM kc_flow.wake_workers();
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.retry_dead_letter(bigint) IS
+    'marks a dead letter resolved and queues its event again with a fresh set of attempts; false if it was already resolved';
+
+-- When trainers, their courses or availability change, pending allocations may succeed now.
+CREATE FUNCTION kc_flow.retry_pending_allocations() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+BEGIN
+    UPDATE kc_flow.event_queue SET run_after = now()
+     WHERE consumer = 'allocation' AND deferrals > 0 AND run_after > now();
+    IF FOUND THEN
+        PERFORM kc_flow.wake_workers();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.retry_pending_allocations() IS
+    'statement trigger: makes deferred allocations due now, since a trainer may have become free';
+
+CREATE TRIGGER trainers_changed AFTER INSERT OR UPDATE ON kc_flow.trainers
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.retry_pending_allocations();
+CREATE TRIGGER trainer_courses_changed AFTER INSERT OR UPDATE ON kc_flow.trainer_courses
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.retry_pending_allocations();
+CREATE TRIGGER trainer_availability_changed AFTER INSERT OR UPDATE ON kc_flow.trainer_availability
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.retry_pending_allocations();
+CREATE TRIGGER allocations_freed AFTER UPDATE OF status ON kc_flow.trainer_allocations
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.retry_pending_allocations();
+
+REVOKE ALL ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.retry_dead_letter(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.auto_assign(uuid) FROM PUBLIC;

@@ -1,0 +1,206 @@
+/*
+ * shared_state.c
+ *      The little shared memory kc_flow keeps when it is preloaded.
+ *
+ * Two things live here:
+ *  - the workers' latches, so that a committing transaction that emitted an
+ *    event can wake the workers at once instead of waiting for their poll;
+ *  - for every backend, the first event id its open transaction took.  The
+ *    smallest of those is the event horizon: no event below it can still
+ *    appear, so kc_flow.events_since() may return everything under it.
+ *
+ * Ids are taken from events_id_seq while holding the lock in shared mode and
+ * noted before the lock is released; the horizon is read in exclusive mode.
+ * Since the sequence hands out ids in increasing order, an id taken after the
+ * horizon was read is above every id noted at that moment.
+ */
+#include "kc_flow.h"
+
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "access/twophase.h"
+
+typedef struct KcfWorkerSlot
+{
+	Latch	   *latch;
+	pid_t		pid;
+} KcfWorkerSlot;
+
+typedef struct KcfShared
+{
+	LWLock	   *lock;			/* shared: taking an id; exclusive: horizon */
+	slock_t		mutex;			/* protects workers[] */
+	KcfWorkerSlot workers[KCF_MAX_WORKERS];
+	int			nslots;
+	pg_atomic_uint64 first_id[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno, 0 = none */
+} KcfShared;
+
+bool		kcf_preloaded = false;
+static KcfShared *kcf_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool kcf_holds_first_id = false;
+
+static int
+slot_count(void)
+{
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(KcfShared, first_id),
+					mul_size(slot_count(), sizeof(pg_atomic_uint64)));
+}
+
+static void
+kcf_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(shared_size());
+	RequestNamedLWLockTranche("kc_flow", 1);
+}
+
+static void
+kcf_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	kcf_shared = ShmemInitStruct("kc_flow", shared_size(), &found);
+	if (!found)
+	{
+		kcf_shared->lock = &(GetNamedLWLockTranche("kc_flow"))->lock;
+		SpinLockInit(&kcf_shared->mutex);
+		memset(kcf_shared->workers, 0, sizeof(kcf_shared->workers));
+		kcf_shared->nslots = slot_count();
+		for (int i = 0; i < kcf_shared->nslots; i++)
+			pg_atomic_init_u64(&kcf_shared->first_id[i], 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+kcf_shmem_install_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = kcf_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = kcf_shmem_startup;
+}
+
+bool
+kcf_shared_ready(void)
+{
+	return kcf_shared != NULL;
+}
+
+void
+kcf_register_worker_latch(int worker, Latch *latch)
+{
+	SpinLockAcquire(&kcf_shared->mutex);
+	kcf_shared->workers[worker].latch = latch;
+	kcf_shared->workers[worker].pid = MyProcPid;
+	SpinLockRelease(&kcf_shared->mutex);
+}
+
+void
+kcf_unregister_worker_latch(int worker)
+{
+	SpinLockAcquire(&kcf_shared->mutex);
+	kcf_shared->workers[worker].latch = NULL;
+	kcf_shared->workers[worker].pid = 0;
+	SpinLockRelease(&kcf_shared->mutex);
+}
+
+int
+kcf_worker_pid(int worker)
+{
+	pid_t		pid;
+
+	if (kcf_shared == NULL || worker < 0 || worker >= KCF_MAX_WORKERS)
+		return 0;
+	SpinLockAcquire(&kcf_shared->mutex);
+	pid = kcf_shared->workers[worker].pid;
+	SpinLockRelease(&kcf_shared->mutex);
+	return pid;
+}
+
+/* Sets every registered worker's latch; cheap, safe to call at commit. */
+void
+kcf_wake_workers(void)
+{
+	Latch	   *latches[KCF_MAX_WORKERS];
+	int			n = 0;
+
+	if (kcf_shared == NULL)
+		return;
+	SpinLockAcquire(&kcf_shared->mutex);
+	for (int i = 0; i < KCF_MAX_WORKERS; i++)
+		if (kcf_shared->workers[i].latch != NULL)
+			latches[n++] = kcf_shared->workers[i].latch;
+	SpinLockRelease(&kcf_shared->mutex);
+	for (int i = 0; i < n; i++)
+		if (latches[i] != MyLatch)
+			SetLatch(latches[i]);
+}
+
+/* Starts taking an event id: hold the lock until kcf_inflight_end(). */
+void
+kcf_inflight_begin(void)
+{
+	LWLockAcquire(kcf_shared->lock, LW_SHARED);
+}
+
+/* Notes the id just taken, if it is this transaction's first. */
+void
+kcf_inflight_note(int64 id)
+{
+	pg_atomic_uint64 *slot = &kcf_shared->first_id[MyProc->pgprocno];
+
+	if (pg_atomic_read_u64(slot) == 0)
+		pg_atomic_write_u64(slot, (uint64) id);
+	kcf_holds_first_id = true;
+	LWLockRelease(kcf_shared->lock);
+}
+
+/*
+ * Forgets this backend's open event ids.  Called at the end of the top-level
+ * transaction, after a commit has become visible to other snapshots.
+ */
+void
+kcf_inflight_end(void)
+{
+	if (!kcf_holds_first_id || kcf_shared == NULL)
+		return;
+	pg_atomic_write_u64(&kcf_shared->first_id[MyProc->pgprocno], 0);
+	kcf_holds_first_id = false;
+}
+
+/* The smallest id any open transaction took, or 0 when there is none. */
+int64
+kcf_inflight_horizon(void)
+{
+	uint64		horizon = 0;
+
+	LWLockAcquire(kcf_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < kcf_shared->nslots; i++)
+	{
+		uint64		id = pg_atomic_read_u64(&kcf_shared->first_id[i]);
+
+		if (id != 0 && (horizon == 0 || id < horizon))
+			horizon = id;
+	}
+	LWLockRelease(kcf_shared->lock);
+	return (int64) horizon;
+}

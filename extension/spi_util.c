@@ -1,0 +1,64 @@
+/*
+ * spi_util.c
+ *      Helpers for the prepared SPI plans every stage keeps across calls.
+ */
+#include "kc_flow.h"
+
+#include "utils/builtins.h"
+
+/* Prepares and keeps a plan the first time; later calls return the cached one. */
+SPIPlanPtr
+kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	if (*cache != NULL)
+		return *cache;
+	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	if (plan == NULL)
+		elog(ERROR, "kc_flow: could not prepare statement: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "kc_flow: could not keep prepared statement");
+	*cache = plan;
+	return plan;
+}
+
+/* Runs a read-write plan with a fresh snapshot; returns SPI_processed. */
+int
+kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, count);
+
+	if (rc < 0)
+		elog(ERROR, "kc_flow: statement failed: %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+Datum
+kcf_get_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+bool
+kcf_get_bool(int row, int col, bool *isnull)
+{
+	Datum		d = kcf_get_datum(row, col, isnull);
+
+	return *isnull ? false : DatumGetBool(d);
+}
+
+int64
+kcf_get_int64(int row, int col, bool *isnull)
+{
+	Datum		d = kcf_get_datum(row, col, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+/* The column as text in the caller's memory context, NULL for SQL NULL. */
+char *
+kcf_get_text(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}

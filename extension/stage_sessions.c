@@ -1,0 +1,123 @@
+/*
+ * stage_sessions.c
+ *      TRAINER_ALLOCATED -> the tutoring sessions, then SESSIONS_GENERATED.
+ *
+ * Sessions are materialised from the allocation's bookings, which already
+ * hold every planned time: in full mode all of them at once, in rolling mode
+ * only enough to keep kc_flow.rolling_window upcoming sessions scheduled.
+ * kcf_top_up_rolling_sessions() adds the next ones as sessions pass; it runs
+ * in the first worker's loop and in kc_flow.run_pending().
+ */
+#include "kc_flow.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+
+/*
+ * Generates the sessions an allocation is due; emits SESSIONS_GENERATED when
+ * any were added.  Returns that event's id, 0 if nothing was added.
+ */
+static int64
+generate_sessions(Datum allocation_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {UUIDOID, INT4OID};
+	Datum		values[2] = {allocation_id, Int32GetDatum(kcf_rolling_window)};
+	bool		isnull;
+
+	kcf_plan(&plan,
+			 "WITH a AS ("
+			 "  SELECT * FROM kc_flow.trainer_allocations"
+			 "   WHERE id = $1 AND status IN ('approved', 'active')),"
+			 " upcoming AS ("
+			 "  SELECT count(*) AS n FROM kc_flow.tutoring_sessions"
+			 "   WHERE allocation_id = $1 AND status = 'scheduled' AND ends_at > now()),"
+			 " todo AS ("
+			 "  SELECT b.* FROM kc_flow.trainer_bookings b"
+			 "   WHERE b.allocation_id = $1"
+			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.tutoring_sessions s"
+			 "                      WHERE s.allocation_id = b.allocation_id AND s.seq = b.seq)"
+			 "   ORDER BY b.seq"
+			 "   LIMIT (SELECT CASE a.session_mode WHEN 'full' THEN 30"
+			 "                 ELSE greatest(0, $2 - (SELECT n FROM upcoming)) END FROM a)),"
+			 " ins AS ("
+			 "  INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id,"
+			 "         seq, scheduled_date, scheduled_time, starts_at, ends_at)"
+			 "  SELECT a.id, a.student_id, a.course_id, t.trainer_id, t.seq, t.local_date, t.local_time,"
+			 "         lower(t.during), upper(t.during)"
+			 "    FROM todo t, a"
+			 "  RETURNING seq)"
+			 " SELECT (SELECT pu.payment_id FROM kc_flow.student_course_purchases pu WHERE pu.id = a.purchase_id),"
+			 "        a.student_id,"
+			 "        jsonb_build_object('allocation_id', a.id, 'purchase_id', a.purchase_id,"
+			 "          'trainer_id', a.trainer_id, 'mode', a.session_mode,"
+			 "          'count', (SELECT count(*) FROM ins),"
+			 "          'first_seq', (SELECT min(seq) FROM ins), 'last_seq', (SELECT max(seq) FROM ins),"
+			 "          'total', (SELECT count(*) FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)"
+			 "        )::text,"
+			 "        (SELECT count(*) FROM ins)"
+			 "   FROM a",
+			 2, types);
+	if (kcf_exec(plan, values, NULL, 1) == 0)
+		return 0;				/* allocation cancelled or gone */
+	if (kcf_get_int64(0, 4, &isnull) == 0)
+		return 0;
+	return kcf_emit("SESSIONS_GENERATED", kcf_get_datum(0, 1, &isnull),
+					kcf_get_datum(0, 2, &isnull), kcf_get_text(0, 3));
+}
+
+KcfOutcome
+kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(event->id)};
+	bool		isnull;
+	Datum		allocation_id;
+
+	kcf_plan(&plan,
+			 "SELECT (payload->>'allocation_id')::uuid FROM kc_flow.events WHERE id = $1",
+			 1, types);
+	kcf_exec(plan, values, NULL, 1);
+	allocation_id = kcf_get_datum(0, 1, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("event " INT64_FORMAT " has no allocation_id in its payload", event->id)));
+	generate_sessions(allocation_id);
+	return KCF_DONE;
+}
+
+/* Tops up rolling allocations whose upcoming sessions ran low; returns how many grew. */
+int
+kcf_top_up_rolling_sessions(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(kcf_rolling_window)};
+	int			n;
+	int			grown = 0;
+	Datum	   *ids;
+
+	kcf_plan(&plan,
+			 "SELECT a.id FROM kc_flow.trainer_allocations a"
+			 " WHERE a.session_mode = 'rolling' AND a.status IN ('approved', 'active')"
+			 "   AND (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id)"
+			 "       < (SELECT count(*) FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)"
+			 "   AND (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id"
+			 "         AND s.status = 'scheduled' AND s.ends_at > now()) < $1"
+			 " FOR UPDATE OF a SKIP LOCKED",
+			 1, types);
+	n = kcf_exec(plan, values, NULL, 0);
+	ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = kcf_get_datum(i, 1, &isnull);
+	}
+	for (int i = 0; i < n; i++)
+		if (generate_sessions(ids[i]) != 0)
+			grown++;
+	return grown;
+}

@@ -1,0 +1,219 @@
+/*
+ * worker.c
+ *      The background workers that run the pipeline.
+ *
+ * Each worker connects to kc_flow.database and loops: handle a batch of due
+ * events in one transaction (dispatch.c), then sleep on its latch until a
+ * committing transaction that emitted work wakes it, the next retry is due,
+ * or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling
+ * sessions and trims the event log.  An error outside the per-event
+ * subtransactions is logged and the loop goes on after a pause; a worker that
+ * dies is restarted by the postmaster five seconds later.
+ */
+#include "kc_flow.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(kcf_worker_status);
+
+#define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
+
+void
+kcf_register_workers(void)
+{
+	for (int i = 0; i < kcf_workers; i++)
+	{
+		BackgroundWorker worker;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 5;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "kc_flow");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "kcf_worker_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "kc_flow worker %d", i);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "kc_flow worker");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+static void
+forget_latch(int code, Datum arg)
+{
+	kcf_unregister_worker_latch(DatumGetInt32(arg));
+}
+
+/* Purges handled events older than kc_flow.event_retention. */
+static void
+trim_event_log(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(kcf_event_retention_s)};
+	int			n;
+
+	if (kcf_event_retention_s <= 0)
+		return;
+	kcf_plan(&plan,
+			 "WITH old AS ("
+			 "  DELETE FROM kc_flow.events e"
+			 "   WHERE e.created_at < now() - make_interval(secs => $1)"
+			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.event_queue q WHERE q.event_id = e.id)"
+			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.dead_letters d WHERE d.event_id = e.id AND NOT d.resolved)"
+			 "  RETURNING e.id)"
+			 " DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id",
+			 1, types);
+	n = kcf_exec(plan, values, NULL, 0);
+	if (n > 0)
+		ereport(LOG, (errmsg("kc_flow: trimmed the event log of events older than %d s", kcf_event_retention_s)));
+}
+
+/*
+ * One round of work in its own transaction.  Returns how long the worker may
+ * sleep, in milliseconds (0: more work is waiting).
+ */
+static long
+work_once(int worker, TimestampTz *last_housekeeping, bool *warned_missing)
+{
+	long		sleep_ms = kcf_poll_interval_ms;
+	int			handled;
+	int64		due_ms;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	if (!OidIsValid(get_extension_oid("kc_flow", true)))
+	{
+		if (!*warned_missing)
+			ereport(LOG,
+					(errmsg("kc_flow worker %d: extension kc_flow is not installed in database \"%s\", waiting",
+							worker, kcf_database),
+					 errhint("Run CREATE EXTENSION kc_flow CASCADE in that database.")));
+		*warned_missing = true;
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return sleep_ms;
+	}
+	*warned_missing = false;
+
+	pgstat_report_activity(STATE_RUNNING, "kc_flow: handling events");
+	SPI_connect();
+	handled = kcf_dispatch_batch(kcf_batch_size);
+	if (worker == 0 &&
+		TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), kcf_poll_interval_ms))
+	{
+		pgstat_report_activity(STATE_RUNNING, "kc_flow: topping up rolling sessions");
+		kcf_top_up_rolling_sessions();
+		if (TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), HOUSEKEEPING_INTERVAL_MS))
+			trim_event_log();
+		*last_housekeeping = GetCurrentTimestamp();
+	}
+	if (handled >= kcf_batch_size)
+		sleep_ms = 0;
+	else if ((due_ms = kcf_next_due_ms()) >= 0 && due_ms < sleep_ms)
+		sleep_ms = (long) due_ms;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return sleep_ms;
+}
+
+void
+kcf_worker_main(Datum main_arg)
+{
+	int			worker = DatumGetInt32(main_arg);
+	static TimestampTz last_housekeeping = 0;
+	static bool warned_missing = false;
+	static long sleep_ms = 0;
+	sigjmp_buf	local_sigjmp_buf;
+	MemoryContext loop_context;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(kcf_database, NULL, 0);
+
+	kcf_register_worker_latch(worker, MyLatch);
+	before_shmem_exit(forget_latch, Int32GetDatum(worker));
+	ereport(LOG, (errmsg("kc_flow worker %d started on database \"%s\"", worker, kcf_database)));
+
+	loop_context = AllocSetContextCreate(TopMemoryContext, "kc_flow worker loop",
+										 ALLOCSET_DEFAULT_SIZES);
+
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		/* an error escaped a round: report it, clean up, pause, go on */
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(loop_context);
+		RESUME_INTERRUPTS();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		sleep_ms = kcf_poll_interval_ms;
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	for (;;)
+	{
+		if (sleep_ms > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextSwitchTo(loop_context);
+		sleep_ms = work_once(worker, &last_housekeeping, &warned_missing);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(loop_context);
+	}
+}
+
+/* kc_flow.worker_status(): one row per configured worker. */
+Datum
+kcf_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!kcf_preloaded)
+		return (Datum) 0;
+	for (int i = 0; i < kcf_workers; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		int			pid = kcf_worker_pid(i);
+
+		values[0] = Int32GetDatum(i);
+		values[1] = Int32GetDatum(pid);
+		values[2] = CStringGetTextDatum(pid != 0 ? "running" : "starting");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
