@@ -281,15 +281,18 @@ run_job(const KcfJob *job)
 }
 
 /*
- * Handles up to max_jobs events in the current transaction (SPI connected).
- * Returns how many were handled, follow-up events included.
+ * Claims up to max_jobs due events and handles them in the current
+ * transaction (SPI connected).  Returns how many were handled, follow-up
+ * events included; *claimed tells how many were claimed from the queue.
  */
 int
-kcf_dispatch_batch(int max_jobs)
+kcf_dispatch_batch(int max_jobs, int *claimed)
 {
 	KcfJob	   *jobs = palloc0(sizeof(KcfJob) * max_jobs);
 	int			n = claim_jobs(jobs, max_jobs);
 	int			handled = 0;
+
+	*claimed = n;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -341,13 +344,15 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 				 errdetail("Got %d.", max_jobs)));
 
 	SPI_connect();
-	while (handled < max_jobs)
+	for (;;)
 	{
-		int			n = kcf_dispatch_batch(Min(max_jobs - handled, 1000));
+		int			want = Min(max_jobs - handled, 1000);
+		int			claimed;
 
-		if (n == 0)
+		handled += kcf_dispatch_batch(want, &claimed);
+		/* a short batch means nothing else is due (failures wait for their retry) */
+		if (claimed < want || handled >= max_jobs)
 			break;
-		handled += n;
 	}
 	handled += kcf_top_up_rolling_sessions();
 	SPI_finish();

@@ -92,7 +92,7 @@ static long
 work_once(int worker, TimestampTz *last_housekeeping, bool *warned_missing)
 {
 	long		sleep_ms = kcf_poll_interval_ms;
-	int			handled;
+	int			claimed;
 	int64		due_ms;
 
 	SetCurrentStatementStartTimestamp();
@@ -115,7 +115,7 @@ work_once(int worker, TimestampTz *last_housekeeping, bool *warned_missing)
 
 	pgstat_report_activity(STATE_RUNNING, "kc_flow: handling events");
 	SPI_connect();
-	handled = kcf_dispatch_batch(kcf_batch_size);
+	(void) kcf_dispatch_batch(kcf_batch_size, &claimed);
 	if (worker == 0 &&
 		TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), kcf_poll_interval_ms))
 	{
@@ -125,7 +125,7 @@ work_once(int worker, TimestampTz *last_housekeeping, bool *warned_missing)
 			trim_event_log();
 		*last_housekeeping = GetCurrentTimestamp();
 	}
-	if (handled >= kcf_batch_size)
+	if (claimed >= kcf_batch_size)
 		sleep_ms = 0;
 	else if ((due_ms = kcf_next_due_ms()) >= 0 && due_ms < sleep_ms)
 		sleep_ms = (long) due_ms;
