@@ -504,13 +504,13 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 	}
 	app->daemon = MHD_start_daemon(flags, (uint16_t) cfg->listen_port, NULL, NULL,
 								   access_handler, app,
+								   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, app,
 								   MHD_OPTION_SOCK_ADDR, addr,
 								   MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) cfg->threads,
 								   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 4096,
 								   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
 								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
 								   MHD_OPTION_NOTIFY_COMPLETED, completed, app,
-								   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, app,
 								   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
 								   MHD_OPTION_END);
 	if (!app->daemon)

@@ -35,7 +35,7 @@ full_page_writes = off
 max_connections = 200
 CONF
     fi
-    kc_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null || {
+    kc_as_pg setsid "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null || {
         tail -20 "$dir/postgres.log" >&2; return 1; }
     if ! kc_as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atqc \
             "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
@@ -57,7 +57,7 @@ kc_redis_start() {
     local dir=$1 port=$2
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
-    kc_as_pg redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save '' --appendonly no \
+    kc_as_pg setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save '' --appendonly no \
         --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" || return 1
     for _ in $(seq 1 100); do
         redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
