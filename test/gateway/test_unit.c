@@ -1,0 +1,255 @@
+/*
+ * test_unit.c - unit tests of the gateway's pure parts: router, ETag matching,
+ * CORS origin lists, configuration (defaults, environment, flags, errors),
+ * Redis URL parsing, JSON escaping and JWT verification (HS256 only, exp, sub).
+ * Prints one "ok - name" / "not ok - name" line per check (the suite format).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jwt.h>
+
+#include "auth.h"
+#include "cache.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+
+static int failures;
+
+static void
+check(int cond, const char *name)
+{
+	printf("%s - %s\n", cond ? "ok" : "not ok", name);
+	if (!cond)
+		failures++;
+}
+
+static void
+test_router(void)
+{
+	kc_match	m;
+
+	kc_route_match("/api/v1/students/11111111-1111-4111-8111-111111111111/home", &m);
+	check(m.route == KC_ROUTE_HOME && !m.bad_id && m.has_student, "router: home route");
+	kc_route_match("/api/v1/students/11111111-AAAA-4111-8111-111111111111/learning", &m);
+	check(m.route == KC_ROUTE_LEARNING && strcmp(m.student, "11111111-aaaa-4111-8111-111111111111") == 0,
+		  "router: learning route, id lower-cased");
+	kc_route_match("/api/v1/students/11111111-1111-4111-8111-111111111111/sessions", &m);
+	check(m.route == KC_ROUTE_SESSIONS, "router: sessions route");
+	kc_route_match("/api/v1/students/not-a-uuid/home", &m);
+	check(m.route == KC_ROUTE_HOME && m.bad_id, "router: bad id flagged");
+	kc_route_match("/api/v1/students/11111111-1111-4111-8111-1111111111112/home", &m);
+	check(m.bad_id, "router: 37-char id flagged");
+	kc_route_match("/api/v1/students/11111111-1111-4111-8111-111111111111/home/", &m);
+	check(m.route == KC_ROUTE_UNKNOWN, "router: trailing slash is unknown");
+	kc_route_match("/api/v1/students//home", &m);
+	check(m.route == KC_ROUTE_UNKNOWN, "router: empty id is unknown");
+	kc_route_match("/api/v1/students/x/other", &m);
+	check(m.route == KC_ROUTE_UNKNOWN, "router: unknown student route");
+	kc_route_match("/api/v1/events/recent", &m);
+	check(m.route == KC_ROUTE_EVENTS && !m.has_student, "router: events/recent");
+	kc_route_match("/", &m);
+	check(m.route == KC_ROUTE_STATIC, "router: / is static");
+	kc_route_match("/healthz", &m);
+	check(m.route == KC_ROUTE_HEALTHZ, "router: healthz");
+	kc_route_match("/readyz", &m);
+	check(m.route == KC_ROUTE_READYZ, "router: readyz");
+	kc_route_match("/metrics", &m);
+	check(m.route == KC_ROUTE_METRICS, "router: metrics");
+	kc_route_match("/nope", &m);
+	check(m.route == KC_ROUTE_UNKNOWN, "router: unknown path");
+}
+
+static void
+test_etag_cors(void)
+{
+	check(kc_etag_matches("\"v3\"", "\"v3\""), "etag: exact match");
+	check(kc_etag_matches("W/\"v3\"", "\"v3\""), "etag: weak match");
+	check(kc_etag_matches("\"v1\", \"v3\"", "\"v3\""), "etag: list match");
+	check(kc_etag_matches("*", "\"v3\""), "etag: star matches");
+	check(!kc_etag_matches("\"v31\"", "\"v3\""), "etag: no prefix match");
+	check(!kc_etag_matches(NULL, "\"v3\""), "etag: no header");
+	check(!kc_etag_matches("", "\"v3\""), "etag: empty header");
+	check(kc_cors_allowed("*", "http://x"), "cors: star allows any origin");
+	check(kc_cors_allowed("http://a, http://b", "http://b"), "cors: listed origin allowed");
+	check(!kc_cors_allowed("http://a,http://b", "http://c"), "cors: other origin refused");
+	check(!kc_cors_allowed("", "http://a"), "cors: empty list disables");
+	check(!kc_cors_allowed("http://a", NULL), "cors: no Origin header");
+}
+
+static void
+test_config(void)
+{
+	kc_config	c;
+	char		err[256];
+	char	   *argv1[] = {"kc-gateway", "--listen=0.0.0.0:9000", "--cache-ttl", "60", NULL};
+	char	   *argv_bad[] = {"kc-gateway", "--cache-ttl=abc", NULL};
+	char	   *argv_unknown[] = {"kc-gateway", "--nope=1", NULL};
+	char	   *argv_off[] = {"kc-gateway", "--auth=off", NULL};
+
+	unsetenv("KC_JWT_SECRET");
+	unsetenv("KC_AUTH");
+	check(kc_config_load(&c, 1, argv1, err, sizeof(err)) == KC_CONFIG_ERROR &&
+		  strstr(err, "KC_JWT_SECRET") != NULL, "config: secret required with auth on");
+	kc_config_free(&c);
+	check(kc_config_load(&c, 2, argv_off, err, sizeof(err)) == KC_CONFIG_OK && !c.auth &&
+		  c.cache_ttl == 300 && c.listen_port == 8080 && strcmp(c.listen_host, "127.0.0.1") == 0 &&
+		  c.pg_pool == c.threads, "config: defaults with auth off");
+	kc_config_free(&c);
+
+	setenv("KC_JWT_SECRET", "s3cret", 1);
+	setenv("KC_CACHE_TTL", "120", 1);
+	setenv("KC_LOG_LEVEL", "debug", 1);
+	check(kc_config_load(&c, 4, argv1, err, sizeof(err)) == KC_CONFIG_OK && c.cache_ttl == 60 &&
+		  c.listen_port == 9000 && strcmp(c.jwt_secret, "s3cret") == 0 && c.log_level == KC_LOG_DEBUG,
+		  "config: flags override environment");
+	kc_config_free(&c);
+	check(kc_config_load(&c, 1, argv1, err, sizeof(err)) == KC_CONFIG_OK && c.cache_ttl == 120,
+		  "config: environment overrides default");
+	kc_config_free(&c);
+	check(kc_config_load(&c, 2, argv_bad, err, sizeof(err)) == KC_CONFIG_ERROR &&
+		  strstr(err, "--cache-ttl") != NULL, "config: bad integer names the flag");
+	kc_config_free(&c);
+	check(kc_config_load(&c, 2, argv_unknown, err, sizeof(err)) == KC_CONFIG_ERROR,
+		  "config: unknown flag refused");
+	kc_config_free(&c);
+	setenv("KC_AUTH", "maybe", 1);
+	check(kc_config_load(&c, 1, argv1, err, sizeof(err)) == KC_CONFIG_ERROR &&
+		  strstr(err, "KC_AUTH") != NULL, "config: bad env value names the variable");
+	kc_config_free(&c);
+	unsetenv("KC_AUTH");
+	unsetenv("KC_CACHE_TTL");
+	unsetenv("KC_LOG_LEVEL");
+	{
+		char		host[64];
+		int			port;
+
+		check(kc_config_parse_listen("[::1]:8081", host, sizeof(host), &port) &&
+			  strcmp(host, "::1") == 0 && port == 8081, "config: ipv6 listen address");
+		check(!kc_config_parse_listen("localhost", host, sizeof(host), &port), "config: listen needs a port");
+	}
+}
+
+static void
+test_redis_url(void)
+{
+	char		host[64],
+				pw[64];
+	int			port,
+				db;
+
+	check(kc_cache_parse_url("redis://127.0.0.1:6380/2", host, sizeof(host), &port, pw, sizeof(pw), &db) &&
+		  strcmp(host, "127.0.0.1") == 0 && port == 6380 && db == 2 && pw[0] == '\0', "redis url: host port db");
+	check(kc_cache_parse_url("redis://:pw@h", host, sizeof(host), &port, pw, sizeof(pw), &db) &&
+		  strcmp(pw, "pw") == 0 && port == 6379 && db == 0, "redis url: password, defaults");
+	check(!kc_cache_parse_url("http://h", host, sizeof(host), &port, pw, sizeof(pw), &db), "redis url: wrong scheme");
+	check(!kc_cache_parse_url("redis://h:0", host, sizeof(host), &port, pw, sizeof(pw), &db), "redis url: bad port");
+}
+
+static void
+test_log_escape(void)
+{
+	char		buf[64];
+
+	kc_json_escape(buf, sizeof(buf), "a\"b\\c\n");
+	check(strcmp(buf, "a\\\"b\\\\c\\u000a") == 0, "log: JSON escaping");
+}
+
+/* Signs claims with an arbitrary algorithm and key using libjwt directly. */
+static char *
+sign(jwt_alg_t alg, const char *key, const char *sub, const char *role, long exp_offset, int with_exp)
+{
+	jwt_t	   *j;
+	char	   *out;
+
+	jwt_new(&j);
+	if (sub)
+		jwt_add_grant(j, "sub", sub);
+	if (role)
+		jwt_add_grant(j, "role", role);
+	if (with_exp)
+		jwt_add_grant_int(j, "exp", (long) time(NULL) + exp_offset);
+	jwt_set_alg(j, alg, alg == JWT_ALG_NONE ? NULL : (const unsigned char *) key,
+				alg == JWT_ALG_NONE ? 0 : (int) strlen(key));
+	out = jwt_encode_str(j);
+	jwt_free(j);
+	return out;
+}
+
+static kc_auth_result
+verify(const char *token, kc_principal *p)
+{
+	char		header[8192];
+	const char *why;
+
+	snprintf(header, sizeof(header), "Bearer %s", token);
+	return kc_auth_verify("k3y", header, time(NULL), p, &why);
+}
+
+static void
+test_auth(void)
+{
+	const char *s1 = "11111111-1111-4111-8111-111111111111";
+	kc_principal p;
+	char	   *t;
+	const char *why;
+
+	t = kc_auth_issue("k3y", s1, "student", 60);
+	check(verify(t, &p) == KC_AUTH_OK && !p.admin && strcmp(p.sub, s1) == 0, "auth: issued token verifies");
+	check(kc_auth_may_read(&p, s1) && !kc_auth_may_read(&p, "22222222-2222-4222-8222-222222222222"),
+		  "auth: student reads only own data");
+	t[strlen(t) - 2] ^= 1;
+	check(verify(t, &p) == KC_AUTH_INVALID, "auth: tampered signature refused");
+	free(t);
+	t = sign(JWT_ALG_HS256, "other", s1, NULL, 60, 1);
+	check(verify(t, &p) == KC_AUTH_INVALID, "auth: wrong secret refused");
+	free(t);
+	t = sign(JWT_ALG_NONE, "", s1, NULL, 60, 1);
+	check(verify(t, &p) == KC_AUTH_INVALID, "auth: alg none refused");
+	free(t);
+	t = sign(JWT_ALG_HS512, "k3y", s1, NULL, 60, 1);
+	check(verify(t, &p) == KC_AUTH_INVALID, "auth: HS512 refused");
+	free(t);
+	t = sign(JWT_ALG_HS256, "k3y", s1, NULL, -5, 1);
+	check(verify(t, &p) == KC_AUTH_EXPIRED, "auth: expired token refused");
+	free(t);
+	t = sign(JWT_ALG_HS256, "k3y", s1, NULL, 0, 0);
+	check(verify(t, &p) == KC_AUTH_INVALID, "auth: token without exp refused");
+	free(t);
+	t = sign(JWT_ALG_HS256, "k3y", "bob", NULL, 60, 1);
+	check(verify(t, &p) == KC_AUTH_INVALID, "auth: student sub must be a uuid");
+	free(t);
+	t = sign(JWT_ALG_HS256, "k3y", "ops", "admin", 60, 1);
+	check(verify(t, &p) == KC_AUTH_OK && p.admin && kc_auth_may_read(&p, s1), "auth: admin reads anyone");
+	free(t);
+	check(kc_auth_verify("k3y", NULL, time(NULL), &p, &why) == KC_AUTH_MISSING, "auth: missing header");
+	check(kc_auth_verify("k3y", "Basic abc", time(NULL), &p, &why) == KC_AUTH_MISSING, "auth: non-bearer scheme");
+	check(kc_auth_verify("k3y", "Bearer a.b", time(NULL), &p, &why) == KC_AUTH_INVALID, "auth: malformed token");
+	check(kc_auth_verify("k3y", "Bearer !!!.???.###", time(NULL), &p, &why) == KC_AUTH_INVALID,
+		  "auth: garbage token");
+	{
+		char		uuid[37];
+
+		check(kc_uuid_normalize("ABCDEF01-2345-6789-abcd-ef0123456789", uuid) &&
+			  strcmp(uuid, "abcdef01-2345-6789-abcd-ef0123456789") == 0, "uuid: normalized");
+		check(!kc_uuid_normalize("abcdef01-2345-6789-abcd-ef012345678g", uuid), "uuid: non-hex refused");
+		check(!kc_uuid_normalize("abcdef01x2345-6789-abcd-ef0123456789", uuid), "uuid: bad dash refused");
+	}
+}
+
+int
+main(void)
+{
+	kc_log_set_level(KC_LOG_ERROR);
+	test_router();
+	test_etag_cors();
+	test_config();
+	test_redis_url();
+	test_log_escape();
+	test_auth();
+	printf("# unit: %d failed\n", failures);
+	return failures ? 1 : 0;
+}

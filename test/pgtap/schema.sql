@@ -1,0 +1,43 @@
+-- pgTAP: the schema's promises, stated as assertions.
+BEGIN;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+SELECT plan(22);
+
+SELECT has_extension('kc_flow');
+SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_courses', 'trainer_availability',
+  'payments', 'student_course_purchases', 'trainer_allocations', 'trainer_bookings', 'tutoring_sessions',
+  'events', 'event_queue', 'processed_events', 'dead_letters', 'cache_versions', 'course_trending']);
+SELECT col_is_pk('kc_flow', 'processed_events', ARRAY['event_id', 'consumer'], 'processed_events is keyed by (event, stage)');
+SELECT col_is_unique('kc_flow', 'student_course_purchases', ARRAY['payment_id'], 'one purchase per payment');
+SELECT col_is_unique('kc_flow', 'trainer_allocations', ARRAY['purchase_id'], 'one allocation per purchase');
+SELECT index_is_unique('kc_flow', 'student_course_purchases', 'purchases_one_active_per_course', 'one active purchase per course');
+SELECT index_is_unique('kc_flow', 'trainer_allocations', 'allocations_one_live_per_course', 'one live allocation per course');
+SELECT col_is_unique('kc_flow', 'tutoring_sessions', ARRAY['allocation_id', 'scheduled_date', 'scheduled_time'], 'one session per slot');
+SELECT ok(EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'sessions_no_trainer_overlap' AND contype = 'x'),
+          'sessions carry the no-overlap exclusion constraint');
+SELECT ok(EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'bookings_no_trainer_double_booking' AND contype = 'x'),
+          'bookings carry the no-double-booking exclusion constraint');
+SELECT has_trigger('kc_flow', 'payments', 'payments_emit', 'payments emit their events in a trigger');
+SELECT has_trigger('kc_flow', 'payments', 'payments_check', 'payments are checked in a trigger');
+
+SELECT is_definer('kc_flow', 'student_home', ARRAY['uuid'], 'student_home is SECURITY DEFINER');
+SELECT is_definer('kc_flow', 'student_learning', ARRAY['uuid'], 'student_learning is SECURITY DEFINER');
+SELECT is_definer('kc_flow', 'events_since', ARRAY['bigint', 'uuid', 'integer'], 'events_since is SECURITY DEFINER');
+SELECT ok(NOT has_function_privilege('public', 'kc_flow.emit_event(text, uuid, uuid, jsonb)', 'EXECUTE'),
+          'PUBLIC cannot emit events directly');
+SELECT ok(NOT has_function_privilege('public', 'kc_flow.run_pending(int)', 'EXECUTE'),
+          'PUBLIC cannot drive the pipeline');
+SELECT ok((SELECT proconfig::text LIKE '%search_path%' FROM pg_proc WHERE oid = 'kc_flow.student_home(uuid)'::regprocedure),
+          'student_home pins its search_path');
+
+SELECT is((SELECT seqcache FROM pg_sequence WHERE seqrelid = 'kc_flow.events_id_seq'::regclass), 1::bigint,
+          'event ids are handed out one at a time, in order');
+SELECT throws_ok($$SELECT kc_flow.student_home('00000000-0000-0000-0000-00000000dead')$$, 'P0002', NULL,
+                 'an unknown student is no_data_found');
+SELECT throws_ok($$INSERT INTO kc_flow.students (display_name, timezone) VALUES ('x', 'Moon/Base')$$, '23514', NULL,
+                 'students need a real IANA zone');
+SELECT throws_ok($$INSERT INTO kc_flow.trainers (display_name, max_active_students) VALUES ('x', 0)$$, '23514', NULL,
+                 'trainers need capacity');
+
+SELECT * FROM finish();
+ROLLBACK;
