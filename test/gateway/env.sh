@@ -52,12 +52,14 @@ kc_pg_stop() {
     kc_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null 2>&1
 }
 
-# kc_redis_start DIR PORT: a Redis without persistence on 127.0.0.1:PORT.
+# kc_redis_start DIR PORT [persist]: a Redis on 127.0.0.1:PORT; with "persist" it keeps its
+# data across restarts (append-only file), as a production Redis would.
 kc_redis_start() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 aof=no
+    [ "${3:-}" = persist ] && aof=yes
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
-    kc_as_pg setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save '' --appendonly no \
+    kc_as_pg setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save '' --appendonly "$aof" \
         --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" || return 1
     for _ in $(seq 1 100); do
         redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0

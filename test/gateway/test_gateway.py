@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+"""test/gateway/test_gateway.py - integration tests of kc-gateway against real Postgres and Redis.
+
+Run by test/suites/40_gateway.sh, which starts a private Postgres cluster (kc_flow preloaded,
+workers on, demo data loaded) and a private Redis with persistence, and passes them in:
+  GW_BIN, GW_STATIC, GW_TMP, PG_PORT, PG_DIR, PG_DB, REDIS_PORT, REDIS_DIR, ENV_SH
+The tests stop and restart those private servers (never the harness's shared ones).
+Prints one "ok - name" / "not ok - name" line per check; exit status 1 if any failed.
+Python standard library only; tokens are signed here with hmac, independently of the gateway.
+"""
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+GW_BIN = os.environ["GW_BIN"]
+GW_STATIC = os.environ["GW_STATIC"]
+TMP = os.environ["GW_TMP"]
+PG_PORT = os.environ["PG_PORT"]
+PG_DIR = os.environ["PG_DIR"]
+PG_DB = os.environ.get("PG_DB", "kc_test")
+REDIS_PORT = os.environ["REDIS_PORT"]
+REDIS_DIR = os.environ["REDIS_DIR"]
+ENV_SH = os.environ["ENV_SH"]
+SECRET = "gateway-test-secret"
+DB_URL = "postgresql://postgres@127.0.0.1:%s/%s" % (PG_PORT, PG_DB)
+REDIS_URL = "redis://127.0.0.1:%s/0" % REDIS_PORT
+
+S1 = "11111111-1111-4111-8111-111111111111"
+S2 = "22222222-2222-4222-8222-222222222222"
+S3 = "33333333-3333-4333-8333-333333333333"
+UNKNOWN = "99999999-9999-4999-8999-999999999999"
+COURSE_MUSIC = "cccccccc-0000-4000-8000-000000000004"
+COURSE_ALGEBRA = "cccccccc-0000-4000-8000-000000000002"
+
+failures = 0
+
+
+def check(cond, name, diag=None):
+    global failures
+    print("%s - %s" % ("ok" if cond else "not ok", name), flush=True)
+    if not cond:
+        failures += 1
+        if diag is not None:
+            for line in str(diag).splitlines()[:15]:
+                print("# " + line[:300], flush=True)
+    return cond
+
+
+# ---- helpers: tokens, SQL, Redis, HTTP ----------------------------------------------------
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(sub, role=None, exp_in=3600, alg="HS256", key=SECRET, with_exp=True):
+    header = {"alg": alg, "typ": "JWT"}
+    claims = {"sub": sub}
+    if role:
+        claims["role"] = role
+    if with_exp:
+        claims["exp"] = int(time.time()) + exp_in
+    signing = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+    if alg == "none":
+        return signing + "."
+    digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}[alg]
+    return signing + "." + b64url(hmac.new(key.encode(), signing.encode(), digest).digest())
+
+
+def as_pg(cmd):
+    return (["runuser", "-u", "postgres", "--"] + cmd) if os.getuid() == 0 else cmd
+
+
+def sql(query, check_ok=True):
+    r = subprocess.run(as_pg(["psql", "-h", "127.0.0.1", "-p", PG_PORT, "-U", "postgres", "-d", PG_DB,
+                              "-v", "ON_ERROR_STOP=1", "-Atqc", query]),
+                       capture_output=True, text=True, timeout=60)
+    if check_ok and r.returncode != 0:
+        raise RuntimeError("psql failed: %s" % r.stderr)
+    return r.stdout.strip()
+
+
+def redis(*args):
+    r = subprocess.run(["redis-cli", "-p", REDIS_PORT] + list(args), capture_output=True, text=True, timeout=10)
+    return r.stdout.strip()
+
+
+def shell(script):
+    return subprocess.run(["bash", "-c", ". '%s'; %s" % (ENV_SH, script)], capture_output=True, text=True,
+                          timeout=120)
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+
+def request(port, path, method="GET", headers=None, body=None, timeout=15):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    finally:
+        c.close()
+
+
+def get(port, path, tok=None, extra=None):
+    h = dict(extra or {})
+    if tok:
+        h["Authorization"] = "Bearer " + tok
+    return request(port, path, headers=h)
+
+
+def error_code(resp):
+    try:
+        return resp.json()["error"]["code"]
+    except Exception:
+        return None
+
+
+def wait_for(pred, timeout=15.0, step=0.1):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception:
+            pass
+        time.sleep(step)
+    return None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Gateway:
+    """One kc-gateway process with its own log file."""
+
+    def __init__(self, name, **env):
+        self.port = free_port()
+        self.log_path = os.path.join(TMP, "gateway-%s.log" % name)
+        e = dict(os.environ)
+        e.update({"KC_DATABASE_URL": DB_URL, "KC_REDIS_URL": REDIS_URL, "KC_JWT_SECRET": SECRET,
+                  "KC_LISTEN": "127.0.0.1:%d" % self.port, "KC_STATIC_DIR": GW_STATIC,
+                  "KC_LOG_LEVEL": "info", "KC_THREADS": "4", "KC_RETRY_AFTER": "3"})
+        e.update(env)
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([GW_BIN], env=e, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def ready(self, timeout=15):
+        return wait_for(lambda: request(self.port, "/readyz").status == 200, timeout)
+
+    def log_lines(self):
+        with open(self.log_path) as f:
+            out = []
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    out.append({"raw": line})
+            return out
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def db_version(student):
+    return int(sql("SELECT coalesce((SELECT version FROM kc_flow.cache_versions WHERE student_id = '%s'), 0)"
+                   % student) or 0)
+
+
+def buy(student, course, tier=10, weekdays="[1,2,3,4,5]", start="08:00"):
+    return sql("SELECT kc_flow.confirm_payment(kc_flow.create_payment('%s', '%s', %d, "
+               "'{\"weekdays\":%s,\"start\":\"%s\",\"timezone\":\"Asia/Kolkata\"}', 100, 'INR'))"
+               % (student, course, tier, weekdays, start))
+
+
+def sessions_generated(student, after_id=0):
+    """(id, version) of the student's latest SESSIONS_GENERATED event after after_id, or None."""
+    row = sql("SELECT id || ' ' || version FROM kc_flow.events WHERE student_id = '%s' AND "
+              "event_type = 'SESSIONS_GENERATED' AND id > %d ORDER BY id DESC LIMIT 1" % (student, after_id))
+    return tuple(int(x) for x in row.split()) if row else None
+
+
+def max_event_id():
+    return int(sql("SELECT coalesce(max(id), 0) FROM kc_flow.events"))
+
+
+# ---- the tests ----------------------------------------------------------------------------
+
+def test_help():
+    r = subprocess.run([GW_BIN, "--help"], capture_output=True, text=True, timeout=10)
+    names = ["KC_DATABASE_URL", "KC_REDIS_URL", "KC_LISTEN", "KC_JWT_SECRET", "KC_AUTH", "KC_CACHE_TTL",
+             "KC_CORS_ORIGINS", "KC_LOG_LEVEL"]
+    check(r.returncode == 0 and all(n in r.stdout for n in names) and 'default "127.0.0.1:8080"' in r.stdout,
+          "--help lists every option of the contract with its default", r.stdout)
+    e = dict(os.environ)
+    e.pop("KC_JWT_SECRET", None)
+    e["KC_AUTH"] = "on"
+    r = subprocess.run([GW_BIN], capture_output=True, text=True, timeout=10, env=e)
+    check(r.returncode == 2 and "KC_JWT_SECRET" in r.stderr, "refuses to start with auth on and no secret", r.stderr)
+    r = subprocess.run([GW_BIN, "--cache-ttl=soon"], capture_output=True, text=True, timeout=10, env=e)
+    check(r.returncode == 2 and "--cache-ttl" in r.stderr, "a bad option value is named in the error", r.stderr)
+
+
+def test_routes(gw):
+    p = gw.port
+    t1 = token(S1)
+    admin = token("ops", role="admin")
+
+    r = get(p, "/healthz")
+    check(r.status == 200 and r.json()["status"] == "ok", "GET /healthz 200")
+    r = get(p, "/readyz")
+    j = r.json()
+    check(r.status == 200 and j["postgres"] and j["redis"] and j["listen"] and j["cache_synced"],
+          "GET /readyz 200 with postgres, redis, listen and cache state", r.body)
+    r = get(p, "/")
+    check(r.status == 200 and r.header("content-type").startswith("text/html") and b"/api/v1/students/" in r.body,
+          "GET / serves the demo home page")
+    r = get(p, "/metrics")
+    check(r.status == 200 and b"kc_http_requests_total" in r.body and b"kc_event_lag_seconds" in r.body,
+          "GET /metrics serves Prometheus text")
+
+    # authentication and authorization
+    r = get(p, "/api/v1/students/%s/home" % S1)
+    check(r.status == 401 and error_code(r) == "unauthorized" and r.header("www-authenticate"),
+          "no token: 401 JSON error with WWW-Authenticate", r.body)
+    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, exp_in=-10))
+    check(r.status == 401 and error_code(r) == "token_expired", "expired token: 401 token_expired", r.body)
+    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, alg="none"))
+    check(r.status == 401, "alg none token: 401", r.body)
+    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, alg="HS512"))
+    check(r.status == 401, "HS512 token: 401", r.body)
+    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, key="wrong"))
+    check(r.status == 401, "token signed with another secret: 401", r.body)
+    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, with_exp=False))
+    check(r.status == 401, "token without exp: 401", r.body)
+    r = get(p, "/api/v1/students/%s/home" % S2, t1)
+    check(r.status == 403 and error_code(r) == "forbidden", "another student's home: 403", r.body)
+    r = get(p, "/api/v1/students/%s/learning" % S2, t1)
+    check(r.status == 403, "another student's learning: 403")
+    r = get(p, "/api/v1/students/%s/sessions" % S2, t1)
+    check(r.status == 403, "another student's sessions: 403")
+    r = get(p, "/api/v1/students/%s/home" % S2, admin)
+    check(r.status == 200 and r.json()["student_id"] == S2, "admin token reads any student")
+
+    # bad input and unknown things
+    r = get(p, "/api/v1/students/not-a-uuid/home", admin)
+    check(r.status == 400 and error_code(r) == "bad_request", "bad student id: 400", r.body)
+    r = get(p, "/api/v1/students/%s/home" % UNKNOWN, admin)
+    check(r.status == 404 and error_code(r) == "not_found", "unknown student: 404", r.body)
+    r = get(p, "/api/v1/nothing", admin)
+    check(r.status == 404 and error_code(r) == "not_found", "unknown route: 404", r.body)
+    r = request(p, "/api/v1/students/%s/home" % S1, method="DELETE", headers={"Authorization": "Bearer " + t1})
+    check(r.status == 405 and "GET" in (r.header("allow") or "") and error_code(r) == "method_not_allowed",
+          "DELETE on a route: 405 with Allow", r.body)
+    r = request(p, "/api/v1/students/%s/home" % S1, method="POST", body=b"x" * 20000,
+                headers={"Authorization": "Bearer " + t1, "Content-Type": "application/octet-stream"})
+    check(r.status == 413 and error_code(r) == "payload_too_large", "oversized body: 413", r.body)
+
+    # home: MISS then HIT, ETag and 304
+    redis("DEL", "student:home:" + S1, "student:learning:" + S1)
+    r1 = get(p, "/api/v1/students/%s/home" % S1, t1)
+    r2 = get(p, "/api/v1/students/%s/home" % S1, t1)
+    v = r1.json()["version"] if r1.status == 200 else None
+    check(r1.status == 200 and r1.header("x-cache") == "MISS" and r1.header("etag") == '"v%s"' % v,
+          "home: first read is a MISS with ETag \"v{version}\"", r1.headers)
+    check(r2.status == 200 and r2.header("x-cache") == "HIT" and r2.body == r1.body,
+          "home: second read is a HIT with the same body", r2.headers)
+    check(v == db_version(S1), "home: version is the student's cache version")
+    h = r1.json()
+    check(set(h) >= {"student_id", "version", "overview", "upcoming_sessions", "recent_courses",
+                     "trending_courses", "generated_at"} and
+          set(h["overview"]) >= {"active_courses", "upcoming_sessions", "completed_sessions",
+                                  "pending_allocations", "next_session"},
+          "home: JSON has the fields of the contract", sorted(h))
+    r = get(p, "/api/v1/students/%s/home" % S1, t1, {"If-None-Match": r1.header("etag")})
+    check(r.status == 304 and r.body == b"" and r.header("etag") == r1.header("etag"),
+          "home: If-None-Match with the current ETag: 304 without body", r.status)
+    r = get(p, "/api/v1/students/%s/home" % S1, t1, {"If-None-Match": '"v0"'})
+    check(r.status == 200, "home: stale If-None-Match: 200")
+    r = request(p, "/api/v1/students/%s/home" % S1, method="HEAD", headers={"Authorization": "Bearer " + t1})
+    check(r.status == 200 and r.body == b"", "home: HEAD answers without a body")
+
+    # learning
+    redis("DEL", "student:learning:" + S1)
+    r1 = get(p, "/api/v1/students/%s/learning" % S1, t1)
+    r2 = get(p, "/api/v1/students/%s/learning" % S1, t1)
+    ok = r1.status == 200 and r1.header("x-cache") == "MISS" and r2.header("x-cache") == "HIT"
+    courses = r1.json().get("courses", []) if r1.status == 200 else []
+    check(ok and len(courses) == 2 and all("sessions" in c and "progress" in c and "allocation" in c
+                                           for c in courses),
+          "learning: per-course allocation, progress and sessions, MISS then HIT", r1.body[:300])
+
+    # sessions: keyset pagination
+    total = int(sql("SELECT count(*) FROM kc_flow.tutoring_sessions WHERE student_id = '%s'" % S1))
+    seen, after, pages = [], None, 0
+    while pages < 50:
+        path = "/api/v1/students/%s/sessions?limit=7" % S1 + ("&after=" + after if after else "")
+        r = get(p, path, t1)
+        if r.status != 200:
+            break
+        j = r.json()
+        seen += [(s["starts_at"], s["id"]) for s in j["sessions"]]
+        pages += 1
+        after = j["next_after"]
+        if after is None:
+            break
+    check(len(seen) == total and len(set(x[1] for x in seen)) == total and total > 7,
+          "sessions: following next_after returns every session exactly once (%d in %d pages)" % (total, pages),
+          (len(seen), total))
+    check(seen == sorted(seen, key=lambda x: (x[0], x[1])) if seen else False, "sessions: pages are in start order")
+    r = get(p, "/api/v1/students/%s/sessions?status=completed" % S1, t1)
+    check(r.status == 200 and r.json()["sessions"] == [] and r.json()["next_after"] is None,
+          "sessions: status filter")
+    first = seen[0][0] if seen else "2000-01-01T00:00:00Z"
+    r = get(p, "/api/v1/students/%s/sessions?from=%s&to=%s" % (S1, first.replace("+", "%2B"),
+                                                              first.replace("+", "%2B")), t1)
+    check(r.status == 200 and r.json()["sessions"] == [], "sessions: empty [from, to) range")
+    for q, name in (("status=bogus", "bad status"), ("limit=0", "limit 0"), ("limit=x", "non-numeric limit"),
+                    ("limit=500", "limit above 200"), ("after=garbage!", "bad cursor"),
+                    ("after=YWJj", "cursor with a bad shape"), ("from=yesterday-ish", "bad from")):
+        r = get(p, "/api/v1/students/%s/sessions?%s" % (S1, q), t1)
+        check(r.status == 400 and error_code(r) == "bad_request", "sessions: %s: 400" % name, r.body)
+    r = get(p, "/api/v1/students/%s/sessions" % UNKNOWN, admin)
+    check(r.status == 404, "sessions: unknown student: 404")
+
+    # events/recent
+    r = get(p, "/api/v1/events/recent?after=0&limit=1000", t1)
+    evs = r.json()["events"] if r.status == 200 else []
+    mine = int(sql("SELECT count(*) FROM kc_flow.events WHERE student_id = '%s'" % S1))
+    check(r.status == 200 and len(evs) == mine and all(e["student_id"] == S1 for e in evs),
+          "events/recent: a student gets exactly their own events", (len(evs), mine))
+    check(evs and r.json()["next_after"] == evs[-1]["id"] and [e["id"] for e in evs] == sorted(e["id"] for e in evs),
+          "events/recent: ordered by id, next_after is the last id")
+    if len(evs) > 2:
+        r = get(p, "/api/v1/events/recent?after=%d&limit=1" % evs[0]["id"], t1)
+        j = r.json()
+        check(len(j["events"]) == 1 and j["events"][0]["id"] == evs[1]["id"] and j["next_after"] == evs[1]["id"],
+              "events/recent: after and limit page through the log")
+    r = get(p, "/api/v1/events/recent?after=999999999", t1)
+    check(r.status == 200 and r.json() == {"events": [], "next_after": 999999999},
+          "events/recent: nothing new keeps next_after")
+    r = get(p, "/api/v1/events/recent?student=%s" % S2, t1)
+    check(r.status == 403, "events/recent: another student's events: 403")
+    r = get(p, "/api/v1/events/recent?after=0&limit=1000", admin)
+    check(r.status == 200 and len(r.json()["events"]) == max(1, int(sql("SELECT count(*) FROM kc_flow.events"))),
+          "events/recent: admin reads every student's events")
+    for q in ("after=-1", "after=abc", "limit=0", "limit=100000", "student=nope"):
+        r = get(p, "/api/v1/events/recent?" + q, admin)
+        check(r.status == 400, "events/recent: %s: 400" % q, r.body)
+    r = get(p, "/api/v1/events/recent")
+    check(r.status == 401, "events/recent without token: 401")
+
+
+def test_hostile_input(gw):
+    """Malformed requests must not crash or hang the gateway."""
+    payloads = [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100000 + b"\r\n\r\n",
+                b"GET /api/v1/students/%00/home HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /api/v1/students/" + b"1" * 5000 + b"/home HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffff\r\n" + b"z" * 30000,
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"a." * 3000 + b"\r\n\r\n"]
+    for data in payloads:
+        try:
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+            s.sendall(data)
+            s.recv(4096)
+            s.close()
+        except OSError:
+            pass
+    t = token(S1)
+    for q in ("?after=%ff", "?limit=" + "9" * 40, "?from=" + "x" * 200, "?status=" + "%00"):
+        get(gw.port, "/api/v1/students/%s/sessions%s" % (S1, q), t)
+    r = get(gw.port, "/api/v1/students/%s/home" % ("A" * 36), token("ops", role="admin"))
+    check(r.status == 400, "hostile: 36 letters as id: 400")
+    check(gw.proc.poll() is None and get(gw.port, "/healthz").status == 200,
+          "hostile: malformed requests leave the gateway serving")
+
+
+def test_purchase_flow(gw):
+    """A purchase reaches the home JSON right after SESSIONS_GENERATED, with the cache invalidated."""
+    p, t3 = gw.port, token(S3)
+    r = get(p, "/api/v1/students/%s/home" % S3, t3)
+    r = get(p, "/api/v1/students/%s/home" % S3, t3)
+    before = r.json()
+    check(r.header("x-cache") == "HIT" and before["upcoming_sessions"] == [],
+          "flow: the empty home of a new student is cached (HIT)", r.headers)
+    start_id = max_event_id()
+    buy(S3, COURSE_MUSIC, tier=10)
+    ev = wait_for(lambda: sessions_generated(S3, start_id), 20)
+    check(ev is not None, "flow: the pipeline emits SESSIONS_GENERATED")
+    if not ev:
+        return
+    ev_id, ev_version = ev
+
+    def invalidated():
+        for line in gw.log_lines():
+            if (line.get("msg") == "Cache INVALIDATED" and line.get("studentId") == S3 and
+                    line.get("version") == ev_version and line.get("cacheKey") == "student:home:" + S3):
+                return line
+        return None
+    line = wait_for(invalidated, 10, 0.02)
+    check(line is not None and line["reason"] == "SESSIONS_GENERATED" and
+          all(k in line for k in ("ts", "level", "studentId", "cacheKey", "reason", "existedBefore",
+                                  "version", "durationMs")),
+          "flow: a Cache INVALIDATED log line with the fields of §6 follows the notification", line)
+    first_inval = None
+    for l in gw.log_lines():
+        if l.get("msg") == "Cache INVALIDATED" and l.get("studentId") == S3 and l.get("cacheKey", "").startswith(
+                "student:home:"):
+            first_inval = l
+            break
+    check(first_inval is not None and first_inval["existedBefore"] is True,
+          "flow: the first invalidation deleted the cached view (existedBefore true)", first_inval)
+    check(int(redis("GET", "student:ver:" + S3) or -1) >= ev_version, "flow: the fence is at the event's version")
+    r = get(p, "/api/v1/students/%s/home" % S3, t3)
+    j = r.json()
+    check(r.status == 200 and r.header("x-cache") == "MISS" and j["version"] >= ev_version and
+          len(j["upcoming_sessions"]) == 10 and j["overview"]["active_courses"] == 1,
+          "flow: right after the invalidation the home shows the 10 new sessions (MISS)",
+          (r.headers, j.get("version"), len(j.get("upcoming_sessions", []))))
+    r = get(p, "/api/v1/students/%s/home" % S3, t3)
+    check(r.header("x-cache") == "HIT" and r.json()["version"] == j["version"], "flow: and is cached again (HIT)")
+    r = get(p, "/api/v1/events/recent?after=%d" % start_id, t3)
+    types = [e["event_type"] for e in r.json()["events"]]
+    check(types[:1] == ["PURCHASE_CONFIRMED"] and "SESSIONS_GENERATED" in types,
+          "flow: events/recent shows the purchase's events", types)
+
+
+def test_catch_up_after_restart(gw_env):
+    """Events that happen while the gateway is down are replayed at start: no stale key survives."""
+    gw = Gateway("restart-a", **gw_env)
+    check(gw.ready() is not None, "restart: gateway ready")
+    t1 = token(S1)
+    get(gw.port, "/api/v1/students/%s/home" % S1, t1)
+    r = get(gw.port, "/api/v1/students/%s/home" % S1, t1)
+    cached_v = r.json()["version"]
+    check(r.header("x-cache") == "HIT", "restart: S1 home cached before the stop")
+    rc = gw.stop()
+    check(rc == 0 and "kc-gateway stopped" in gw.log_text(), "restart: SIGTERM stops the gateway cleanly (exit 0)",
+          rc)
+    start_id = max_event_id()
+    buy(S1, COURSE_ALGEBRA, tier=10, weekdays="[6,7]", start="11:00")
+    ev = wait_for(lambda: sessions_generated(S1, start_id), 20)
+    check(ev is not None and db_version(S1) > cached_v, "restart: events for S1 happen while the gateway is down")
+    check(redis("HGET", "student:home:" + S1, "v") == str(cached_v),
+          "restart: the stale view is still in Redis while the gateway is down")
+    gw2 = Gateway("restart-b", **gw_env)
+    ok = gw2.ready()
+    check(ok is not None, "restart: gateway ready again")
+    v = redis("HGET", "student:home:" + S1, "v")
+    check(v == "" or int(v) >= db_version(S1), "restart: catch-up removed the stale view before serving", v)
+    r = get(gw2.port, "/api/v1/students/%s/home" % S1, t1)
+    check(r.status == 200 and r.json()["version"] == db_version(S1) and len(r.json()["recent_courses"]) == 3,
+          "restart: the home shows the purchase made while the gateway was down",
+          (r.header("x-cache"), r.json().get("version"), db_version(S1)))
+    synced = [l for l in gw2.log_lines() if l.get("msg") == "cache synced"]
+    check(synced and synced[0]["replayedFrom"] <= start_id < synced[0]["watermark"],
+          "restart: the log shows the replay from the stored watermark", synced[:1])
+    gw2.stop()
+
+
+def test_redis_outage(gw_env):
+    """Redis down: BYPASS answers from Postgres; back: resync, no stale view served."""
+    gw = Gateway("redis", **gw_env)
+    check(gw.ready() is not None, "redis outage: gateway ready")
+    t2 = token(S2)
+    get(gw.port, "/api/v1/students/%s/home" % S2, t2)
+    r = get(gw.port, "/api/v1/students/%s/home" % S2, t2)
+    cached_v = r.json()["version"]
+    check(r.header("x-cache") == "HIT", "redis outage: S2 home cached")
+    redis("SAVE")
+    res = shell("kc_redis_stop '%s'" % REDIS_DIR)
+    check(res.returncode == 0, "redis outage: Redis stopped", res.stderr)
+    r = get(gw.port, "/api/v1/students/%s/home" % S2, t2)
+    check(r.status == 200 and r.header("x-cache") == "BYPASS" and r.json()["version"] == cached_v,
+          "redis outage: home answers 200 from Postgres with X-Cache: BYPASS", (r.status, r.headers))
+    r = get(gw.port, "/readyz")
+    check(r.status == 200 and r.json()["redis"] is False, "redis outage: still ready, reports redis false", r.body)
+    start_id = max_event_id()
+    buy(S2, COURSE_MUSIC, tier=10, weekdays="[1,3]", start="07:30")
+    ev = wait_for(lambda: sessions_generated(S2, start_id), 20)
+    check(ev is not None, "redis outage: an event for S2 happens while Redis is down")
+    r = get(gw.port, "/api/v1/students/%s/home" % S2, t2)
+    check(r.status == 200 and r.header("x-cache") == "BYPASS" and r.json()["version"] == db_version(S2),
+          "redis outage: BYPASS answers are current", r.headers)
+    res = shell("kc_redis_start '%s' %s persist" % (REDIS_DIR, REDIS_PORT))
+    check(res.returncode == 0 and redis("HGET", "student:home:" + S2, "v") in (str(cached_v), ""),
+          "redis outage: Redis back (with the old view restored from disk)", res.stderr)
+    r = wait_for(lambda: (lambda x: x if x.header("x-cache") != "BYPASS" else None)(
+        get(gw.port, "/api/v1/students/%s/home" % S2, t2)), 15)
+    check(r is not None and r.json()["version"] == db_version(S2),
+          "redis outage: after recovery the cache serves the current view, never the restored stale one",
+          r and (r.headers, r.json().get("version"), db_version(S2)))
+    r = get(gw.port, "/api/v1/students/%s/home" % S2, t2)
+    check(r.header("x-cache") == "HIT", "redis outage: cache hits again")
+    check(any(l.get("msg") == "cache synced" for l in gw.log_lines()[1:]) and
+          "redis unavailable" in gw.log_text(), "redis outage: outage and resync are logged")
+    gw.stop()
+
+
+def test_postgres_restart(gw_env):
+    """Postgres down: 503 with Retry-After; back: automatic recovery of requests and LISTEN."""
+    gw = Gateway("pg", **gw_env)
+    check(gw.ready() is not None, "pg restart: gateway ready")
+    t1 = token(S1)
+    res = shell("kc_pg_stop '%s' fast" % PG_DIR)
+    check(res.returncode == 0, "pg restart: Postgres stopped", res.stderr)
+    r = get(gw.port, "/api/v1/students/%s/learning" % S1, t1)
+    check(r.status == 503 and r.header("retry-after") == "3" and error_code(r) == "unavailable",
+          "pg restart: 503 with Retry-After while Postgres is down", (r.status, r.headers, r.body))
+    r = get(gw.port, "/readyz")
+    check(r.status == 503 and r.json()["postgres"] is False, "pg restart: readyz 503", r.body)
+    check(get(gw.port, "/healthz").status == 200, "pg restart: healthz stays 200")
+    res = shell("kc_pg_start '%s' %s %s" % (PG_DIR, PG_PORT, PG_DB))
+    check(res.returncode == 0, "pg restart: Postgres started again", res.stderr)
+    r = wait_for(lambda: (lambda x: x if x.status == 200 else None)(
+        get(gw.port, "/api/v1/students/%s/learning" % S1, t1)), 20)
+    check(r is not None, "pg restart: requests recover without restarting the gateway")
+    check(gw.ready(20) is not None and get(gw.port, "/readyz").json()["listen"],
+          "pg restart: LISTEN reconnects")
+    start_id = max_event_id()
+    buy(S3, COURSE_ALGEBRA, tier=10, weekdays="[2]", start="09:00")
+    ev = wait_for(lambda: sessions_generated(S3, start_id), 20)
+    found = ev and wait_for(lambda: any(l.get("msg") == "Cache INVALIDATED" and l.get("version") == ev[1]
+                                        and l.get("studentId") == S3 for l in gw.log_lines()), 10)
+    check(bool(found), "pg restart: invalidations flow again after the reconnect")
+    m = get(gw.port, "/metrics").body.decode()
+    check("kc_listen_reconnects_total 1" in m or "kc_listen_reconnects_total 2" in m,
+          "pg restart: metrics count the LISTEN reconnect")
+    gw.stop()
+
+
+def test_drain(gw_env):
+    """SIGTERM lets a request in flight finish, then exits 0."""
+    gw = Gateway("drain", **gw_env)
+    check(gw.ready() is not None, "drain: gateway ready")
+    admin = token("ops", role="admin")
+    redis("DEL", "student:learning:" + S2)
+    locker = subprocess.Popen(as_pg(["psql", "-h", "127.0.0.1", "-p", PG_PORT, "-U", "postgres", "-d", PG_DB,
+                                     "-qc", "BEGIN; LOCK TABLE kc_flow.courses IN ACCESS EXCLUSIVE MODE; "
+                                     "SELECT pg_sleep(2); COMMIT;"]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    result = {}
+
+    def slow():
+        result["r"] = get(gw.port, "/api/v1/students/%s/learning" % S2, admin)
+    th = threading.Thread(target=slow)
+    th.start()
+    time.sleep(0.5)
+    t0 = time.time()
+    gw.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    refused = False
+    try:
+        request(gw.port, "/healthz", timeout=2)
+    except OSError:
+        refused = True
+    th.join(15)
+    locker.wait(15)
+    rc = gw.proc.wait(15)
+    r = result.get("r")
+    check(refused, "drain: no new connections after SIGTERM")
+    check(r is not None and r.status == 200, "drain: the request in flight completes with 200",
+          r and (r.status, r.body[:200]))
+    check(rc == 0 and time.time() - t0 >= 1.0, "drain: the gateway exits 0 after the request finished", rc)
+    gw.stop()
+
+
+def test_cors_and_auth_off():
+    gw = Gateway("cors", KC_CORS_ORIGINS="http://app.example, http://other.example")
+    gw.ready()
+    t1 = token(S1)
+    r = get(gw.port, "/api/v1/students/%s/home" % S1, t1, {"Origin": "http://app.example"})
+    check(r.header("access-control-allow-origin") == "http://app.example" and
+          "ETag" in (r.header("access-control-expose-headers") or ""), "cors: allowed origin echoed", r.headers)
+    r = get(gw.port, "/api/v1/students/%s/home" % S1, t1, {"Origin": "http://evil.example"})
+    check(r.header("access-control-allow-origin") is None, "cors: other origin gets no CORS headers")
+    r = request(gw.port, "/api/v1/students/%s/home" % S1, method="OPTIONS",
+                headers={"Origin": "http://app.example", "Access-Control-Request-Method": "GET"})
+    check(r.status == 204 and "GET" in (r.header("access-control-allow-methods") or "") and
+          "Authorization" in (r.header("access-control-allow-headers") or ""), "cors: preflight 204", r.headers)
+    gw.stop()
+    gw = Gateway("noauth", KC_AUTH="off", KC_JWT_SECRET="")
+    gw.ready()
+    r = get(gw.port, "/api/v1/students/%s/home" % S2)
+    check(r.status == 200 and r.header("x-kc-auth") == "off", "auth off: serves without a token, marked X-KC-Auth")
+    check("AUTHENTICATION IS OFF" in gw.log_text(), "auth off: said loudly at start")
+    gw.stop()
+
+
+def main():
+    test_help()
+    gw_env = {}
+    gw = Gateway("main")
+    if not check(gw.ready() is not None, "gateway starts and becomes ready", gw.log_text()[-2000:]):
+        gw.stop()
+        return 1
+    try:
+        test_routes(gw)
+        test_hostile_input(gw)
+        test_purchase_flow(gw)
+        m = get(gw.port, "/metrics").body.decode()
+        check('kc_cache_requests_total{route="home",outcome="hit"}' in m and
+              'kc_http_requests_total{route="home",code="304"}' in m and
+              "kc_cache_invalidations_total 0" not in m and "kc_event_lag_seconds_count 0" not in m,
+              "metrics: requests by route and code, cache outcomes, invalidations, event lag")
+    finally:
+        rc = gw.stop()
+    check(rc == 0, "main gateway exits 0 on SIGTERM")
+    test_cors_and_auth_off()
+    test_catch_up_after_restart(gw_env)
+    test_redis_outage(gw_env)
+    test_postgres_restart(gw_env)
+    test_drain(gw_env)
+    print("# gateway integration: %d failed" % failures)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
