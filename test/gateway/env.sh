@@ -15,9 +15,11 @@ kc_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# kc_pg_start DIR PORT [DB]: initdb (once), start with kc_flow preloaded, create DB with kc_flow.
+# kc_pg_start DIR PORT [DB] [noworkers]: initdb (once), start with kc_flow preloaded, create DB
+# with kc_flow. "noworkers" sets kc_flow.workers = 0: kc_flow.run_pending drives the pipeline.
 kc_pg_start() {
-    local dir=$1 port=$2 db=${3:-kc_test}
+    local dir=$1 port=$2 db=${3:-kc_test} workers=2
+    [ "${4:-}" = noworkers ] && workers=0
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
@@ -28,6 +30,7 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 shared_preload_libraries = 'kc_flow'
+kc_flow.workers = $workers
 kc_flow.database = '$db'
 fsync = off
 synchronous_commit = off

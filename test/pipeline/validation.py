@@ -1,0 +1,51 @@
+"""The seed's validation scenario, with the real background workers: a
+30-session purchase confirmed -> within 2 s purchase, approved allocation, 30
+scheduled sessions, processed_events for every stage, and the four events on
+the NOTIFY channel in order."""
+import json
+import time
+
+from kcflow_test import World, Listener, connect, one, rows, ok, check_invariants, finish
+
+conn = connect()
+world = World(conn, trainers=2, students=1)
+listener = Listener()
+payment = world.payments(tiers=(30,))[0]
+
+t0 = time.time()
+one(conn, "SELECT kc_flow.confirm_payment(%s)", (payment,))
+done_at = None
+while time.time() - t0 < 5:
+    listener.poll()
+    mine = [e for _, e in listener.events if e["correlation_id"] == payment]
+    if any(e["type"] == "SESSIONS_GENERATED" for e in mine):
+        done_at = time.time()
+        break
+elapsed = (done_at or time.time()) - t0
+ok(done_at is not None and elapsed < 2.0, "SESSIONS_GENERATED notified within 2 s of the commit (%.0f ms)" % (elapsed * 1000))
+
+mine = [e for _, e in listener.events if e["correlation_id"] == payment]
+ok([e["type"] for e in mine] == ["PURCHASE_CONFIRMED", "PURCHASE_CREATED", "TRAINER_ALLOCATED", "SESSIONS_GENERATED"],
+   "the four events arrive on kc_flow_events in order", json.dumps(mine))
+ok([e["id"] for e in mine] == sorted(e["id"] for e in mine), "their ids increase")
+ok(all(set(e) == {"id", "type", "student_id", "correlation_id", "version"} for e in mine),
+   "each payload is the small JSON object of the contract")
+ok(all(e["student_id"] == world.students[0] for e in mine), "each names the student")
+versions = [e["version"] for e in mine]
+ok(versions == sorted(set(versions)), "the student's cache version grows with every event", versions)
+
+status = one(conn, "SELECT kc_flow.flow_status(%s)", (payment,))
+ok(status["purchases"] == 1, "one purchase")
+ok(status["allocation"] and status["allocation"]["status"] == "approved", "an approved allocation")
+ok(status["sessions"] == 30, "30 sessions", status["sessions"])
+stages = sorted(p["consumer"] for e in status["events"] for p in e["processed_by"])
+ok(stages == ["allocation", "purchase", "sessions"], "processed_events has every stage", stages)
+scheduled = one(conn, "SELECT count(*) FROM kc_flow.tutoring_sessions WHERE student_id = %s AND status = 'scheduled'",
+                (world.students[0],))
+ok(scheduled == 30, "all 30 are scheduled")
+check_invariants(conn, world.course, "validation")
+
+# the workers are woken by the commit, not by their poll: the wake-up is fast even with a long poll interval
+ok(one(conn, "SELECT count(*) FROM kc_flow.worker_status() WHERE pid <> 0") >= 1, "the workers are attached")
+listener.close()
+finish()
