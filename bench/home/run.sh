@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# bench/home/run.sh - the home endpoint under load, next to two baselines, in one run:
+#   1. trivial: a bare libmicrohttpd server (bench/home/trivial.c) returning the same body
+#   2. kc-gateway GET /api/v1/students/{id}/home, cache HIT (one student, JWT checked)
+#   3. kc-gateway, cache MISS (a different student per request: Postgres read + fenced fill)
+#   4. redis-benchmark GET/SET of a value the size of the home body
+# and prints the ratios. Everything runs on this machine on loopback, in throwaway servers
+# (Postgres without background workers, Redis without persistence) that are stopped at the end.
+# Settings: DURATION (s, default 10), CONNECTIONS (64), THREADS (wrk threads, 2),
+# GW_THREADS (gateway and trivial server threads, 4), MISS_STUDENTS (200000).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/test/gateway/env.sh"
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+GW_THREADS=${GW_THREADS:-4}
+MISS_STUDENTS=${MISS_STUDENTS:-200000}
+WORK=$(mktemp -d /tmp/kc-bench-home.XXXXXX)
+chmod 777 "$WORK"
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    kc_redis_stop "$WORK/redis"
+    kc_pg_stop "$WORK/pg" immediate
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+command -v wrk >/dev/null && command -v redis-benchmark >/dev/null || {
+    echo "bench: needs wrk and redis-benchmark (apt-get install wrk redis-tools)" >&2; exit 1; }
+make -s -C "$ROOT/gateway" kc-gateway
+cc -O2 -Wall -Wextra -o "$WORK/trivial" "$ROOT/bench/home/trivial.c" -lmicrohttpd -pthread
+
+PG_PORT=$(kc_free_port); REDIS_PORT=$(kc_free_port); GW_PORT=$(kc_free_port); TR_PORT=$(kc_free_port)
+kc_pg_start "$WORK/pg" "$PG_PORT" kc_bench noworkers
+kc_redis_start "$WORK/redis" "$REDIS_PORT"
+psql_q() { kc_as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_bench -v ON_ERROR_STOP=1 -Atq "$@"; }
+psql_q -f "$ROOT/scripts/demo_data.sql" >/dev/null
+while [ "$(psql_q -c 'SELECT kc_flow.run_pending(1000)')" != 0 ]; do :; done
+psql_q -c 'SELECT kc_flow.refresh_trending()' >/dev/null
+psql_q -c "INSERT INTO kc_flow.students (display_name)
+           SELECT 'bench ' || g FROM generate_series(1, $MISS_STUDENTS) g" >/dev/null
+psql_q -c "SELECT id FROM kc_flow.students WHERE display_name LIKE 'bench %' ORDER BY id" >"$WORK/students.txt"
+
+SECRET=bench-secret
+STUDENT=11111111-1111-4111-8111-111111111111
+export KC_JWT_SECRET=$SECRET
+KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_bench" KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
+KC_LISTEN="127.0.0.1:$GW_PORT" KC_THREADS=$GW_THREADS KC_LOG_LEVEL=${KC_LOG_LEVEL:-info} \
+    "$ROOT/gateway/kc-gateway" 2>"$WORK/gateway.log" &
+PIDS+=($!)
+TOKEN=$("$ROOT/gateway/kc-gateway" --issue-token=$STUDENT)
+ADMIN=$("$ROOT/gateway/kc-gateway" --issue-token=ops --token-role=admin)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GW_PORT/readyz" >/dev/null && break; sleep 0.1; done
+URL="http://127.0.0.1:$GW_PORT/api/v1/students/$STUDENT/home"
+curl -sf -H "Authorization: Bearer $TOKEN" "$URL" >"$WORK/body.json"
+HIT_CHECK=$(curl -s -o /dev/null -D - -H "Authorization: Bearer $TOKEN" "$URL" | tr -d '\r' | awk '/^X-Cache/ {print $2}')
+[ "$HIT_CHECK" = HIT ] || { echo "bench: expected a cache HIT, got '$HIT_CHECK'" >&2; exit 1; }
+BODY_BYTES=$(wc -c <"$WORK/body.json")
+"$WORK/trivial" "$TR_PORT" "$GW_THREADS" "$WORK/body.json" &
+PIDS+=($!)
+sleep 0.3
+
+# run_wrk NAME ARGS...: prints "NAME req/s p50 p99" and keeps wrk's output
+run_wrk() {
+    local name=$1; shift
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" >"$WORK/wrk-$name.txt" 2>&1
+    local rps p50 p99 errs
+    rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk-$name.txt")
+    p50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk-$name.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$name.txt")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' "$WORK/wrk-$name.txt" | tr '\n' ' ')
+    printf '%-22s %12s req/s   p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$errs"
+    eval "RPS_$name=$rps"
+}
+
+echo "# home bench: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, gateway/trivial threads $GW_THREADS, body $BODY_BYTES bytes, gateway log level ${KC_LOG_LEVEL:-info}"
+run_wrk trivial "http://127.0.0.1:$TR_PORT/"
+run_wrk gateway_hit -H "Authorization: Bearer $TOKEN" "$URL"
+before=$(curl -s "http://127.0.0.1:$GW_PORT/metrics" | awk '/^kc_cache_requests_total\{route="home"/ {printf "%s=%s ", $1, $2}')
+STUDENTS="$WORK/students.txt" TOKEN=$ADMIN THREADS=$THREADS run_wrk gateway_miss \
+    -s "$ROOT/bench/home/miss.lua" "http://127.0.0.1:$GW_PORT"
+after=$(curl -s "http://127.0.0.1:$GW_PORT/metrics" | awk '/^kc_cache_requests_total\{route="home"/ {printf "%s=%s ", $1, $2}')
+echo "#   cache counters before miss run: $before"
+echo "#   cache counters after miss run:  $after"
+redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n 300000 -d "$BODY_BYTES" -t get,set --csv \
+    >"$WORK/redis.csv" 2>/dev/null
+RPS_redis_get=$(awk -F'"' '$2 == "GET" {print $4}' "$WORK/redis.csv")
+RPS_redis_set=$(awk -F'"' '$2 == "SET" {print $4}' "$WORK/redis.csv")
+printf '%-22s %12s req/s\n%-22s %12s req/s\n' redis_get "$RPS_redis_get" redis_set "$RPS_redis_set"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo "ratio gateway_hit / trivial     = $(ratio "$RPS_gateway_hit" "$RPS_trivial")   (target >= 0.70)"
+echo "ratio gateway_miss / gateway_hit = $(ratio "$RPS_gateway_miss" "$RPS_gateway_hit")"
+echo "ratio gateway_hit / redis_get   = $(ratio "$RPS_gateway_hit" "$RPS_redis_get")"
+p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-gateway_hit.txt")
+echo "gateway_hit p99 = $p99 (target < 5ms)"
