@@ -26,28 +26,35 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 #define KCF_NO_TRAINER_RETRY_MS (30 * 1000)
 #define KCF_BUSY_TRAINER_RETRY_MS 20
 
-/* Trainers eligible for purchase $1 (course $2), best first; $3 limits to one. */
+/*
+ * Up to four trainers eligible for purchase $1 (course $2), best first; $3
+ * limits the search to one trainer.  Candidates are ranked by load first and
+ * checked lazily in that order, so the usual case checks one or two.
+ */
 #define ELIGIBLE_TRAINERS_SQL \
-	"WITH pl AS (SELECT * FROM kc_flow.purchase_plan($1))," \
+	"WITH pl AS MATERIALIZED (SELECT * FROM kc_flow.purchase_plan($1))," \
+	" span AS (SELECT range_agg(tstzrange(starts_at, ends_at)) AS times, count(*) AS n FROM pl)," \
 	" cand AS (" \
-	"  SELECT t.id, t.timezone, t.max_active_students," \
-	"         (SELECT count(*) FROM kc_flow.trainer_allocations a" \
-	"           WHERE a.trainer_id = t.id AND a.status IN ('approved', 'active')) AS load" \
-	"    FROM kc_flow.trainers t JOIN kc_flow.trainer_courses tc ON tc.trainer_id = t.id" \
-	"   WHERE tc.course_id = $2 AND t.is_active AND ($3::uuid IS NULL OR t.id = $3))" \
-	" SELECT c.id FROM cand c" \
-	"  WHERE c.load < c.max_active_students" \
-	"    AND EXISTS (SELECT 1 FROM pl)" \
+	"  SELECT t.id, t.timezone" \
+	"    FROM kc_flow.trainers t" \
+	"    JOIN kc_flow.trainer_courses tc ON tc.trainer_id = t.id" \
+	"   CROSS JOIN LATERAL (SELECT count(*) AS load FROM kc_flow.trainer_allocations a" \
+	"                        WHERE a.trainer_id = t.id AND a.status IN ('approved', 'active')) l" \
+	"   WHERE tc.course_id = $2 AND t.is_active AND ($3::uuid IS NULL OR t.id = $3)" \
+	"     AND l.load < t.max_active_students" \
+	"   ORDER BY l.load, t.id OFFSET 0)" \
+	" SELECT c.id FROM cand c, span" \
+	"  WHERE span.n > 0" \
+	"    AND NOT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b" \
+	"                     WHERE b.trainer_id = c.id AND b.during && span.times)" \
 	"    AND NOT EXISTS (SELECT 1 FROM pl WHERE NOT EXISTS (" \
 	"          SELECT 1 FROM kc_flow.trainer_availability av" \
 	"           WHERE av.trainer_id = c.id" \
-	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE c.timezone)" \
+	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE c.timezone)::int" \
 	"             AND av.start_time <= (pl.starts_at AT TIME ZONE c.timezone)::time" \
 	"             AND pl.ends_at AT TIME ZONE c.timezone" \
 	"                 <= (pl.starts_at AT TIME ZONE c.timezone)::date + av.end_time))" \
-	"    AND NOT EXISTS (SELECT 1 FROM pl JOIN kc_flow.trainer_bookings b" \
-	"          ON b.trainer_id = c.id AND b.during && tstzrange(pl.starts_at, pl.ends_at))" \
-	"  ORDER BY c.load, c.id"
+	"  LIMIT 4"
 
 typedef struct Allocation
 {

@@ -51,9 +51,10 @@ kc_redis_start() {
 
 kc_redis_stop() {
   local dir=$1
-  [ -f "$dir/redis/redis.pid" ] || return 0
-  kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$(cat "$dir/redis/redis.pid")" 2>/dev/null || break; sleep 0.1; done
+  local pid
+  pid=$(cat "$dir/redis/redis.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   rm -f "$dir/redis/redis.pid"
 }
 

@@ -6,12 +6,13 @@ import random
 import threading
 import time
 
-from kcflow_test import World, connect, one, ok, check_invariants, wait_quiet, finish
+from kcflow_test import wait_workers, World, connect, one, ok, check_invariants, wait_quiet, finish
 
 PAYMENTS = 500
 CONNECTIONS = 8
 
 setup = connect()
+ok(wait_workers(setup), "the background workers are attached")
 # 84 distinct weekly slots, ~6 students on each: 80 trainers x 8 places leave room for everyone
 world = World(setup, trainers=80, students=PAYMENTS, capacity=8)
 payments = world.payments()

@@ -11,7 +11,7 @@ import time
 
 import psycopg2
 
-from kcflow_test import World, connect, one, ok, check_invariants, wait_quiet, finish
+from kcflow_test import wait_workers, World, connect, one, ok, check_invariants, wait_quiet, finish
 
 DIR = os.environ["KC_CRASH_DIR"]
 ROOT = os.environ["KC_ROOT"]
@@ -26,6 +26,7 @@ def reconnect(timeout=60):
     while time.time() - start < timeout:
         try:
             conn = connect()
+ok(wait_workers(conn), "the background workers are attached")
             one(conn, "SELECT 1")
             return conn
         except psycopg2.Error:

@@ -93,6 +93,18 @@ class World:
         return ids
 
 
+def wait_workers(conn, timeout=30.0):
+    """Waits until every configured worker is attached (they start before the
+    test database exists and retry every few seconds); returns True if so."""
+    start = time.time()
+    while time.time() - start < timeout:
+        if one(conn, "SELECT count(*) = count(*) FILTER (WHERE pid <> 0) AND count(*) > 0"
+                     " FROM kc_flow.worker_status()"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def wait_quiet(conn, course, expected_done, timeout=60.0):
     """Waits until `expected_done` allocations of the course are approved with
     their sessions and nothing is left in the queue for it; returns seconds."""
