@@ -76,6 +76,7 @@ run_wrk() {
     eval "RPS_$name=$rps"
 }
 
+echo "# load before the run: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "# home bench: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, gateway/trivial threads $GW_THREADS, body $BODY_BYTES bytes, gateway log level ${KC_LOG_LEVEL:-info}"
 run_wrk trivial "http://127.0.0.1:$TR_PORT/"
 run_wrk gateway_hit -H "Authorization: Bearer $TOKEN" "$URL"
@@ -90,9 +91,12 @@ redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n 300000 -d "$B
 RPS_redis_get=$(awk -F'"' '$2 == "GET" {print $4}' "$WORK/redis.csv")
 RPS_redis_set=$(awk -F'"' '$2 == "SET" {print $4}' "$WORK/redis.csv")
 printf '%-22s %12s req/s\n%-22s %12s req/s\n' redis_get "$RPS_redis_get" redis_set "$RPS_redis_set"
+# the baseline again: the spread between the two trivial runs is the noise of this machine
+run_wrk trivial_again "http://127.0.0.1:$TR_PORT/"
+RPS_trivial=$(awk -v a="$RPS_trivial" -v b="$RPS_trivial_again" 'BEGIN { print (a > b ? a : b) }')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-echo "ratio gateway_hit / trivial     = $(ratio "$RPS_gateway_hit" "$RPS_trivial")   (target >= 0.70)"
+echo "ratio gateway_hit / trivial     = $(ratio "$RPS_gateway_hit" "$RPS_trivial")   (best of the two trivial runs; target >= 0.70)"
 echo "ratio gateway_miss / gateway_hit = $(ratio "$RPS_gateway_miss" "$RPS_gateway_hit")"
 echo "ratio gateway_hit / redis_get   = $(ratio "$RPS_gateway_hit" "$RPS_redis_get")"
 p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-gateway_hit.txt")

@@ -1,6 +1,7 @@
 /*
  * bench/home/trivial.c - the baseline of the home benchmark: a libmicrohttpd server
- * configured like kc-gateway (internal thread pool, same thread count) that answers
+ * configured like kc-gateway (internal thread pool, same thread count, same connection
+ * memory and limits) that answers
  * every request with a fixed JSON body read from a file. Whatever kc-gateway does
  * beyond this (routing, JWT check, Redis round trip, logging, metrics) is what the
  * benchmark ratio measures.
@@ -22,8 +23,17 @@ answer(void *cls, struct MHD_Connection *conn, const char *url, const char *meth
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
+	static int	seen;
+
 	(void) cls; (void) url; (void) method; (void) version; (void) upload_data;
-	(void) upload_data_size; (void) con_cls;
+	/* answer on the second call, as kc-gateway does: an answer queued on the first
+	 * call makes libmicrohttpd close the connection (no keep-alive) */
+	if (*con_cls == NULL)
+	{
+		*con_cls = &seen;
+		return MHD_YES;
+	}
+	*upload_data_size = 0;
 	resp = MHD_create_response_from_buffer(body_len, body, MHD_RESPMEM_PERSISTENT);
 	if (!resp)
 		return MHD_NO;
@@ -65,6 +75,8 @@ main(int argc, char **argv)
 						 (uint16_t) atoi(argv[1]), NULL, NULL, answer, NULL,
 						 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) atoi(argv[2]),
 						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 4096,
+						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
+						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
 						 MHD_OPTION_END);
 	if (!d)
 	{
