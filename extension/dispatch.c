@@ -322,7 +322,9 @@ kcf_next_due_ms(void)
 	int64		ms;
 
 	kcf_plan(&plan,
-			 "SELECT greatest(0, ceil(extract(epoch FROM min(run_after) - clock_timestamp()) * 1000))::bigint"
+			 "SELECT CASE WHEN min(run_after) IS NOT NULL THEN"
+			 "         greatest(0, ceil(extract(epoch FROM min(run_after) - clock_timestamp()) * 1000))::bigint"
+			 "       END"
 			 "  FROM kc_flow.event_queue",
 			 0, NULL);
 	kcf_exec(plan, NULL, NULL, 1);

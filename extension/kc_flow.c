@@ -34,8 +34,9 @@ static const struct config_enum_entry session_mode_options[] = {
 
 void		_PG_init(void);
 
+/* Settings that size the postmaster's workers: only when preloaded. */
 static void
-define_gucs(void)
+define_worker_gucs(void)
 {
 	DefineCustomStringVariable("kc_flow.database",
 							   "Database in which the kc_flow background workers run.",
@@ -47,6 +48,11 @@ define_gucs(void)
 							"0 disables the workers; kc_flow.run_pending() still works.",
 							&kcf_workers, 2, 0, KCF_MAX_WORKERS,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+static void
+define_gucs(void)
+{
 	DefineCustomIntVariable("kc_flow.max_attempts",
 							"Failed attempts after which an event is dead-lettered.",
 							NULL,
@@ -88,6 +94,9 @@ define_gucs(void)
 void
 _PG_init(void)
 {
+	/* the workers' settings first: MarkGUCPrefixReserved() in define_gucs() ends the prefix */
+	if (process_shared_preload_libraries_in_progress)
+		define_worker_gucs();
 	define_gucs();
 	kcf_emit_install_callbacks();
 

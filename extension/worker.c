@@ -6,9 +6,10 @@
  * events in one transaction (dispatch.c), then sleep on its latch until a
  * committing transaction that emitted work wakes it, the next retry is due,
  * or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling
- * sessions and trims the event log.  An error outside the per-event
- * subtransactions is logged and the loop goes on after a pause; a worker that
- * dies is restarted by the postmaster five seconds later.
+ * sessions and, every minute, trims the event log and refreshes the
+ * trending courses.  An error outside the per-event subtransactions is
+ * logged and the loop goes on after a pause; a worker that dies is restarted
+ * by the postmaster five seconds later.
  */
 #include "kc_flow.h"
 
@@ -84,12 +85,22 @@ trim_event_log(void)
 		ereport(LOG, (errmsg("kc_flow: trimmed the event log of events older than %d s", kcf_event_retention_s)));
 }
 
+/* Rebuilds the trending-courses summary the home screens read. */
+static void
+refresh_trending(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	kcf_plan(&plan, "SELECT kc_flow.refresh_trending()", 0, NULL);
+	kcf_exec(plan, NULL, NULL, 0);
+}
+
 /*
  * One round of work in its own transaction.  Returns how long the worker may
  * sleep, in milliseconds (0: more work is waiting).
  */
 static long
-work_once(int worker, TimestampTz *last_housekeeping, bool *warned_missing)
+work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, bool *warned_missing)
 {
 	long		sleep_ms = kcf_poll_interval_ms;
 	int			claimed;
@@ -116,13 +127,17 @@ work_once(int worker, TimestampTz *last_housekeeping, bool *warned_missing)
 	pgstat_report_activity(STATE_RUNNING, "kc_flow: handling events");
 	SPI_connect();
 	(void) kcf_dispatch_batch(kcf_batch_size, &claimed);
-	if (worker == 0 &&
-		TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), kcf_poll_interval_ms))
+	if (worker == 0 && TimestampDifferenceExceeds(*last_top_up, GetCurrentTimestamp(), kcf_poll_interval_ms))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: topping up rolling sessions");
 		kcf_top_up_rolling_sessions();
-		if (TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), HOUSEKEEPING_INTERVAL_MS))
-			trim_event_log();
+		*last_top_up = GetCurrentTimestamp();
+	}
+	if (worker == 0 && TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), HOUSEKEEPING_INTERVAL_MS))
+	{
+		pgstat_report_activity(STATE_RUNNING, "kc_flow: trimming the event log, refreshing trending courses");
+		trim_event_log();
+		refresh_trending();
 		*last_housekeeping = GetCurrentTimestamp();
 	}
 	if (claimed >= kcf_batch_size)
@@ -141,6 +156,7 @@ void
 kcf_worker_main(Datum main_arg)
 {
 	int			worker = DatumGetInt32(main_arg);
+	static TimestampTz last_top_up = 0;
 	static TimestampTz last_housekeeping = 0;
 	static bool warned_missing = false;
 	static long sleep_ms = 0;
@@ -189,7 +205,7 @@ kcf_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		MemoryContextSwitchTo(loop_context);
-		sleep_ms = work_once(worker, &last_housekeeping, &warned_missing);
+		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &warned_missing);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);
 	}

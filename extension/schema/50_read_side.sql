@@ -283,9 +283,10 @@ DECLARE
     newest  bigint;
     horizon bigint;
 BEGIN
-    SELECT max(e.id) INTO newest FROM kc_flow.events e;
-    -- read after the snapshot above: an id still in flight now is excluded below
+    -- the horizon first, the snapshot after: every id below the horizon is
+    -- decided by then, so the query below sees all that committed
     horizon := kc_flow.event_horizon();
+    SELECT max(e.id) INTO newest FROM kc_flow.events e;
     RETURN coalesce(least(newest, horizon - 1), 0);
 END;
 $$;

@@ -37,6 +37,11 @@ def connect(dbname=None, autocommit=True, **kw):
     return conn
 
 
+def run(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+
+
 def one(conn, sql, args=None):
     with conn.cursor() as cur:
         cur.execute(sql, args)

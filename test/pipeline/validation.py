@@ -3,6 +3,7 @@
 scheduled sessions, processed_events for every stage, and the four events on
 the NOTIFY channel in order."""
 import json
+import os
 import time
 
 from kcflow_test import wait_workers, World, Listener, connect, one, rows, ok, check_invariants, finish
@@ -45,6 +46,22 @@ scheduled = one(conn, "SELECT count(*) FROM kc_flow.tutoring_sessions WHERE stud
                 (world.students[0],))
 ok(scheduled == 30, "all 30 are scheduled")
 check_invariants(conn, world.course, "validation")
+
+# idle workers sleep: their CPU time barely moves over two quiet seconds
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+pids = [r[0] for r in rows(conn, "SELECT pid FROM kc_flow.worker_status() WHERE pid <> 0")]
+before = cpu_seconds(pids)
+time.sleep(2)
+used = cpu_seconds(pids) - before
+ok(used < 0.2, "idle workers sleep (%.2f s of CPU in 2 s)" % used)
 
 listener.close()
 finish()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The extension on a server that does not preload it (managed databases, tests).
+cd "$KC_ROOT/test/pipeline"
+source "$KC_ROOT/test/cluster.sh"
+dir="$KC_TEST_TMP/no_preload"
+rm -rf "$dir"
+port=$(kc_free_port $((PGPORT + 50)))
+kc_pg_init "$dir" "$port" "shared_preload_libraries = ''"
+sed -i '/^kc_flow\./d' "$dir/data/postgresql.conf"
+kc_pg_start "$dir"
+psql -q -X -p "$port" -d postgres -c "CREATE DATABASE kc_test" >/dev/null
+if psql -q -X -p "$port" -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE" >/dev/null; then
+  echo "ok - CREATE EXTENSION works without shared_preload_libraries"
+  PGPORT="$port" /usr/bin/python3 no_preload.py || echo "not ok - no_preload.py exited with $?"
+else
+  echo "not ok - CREATE EXTENSION works without shared_preload_libraries"
+fi
+kc_pg_stop "$dir"
