@@ -9,7 +9,8 @@
  *
  * Concurrent allocations serialize per trainer on the trainer's row: the
  * candidate is locked (skipping trainers another allocation holds right now),
- * checked again with a fresh snapshot, and then booked.  The exclusion
+ * its capacity read from the locked row (trainers.active_students, kept by a
+ * trigger) and its bookings checked again with a fresh snapshot, then booked.  The exclusion
  * constraint on trainer_bookings is the last line of defence.  When nobody
  * is free the allocation stays pending and the event is deferred.
  */
@@ -17,6 +18,7 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/uuid.h"
 
@@ -25,36 +27,51 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 /* how long a deferred allocation waits: nobody free, or candidates busy */
 #define KCF_NO_TRAINER_RETRY_MS (30 * 1000)
 #define KCF_BUSY_TRAINER_RETRY_MS 20
+/* candidates tried per attempt before deferring */
+#define MAX_CANDIDATES 8
+
+/* The plan of purchase $1: its session times as a multirange and as arrays. */
+#define PLAN_SQL \
+	"SELECT range_agg(tstzrange(starts_at, ends_at)), array_agg(starts_at ORDER BY seq)," \
+	"       array_agg(ends_at ORDER BY seq), count(*)" \
+	"  FROM kc_flow.purchase_plan($1)"
 
 /*
- * Up to four trainers eligible for purchase $1 (course $2), best first; $3
- * limits the search to one trainer.  Candidates are ranked by load first and
- * checked lazily in that order, so the usual case checks one or two.
+ * The best trainer eligible for course $1 with planned times $2 (and the
+ * same as arrays $3/$4), leaving out the trainers in $5.  Candidates are
+ * ranked by load and checked lazily in that order, so the usual case checks
+ * one.
  */
 #define ELIGIBLE_TRAINERS_SQL \
-	"WITH pl AS MATERIALIZED (SELECT * FROM kc_flow.purchase_plan($1))," \
-	" span AS (SELECT range_agg(tstzrange(starts_at, ends_at)) AS times, count(*) AS n FROM pl)," \
-	" cand AS (" \
-	"  SELECT t.id, t.timezone" \
-	"    FROM kc_flow.trainers t" \
-	"    JOIN kc_flow.trainer_courses tc ON tc.trainer_id = t.id" \
-	"   CROSS JOIN LATERAL (SELECT count(*) AS load FROM kc_flow.trainer_allocations a" \
-	"                        WHERE a.trainer_id = t.id AND a.status IN ('approved', 'active')) l" \
-	"   WHERE tc.course_id = $2 AND t.is_active AND ($3::uuid IS NULL OR t.id = $3)" \
-	"     AND l.load < t.max_active_students" \
-	"   ORDER BY l.load, t.id OFFSET 0)" \
-	" SELECT c.id FROM cand c, span" \
-	"  WHERE span.n > 0" \
-	"    AND NOT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b" \
-	"                     WHERE b.trainer_id = c.id AND b.during && span.times)" \
-	"    AND NOT EXISTS (SELECT 1 FROM pl WHERE NOT EXISTS (" \
+	"SELECT c.id FROM (" \
+	"   SELECT t.id, t.timezone FROM kc_flow.trainers t" \
+	"     JOIN kc_flow.trainer_courses tc ON tc.trainer_id = t.id" \
+	"    WHERE tc.course_id = $1 AND t.is_active AND t.active_students < t.max_active_students" \
+	"      AND t.id <> ALL ($5)" \
+	"    ORDER BY t.active_students, t.id OFFSET 0) c" \
+	" WHERE NOT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b" \
+	"                    WHERE b.trainer_id = c.id AND b.during && $2)" \
+	"   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
+	"        WHERE NOT EXISTS (" \
 	"          SELECT 1 FROM kc_flow.trainer_availability av" \
 	"           WHERE av.trainer_id = c.id" \
 	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE c.timezone)::int" \
 	"             AND av.start_time <= (pl.starts_at AT TIME ZONE c.timezone)::time" \
 	"             AND pl.ends_at AT TIME ZONE c.timezone" \
 	"                 <= (pl.starts_at AT TIME ZONE c.timezone)::date + av.end_time))" \
-	"  LIMIT 4"
+	" LIMIT 1"
+
+/*
+ * Locks a trainer unless another transaction holds it; true when locked and
+ * still below capacity (the locked row is the latest version).
+ */
+#define LOCK_TRAINER_SQL \
+	"SELECT active_students < max_active_students AND is_active" \
+	"  FROM kc_flow.trainers WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
+
+/* Whether trainer $1 has a booking overlapping $2 (run after the lock: fresh snapshot). */
+#define OVERLAPS_SQL \
+	"SELECT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings WHERE trainer_id = $1 AND during && $2)"
 
 typedef struct Allocation
 {
@@ -114,45 +131,76 @@ lock_allocation(Datum purchase_id, Allocation *alloc)
 	return true;
 }
 
-/* Eligible trainers right now (fresh snapshot); only_trainer may be 0. */
-static int
-eligible_trainers(const Allocation *alloc, Datum only_trainer, Datum **trainers)
+typedef struct SessionPlan
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[3] = {UUIDOID, UUIDOID, UUIDOID};
-	Datum		values[3];
-	char		nulls[3] = "   ";
-	int			n;
+	Datum		times;			/* tstzmultirange of every planned session */
+	Datum		starts;			/* timestamptz[] */
+	Datum		ends;			/* timestamptz[] */
+	int64		sessions;
+} SessionPlan;
 
-	kcf_plan(&plan, ELIGIBLE_TRAINERS_SQL, 3, types);
-	values[0] = alloc->purchase_id;
-	values[1] = alloc->course_id;
-	values[2] = only_trainer;
-	if (only_trainer == (Datum) 0)
-		nulls[2] = 'n';
-	n = kcf_exec(plan, values, nulls, 0);
-	*trainers = palloc(sizeof(Datum) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
+/* The planned session times of the allocation's purchase. */
+static void
+load_plan(const Allocation *alloc, SessionPlan *plan)
+{
+	static SPIPlanPtr stmt = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {alloc->purchase_id};
+	bool		isnull;
 
-		(*trainers)[i] = kcf_get_datum(i, 1, &isnull);
-	}
-	return n;
+	kcf_plan(&stmt, PLAN_SQL, 1, types);
+	kcf_exec(stmt, values, NULL, 1);
+	plan->times = kcf_get_datum(0, 1, &isnull);
+	plan->starts = kcf_get_datum(0, 2, &isnull);
+	plan->ends = kcf_get_datum(0, 3, &isnull);
+	plan->sessions = kcf_get_int64(0, 4, &isnull);
 }
 
-/* Locks a trainer's row unless another transaction holds it. */
-static bool
-try_lock_trainer(Datum trainer_id)
+/* The best trainer eligible for the plan right now, other than those tried; 0 if none. */
+static Datum
+best_trainer(const Allocation *alloc, const SessionPlan *plan, Datum *tried, int ntried)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1] = {trainer_id};
+	static SPIPlanPtr stmt = NULL;
+	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, UUIDARRAYOID};
+	Datum		values[5];
+	bool		isnull;
 
-	kcf_plan(&plan,
-			 "SELECT 1 FROM kc_flow.trainers WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
-			 1, types);
-	return kcf_exec(plan, values, NULL, 1) > 0;
+	kcf_plan(&stmt, ELIGIBLE_TRAINERS_SQL, 5, types);
+	values[0] = alloc->course_id;
+	values[1] = plan->times;
+	values[2] = plan->starts;
+	values[3] = plan->ends;
+	values[4] = PointerGetDatum(construct_array(tried, ntried, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	if (kcf_exec(stmt, values, NULL, 1) == 0)
+		return (Datum) 0;
+	return kcf_get_datum(0, 1, &isnull);
+}
+
+typedef enum LockResult
+{
+	LOCK_BUSY,					/* another transaction holds the trainer */
+	LOCK_TAKEN,					/* locked, and the trainer can take the plan */
+	LOCK_UNFIT					/* locked, but full or booked in the meantime */
+} LockResult;
+
+/* Locks a candidate and checks it again against the latest committed state. */
+static LockResult
+lock_trainer(Datum trainer_id, const SessionPlan *plan)
+{
+	static SPIPlanPtr lock_stmt = NULL;
+	static SPIPlanPtr overlap_stmt = NULL;
+	Oid			types[2] = {UUIDOID, TSTZMULTIRANGEOID};
+	Datum		values[2] = {trainer_id, plan->times};
+	bool		isnull;
+
+	kcf_plan(&lock_stmt, LOCK_TRAINER_SQL, 1, types);
+	kcf_plan(&overlap_stmt, OVERLAPS_SQL, 2, types);
+	if (kcf_exec(lock_stmt, values, NULL, 1) == 0)
+		return LOCK_BUSY;
+	if (!kcf_get_bool(0, 1, &isnull))
+		return LOCK_UNFIT;
+	kcf_exec(overlap_stmt, values, NULL, 1);
+	return kcf_get_bool(0, 1, &isnull) ? LOCK_UNFIT : LOCK_TAKEN;
 }
 
 /* Books every planned session on the trainer and approves the allocation. */
@@ -209,9 +257,10 @@ static AllocResult
 allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 {
 	Allocation	alloc;
-	Datum	   *trainers;
+	SessionPlan plan;
+	Datum		tried[MAX_CANDIDATES];
+	int			ntried;
 	bool		busy = false;
-	int			n;
 
 	*next_event = 0;
 	if (!lock_allocation(purchase_id, &alloc))
@@ -222,21 +271,32 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 		return ALLOC_ASSIGNED;
 	}
 
-	n = eligible_trainers(&alloc, (Datum) 0, &trainers);
-	for (int i = 0; i < n; i++)
+	load_plan(&alloc, &plan);
+	if (plan.sessions == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("purchase %s has no session times",
+						DatumGetCString(DirectFunctionCall1(uuid_out, purchase_id)))));
+	/* candidates busy or changed since the search are passed over, a few at most */
+	for (ntried = 0; ntried < MAX_CANDIDATES; ntried++)
 	{
-		Datum	   *recheck;
+		Datum		candidate = best_trainer(&alloc, &plan, tried, ntried);
 
-		if (!try_lock_trainer(trainers[i]))
+		if (candidate == (Datum) 0)
+			break;
+		tried[ntried] = candidate;
+		switch (lock_trainer(candidate, &plan))
 		{
-			busy = true;
-			continue;
+			case LOCK_BUSY:
+				busy = true;
+				break;
+			case LOCK_UNFIT:
+				break;
+			case LOCK_TAKEN:
+				*next_event = book_trainer(&alloc, candidate);
+				*trainer = candidate;
+				return ALLOC_ASSIGNED;
 		}
-		if (eligible_trainers(&alloc, trainers[i], &recheck) == 0)
-			continue;
-		*next_event = book_trainer(&alloc, trainers[i]);
-		*trainer = trainers[i];
-		return ALLOC_ASSIGNED;
 	}
 	if (busy)
 		return ALLOC_BUSY;

@@ -1,10 +1,11 @@
 -- 30_planning.sql: when the sessions of a purchase take place.
 -- Used by the allocation stage (to check and book a trainer) and nowhere else.
+-- Plain SQL functions without SET clauses, so that the planner inlines them
+-- into the stages' prepared statements; every name in them is qualified.
 
 CREATE FUNCTION kc_flow.plan_sessions(slot jsonb, sessions int, session_minutes int, reference timestamptz)
     RETURNS TABLE (seq int, local_date date, local_time time, starts_at timestamptz, ends_at timestamptz)
     LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = pg_catalog
 AS $$
     WITH s AS (
         SELECT (slot->>'start')::time AS t,
@@ -17,7 +18,7 @@ AS $$
            s.t,
            (d::date + s.t) AT TIME ZONE s.tz,
            ((d::date + s.t) AT TIME ZONE s.tz) + make_interval(mins => session_minutes)
-      FROM s, generate_series(s.first_day, s.first_day + 7 * sessions + 6, interval '1 day') AS d
+      FROM s, pg_catalog.generate_series(s.first_day, s.first_day + 7 * sessions + 6, interval '1 day') AS d
      WHERE extract(isodow FROM d)::int = ANY (s.days)
      ORDER BY d
      LIMIT sessions
@@ -28,7 +29,6 @@ COMMENT ON FUNCTION kc_flow.plan_sessions(jsonb, int, int, timestamptz) IS
 CREATE FUNCTION kc_flow.purchase_plan(purchase uuid)
     RETURNS TABLE (seq int, local_date date, local_time time, starts_at timestamptz, ends_at timestamptz)
     LANGUAGE sql STABLE
-    SET search_path = pg_catalog
 AS $$
     SELECT pl.*
       FROM kc_flow.student_course_purchases pu

@@ -1,0 +1,51 @@
+-- same_writes.sql: the machine's limit for the pipeline's writes.
+-- One transaction per purchase doing every write the pipeline does for it:
+-- the payment update (with its real trigger: event, queue row, NOTIFY, cache
+-- version), the purchase, the allocation, the bookings, the sessions, the
+-- three further events and the processed_events rows, with the same tables,
+-- indexes and constraints.  The trainer is precomputed (bench_plan), so the
+-- allocation search, which only reads, is not part of the limit.
+
+CREATE TABLE bench_plan (payment_id uuid PRIMARY KEY, trainer_id uuid NOT NULL);
+
+CREATE FUNCTION bench_same_writes() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    p record;
+    purchase uuid;
+    allocation uuid;
+    ev bigint;
+BEGIN
+    SELECT x.id, x.student_id, x.course_id, x.purchase_tier, b.trainer_id INTO p
+      FROM kc_flow.payments x JOIN bench_plan b ON b.payment_id = x.id
+     WHERE x.status = 'pending' LIMIT 1 FOR UPDATE OF x SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = p.id;
+    DELETE FROM kc_flow.event_queue q USING kc_flow.events e
+     WHERE e.id = q.event_id AND e.correlation_id = p.id RETURNING q.event_id INTO ev;
+    INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES (ev, 'purchase');
+
+    INSERT INTO kc_flow.student_course_purchases (payment_id, student_id, course_id, purchase_tier)
+    VALUES (p.id, p.student_id, p.course_id, p.purchase_tier) RETURNING id INTO purchase;
+    ev := kc_flow.emit_event('PURCHASE_CREATED', p.id, p.student_id, jsonb_build_object('purchase_id', purchase));
+    DELETE FROM kc_flow.event_queue WHERE event_id = ev;
+    INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES (ev, 'allocation');
+
+    INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, trainer_id, status, allocated_at)
+    VALUES (purchase, p.student_id, p.course_id, p.trainer_id, 'approved', now()) RETURNING id INTO allocation;
+    INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)
+    SELECT allocation, pl.seq, p.trainer_id, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)
+      FROM kc_flow.purchase_plan(purchase) pl;
+    ev := kc_flow.emit_event('TRAINER_ALLOCATED', p.id, p.student_id, jsonb_build_object('allocation_id', allocation));
+    DELETE FROM kc_flow.event_queue WHERE event_id = ev;
+    INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES (ev, 'sessions');
+
+    INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id, seq,
+                                           scheduled_date, scheduled_time, starts_at, ends_at)
+    SELECT allocation, p.student_id, p.course_id, p.trainer_id, b.seq, b.local_date, b.local_time,
+           lower(b.during), upper(b.during)
+      FROM kc_flow.trainer_bookings b WHERE b.allocation_id = allocation;
+    PERFORM kc_flow.emit_event('SESSIONS_GENERATED', p.id, p.student_id, jsonb_build_object('allocation_id', allocation));
+END;
+$$;
