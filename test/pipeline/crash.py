@@ -11,7 +11,7 @@ import time
 
 import psycopg2
 
-from kcflow_test import wait_workers, World, connect, one, ok, check_invariants, wait_quiet, finish
+from kcflow_test import wait_workers, World, connect, one, run, ok, check_invariants, wait_quiet, finish
 
 DIR = os.environ["KC_CRASH_DIR"]
 ROOT = os.environ["KC_ROOT"]
@@ -26,7 +26,6 @@ def reconnect(timeout=60):
     while time.time() - start < timeout:
         try:
             conn = connect()
-ok(wait_workers(conn), "the background workers are attached")
             one(conn, "SELECT 1")
             return conn
         except psycopg2.Error:
@@ -47,6 +46,7 @@ def kill_worker(conn):
 
 
 conn = connect()
+ok(wait_workers(conn), "the background workers are attached")
 world = World(conn, trainers=40, students=300, capacity=8)
 payments = world.payments()
 chunks = [payments[i:i + 100] for i in range(0, 300, 100)]
@@ -91,4 +91,23 @@ ok(waited is not None, "after the crashes the pipeline finishes all %d purchases
 check_invariants(conn, world.course, "after crashes")
 restarts = one(conn, "SELECT count(*) FROM kc_flow.worker_status() WHERE pid <> 0")
 ok(restarts >= 1, "workers are running again after the crashes")
+
+# SIGTERM (pg_terminate_backend) ends one worker cleanly; the postmaster starts it again
+old = one(conn, "SELECT pid FROM kc_flow.worker_status() WHERE worker = 0")
+one(conn, "SELECT pg_terminate_backend(%s)", (old,))
+new = None
+for _ in range(150):
+    new = one(conn, "SELECT pid FROM kc_flow.worker_status() WHERE worker = 0")
+    if new and new != old:
+        break
+    time.sleep(0.1)
+ok(new and new != old, "a worker ended by SIGTERM is restarted (pid %s -> %s)" % (old, new))
+# and SIGHUP: a reload with a new setting is taken without a restart
+run(conn, "ALTER SYSTEM SET kc_flow.poll_interval_ms = 500")
+one(conn, "SELECT pg_reload_conf()")
+time.sleep(0.5)
+same = one(conn, "SELECT pid FROM kc_flow.worker_status() WHERE worker = 0")
+ok(same == new, "a configuration reload (SIGHUP) keeps the workers running")
+run(conn, "ALTER SYSTEM RESET kc_flow.poll_interval_ms")
+one(conn, "SELECT pg_reload_conf()")
 finish()

@@ -12,7 +12,7 @@ $PY concurrency.py || echo "not ok - concurrency.py exited with $?"
 crash_dir="$KC_TEST_TMP/crash"
 rm -rf "$crash_dir"
 crash_port=$(kc_free_port $((PGPORT + 100)))
-kc_pg_init "$crash_dir" "$crash_port" "kc_flow.batch_size = 4"
+kc_pg_init "$crash_dir" "$crash_port" "kc_flow.batch_size = 1"
 kc_pg_start "$crash_dir"
 psql -q -X -p "$crash_port" -d postgres -c "CREATE DATABASE kc_test" >/dev/null
 psql -q -X -p "$crash_port" -c "CREATE EXTENSION kc_flow CASCADE" >/dev/null 2>&1
