@@ -308,22 +308,8 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 KcfOutcome
 kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(event->id)};
-	bool		isnull;
-	Datum		purchase_id;
+	Datum		purchase_id = kcf_event_uuid(event, "purchase_id");
 	Datum		trainer;
-
-	kcf_plan(&plan,
-			 "SELECT (payload->>'purchase_id')::uuid FROM kc_flow.events WHERE id = $1",
-			 1, types);
-	kcf_exec(plan, values, NULL, 1);
-	purchase_id = kcf_get_datum(0, 1, &isnull);
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("event " INT64_FORMAT " has no purchase_id in its payload", event->id)));
 
 	switch (allocate(purchase_id, &trainer, &result->next_event))
 	{

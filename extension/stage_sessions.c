@@ -69,21 +69,8 @@ generate_sessions(Datum allocation_id)
 KcfOutcome
 kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(event->id)};
-	bool		isnull;
-	Datum		allocation_id;
+	Datum		allocation_id = kcf_event_uuid(event, "allocation_id");
 
-	kcf_plan(&plan,
-			 "SELECT (payload->>'allocation_id')::uuid FROM kc_flow.events WHERE id = $1",
-			 1, types);
-	kcf_exec(plan, values, NULL, 1);
-	allocation_id = kcf_get_datum(0, 1, &isnull);
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("event " INT64_FORMAT " has no allocation_id in its payload", event->id)));
 	generate_sessions(allocation_id);
 	return KCF_DONE;
 }
