@@ -2,6 +2,10 @@
  * auth.c - JWT verification with libjwt, plus an explicit algorithm check of
  * the token header before any signature work: "none", RS*, ES* and HS384/512
  * tokens are refused whatever the library would accept.
+ *
+ * A verified token is remembered per thread (small direct-mapped table keyed
+ * by the whole token text), so a client that sends the same token on every
+ * request pays for the HMAC once; exp is still checked on every request.
  */
 #include "auth.h"
 
@@ -12,8 +16,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdint.h>
 
 #define MAX_TOKEN 4096
+#define VERIFIED_SLOTS 64		/* per thread */
+#define VERIFIED_MAX_LEN 1024	/* longer tokens are verified every time */
+
+/* A token that passed every check, with what it proved. */
+typedef struct verified_token
+{
+	size_t		len;			/* 0: empty slot */
+	long		exp;
+	kc_principal principal;
+	char		token[VERIFIED_MAX_LEN];
+} verified_token;
+
+typedef struct verified_cache
+{
+	uint64_t	secret_hash;	/* the table is emptied when the secret changes */
+	verified_token slots[VERIFIED_SLOTS];
+} verified_cache;
+
+static __thread verified_cache verified;	/* thread storage: nothing to free */
 
 bool
 kc_uuid_normalize(const char *s, char out[37])
@@ -103,11 +127,42 @@ header_is_hs256(const char *token)
 	return ok;
 }
 
-kc_auth_result
-kc_auth_verify(const char *secret, const char *authorization, time_t now,
-			   kc_principal *p, const char **why)
+/* FNV-1a: spreads tokens over the slots; equality is always checked on the text. */
+static uint64_t
+hash_bytes(const char *s, size_t len)
 {
-	const char *token;
+	uint64_t	h = 1469598103934665603ULL;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		h ^= (unsigned char) s[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* The slot token would use in this thread's table (NULL when it cannot be cached). */
+static verified_token *
+verified_slot(const char *secret, const char *token, size_t len)
+{
+	uint64_t	sh;
+
+	if (len >= VERIFIED_MAX_LEN)
+		return NULL;
+	sh = hash_bytes(secret, strlen(secret)) | 1;
+	if (verified.secret_hash != sh)
+	{
+		memset(verified.slots, 0, sizeof(verified.slots));
+		verified.secret_hash = sh;
+	}
+	return &verified.slots[hash_bytes(token, len) % VERIFIED_SLOTS];
+}
+
+/* Every check of kc_auth_verify on the bare token; *exp_out gets exp when OK. */
+static kc_auth_result
+verify_token(const char *secret, const char *token, time_t now,
+			 kc_principal *p, const char **why, long *exp_out)
+{
 	jwt_t	   *jwt = NULL;
 	const char *sub;
 	const char *role;
@@ -115,20 +170,6 @@ kc_auth_verify(const char *secret, const char *authorization, time_t now,
 				nbf;
 	size_t		dots = 0;
 
-	memset(p, 0, sizeof(*p));
-	if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-	{
-		*why = "missing bearer token";
-		return KC_AUTH_MISSING;
-	}
-	token = authorization + 7;
-	while (*token == ' ')
-		token++;
-	if (strlen(token) > MAX_TOKEN)
-	{
-		*why = "token too long";
-		return KC_AUTH_INVALID;
-	}
 	for (const char *s = token; *s; s++)
 		dots += *s == '.';
 	if (dots != 2 || !header_is_hs256(token))
@@ -186,8 +227,58 @@ kc_auth_verify(const char *secret, const char *authorization, time_t now,
 		strcpy(p->sub, sub);
 	}
 	p->authenticated = true;
+	*exp_out = exp;
 	jwt_free(jwt);
 	return KC_AUTH_OK;
+}
+
+kc_auth_result
+kc_auth_verify(const char *secret, const char *authorization, time_t now,
+			   kc_principal *p, const char **why)
+{
+	const char *token;
+	size_t		len;
+	verified_token *slot;
+	kc_auth_result res;
+	long		exp = 0;
+
+	memset(p, 0, sizeof(*p));
+	if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+	{
+		*why = "missing bearer token";
+		return KC_AUTH_MISSING;
+	}
+	token = authorization + 7;
+	while (*token == ' ')
+		token++;
+	len = strlen(token);
+	if (len > MAX_TOKEN)
+	{
+		*why = "token too long";
+		return KC_AUTH_INVALID;
+	}
+	slot = verified_slot(secret, token, len);
+	if (slot && slot->len == len && memcmp(slot->token, token, len) == 0)
+	{
+		/* the very same text passed every check before; only time can have changed */
+		if (slot->exp <= now)
+		{
+			slot->len = 0;
+			*why = "token expired";
+			return KC_AUTH_EXPIRED;
+		}
+		*p = slot->principal;
+		return KC_AUTH_OK;
+	}
+	res = verify_token(secret, token, now, p, why, &exp);
+	if (res == KC_AUTH_OK && slot)
+	{
+		memcpy(slot->token, token, len);
+		slot->len = len;
+		slot->exp = exp;
+		slot->principal = *p;
+	}
+	return res;
 }
 
 bool

@@ -4,6 +4,11 @@
  * Every failure of Redis closes the connection, marks Redis down and the cache
  * unsynced: requests then bypass Redis until the listener has reconnected and
  * replayed the events it may have missed (see listen.c).
+ *
+ * With --local-cache the views also live in this process (cache_local.c):
+ * kc_cache_lookup and kc_cache_store keep it in step with Redis, and every
+ * invalidation, loss of sync and resync passes through here, so it can never
+ * serve what Redis would no longer serve.
  */
 #include "cache.h"
 
@@ -15,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache_local.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -77,6 +83,7 @@ struct kc_cache
 	_Atomic bool up;
 	_Atomic bool synced;
 	_Atomic unsigned long down_epoch;
+	kc_local   *local;			/* NULL: no in-process cache */
 };
 
 static long long
@@ -198,9 +205,19 @@ kc_cache_destroy(kc_cache *c)
 	for (int i = 0; c->conns && i < c->size; i++)
 		if (c->conns[i])
 			redisFree(c->conns[i]);
+	kc_local_destroy(c->local);
 	free(c->conns);
 	free(c->free_slots);
 	free(c);
+}
+
+bool
+kc_cache_enable_local(kc_cache *c, int students)
+{
+	if (students <= 0)
+		return true;
+	c->local = kc_local_create(students);
+	return c->local != NULL;
 }
 
 bool
@@ -224,6 +241,9 @@ kc_cache_down_epoch(kc_cache *c)
 bool
 kc_cache_set_synced(kc_cache *c, unsigned long epoch)
 {
+	/* events may have been missed while unsynced: nothing kept from before may be served */
+	if (c->local)
+		kc_local_flush(c->local);
 	atomic_store(&c->synced, true);
 	/* a failure seen after the caller read epoch wins over this call */
 	if (atomic_load(&c->down_epoch) != epoch)
@@ -238,6 +258,8 @@ void
 kc_cache_set_unsynced(kc_cache *c)
 {
 	atomic_store(&c->synced, false);
+	if (c->local)
+		kc_local_flush(c->local);
 }
 
 /* Records a Redis failure: requests bypass until the listener resyncs. */
@@ -246,6 +268,8 @@ mark_down(kc_cache *c, const char *why)
 {
 	atomic_fetch_add(&c->down_epoch, 1);
 	atomic_store(&c->synced, false);
+	if (c->local)
+		kc_local_flush(c->local);
 	atomic_store(&c->down_until_ms, now_ms() + RETRY_CONNECT_MS);
 	if (atomic_exchange(&c->up, false))
 	{
@@ -429,6 +453,96 @@ kc_cache_get(kc_cache *c, kc_view view, const char *student,
 	return res;
 }
 
+/*
+ * HMGET v b, plus PTTL in the same round trip when the in-process cache needs
+ * the entry's remaining life. On HIT *body is a new kc_body.
+ */
+static kc_get_result
+redis_get_body(kc_cache *c, const char *key, kc_body **body)
+{
+	int			slot = acquire(c);
+	redisContext *ctx;
+	redisReply *r = NULL;
+	redisReply *ttl = NULL;
+	kc_get_result res = KC_GET_ERROR;
+	bool		failed = true;	/* Redis failed, as opposed to out of memory */
+
+	if (slot < 0)
+		return KC_GET_ERROR;
+	ctx = c->conns[slot];
+	if (redisAppendCommand(ctx, "HMGET %s v b", key) != REDIS_OK ||
+		(c->local && redisAppendCommand(ctx, "PTTL %s", key) != REDIS_OK) ||
+		redisGetReply(ctx, (void **) &r) != REDIS_OK ||
+		(c->local && redisGetReply(ctx, (void **) &ttl) != REDIS_OK) ||
+		r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		(ttl && ttl->type != REDIS_REPLY_INTEGER))
+		goto done;
+	failed = false;
+	res = KC_GET_MISS;
+	if (r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING)
+	{
+		*body = kc_body_new(r->element[1]->str, r->element[1]->len,
+							strtoll(r->element[0]->str, NULL, 10));
+		if (!*body)
+			res = KC_GET_ERROR;
+		else
+		{
+			/* -1 (no TTL) cannot happen for a filled view; treat it like the configured TTL */
+			long long	left = ttl && ttl->integer >= 0 ? ttl->integer : (long long) c->ttl * 1000;
+
+			(*body)->expires_ms = now_ms() + left;
+			res = KC_GET_HIT;
+		}
+	}
+done:
+	if (r)
+		freeReplyObject(r);
+	if (ttl)
+		freeReplyObject(ttl);
+	release(c, slot, failed);
+	return res;
+}
+
+kc_get_result
+kc_cache_lookup(kc_cache *c, kc_view view, const char *student, kc_body **body,
+				uint64_t *ticket, bool *local_hit)
+{
+	char		key[128];
+	kc_get_result res;
+
+	*body = NULL;
+	*ticket = 0;
+	*local_hit = false;
+	if (c->local)
+	{
+		*body = kc_local_get(c->local, view, student, now_ms());
+		if (*body)
+		{
+			*local_hit = true;
+			return KC_GET_HIT;
+		}
+		*ticket = kc_local_ticket(c->local, student);
+	}
+	kc_cache_key(key, sizeof(key), view, student);
+	res = redis_get_body(c, key, body);
+	if (res == KC_GET_HIT && c->local)
+		kc_local_put(c->local, view, student, *ticket, *body);
+	return res;
+}
+
+int
+kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket, kc_body *body)
+{
+	int			stored = kc_cache_fill(c, view, student, body->version, body->data, body->len);
+
+	if (stored == 1 && c->local)
+	{
+		body->expires_ms = now_ms() + (long long) c->ttl * 1000;
+		kc_local_put(c->local, view, student, ticket, body);
+	}
+	return stored;
+}
+
 /* Runs a script and returns its integer reply; *ok false on any failure. */
 static long long
 script_int(kc_cache *c, int script, int nkeys, int nargs, const char **argv,
@@ -505,6 +619,13 @@ kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *de
 	for (int i = 0; i < 5; i++)
 		argl[i] = strlen(argv[i]);
 	v = script_int(c, SCRIPT_INVALIDATE, 3, 5, argv, argl, &ok);
+	/*
+	 * After Redis, whatever it answered (the fence may already cover the event when
+	 * another path applied it): a reader that took its ticket before this point may
+	 * have read the old body from Redis, and this voids its ticket.
+	 */
+	if (c->local)
+		kc_local_invalidate(c->local, student);
 	if (!ok)
 		return -1;
 	if (v < 0)

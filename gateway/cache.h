@@ -18,8 +18,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct kc_cache kc_cache;
+struct kc_body;
 
 typedef enum kc_view
 {
@@ -51,7 +53,21 @@ unsigned long kc_cache_down_epoch(kc_cache *c);
 bool		kc_cache_set_synced(kc_cache *c, unsigned long epoch);
 void		kc_cache_set_unsynced(kc_cache *c);
 
-/* On HIT, *body is malloc'd (caller frees) and *version is the version it was built at. */
+/* Keeps up to `students` students' views in process too (cache_local.h); false: out of memory. */
+bool		kc_cache_enable_local(kc_cache *c, int students);
+
+/*
+ * The request path. HIT: *body holds a reference (kc_body_unref it), from this
+ * process (*local_hit) or from Redis. MISS: read the view from Postgres, then
+ * hand it to kc_cache_store with *ticket. ERROR: Redis failed, bypass.
+ */
+kc_get_result kc_cache_lookup(kc_cache *c, kc_view view, const char *student,
+							  struct kc_body **body, uint64_t *ticket, bool *local_hit);
+/* kc_cache_fill of body, kept in process too when stored; same answers as kc_cache_fill. */
+int			kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket,
+						   struct kc_body *body);
+
+/* Redis only. On HIT, *body is malloc'd (caller frees) and *version is the version it was built at. */
 kc_get_result kc_cache_get(kc_cache *c, kc_view view, const char *student,
 						   long long *version, char **body, size_t *len);
 /* 1 stored, 0 refused by the fence (or a newer entry), -1 Redis error. */

@@ -49,6 +49,8 @@ static const opt_def options[] = {
 	 "on|off; off serves every student to anyone: local demos only"},
 	{"cache-ttl", "KC_CACHE_TTL", OPT_INT, OFF(cache_ttl), "300", 1, 86400,
 	 "seconds a cached view lives at most (a safety net; events invalidate)"},
+	{"local-cache", "KC_LOCAL_CACHE", OPT_INT, OFF(local_cache), "0", 0, 1 << 20,
+	 "students whose views are also kept in process, no Redis round trip (0: off; one gateway per Redis)"},
 	{"cors-origins", "KC_CORS_ORIGINS", OPT_STR, OFF(cors_origins), "", 0, 0,
 	 "comma-separated allowed origins, or *; empty disables CORS headers"},
 	{"log-level", "KC_LOG_LEVEL", OPT_LEVEL, OFF(log_level), "info", 0, 0,

@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "cache_local.h"
 #include "log.h"
 #include "routes.h"
 
@@ -198,6 +199,35 @@ kc_resp_static(kc_response *r, int status, const char *type, const char *body, s
 }
 
 void
+kc_resp_shared(kc_response *r, int status, const char *type, kc_body *body)
+{
+	r->status = status;
+	r->content_type = type;
+	r->shared = body;
+	r->body = body->data;
+	r->len = body->len;
+	r->body_static = false;
+}
+
+/* Drops whatever body r holds. */
+static void
+release_body(kc_response *r)
+{
+	if (r->shared)
+		kc_body_unref(r->shared);
+	else if (r->body && !r->body_static)
+		free(r->body);
+	r->shared = NULL;
+	r->body = NULL;
+}
+
+static void
+unref_body(void *cls)
+{
+	kc_body_unref(cls);
+}
+
+void
 kc_resp_error(kc_response *r, int status, const char *code, const char *message)
 {
 	char		esc[512];
@@ -212,8 +242,7 @@ kc_resp_error(kc_response *r, int status, const char *code, const char *message)
 		return;
 	}
 	n = snprintf(body, sizeof(esc) + 128, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
-	if (r->body && !r->body_static)
-		free(r->body);
+	release_body(r);
 	kc_resp_body(r, status, "application/json", body, (size_t) n);
 }
 
@@ -259,18 +288,23 @@ send_response(kc_app *app, struct MHD_Connection *conn, kc_route_id route,
 
 	if (r->status == 304 || r->body == NULL)
 	{
-		if (r->body && !r->body_static)
-			free(r->body);
-		r->body = NULL;
+		release_body(r);
 		resp = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
+	}
+	else if (r->shared)
+	{
+		/* no copy: MHD sends from the shared body and drops our reference when done */
+		resp = MHD_create_response_from_buffer_with_free_callback_cls(r->len, r->body,
+																	  unref_body, r->shared);
+		if (resp)
+			r->shared = NULL;
 	}
 	else
 		resp = MHD_create_response_from_buffer(r->len, r->body,
 											   r->body_static ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_FREE);
 	if (!resp)
 	{
-		if (r->body && !r->body_static)
-			free(r->body);
+		release_body(r);
 		return MHD_NO;
 	}
 	if (r->content_type && r->status != 304)

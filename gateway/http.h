@@ -54,12 +54,15 @@ typedef struct kc_request
 	kc_principal principal;
 } kc_request;
 
+struct kc_body;
+
 typedef struct kc_response
 {
 	int			status;
-	char	   *body;			/* malloc'd unless body_static */
+	char	   *body;			/* malloc'd unless body_static or shared */
 	size_t		len;
 	bool		body_static;
+	struct kc_body *shared;		/* when set, body points into it; the response holds a reference */
 	const char *content_type;
 	const char *x_cache;		/* HIT, MISS, BYPASS or NULL */
 	char		etag[48];		/* empty: none */
@@ -80,6 +83,8 @@ const char *kc_req_header(const kc_request *req, const char *name);
 /* Takes ownership of a malloc'd body. */
 void		kc_resp_body(kc_response *r, int status, const char *type, char *body, size_t len);
 void		kc_resp_static(kc_response *r, int status, const char *type, const char *body, size_t len);
+/* Takes over one reference of a shared body (sent without copying). */
+void		kc_resp_shared(kc_response *r, int status, const char *type, struct kc_body *body);
 /* {"error":{"code":...,"message":...}} */
 void		kc_resp_error(kc_response *r, int status, const char *code, const char *message);
 /* 503 with Retry-After, for Postgres outages. */

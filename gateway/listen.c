@@ -113,8 +113,6 @@ apply_event(kc_listener *l, const kc_event_note *ev)
 		kc_logf(KC_LOG_DEBUG, "invalidation of %s at version %lld already applied",
 				ev->student_id, ev->version);
 	}
-	if (l->on_event)
-		l->on_event(ev, l->arg);
 	return true;
 }
 
@@ -141,6 +139,8 @@ handle_notify(kc_listener *l, const char *payload)
 	ev.student_id = student->valuestring;
 	ev.correlation_id = cJSON_IsString(corr) ? corr->valuestring : NULL;
 	ev.version = (long long) version->valuedouble;
+	ev.created_at = NULL;
+	ev.payload = NULL;
 	kc_metrics_add(KC_M_EVENTS, 1);
 	if (l->synced && kc_cache_usable(l->cache) && apply_event(l, &ev))
 	{
@@ -173,7 +173,8 @@ catch_up(kc_listener *l)
 		snprintf(batch, sizeof(batch), "%d", CATCHUP_BATCH);
 		r = PQexecParams(l->conn,
 						 "SELECT id, event_type, student_id, correlation_id, version, "
-						 "extract(epoch from created_at)::float8 "
+						 "extract(epoch from created_at)::float8, "
+						 "to_json(created_at)#>>'{}', payload::text "
 						 "FROM kc_flow.events_since($1::bigint, NULL, $2::int)",
 						 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK)
@@ -192,8 +193,10 @@ catch_up(kc_listener *l)
 			ev.id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
 			ev.type = PQgetvalue(r, i, 1);
 			ev.student_id = PQgetvalue(r, i, 2);
-			ev.correlation_id = PQgetvalue(r, i, 3);
+			ev.correlation_id = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
 			ev.version = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+			ev.created_at = PQgetvalue(r, i, 6);
+			ev.payload = PQgetvalue(r, i, 7);
 			s = &l->applied[ev.id % APPLIED_SLOTS];
 			if (s->id == ev.id)
 			{
@@ -209,6 +212,9 @@ catch_up(kc_listener *l)
 				}
 				kc_metrics_event_lag(wall_now() - created);
 			}
+			/* invalidated (just now or by the fast path): the push may go */
+			if (l->on_event)
+				l->on_event(&ev, l->arg);
 			last = ev.id;
 		}
 		PQclear(r);

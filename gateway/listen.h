@@ -4,8 +4,10 @@
  * after any outage (DESIGN.md §6).
  *
  * For each event it first invalidates the student's cached views, then hands
- * the event to the subscriber (the WebSocket hub, once it exists), so a client
- * that refetches on the push never sees the old view.
+ * the event to the subscriber (the WebSocket hub), so a client that refetches
+ * on the push never sees the old view. The subscriber is called from the
+ * catch-up only, so it sees events in gap-free id order (never an id while a
+ * smaller one may still commit); after a reconnect it may see an id again.
  */
 #ifndef KC_LISTEN_H
 #define KC_LISTEN_H
@@ -24,6 +26,8 @@ typedef struct kc_event_note
 	const char *student_id;
 	const char *correlation_id;
 	long long	version;
+	const char *created_at;		/* ISO 8601 as in JSON; NULL on the fast path */
+	const char *payload;		/* JSON text; NULL on the fast path */
 } kc_event_note;
 
 typedef void (*kc_event_fn) (const kc_event_note *ev, void *arg);

@@ -112,7 +112,7 @@ main(int argc, char **argv)
 	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms);
 	/* one extra Redis connection for the listener */
 	app.cache = kc_cache_create(cfg.redis_url, cfg.redis_pool + 1, cfg.cache_ttl, err, sizeof(err));
-	if (!app.db || !app.cache)
+	if (!app.db || !app.cache || !kc_cache_enable_local(app.cache, cfg.local_cache))
 	{
 		fprintf(stderr, "kc-gateway: %s\n", app.cache ? "out of memory" : err);
 		return 2;
@@ -137,6 +137,7 @@ main(int argc, char **argv)
 		kc_log_int(&l, "threads", cfg.threads);
 		kc_log_bool(&l, "auth", cfg.auth);
 		kc_log_int(&l, "cacheTtl", cfg.cache_ttl);
+		kc_log_int(&l, "localCache", cfg.local_cache);
 		kc_log_end(&l);
 	}
 

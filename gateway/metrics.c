@@ -16,10 +16,10 @@
 
 static const char *const route_names[KC_ROUTE_COUNT] = {
 	"home", "learning", "sessions", "events_recent", "healthz", "readyz",
-	"metrics", "static", "unknown"
+	"metrics", "static", "ws", "demo_purchase", "unknown"
 };
 
-static const int codes[] = {200, 304, 400, 401, 403, 404, 405, 413, 500, 503};
+static const int codes[] = {101, 200, 304, 400, 401, 403, 404, 405, 409, 413, 426, 500, 503};
 #define N_CODES (sizeof(codes) / sizeof(codes[0]))
 
 static const double lat_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -187,6 +187,9 @@ static const struct
 	{KC_M_LISTEN_RECONNECTS, "kc_listen_reconnects_total", "counter", "LISTEN connection re-established"},
 	{KC_M_WS_CONNECTIONS, "kc_ws_connections", "gauge", "open WebSocket connections"},
 	{KC_M_WS_MESSAGES, "kc_ws_messages_total", "counter", "WebSocket messages sent"},
+	{KC_M_WS_RESUMES, "kc_ws_resumes_total", "counter", "WebSocket connections resumed with after= (reconnects)"},
+	{KC_M_WS_SLOW_CLOSED, "kc_ws_slow_closed_total", "counter", "WebSocket consumers closed with 1008 for falling behind"},
+	{KC_M_WS_DEAD_CLOSED, "kc_ws_dead_closed_total", "counter", "WebSocket peers dropped for not answering pings"},
 };
 
 char *

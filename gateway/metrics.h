@@ -17,6 +17,8 @@ typedef enum kc_route_id
 	KC_ROUTE_READYZ,
 	KC_ROUTE_METRICS,
 	KC_ROUTE_STATIC,
+	KC_ROUTE_WS,
+	KC_ROUTE_DEMO,
 	KC_ROUTE_UNKNOWN,
 	KC_ROUTE_COUNT
 } kc_route_id;
@@ -42,6 +44,9 @@ typedef enum kc_counter
 	KC_M_LISTEN_RECONNECTS,
 	KC_M_WS_CONNECTIONS,		/* gauge: open WebSocket connections */
 	KC_M_WS_MESSAGES,			/* WebSocket messages sent */
+	KC_M_WS_RESUMES,			/* WebSocket connections that came back with after= */
+	KC_M_WS_SLOW_CLOSED,		/* WebSocket consumers closed with 1008 */
+	KC_M_WS_DEAD_CLOSED,		/* WebSocket peers dropped for not answering pings */
 	KC_M_COUNTER_COUNT
 } kc_counter;
 

@@ -22,6 +22,9 @@ void		kc_route_readyz(kc_request *req, kc_response *resp);
 void		kc_route_metrics(kc_request *req, kc_response *resp);
 void		kc_route_static(kc_request *req, kc_response *resp);
 
+/* routes_demo.c (only with --demo) */
+void		kc_route_demo_purchase(kc_request *req, kc_response *resp);
+
 /* Parses a decimal integer in [min,max]; false when absent-but-invalid. */
 bool		kc_parse_int_param(const char *s, long long min, long long max, long long *out);
 

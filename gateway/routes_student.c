@@ -2,7 +2,7 @@
  * routes_student.c - GET /api/v1/students/{id}/home, /learning and /sessions.
  *
  * home and learning go through the cache protocol of DESIGN.md §6:
- *   usable cache, hit   -> body from Redis                       X-Cache: HIT
+ *   usable cache, hit   -> body from this process (--local-cache) or Redis  HIT
  *   usable cache, miss  -> kc_flow.student_home(id), then a fenced fill  MISS
  *   cache not usable or Redis failing -> Postgres only           BYPASS
  * The ETag is "v{version}" of the body, so a client's If-None-Match turns into a
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache_local.h"
 #include "log.h"
 #include "routes.h"
 
@@ -46,19 +47,19 @@ log_cache(kc_log_level level, const char *msg, const char *student, kc_view view
 	kc_log_end(&l);
 }
 
-/* Answers 304 when the client already holds this version, else 200 with body. */
+/* Answers 304 when the client already holds this version, else 200 with body (one reference, taken over). */
 static void
-answer_view(kc_request *req, kc_response *resp, long long version, char *body, size_t len)
+answer_view(kc_request *req, kc_response *resp, kc_body *body)
 {
-	snprintf(resp->etag, sizeof(resp->etag), "\"v%lld\"", version);
+	snprintf(resp->etag, sizeof(resp->etag), "\"v%lld\"", body->version);
 	resp->cache_control = "private, no-cache";
 	if (kc_etag_matches(kc_req_header(req, "If-None-Match"), resp->etag))
 	{
-		free(body);
+		kc_body_unref(body);
 		kc_resp_static(resp, 304, NULL, NULL, 0);
 		return;
 	}
-	kc_resp_body(resp, 200, "application/json", body, len);
+	kc_resp_shared(resp, 200, "application/json", body);
 }
 
 /* Maps a failed read to its HTTP answer. */
@@ -100,21 +101,22 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 	PGresult   *res;
 	kc_db_status st;
 	char		msg[512] = "";
-	long long	version;
-	char	   *body;
-	size_t		len;
+	kc_body    *body = NULL;
+	uint64_t	ticket = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	if (kc_cache_usable(app->cache))
 	{
-		kc_get_result g = kc_cache_get(app->cache, view, student, &version, &body, &len);
+		bool		local;
+		kc_get_result g = kc_cache_lookup(app->cache, view, student, &body, &ticket, &local);
 
 		if (g == KC_GET_HIT)
 		{
-			log_cache(KC_LOG_DEBUG, "Cache HIT", student, view, "cached", true, version, ms_since(&start));
+			log_cache(KC_LOG_DEBUG, "Cache HIT", student, view, local ? "cached_in_process" : "cached",
+					  true, body->version, ms_since(&start));
 			kc_metrics_cache(req->match.route, KC_CACHE_OUT_HIT);
 			resp->x_cache = "HIT";
-			answer_view(req, resp, version, body, len);
+			answer_view(req, resp, body);
 			return;
 		}
 		if (g == KC_GET_MISS)
@@ -130,36 +132,35 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 		answer_db_error(req, resp, st, msg);
 		return;
 	}
-	len = (size_t) PQgetlength(res, 0, 0);
-	version = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-	body = malloc(len + 1);
+	body = kc_body_new(PQgetvalue(res, 0, 0), (size_t) PQgetlength(res, 0, 0),
+					   strtoll(PQgetvalue(res, 0, 1), NULL, 10));
+	PQclear(res);
 	if (!body)
 	{
-		PQclear(res);
 		kc_resp_error(resp, 500, "internal", "out of memory");
 		return;
 	}
-	memcpy(body, PQgetvalue(res, 0, 0), len + 1);
-	PQclear(res);
 
 	if (outcome == KC_CACHE_OUT_MISS)
 	{
-		int			stored = kc_cache_fill(app->cache, view, student, version, body, len);
+		int			stored = kc_cache_store(app->cache, view, student, ticket, body);
 
 		if (stored == 1)
 		{
 			kc_metrics_add(KC_M_FILLS, 1);
-			log_cache(KC_LOG_INFO, "Cache SET", student, view, "filled_after_miss", false, version, ms_since(&start));
+			log_cache(KC_LOG_INFO, "Cache SET", student, view, "filled_after_miss", false, body->version,
+					  ms_since(&start));
 		}
 		else if (stored == 0)
 		{
 			kc_metrics_add(KC_M_FILLS_REFUSED, 1);
-			log_cache(KC_LOG_INFO, "Cache SET", student, view, "refused_fence_ahead", false, version, ms_since(&start));
+			log_cache(KC_LOG_INFO, "Cache SET", student, view, "refused_fence_ahead", false, body->version,
+					  ms_since(&start));
 		}
 	}
 	kc_metrics_cache(req->match.route, outcome);
 	resp->x_cache = outcome == KC_CACHE_OUT_MISS ? "MISS" : "BYPASS";
-	answer_view(req, resp, version, body, len);
+	answer_view(req, resp, body);
 }
 
 void

@@ -564,6 +564,46 @@ def test_postgres_restart(gw_env):
     gw.stop()
 
 
+def test_local_cache(gw_env):
+    """--local-cache: hits skip Redis, yet an event empties it before anything can be served stale."""
+    gw = Gateway("local", KC_LOCAL_CACHE="1024", **gw_env)
+    check(gw.ready() is not None and wait_for(lambda: get(gw.port, "/readyz").json()["cache_synced"], 10),
+          "local cache: gateway ready and synced")
+    t1 = token(S1)
+    path = "/api/v1/students/%s/home" % S1
+    get(gw.port, path, t1)
+    r = get(gw.port, path, t1)
+    cached = r.json()
+    check(r.header("x-cache") == "HIT", "local cache: second read is a HIT", r.headers)
+    redis("DEL", "student:home:" + S1)
+    r = get(gw.port, path, t1)
+    check(r.header("x-cache") == "HIT" and r.json()["version"] == cached["version"],
+          "local cache: a hit is served from the process (no Redis read)", r.headers)
+    start_id = max_event_id()
+    buy(S1, COURSE_MUSIC, tier=10, weekdays="[4]", start="18:00")
+    ev = wait_for(lambda: sessions_generated(S1, start_id), 20)
+    check(ev is not None, "local cache: a purchase of S1 reaches SESSIONS_GENERATED")
+    if not ev:
+        gw.stop()
+        return
+
+    def invalidated():
+        return any(l.get("msg") == "Cache INVALIDATED" and l.get("studentId") == S1 and
+                   l.get("version") == ev[1] for l in gw.log_lines())
+    check(wait_for(invalidated, 10, 0.01), "local cache: the event is invalidated")
+    r = get(gw.port, path, t1)
+    j = r.json()
+    check(r.header("x-cache") in ("MISS", "BYPASS") and j["version"] >= ev[1] and
+          len(j["recent_courses"]) == len(cached["recent_courses"]) + 1,
+          "local cache: right after the invalidation the home is rebuilt with the purchase",
+          (r.headers, j.get("version"), ev))
+    r = get(gw.port, path, t1)
+    check(r.header("x-cache") == "HIT" and r.json()["version"] == j["version"], "local cache: and is cached again")
+    m = get(gw.port, "/metrics").body.decode()
+    check("kc_cache_fills_total" in m, "local cache: metrics still served")
+    gw.stop()
+
+
 def test_drain(gw_env):
     """SIGTERM lets a request in flight finish, then exits 0."""
     gw = Gateway("drain", **gw_env)
@@ -646,6 +686,7 @@ def main():
     test_catch_up_after_restart(gw_env)
     test_redis_outage(gw_env)
     test_postgres_restart(gw_env)
+    test_local_cache(gw_env)
     test_drain(gw_env)
     print("# gateway integration: %d failed" % failures)
     return 1 if failures else 0

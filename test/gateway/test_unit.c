@@ -225,6 +225,24 @@ test_auth(void)
 	t = sign(JWT_ALG_HS256, "k3y", "ops", "admin", 60, 1);
 	check(verify(t, &p) == KC_AUTH_OK && p.admin && kc_auth_may_read(&p, s1), "auth: admin reads anyone");
 	free(t);
+	{
+		/* a verified token is remembered per thread: same answers, exp still enforced */
+		char		header[8192];
+
+		t = kc_auth_issue("k3y", s1, "student", 60);
+		snprintf(header, sizeof(header), "Bearer %s", t);
+		check(kc_auth_verify("k3y", header, time(NULL), &p, &why) == KC_AUTH_OK &&
+			  kc_auth_verify("k3y", header, time(NULL), &p, &why) == KC_AUTH_OK &&
+			  strcmp(p.sub, s1) == 0 && !p.admin, "auth: a remembered token verifies again with its principal");
+		check(kc_auth_verify("k3y", header, time(NULL) + 120, &p, &why) == KC_AUTH_EXPIRED,
+			  "auth: a remembered token expires at its exp");
+		check(kc_auth_verify("other", header, time(NULL), &p, &why) == KC_AUTH_INVALID,
+			  "auth: a remembered token is not valid under another secret");
+		header[strlen(header) - 3] ^= 1;
+		check(kc_auth_verify("k3y", header, time(NULL), &p, &why) == KC_AUTH_INVALID,
+			  "auth: a token differing from a remembered one is verified afresh");
+		free(t);
+	}
 	check(kc_auth_verify("k3y", NULL, time(NULL), &p, &why) == KC_AUTH_MISSING, "auth: missing header");
 	check(kc_auth_verify("k3y", "Basic abc", time(NULL), &p, &why) == KC_AUTH_MISSING, "auth: non-bearer scheme");
 	check(kc_auth_verify("k3y", "Bearer a.b", time(NULL), &p, &why) == KC_AUTH_INVALID, "auth: malformed token");

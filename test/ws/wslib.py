@@ -63,7 +63,7 @@ def new_student(conn, name="ws"):
         return cur.fetchone()[0]
 
 
-def emit(conn, student, n=1, payload=None, event_type="WS_TEST"):
+def emit(conn, student, n=1, payload=None, event_type="SESSIONS_GENERATED"):
     ids = []
     with conn.cursor() as cur:
         for i in range(n):

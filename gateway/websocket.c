@@ -1,0 +1,423 @@
+/*
+ * websocket.c - the WebSocket route (DESIGN.md §8) on the HTTP side.
+ *
+ * A request goes through: method (405), draining (503), the RFC 6455
+ * handshake (426 without "Upgrade: websocket" or with a version other than
+ * 13, 400 for a bad key or Connection header), the token (401; from the
+ * Authorization header, or ?access_token= since browsers cannot set headers
+ * on a WebSocket), access (403), "after" (400), capacity (503). Then 101.
+ *
+ * After the 101 (in the libmicrohttpd thread that served the request) the
+ * socket is registered with the hub first and the replay read second:
+ * events_since(after, student, ws-queue). Registering first is what makes the
+ * stream gap-free: an event posted to the hub after the registration is kept
+ * for the connection, and one posted before it had been read by the listener
+ * from events_since already, so it lies below the horizon of the replay query,
+ * which therefore returns it. The hub drops duplicates by id.
+ *
+ * Who sees what: a student token sees that student's events only; an admin
+ * token (or anyone when KC_AUTH=off) names a student with ?student=, or omits
+ * it to receive every student's events (an operator's feed).
+ */
+#include "websocket.h"
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "routes.h"
+#include "ws_hub.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define MAX_CLIENT_MESSAGE 4096
+
+typedef struct ws_state
+{
+	kc_app	   *app;
+	bool		all;
+	char		student[37];
+	long long	after;			/* -1: none */
+} ws_state;
+
+static void
+release_socket(void *handle)
+{
+	MHD_upgrade_action(handle, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static long long
+listener_position(void *arg)
+{
+	kc_app	   *app = arg;
+
+	return app->listener ? kc_listener_watermark(app->listener) : 0;
+}
+
+bool
+kc_ws_start(kc_app *app)
+{
+	kc_ws_limits lim;
+
+	lim.max_connections = app->cfg->ws_max_connections;
+	lim.queue = app->cfg->ws_queue;
+	lim.ping_interval_s = app->cfg->ws_ping_interval;
+	lim.pong_timeout_s = app->cfg->ws_pong_timeout;
+	lim.max_frame = MAX_CLIENT_MESSAGE;
+	app->ws = kc_ws_hub_start(&lim, release_socket, listener_position, app);
+	return app->ws != NULL;
+}
+
+void
+kc_ws_shutdown(kc_app *app, int timeout_ms)
+{
+	if (app->ws)
+	{
+		int			n = kc_ws_hub_count(app->ws);
+
+		if (n > 0)
+			kc_logf(KC_LOG_INFO, "closing %d websockets (1001)", n);
+		kc_ws_hub_stop(app->ws, timeout_ms);
+	}
+}
+
+void
+kc_ws_free(kc_app *app)
+{
+	kc_ws_hub_free(app->ws);
+	app->ws = NULL;
+}
+
+char *
+kc_ws_event_json(long long id, const char *type, const char *correlation_id,
+				 long long version, const char *created_at, const char *payload,
+				 size_t *len)
+{
+	char		t[128],
+				corr[64],
+				at[64];
+	size_t		cap;
+	char	   *out;
+	int			n;
+
+	if (!payload || !payload[0])
+		payload = "{}";
+	kc_json_escape(t, sizeof(t), type ? type : "");
+	kc_json_escape(at, sizeof(at), created_at ? created_at : "");
+	if (correlation_id)
+	{
+		corr[0] = '"';
+		kc_json_escape(corr + 1, sizeof(corr) - 2, correlation_id);
+		strcat(corr, "\"");
+	}
+	else
+		strcpy(corr, "null");
+	cap = strlen(payload) + sizeof(t) + sizeof(corr) + sizeof(at) + 128;
+	out = malloc(cap);
+	if (!out)
+		return NULL;
+	n = snprintf(out, cap,
+				 "{\"type\":\"event\",\"id\":%lld,\"event_type\":\"%s\",\"correlation_id\":%s,"
+				 "\"version\":%lld,\"created_at\":\"%s\",\"payload\":%s}",
+				 id, t, corr, version, at, payload);
+	*len = (size_t) n;
+	return out;
+}
+
+void
+kc_ws_on_event(const kc_event_note *ev, void *arg)
+{
+	kc_app	   *app = arg;
+	size_t		len;
+	char	   *text;
+	kc_ws_msg  *m;
+
+	if (!app->ws)
+		return;
+	text = kc_ws_event_json(ev->id, ev->type, ev->correlation_id, ev->version,
+							ev->created_at, ev->payload, &len);
+	if (!text)
+		return;
+	m = kc_ws_msg_new(text, len, ev->id, ev->student_id);
+	free(text);
+	if (m)
+		kc_ws_hub_post_event(app->ws, m);
+}
+
+/* True when the comma-separated header value has token (case-insensitive). */
+static bool
+has_token(const char *value, const char *token)
+{
+	size_t		tl = strlen(token);
+
+	while (value && *value)
+	{
+		const char *end;
+		size_t		len;
+
+		while (*value == ' ' || *value == '\t' || *value == ',')
+			value++;
+		end = strchr(value, ',');
+		len = end ? (size_t) (end - value) : strlen(value);
+		while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+			len--;
+		if (len == tl && strncasecmp(value, token, tl) == 0)
+			return true;
+		if (!end)
+			break;
+		value = end + 1;
+	}
+	return false;
+}
+
+/* A valid Sec-WebSocket-Key is the base64 of 16 bytes: 22 chars and "==". */
+static bool
+valid_key(const char *key)
+{
+	if (!key || strlen(key) != 24 || strcmp(key + 22, "==") != 0)
+		return false;
+	for (int i = 0; i < 22; i++)
+	{
+		char		c = key[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			  (c >= '0' && c <= '9') || c == '+' || c == '/'))
+			return false;
+	}
+	/* the last of the 22 carries 2 bits of data and 4 zero bits */
+	return strchr("AQgw", key[21]) != NULL;
+}
+
+static bool
+accept_value(const char *key, char out[32])
+{
+	char		buf[64];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	snprintf(buf, sizeof(buf), "%s%s", key, WS_GUID);
+	if (!EVP_Digest(buf, strlen(buf), md, &mdlen, EVP_sha1(), NULL) || mdlen != 20)
+		return false;
+	EVP_EncodeBlock((unsigned char *) out, md, 20);
+	return true;
+}
+
+static void
+upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
+		 const char *extra, size_t extra_len, MHD_socket sock,
+		 struct MHD_UpgradeResponseHandle *urh)
+{
+	ws_state	w = *(ws_state *) cls;	/* cls lives until the connection ends; copy anyway */
+	kc_app	   *app = w.app;
+	kc_ws_conn *c;
+	int			one = 1;
+	char		after[24],
+				limit[16];
+	const char *params[3] = {after, w.all ? NULL : w.student, limit};
+	PGresult   *res = NULL;
+	kc_db_status st;
+	kc_ws_msg  *head = NULL,
+			   *tail = NULL;
+	int			rows = 0;
+	cJSON	   *arr;
+	const cJSON *it;
+
+	/* pushes are small and latency matters: no Nagle */
+	setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = kc_ws_hub_register(app->ws, sock, urh, w.all ? NULL : w.student, w.after, extra, extra_len);
+	if (!c)
+	{
+		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+		return;
+	}
+	if (w.after < 0)
+	{
+		kc_ws_hub_ready(app->ws, c, NULL, KC_WS_REPLAY_DONE);
+		return;
+	}
+	kc_metrics_add(KC_M_WS_RESUMES, 1);
+	snprintf(after, sizeof(after), "%lld", w.after);
+	snprintf(limit, sizeof(limit), "%d", app->cfg->ws_queue);
+	st = kc_db_exec(app->db, KC_STMT_EVENTS, 3, params, &res, NULL, 0);
+	if (st != KC_DB_OK)
+	{
+		kc_ws_hub_ready(app->ws, c, NULL, KC_WS_REPLAY_FAILED);
+		return;
+	}
+	arr = cJSON_Parse(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	cJSON_ArrayForEach(it, arr)
+	{
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+		const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "event_type");
+		const cJSON *corr = cJSON_GetObjectItemCaseSensitive(it, "correlation_id");
+		const cJSON *ver = cJSON_GetObjectItemCaseSensitive(it, "version");
+		const cJSON *at = cJSON_GetObjectItemCaseSensitive(it, "created_at");
+		const cJSON *stu = cJSON_GetObjectItemCaseSensitive(it, "student_id");
+		char	   *payload = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(it, "payload"));
+		size_t		len;
+		char	   *text = kc_ws_event_json((long long) cJSON_GetNumberValue(id),
+											cJSON_GetStringValue(type), cJSON_GetStringValue(corr),
+											(long long) cJSON_GetNumberValue(ver),
+											cJSON_GetStringValue(at), payload, &len);
+		kc_ws_msg  *m = text ? kc_ws_msg_new(text, len, (long long) cJSON_GetNumberValue(id),
+											 cJSON_GetStringValue(stu)) : NULL;
+
+		free(text);
+		free(payload);
+		if (!m)
+			break;
+		if (tail)
+			tail->next = m;
+		else
+			head = m;
+		tail = m;
+		rows++;
+	}
+	cJSON_Delete(arr);
+	kc_ws_hub_ready(app->ws, c, head,
+					rows >= app->cfg->ws_queue ? KC_WS_REPLAY_TRUNCATED : KC_WS_REPLAY_DONE);
+}
+
+/* An HTTP error for a failed handshake that must say which version we speak. */
+static struct MHD_Response *
+version_required(unsigned int *code)
+{
+	static const char body[] = "{\"error\":{\"code\":\"upgrade_required\","
+		"\"message\":\"this route speaks WebSocket (RFC 6455, version 13) only\"}}";
+	struct MHD_Response *r = MHD_create_response_from_buffer(sizeof(body) - 1, (void *) body,
+															 MHD_RESPMEM_PERSISTENT);
+
+	if (r)
+	{
+		MHD_add_response_header(r, "Content-Type", "application/json");
+		MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
+		MHD_add_response_header(r, "Upgrade", "websocket");
+	}
+	*code = 426;
+	return r;
+}
+
+struct MHD_Response *
+kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
+			 unsigned int *code, void **state)
+{
+	kc_app	   *app = req->app;
+	const char *upgrade = kc_req_header(req, "Upgrade");
+	const char *key = kc_req_header(req, "Sec-WebSocket-Key");
+	const char *version = kc_req_header(req, "Sec-WebSocket-Version");
+	const char *after_s = kc_req_query(req, "after");
+	const char *student_s = kc_req_query(req, "student");
+	const char *authz = kc_req_header(req, "Authorization");
+	char		bearer[4200];
+	char		accept[32];
+	ws_state   *w;
+	struct MHD_Response *r;
+	long long	after = -1;
+
+	*state = NULL;
+	if (strcmp(method, "GET") != 0)
+	{
+		kc_resp_error(resp, 405, "method_not_allowed", "a WebSocket handshake is a GET");
+		return NULL;
+	}
+	if (atomic_load(&app->draining) || !app->ws)
+	{
+		kc_resp_error(resp, 503, "unavailable", "the gateway is shutting down");
+		resp->retry_after = app->cfg->retry_after;
+		return NULL;
+	}
+	if (!has_token(upgrade, "websocket"))
+		return version_required(code);
+	if (!has_token(kc_req_header(req, "Connection"), "upgrade"))
+	{
+		kc_resp_error(resp, 400, "bad_request", "a WebSocket handshake needs Connection: Upgrade");
+		return NULL;
+	}
+	if (!version || strcmp(version, "13") != 0)
+		return version_required(code);
+	if (!valid_key(key))
+	{
+		kc_resp_error(resp, 400, "bad_request", "Sec-WebSocket-Key must be the base64 of 16 bytes");
+		return NULL;
+	}
+	if (app->cfg->auth)
+	{
+		const char *why = "";
+		const char *token = kc_req_query(req, "access_token");
+		kc_auth_result ar;
+
+		if (!authz && token && strlen(token) < sizeof(bearer) - 8)
+		{
+			snprintf(bearer, sizeof(bearer), "Bearer %s", token);
+			authz = bearer;
+		}
+		ar = kc_auth_verify(app->cfg->jwt_secret, authz, time(NULL), &req->principal, &why);
+		if (ar != KC_AUTH_OK)
+		{
+			kc_resp_error(resp, 401, ar == KC_AUTH_EXPIRED ? "token_expired" : "unauthorized", why);
+			return NULL;
+		}
+	}
+	if (after_s && !kc_parse_int_param(after_s, 0, 9223372036854775806LL, &after))
+	{
+		kc_resp_error(resp, 400, "bad_request", "after must be a non-negative integer");
+		return NULL;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w)
+	{
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return NULL;
+	}
+	w->app = app;
+	w->after = after;
+	if (student_s && *student_s && !kc_uuid_normalize(student_s, w->student))
+	{
+		free(w);
+		kc_resp_error(resp, 400, "bad_request", "student must be a uuid");
+		return NULL;
+	}
+	if (req->principal.authenticated && !req->principal.admin)
+	{
+		if (student_s && *student_s && strcmp(w->student, req->principal.sub) != 0)
+		{
+			free(w);
+			kc_resp_error(resp, 403, "forbidden", "a student may read only their own events");
+			return NULL;
+		}
+		kc_uuid_normalize(req->principal.sub, w->student);
+	}
+	w->all = w->student[0] == '\0';
+	if (kc_ws_hub_full(app->ws))
+	{
+		free(w);
+		kc_resp_error(resp, 503, "unavailable", "too many WebSocket connections");
+		resp->retry_after = app->cfg->retry_after;
+		return NULL;
+	}
+	if (!accept_value(key, accept) || !(r = MHD_create_response_for_upgrade(upgraded, w)))
+	{
+		free(w);
+		kc_resp_error(resp, 500, "internal", "cannot build the upgrade");
+		return NULL;
+	}
+	MHD_add_response_header(r, "Upgrade", "websocket");	/* MHD adds Connection: Upgrade */
+	MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+	*state = w;
+	*code = 101;
+	return r;
+}
+
+void
+kc_ws_state_free(void *state)
+{
+	free(state);
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# test/suites/50_ws.sh - the WebSocket route of kc-gateway (DESIGN.md §8): handshakes,
+# bad frames, replay, live order under out-of-order commits, reconnect without loss,
+# isolation between students, invalidate-before-push, the demo purchase route, slow
+# consumers (1008), dead peers, SIGTERM (1001). See test/ws/test_ws.py.
+#
+# Uses the harness's Postgres (PGPORT, workers on) and Redis (KC_REDIS_URL; other db
+# numbers), starts its own gateways on free ports and stops them. Run alone with
+# `bash test/run.sh ws`. Output: "ok - ..." / "not ok - ..." lines.
+set -u
+KC_ROOT=${KC_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+KC_TEST_TMP=${KC_TEST_TMP:-$(mktemp -d)}
+export KC_ROOT PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-kc_test}
+export KC_DATABASE_URL=${KC_DATABASE_URL:-postgresql://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE}
+WORK="$KC_TEST_TMP/ws-suite.$$"
+PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3   # the Debian one has the Debian modules
+mkdir -p "$WORK"
+
+if ! make -s -C "$KC_ROOT/gateway" >"$WORK/build.log" 2>&1; then
+    echo "not ok - ws: kc-gateway builds"
+    sed 's/^/# /' "$WORK/build.log" | tail -20
+    exit 0
+fi
+if ! $PY -c 'import websockets, psycopg2' 2>/dev/null; then
+    echo "not ok - ws: python3-websockets and python3-psycopg2 are installed (test/deps.sh)"
+    exit 0
+fi
+# courses and trainers for the demo purchase (fixed ids: load once per database)
+if [ "$(psql -X -Atqc "SELECT count(*) FROM kc_flow.courses WHERE id = 'cccccccc-0000-4000-8000-000000000001'")" = 0 ]; then
+    psql -X -q -v ON_ERROR_STOP=1 -f "$KC_ROOT/scripts/demo_data.sql" >"$WORK/demo.log" 2>&1 ||
+        { echo "not ok - ws: demo data loads"; sed 's/^/# /' "$WORK/demo.log" | tail; }
+fi
+KC_WS_TMP="$WORK" timeout 300 $PY "$KC_ROOT/test/ws/test_ws.py"
+rc=$?
+[ $rc -eq 124 ] && echo "not ok - ws: tests finished within 300 s"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "not ok - ws: test program exited with $rc"
+exit 0
