@@ -40,9 +40,10 @@ static const KcfStage stages[] = {
 typedef struct KcfJob
 {
 	int64		event_id;
-	char	   *event_type;
-	char	   *consumer;
+	const char *event_type;
+	const char *consumer;
 	int			attempts;
+	int			deferrals;
 } KcfJob;
 
 /*
@@ -90,7 +91,7 @@ claim_jobs(KcfJob *jobs, int max)
 	int			n;
 
 	kcf_plan(&plan,
-			 "SELECT q.event_id, e.event_type, q.consumer, q.attempts"
+			 "SELECT q.event_id, e.event_type, q.consumer, q.attempts, q.deferrals"
 			 "  FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id"
 			 " WHERE q.run_after <= clock_timestamp()"
 			 " ORDER BY q.run_after, q.event_id"
@@ -105,82 +106,56 @@ claim_jobs(KcfJob *jobs, int max)
 		jobs[i].event_id = kcf_get_int64(i, 1, &isnull);
 		jobs[i].event_type = kcf_get_text(i, 2);
 		jobs[i].consumer = kcf_get_text(i, 3);
-		jobs[i].attempts = (int) DatumGetInt32(kcf_get_datum(i, 4, &isnull));
+		jobs[i].attempts = DatumGetInt32(kcf_get_datum(i, 4, &isnull));
+		jobs[i].deferrals = DatumGetInt32(kcf_get_datum(i, 5, &isnull));
 	}
 	return n;
 }
 
-/* The queue row of an event emitted in this transaction. */
+/*
+ * Records the job as handled: its processed_events row and the removal of its
+ * queue row, done before the stage runs so that it commits (or rolls back)
+ * with the stage's effect.  False when a row was there already: the event was
+ * handled before and the stage must not run again.
+ */
 static bool
-load_job(int64 event_id, KcfJob *job)
+record_handled(const KcfJob *job)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {INT8OID};
-	Datum		values[1];
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
 	bool		isnull;
 
 	kcf_plan(&plan,
-			 "SELECT e.event_type, q.consumer, q.attempts"
-			 "  FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id"
-			 " WHERE q.event_id = $1",
-			 1, types);
-	values[0] = Int64GetDatum(event_id);
-	if (kcf_exec(plan, values, NULL, 1) == 0)
-		return false;
-	job->event_id = event_id;
-	job->event_type = kcf_get_text(0, 1);
-	job->consumer = kcf_get_text(0, 2);
-	job->attempts = DatumGetInt32(kcf_get_datum(0, 3, &isnull));
-	return true;
-}
-
-static bool
-already_processed(const KcfJob *job)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2];
-
-	kcf_plan(&plan,
-			 "SELECT 1 FROM kc_flow.processed_events WHERE event_id = $1 AND consumer = $2",
-			 2, types);
-	values[0] = Int64GetDatum(job->event_id);
-	values[1] = CStringGetTextDatum(job->consumer);
-	return kcf_exec(plan, values, NULL, 1) > 0;
-}
-
-static void
-mark_processed(const KcfJob *job)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2];
-
-	kcf_plan(&plan,
 			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES ($1, $2)"
-			 "           ON CONFLICT DO NOTHING)"
-			 " DELETE FROM kc_flow.event_queue WHERE event_id = $1",
+			 "           ON CONFLICT DO NOTHING RETURNING 1),"
+			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1)"
+			 " SELECT count(*) FROM p",
 			 2, types);
 	values[0] = Int64GetDatum(job->event_id);
 	values[1] = CStringGetTextDatum(job->consumer);
-	kcf_exec(plan, values, NULL, 0);
+	kcf_exec(plan, values, NULL, 1);
+	return kcf_get_int64(0, 1, &isnull) > 0;
 }
 
+/* Undoes record_handled(): the stage could not act yet, the job waits defer_ms. */
 static void
 defer_job(const KcfJob *job, int defer_ms)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {INT8OID, INT4OID};
-	Datum		values[2];
+	Oid			types[5] = {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID};
+	Datum		values[5];
 
 	kcf_plan(&plan,
-			 "UPDATE kc_flow.event_queue"
-			 "   SET deferrals = deferrals + 1,"
-			 "       run_after = clock_timestamp() + make_interval(secs => $2 / 1000.0)"
-			 " WHERE event_id = $1",
-			 2, types);
+			 "WITH p AS (DELETE FROM kc_flow.processed_events WHERE event_id = $1 AND consumer = $2)"
+			 " INSERT INTO kc_flow.event_queue (event_id, consumer, attempts, deferrals, run_after)"
+			 " VALUES ($1, $2, $3, $4 + 1, clock_timestamp() + make_interval(secs => $5 / 1000.0))",
+			 5, types);
 	values[0] = Int64GetDatum(job->event_id);
-	values[1] = Int32GetDatum(defer_ms);
+	values[1] = CStringGetTextDatum(job->consumer);
+	values[2] = Int32GetDatum(job->attempts);
+	values[3] = Int32GetDatum(job->deferrals);
+	values[4] = Int32GetDatum(defer_ms);
 	kcf_exec(plan, values, NULL, 0);
 }
 
@@ -252,28 +227,26 @@ record_failure(const KcfJob *job, ErrorData *edata)
 }
 
 /*
- * Handles one job in a subtransaction.  Returns the id of a follow-up event
- * emitted by the stage that should be handled next in this batch, or 0.
+ * Handles one job in a subtransaction.  Fills *next with the follow-up job
+ * when the stage emitted an event for a later stage, to be handled next in
+ * this batch (its queue row, written by us, is invisible to other workers).
+ * Returns whether there is one.
  */
-static int64
-run_job(const KcfJob *job)
+static bool
+run_job(const KcfJob *job, KcfJob *next)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	KcfStageResult result = {0, 0};
+	KcfStageResult result = {0, NULL, 0};
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
 		KcfEvent	event = {job->event_id, job->event_type, job->consumer};
-		KcfOutcome	outcome = KCF_DONE;
 
-		if (!already_processed(job))
-			outcome = stage_for(job->consumer) (&event, &result);
-		if (outcome == KCF_DONE)
-			mark_processed(job);
-		else
+		if (record_handled(job) &&
+			stage_for(job->consumer) (&event, &result) == KCF_DEFER)
 			defer_job(job, result.defer_ms);
 
 		ReleaseCurrentSubTransaction();
@@ -297,10 +270,18 @@ run_job(const KcfJob *job)
 			ReThrowError(edata);
 		record_failure(job, edata);
 		FreeErrorData(edata);
-		return 0;
+		return false;
 	}
 	PG_END_TRY();
-	return result.next_event;
+
+	if (result.next_event == 0 || kcf_consumer_for(result.next_type) == NULL)
+		return false;
+	next->event_id = result.next_event;
+	next->event_type = result.next_type;
+	next->consumer = kcf_consumer_for(result.next_type);
+	next->attempts = 0;
+	next->deferrals = 0;
+	return true;
 }
 
 /*
@@ -320,16 +301,15 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	for (int i = 0; i < n; i++)
 	{
 		KcfJob		job = jobs[i];
+		KcfJob		next;
 
 		for (;;)
 		{
-			int64		next;
-
 			CHECK_FOR_INTERRUPTS();
-			next = run_job(&job);
 			handled++;
-			if (next == 0 || !load_job(next, &job))
+			if (!run_job(&job, &next))
 				break;
+			job = next;
 		}
 	}
 	pfree(jobs);

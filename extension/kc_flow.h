@@ -76,6 +76,7 @@ typedef struct KcfEvent
 typedef struct KcfStageResult
 {
 	int64		next_event;		/* event emitted for a later stage, 0 if none */
+	const char *next_type;		/* its type */
 	int			defer_ms;		/* with KCF_DEFER: how long to wait */
 } KcfStageResult;
 

@@ -85,7 +85,7 @@ typedef struct Allocation
 	Datum		trainer_id;		/* when not pending */
 } Allocation;
 
-/* Finds or creates the allocation row of a purchase and locks it. */
+/* Creates or finds the allocation row of a purchase, locked by this transaction. */
 static bool
 lock_allocation(Datum purchase_id, Allocation *alloc)
 {
@@ -113,14 +113,10 @@ lock_allocation(Datum purchase_id, Allocation *alloc)
 
 	values[0] = purchase_id;
 	values[1] = CStringGetTextDatum(kcf_session_generation == KCF_SESSIONS_ROLLING ? "rolling" : "full");
-	alloc->created = false;
-	if (kcf_exec(find_plan, values, NULL, 1) == 0)
-	{
-		if (kcf_exec(insert_plan, values, NULL, 1) > 0)
-			alloc->created = true;
-		else if (kcf_exec(find_plan, values, NULL, 1) == 0)
-			return false;		/* no active purchase: nothing to allocate */
-	}
+	/* usually the allocation is new: try to create it first */
+	alloc->created = kcf_exec(insert_plan, values, NULL, 1) > 0;
+	if (!alloc->created && kcf_exec(find_plan, values, NULL, 1) == 0)
+		return false;			/* no active purchase: nothing to allocate */
 	alloc->id = kcf_get_datum(0, 1, &isnull);
 	alloc->purchase_id = kcf_get_datum(0, 2, &isnull);
 	alloc->student_id = kcf_get_datum(0, 3, &isnull);
@@ -311,6 +307,7 @@ kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result)
 	Datum		purchase_id = kcf_event_uuid(event, "purchase_id");
 	Datum		trainer;
 
+	result->next_type = "TRAINER_ALLOCATED";
 	switch (allocate(purchase_id, &trainer, &result->next_event))
 	{
 		case ALLOC_ASSIGNED:

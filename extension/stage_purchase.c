@@ -67,7 +67,8 @@ kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
 			 1, (Oid[]) {UUIDOID});
 	values[0] = payment_id;
 	kcf_exec(insert_plan, values, NULL, 1);
-	result->next_event = kcf_emit("PURCHASE_CREATED", payment_id,
+	result->next_type = "PURCHASE_CREATED";
+	result->next_event = kcf_emit(result->next_type, payment_id,
 								  kcf_get_datum(0, 2, &isnull), kcf_get_text(0, 1));
 	return KCF_DONE;
 }
