@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# test/suites/60_browser.sh - end-to-end in a real browser: the demo home screen
+# (gateway/static/index.html) in headless Chromium, driven by playwright-core from npm
+# (test/e2e; no browser is downloaded: Debian's /usr/bin/chromium is used). A payment
+# confirmed in SQL must make the sessions appear on the open page, without a reload,
+# within 1 s. The screenshot is kept under test/e2e/artifacts/ (its path is printed).
+#
+# Installs what it needs when missing: Debian's chromium (and nodejs/npm), then
+# `npm ci` in test/e2e. Uses the harness's Postgres and Redis (another db number) and
+# starts its own gateway on a free port. Output: "ok - ..." / "not ok - ..." lines.
+set -u
+KC_ROOT=${KC_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+KC_TEST_TMP=${KC_TEST_TMP:-$(mktemp -d)}
+export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-kc_test}
+DB_URL=${KC_DATABASE_URL:-postgresql://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE}
+WORK="$KC_TEST_TMP/browser-suite.$$"
+E2E="$KC_ROOT/test/e2e"
+ART="$E2E/artifacts"
+mkdir -p "$WORK" "$ART"
+GW_PID=
+cleanup() { [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null; }
+trap cleanup EXIT
+
+apt_install() {
+    local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1
+}
+if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium || { echo "not ok - browser: chromium installs"; tail -5 "$WORK/apt.log" | sed 's/^/# /'; exit 0; }
+fi
+if ! command -v npm >/dev/null; then
+    apt_install nodejs npm || { echo "not ok - browser: nodejs and npm install"; exit 0; }
+fi
+if [ ! -d "$E2E/node_modules/playwright-core" ] || [ "$E2E/package-lock.json" -nt "$E2E/node_modules/.package-lock.json" ]; then
+    (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm.log" 2>&1 ||
+        { echo "not ok - browser: npm ci in test/e2e"; tail -10 "$WORK/npm.log" | sed 's/^/# /'; exit 0; }
+fi
+echo "ok - browser: chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}') and playwright-core ready"
+
+make -s -C "$KC_ROOT/gateway" >"$WORK/build.log" 2>&1 || { echo "not ok - browser: gateway builds"; exit 0; }
+psql_q() { psql -X -Atq -v ON_ERROR_STOP=1 "$@"; }
+if [ "$(psql_q -c "SELECT count(*) FROM kc_flow.courses WHERE id = 'cccccccc-0000-4000-8000-000000000003'")" = 0 ]; then
+    psql_q -f "$KC_ROOT/scripts/demo_data.sql" >"$WORK/demo.log" 2>&1 || { echo "not ok - browser: demo data loads"; exit 0; }
+fi
+STUDENT=$(psql_q -c "INSERT INTO kc_flow.students (display_name, timezone) VALUES ('Browser Test', 'Europe/Berlin') RETURNING id")
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export KC_JWT_SECRET=browser-test-secret
+KC_DATABASE_URL=$DB_URL KC_REDIS_URL="${KC_REDIS_URL%/*}/7" KC_LISTEN=127.0.0.1:$PORT KC_DEMO=on \
+KC_STATIC_DIR="$KC_ROOT/gateway/static" "$KC_ROOT/gateway/kc-gateway" 2>"$WORK/gateway.log" &
+GW_PID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+TOKEN=$("$KC_ROOT/gateway/kc-gateway" --issue-token="$STUDENT")
+SHOT="$ART/home-$(date +%Y%m%d-%H%M%S).png"
+
+GW_URL="http://127.0.0.1:$PORT" TOKEN=$TOKEN STUDENT=$STUDENT SHOT=$SHOT \
+PSQL="psql -X -Atq -v ON_ERROR_STOP=1" timeout 120 node "$E2E/home_test.js"
+rc=$?
+[ $rc -ne 0 ] && echo "not ok - browser: the test program exited with $rc" && tail -5 "$WORK/gateway.log" | sed 's/^/# /'
+echo "# screenshot: $SHOT"
+exit 0
