@@ -31,6 +31,11 @@ typedef struct kc_config
 	int			max_body;		/* bytes of request body accepted */
 	int			pg_timeout_ms;	/* statement_timeout of request connections */
 	int			retry_after;	/* seconds, in 503 answers */
+	int			ws_max_connections; /* WebSocket connections held at most */
+	int			ws_queue;		/* messages queued per WebSocket before 1008 */
+	int			ws_ping_interval;	/* seconds of silence before a ping */
+	int			ws_pong_timeout;	/* seconds to answer it */
+	bool		demo;			/* POST /api/v1/demo/purchase exists */
 	/* token mode: print a token and exit */
 	char	   *issue_token;	/* subject */
 	char	   *token_role;

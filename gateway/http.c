@@ -23,6 +23,7 @@
 #include "cache_local.h"
 #include "log.h"
 #include "routes.h"
+#include "websocket.h"
 
 #define STUDENTS_PREFIX "/api/v1/students/"
 
@@ -31,6 +32,8 @@ typedef struct req_state
 	struct timespec start;
 	size_t		body_bytes;
 	bool		answered;
+	bool		upgraded;		/* a WebSocket now: no longer in flight */
+	void	   *ws;				/* what the WebSocket upgrade needs */
 } req_state;
 
 static double
@@ -53,6 +56,7 @@ kc_route_match(const char *path, kc_match *m)
 		{"/", KC_ROUTE_STATIC}, {"/index.html", KC_ROUTE_STATIC},
 		{"/healthz", KC_ROUTE_HEALTHZ}, {"/readyz", KC_ROUTE_READYZ},
 		{"/metrics", KC_ROUTE_METRICS}, {"/api/v1/events/recent", KC_ROUTE_EVENTS},
+		{"/api/v1/ws", KC_ROUTE_WS}, {"/api/v1/demo/purchase", KC_ROUTE_DEMO},
 	};
 	static const struct
 	{
@@ -361,6 +365,8 @@ route_function(kc_route_id id)
 			return kc_route_metrics;
 		case KC_ROUTE_STATIC:
 			return kc_route_static;
+		case KC_ROUTE_DEMO:
+			return kc_route_demo_purchase;
 		default:
 			return NULL;
 	}
@@ -370,7 +376,7 @@ static bool
 needs_auth(kc_route_id id)
 {
 	return id == KC_ROUTE_HOME || id == KC_ROUTE_LEARNING ||
-		id == KC_ROUTE_SESSIONS || id == KC_ROUTE_EVENTS;
+		id == KC_ROUTE_SESSIONS || id == KC_ROUTE_EVENTS || id == KC_ROUTE_DEMO;
 }
 
 /* Runs the checks of the file header, then the route; fills resp. */
@@ -379,7 +385,10 @@ dispatch(kc_app *app, struct MHD_Connection *conn, const char *method,
 		 kc_request *req, kc_response *resp, bool *preflight)
 {
 	route_fn	fn = route_function(req->match.route);
+	bool		post_only = req->match.route == KC_ROUTE_DEMO;
 
+	if (post_only && !app->cfg->demo)
+		fn = NULL;				/* demo routes exist only with --demo */
 	if (!fn)
 	{
 		kc_resp_error(resp, 404, "not_found", "no such route");
@@ -391,7 +400,8 @@ dispatch(kc_app *app, struct MHD_Connection *conn, const char *method,
 		kc_resp_static(resp, 204, NULL, NULL, 0);
 		return;
 	}
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+	if (post_only ? strcmp(method, "POST") != 0 :
+		(strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
 	{
 		kc_resp_error(resp, 405, "method_not_allowed", "only GET, HEAD and OPTIONS are allowed");
 		return;
@@ -478,6 +488,26 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	req.app = app;
 	req.conn = conn;
 	kc_route_match(url, &req.match);
+	if (req.match.route == KC_ROUTE_WS)
+	{
+		unsigned int code = 0;
+		struct MHD_Response *up = kc_ws_accept(&req, method, &resp, &code, &st->ws);
+		enum MHD_Result ret;
+
+		if (!up)
+			return send_response(app, conn, KC_ROUTE_WS, &resp, st, false);
+		ret = MHD_queue_response(conn, code, up);
+		MHD_destroy_response(up);
+		st->answered = true;
+		kc_metrics_request(KC_ROUTE_WS, (int) code, elapsed_s(&st->start));
+		if (code == 101)
+		{
+			/* the hub owns it from now on; the drain closes it with 1001 */
+			st->upgraded = true;
+			atomic_fetch_sub(&app->in_flight, 1);
+		}
+		return ret;
+	}
 	dispatch(app, conn, method, &req, &resp, &preflight);
 	return send_response(app, conn, req.match.route, &resp, st, preflight);
 }
@@ -490,9 +520,13 @@ completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (*con_cls)
 	{
-		free(*con_cls);
+		req_state  *st = *con_cls;
+
+		if (!st->upgraded)
+			atomic_fetch_sub(&app->in_flight, 1);
+		kc_ws_state_free(st->ws);
+		free(st);
 		*con_cls = NULL;
-		atomic_fetch_sub(&app->in_flight, 1);
 	}
 }
 
@@ -514,7 +548,7 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 	struct sockaddr_in a4;
 	struct sockaddr *addr;
 	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-		MHD_USE_ITC | MHD_USE_ERROR_LOG;
+		MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
 
 	memset(&a4, 0, sizeof(a4));
 	memset(&a6, 0, sizeof(a6));
@@ -541,7 +575,9 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 								   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, app,
 								   MHD_OPTION_SOCK_ADDR, addr,
 								   MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) cfg->threads,
-								   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 4096,
+								   /* upgraded WebSockets stay counted; MHD splits this among its threads */
+								   MHD_OPTION_CONNECTION_LIMIT,
+								   (unsigned int) (2 * (4096 + cfg->ws_max_connections)),
 								   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
 								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
 								   MHD_OPTION_NOTIFY_COMPLETED, completed, app,
@@ -565,6 +601,8 @@ kc_http_drain_and_stop(kc_app *app, int timeout_s)
 	lsock = MHD_quiesce_daemon(app->daemon);
 	if (lsock != MHD_INVALID_SOCKET)
 		close(lsock);
+	/* WebSockets end first (1001): MHD must not stop with upgraded sockets open */
+	kc_ws_shutdown(app, 2000);
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	while (atomic_load(&app->in_flight) > 0 && elapsed_s(&start) < timeout_s)
 		usleep(20 * 1000);

@@ -36,6 +36,7 @@ typedef struct kc_app
 	_Atomic bool draining;
 	_Atomic int in_flight;
 	struct MHD_Daemon *daemon;
+	struct kc_ws_hub *ws;		/* the WebSocket connections (websocket.c) */
 } kc_app;
 
 typedef struct kc_match

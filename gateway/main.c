@@ -1,15 +1,18 @@
 /*
  * main.c - kc-gateway: configuration, start-up, signal handling, shutdown.
  *
- * Start-up order: config -> pools (lazy connections) -> listener thread (it
- * syncs the cache before requests may use it) -> HTTP server. SIGTERM/SIGINT
- * drain the HTTP server, then stop the listener and free everything.
+ * Start-up order: config -> open-files limit -> pools (lazy connections) ->
+ * WebSocket hub -> listener thread (it syncs the cache before requests may use
+ * it, and feeds the hub) -> HTTP server. SIGTERM/SIGINT drain the HTTP server
+ * (WebSockets are closed with 1001 first), then stop the listener and free
+ * everything.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "auth.h"
 #include "cache.h"
@@ -18,6 +21,7 @@
 #include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "websocket.h"
 
 /* Reads dir/index.html into app; a missing page is logged, not fatal. */
 static void
@@ -47,6 +51,25 @@ load_index(kc_app *app, const char *dir)
 		}
 	}
 	fclose(f);
+}
+
+/* Every WebSocket holds a descriptor: lift the soft limit to the hard one. */
+static void
+raise_open_files(const kc_config *cfg)
+{
+	struct rlimit rl;
+	rlim_t		want = (rlim_t) cfg->ws_max_connections + 4096 + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max)
+	{
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		kc_logf(KC_LOG_WARN, "open-files limit %llu is below what %d WebSockets need (%llu): raise it (ulimit -n)",
+				(unsigned long long) rl.rlim_cur, cfg->ws_max_connections, (unsigned long long) want);
 }
 
 static int
@@ -117,7 +140,13 @@ main(int argc, char **argv)
 		fprintf(stderr, "kc-gateway: %s\n", app.cache ? "out of memory" : err);
 		return 2;
 	}
-	app.listener = kc_listener_start(cfg.database_url, app.cache, NULL, NULL);
+	raise_open_files(&cfg);
+	if (!kc_ws_start(&app))
+	{
+		fprintf(stderr, "kc-gateway: cannot start the WebSocket thread\n");
+		return 1;
+	}
+	app.listener = kc_listener_start(cfg.database_url, app.cache, kc_ws_on_event, &app);
 	if (!app.listener)
 	{
 		fprintf(stderr, "kc-gateway: cannot start the listener thread\n");
@@ -146,6 +175,7 @@ main(int argc, char **argv)
 	kc_logf(KC_LOG_INFO, "signal %d: draining (up to %d s)", sig, cfg.drain_timeout);
 	kc_http_drain_and_stop(&app, cfg.drain_timeout);
 	kc_listener_stop(app.listener);
+	kc_ws_free(&app);
 	kc_cache_destroy(app.cache);
 	kc_db_destroy(app.db);
 	free(app.index_html);

@@ -83,6 +83,7 @@ struct kc_ws_conn
 	double		deadline;		/* CLOSING: give up then */
 	kc_ws_msg **pending;		/* live events kept during the replay */
 	int			npending;
+	int			cap_pending;
 	bool		overflow;
 	char	   *extra;			/* bytes MHD read past the request */
 	size_t		extra_len;
@@ -262,6 +263,9 @@ drop_pending(kc_ws_conn *c)
 	for (int i = 0; i < c->npending; i++)
 		msg_unref(c->pending[i]);
 	c->npending = 0;
+	free(c->pending);
+	c->pending = NULL;
+	c->cap_pending = 0;
 }
 
 static void
@@ -378,7 +382,21 @@ deliver(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m)
 		send_event(h, c, m, true);
 	else if (c->state == CONN_REPLAYING)
 	{
-		if (c->npending < h->lim.queue)
+		if (c->npending == c->cap_pending && c->cap_pending < h->lim.queue)
+		{
+			int			cap = c->cap_pending ? c->cap_pending * 2 : 8;
+			kc_ws_msg **p;
+
+			if (cap > h->lim.queue)
+				cap = h->lim.queue;
+			p = realloc(c->pending, (size_t) cap * sizeof(*p));
+			if (p)
+			{
+				c->pending = p;
+				c->cap_pending = cap;
+			}
+		}
+		if (c->npending < c->cap_pending)
 		{
 			c->pending[c->npending++] = m;
 			m->refs++;
@@ -844,8 +862,6 @@ kc_ws_hub_register(kc_ws_hub *h, int fd, void *handle, const char *student,
 		return NULL;
 	}
 	c = calloc(1, sizeof(*c));
-	if (c)
-		c->pending = calloc((size_t) h->lim.queue, sizeof(kc_ws_msg *));
 	if (c && extra_len > 0)
 	{
 		c->extra = malloc(extra_len);
@@ -855,7 +871,7 @@ kc_ws_hub_register(kc_ws_hub *h, int fd, void *handle, const char *student,
 			c->extra_len = extra_len;
 		}
 	}
-	if (!c || !c->pending || (extra_len > 0 && !c->extra))
+	if (!c || (extra_len > 0 && !c->extra))
 	{
 		if (c)
 			free_conn(c);
