@@ -28,17 +28,32 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 #define KCF_NO_TRAINER_RETRY_MS (30 * 1000)
 #define KCF_BUSY_TRAINER_RETRY_MS 20
 /* candidates tried per attempt before deferring */
-#define MAX_CANDIDATES 8
+#define MAX_CANDIDATES 16
 
-/* The plan of purchase $1: its session times as a multirange and as arrays. */
+/*
+ * The plan of purchase $1: its session times as a multirange and as arrays,
+ * and the range from first start to last end.
+ */
 #define PLAN_SQL \
 	"SELECT range_agg(tstzrange(starts_at, ends_at)), array_agg(starts_at ORDER BY seq)," \
-	"       array_agg(ends_at ORDER BY seq), count(*)" \
+	"       array_agg(ends_at ORDER BY seq), count(*), tstzrange(min(starts_at), max(ends_at))" \
 	"  FROM kc_flow.purchase_plan($1)"
 
 /*
- * The best trainer eligible for course $1 with planned times $2 (and the
- * same as arrays $3/$4), leaving out the trainers in $5.  Candidates are
+ * Whether trainer <t> has a booking overlapping plan times $2 within span
+ * <span>: the index is probed for the trainer and the span (one cheap
+ * range), and the exact multirange test, written as a function call so that
+ * it stays out of the index condition where it is costly, filters what the
+ * probe finds.  OFFSET 0 keeps it a per-candidate probe, evaluated lazily.
+ */
+#define BOOKED_SQL(t, span) \
+	"EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b" \
+	"         WHERE b.trainer_id = " t " AND b.during && " span \
+	"           AND multirange_overlaps_range($2, b.during) OFFSET 0)"
+
+/*
+ * The best trainer eligible for course $1 with planned times $2 (the same as
+ * arrays $3/$4, spanning $6), leaving out the trainers in $5.  Candidates are
  * ranked by load and checked lazily in that order, so the usual case checks
  * one.
  */
@@ -49,8 +64,7 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"    WHERE tc.course_id = $1 AND t.is_active AND t.active_students < t.max_active_students" \
 	"      AND t.id <> ALL ($5)" \
 	"    ORDER BY t.active_students, t.id OFFSET 0) c" \
-	" WHERE NOT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b" \
-	"                    WHERE b.trainer_id = c.id AND b.during && $2)" \
+	" WHERE NOT " BOOKED_SQL("c.id", "$6") \
 	"   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
 	"        WHERE NOT EXISTS (" \
 	"          SELECT 1 FROM kc_flow.trainer_availability av" \
@@ -58,7 +72,7 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE c.timezone)::int" \
 	"             AND av.start_time <= (pl.starts_at AT TIME ZONE c.timezone)::time" \
 	"             AND pl.ends_at AT TIME ZONE c.timezone" \
-	"                 <= (pl.starts_at AT TIME ZONE c.timezone)::date + av.end_time))" \
+	"                 <= (pl.starts_at AT TIME ZONE c.timezone)::date + av.end_time) OFFSET 0)" \
 	" LIMIT 1"
 
 /*
@@ -70,8 +84,7 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"  FROM kc_flow.trainers WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
 
 /* Whether trainer $1 has a booking overlapping $2 (run after the lock: fresh snapshot). */
-#define OVERLAPS_SQL \
-	"SELECT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings WHERE trainer_id = $1 AND during && $2)"
+#define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1", "$3")
 
 typedef struct Allocation
 {
@@ -133,6 +146,7 @@ typedef struct SessionPlan
 	Datum		starts;			/* timestamptz[] */
 	Datum		ends;			/* timestamptz[] */
 	int64		sessions;
+	Datum		span;			/* tstzrange from the first start to the last end */
 } SessionPlan;
 
 /* The planned session times of the allocation's purchase. */
@@ -150,6 +164,7 @@ load_plan(const Allocation *alloc, SessionPlan *plan)
 	plan->starts = kcf_get_datum(0, 2, &isnull);
 	plan->ends = kcf_get_datum(0, 3, &isnull);
 	plan->sessions = kcf_get_int64(0, 4, &isnull);
+	plan->span = kcf_get_datum(0, 5, &isnull);
 }
 
 /* The best trainer eligible for the plan right now, other than those tried; 0 if none. */
@@ -157,16 +172,18 @@ static Datum
 best_trainer(const Allocation *alloc, const SessionPlan *plan, Datum *tried, int ntried)
 {
 	static SPIPlanPtr stmt = NULL;
-	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, UUIDARRAYOID};
-	Datum		values[5];
+	Oid			types[6] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+	UUIDARRAYOID, TSTZRANGEOID};
+	Datum		values[6];
 	bool		isnull;
 
-	kcf_plan(&stmt, ELIGIBLE_TRAINERS_SQL, 5, types);
+	kcf_plan(&stmt, ELIGIBLE_TRAINERS_SQL, 6, types);
 	values[0] = alloc->course_id;
 	values[1] = plan->times;
 	values[2] = plan->starts;
 	values[3] = plan->ends;
 	values[4] = PointerGetDatum(construct_array(tried, ntried, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[5] = plan->span;
 	if (kcf_exec(stmt, values, NULL, 1) == 0)
 		return (Datum) 0;
 	return kcf_get_datum(0, 1, &isnull);
@@ -185,12 +202,12 @@ lock_trainer(Datum trainer_id, const SessionPlan *plan)
 {
 	static SPIPlanPtr lock_stmt = NULL;
 	static SPIPlanPtr overlap_stmt = NULL;
-	Oid			types[2] = {UUIDOID, TSTZMULTIRANGEOID};
-	Datum		values[2] = {trainer_id, plan->times};
+	Oid			types[3] = {UUIDOID, TSTZMULTIRANGEOID, TSTZRANGEOID};
+	Datum		values[3] = {trainer_id, plan->times, plan->span};
 	bool		isnull;
 
 	kcf_plan(&lock_stmt, LOCK_TRAINER_SQL, 1, types);
-	kcf_plan(&overlap_stmt, OVERLAPS_SQL, 2, types);
+	kcf_plan(&overlap_stmt, OVERLAPS_SQL, 3, types);
 	if (kcf_exec(lock_stmt, values, NULL, 1) == 0)
 		return LOCK_BUSY;
 	if (!kcf_get_bool(0, 1, &isnull))
@@ -279,7 +296,7 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 		Datum		candidate = best_trainer(&alloc, &plan, tried, ntried);
 
 		if (candidate == (Datum) 0)
-			break;
+			break;				/* nobody else qualifies */
 		tried[ntried] = candidate;
 		switch (lock_trainer(candidate, &plan))
 		{
@@ -294,8 +311,8 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 				return ALLOC_ASSIGNED;
 		}
 	}
-	if (busy)
-		return ALLOC_BUSY;
+	if (busy || ntried == MAX_CANDIDATES)
+		return ALLOC_BUSY;		/* others are booking right now: try again soon */
 	if (alloc.created)
 		emit_pending(&alloc, "no_trainer_available");
 	return ALLOC_PENDING;
