@@ -71,6 +71,25 @@ take_event_id(void)
 	return id;
 }
 
+/* The event types of the log (kept in step with the events_type_known constraint). */
+static const char *const known_event_types[] = {
+	"PURCHASE_CONFIRMED", "PURCHASE_CREATED", "TRAINER_ALLOCATED", "ALLOCATION_PENDING",
+	"SESSIONS_GENERATED", "PURCHASE_REFUNDED", "PURCHASE_CANCELLED"
+};
+
+static void
+check_event_type(const char *event_type)
+{
+	for (int i = 0; i < lengthof(known_event_types); i++)
+		if (strcmp(known_event_types[i], event_type) == 0)
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown kc_flow event type \"%s\"", event_type),
+			 errhint("Known types: PURCHASE_CONFIRMED, PURCHASE_CREATED, TRAINER_ALLOCATED, ALLOCATION_PENDING, "
+					 "SESSIONS_GENERATED, PURCHASE_REFUNDED, PURCHASE_CANCELLED.")));
+}
+
 const char *
 kcf_consumer_for(const char *event_type)
 {
@@ -165,6 +184,7 @@ kcf_emit_event_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event type, correlation id and student id must not be null")));
 	event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	check_event_type(event_type);
 	payload = PG_ARGISNULL(3) ? NULL
 		: DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3)));
 

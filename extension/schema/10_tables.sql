@@ -116,6 +116,8 @@ CREATE UNIQUE INDEX allocations_one_live_per_course
 CREATE INDEX allocations_live_by_trainer
     ON kc_flow.trainer_allocations (trainer_id) WHERE status IN ('approved', 'active');
 CREATE INDEX allocations_by_student ON kc_flow.trainer_allocations (student_id);
+CREATE INDEX allocations_rolling_live ON kc_flow.trainer_allocations (id)
+    WHERE session_mode = 'rolling' AND status IN ('approved', 'active');
 COMMENT ON TABLE kc_flow.trainer_allocations IS
     'which trainer teaches a purchase; pending while no trainer is free (retried), approved once booked';
 

@@ -82,6 +82,12 @@ CREATE FUNCTION kc_flow.payments_check() RETURNS trigger
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
+        IF NEW.student_id IS NULL OR NEW.course_id IS NULL THEN
+            RAISE EXCEPTION 'a payment needs a student and a course'
+                USING ERRCODE = 'not_null_violation',
+                      DETAIL = format('Got student %s, course %s.',
+                                      coalesce(NEW.student_id::text, 'NULL'), coalesce(NEW.course_id::text, 'NULL'));
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM kc_flow.students WHERE id = NEW.student_id) THEN
             RAISE EXCEPTION 'student % does not exist', NEW.student_id
                 USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'payments_student_id_fkey';

@@ -22,6 +22,9 @@ DECLARE
     current text;
     event_id bigint;
 BEGIN
+    IF payment IS NULL THEN
+        RAISE EXCEPTION 'payment id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     SELECT status INTO current FROM kc_flow.payments WHERE id = payment FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % does not exist', payment USING ERRCODE = 'no_data_found';
