@@ -14,7 +14,7 @@ from kcflow_test import World, Listener, connect, one, rows, wait_workers  # noq
 
 N = int(os.environ.get("KC_BENCH_PURCHASES", "2000"))
 CLIENTS = int(os.environ.get("KC_BENCH_CLIENTS", "8"))
-RATE = int(os.environ.get("KC_BENCH_RATE", "500"))
+RATES = [int(r) for r in os.environ.get("KC_BENCH_RATES", "100 300").split()]
 TRAINERS = max(100, N // 10)
 TMP = os.environ["KC_BENCH_TMP"]
 
@@ -115,13 +115,14 @@ def main():
         raise SystemExit("the kc_flow workers did not start")
     limit = run_limit(os.environ["KC_LIMIT_DB"])
     sat = run_pipeline(conn, "saturation (%d clients)" % CLIENTS)
-    fixed = run_pipeline(conn, "fixed load %d/s" % RATE, rate=RATE)
+    fixed = [run_pipeline(conn, "offered load %d/s" % rate, rate=rate) for rate in RATES]
     print()
-    print("kc_flow pipeline, %d purchases per run (tiers 10/20/30), synchronous_commit=on, %d workers"
-          % (N, int(one(conn, "SHOW kc_flow.workers"))))
+    print("kc_flow pipeline, %d purchases per run (tiers 10/20/30), synchronous_commit=%s, %s workers,"
+          " batch_size %s, %d trainers" % (N, one(conn, "SHOW synchronous_commit"), one(conn, "SHOW kc_flow.workers"),
+                                           one(conn, "SHOW kc_flow.batch_size"), TRAINERS))
     print("%-34s %12s %10s %10s %10s" % ("run", "purchases/s", "p50 ms", "p99 ms", "max ms"))
     print("%-34s %12.0f %10s %10s %10s" % ("limit: pgbench same writes, 1 txn", limit["rate"], "-", "-", "-"))
-    for r in (sat, fixed):
+    for r in [sat] + fixed:
         print("%-34s %12.0f %10.1f %10.1f %10.1f" % (r["label"], r["rate"], r["p50"], r["p99"], r["max"]))
     print("ratio at saturation: %.0f%% of the limit (latency: payment commit -> SESSIONS_GENERATED notification)"
           % (100.0 * sat["rate"] / limit["rate"]))

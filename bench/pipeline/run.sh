@@ -2,7 +2,7 @@
 # bench/pipeline/run.sh: the pipeline benchmark.  Starts its own cluster
 # (kc_flow preloaded, synchronous_commit on), measures the limit with pgbench
 # and then the pipeline, and prints a table with the ratio.
-#   KC_BENCH_PURCHASES (2000)  KC_BENCH_CLIENTS (8)  KC_BENCH_RATE (500)
+#   KC_BENCH_CONF (extra postgresql.conf lines)  KC_BENCH_PURCHASES (2000)  KC_BENCH_CLIENTS (8)  KC_BENCH_RATES ("100 300": offered loads, purchases/s)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
@@ -19,7 +19,10 @@ export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test KC_LIMIT_DB=kc_limit 
 export PGPORT=$(kc_free_port 57432)
 trap 'kc_pg_stop "$KC_BENCH_TMP/pg"; rm -rf "$KC_BENCH_TMP"' EXIT
 
-kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" "synchronous_commit = on" "max_wal_size = 4GB" "checkpoint_timeout = 30min"
+# KC_BENCH_CONF: extra postgresql.conf lines, separated by ';' (e.g. "kc_flow.batch_size = 4")
+IFS=';' read -r -a extra_conf <<< "${KC_BENCH_CONF:-}"
+kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" "synchronous_commit = on" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
+  "${extra_conf[@]}"
 kc_pg_start "$KC_BENCH_TMP/pg"
 for db in kc_test kc_limit; do
   psql -q -X -d postgres -c "CREATE DATABASE $db"
