@@ -2,7 +2,7 @@
 // downloaded browser): the page goes live over the WebSocket, a payment confirmed in SQL
 // makes the sessions appear without a reload within 1 s, and a screenshot is kept.
 // Run by test/suites/60_browser.sh, which starts the gateway and passes:
-//   GW_URL, TOKEN, STUDENT, PSQL (a shell command reading SQL on stdin), SHOT (png path)
+//   GW_URL, TOKEN, STUDENT (course and trainers: test/ws/fixture.sql), PSQL (a shell command reading SQL on stdin), SHOT (png path)
 "use strict";
 const { chromium } = require("playwright-core");
 const { execFileSync } = require("child_process");
@@ -45,7 +45,7 @@ function sql(q) {
     await page.evaluate(() => { window.__noReload = 42; });
 
     const payment = sql(
-      "SELECT kc_flow.create_payment('" + process.env.STUDENT + "', 'cccccccc-0000-4000-8000-000000000003', 10, " +
+      "SELECT kc_flow.create_payment('" + process.env.STUDENT + "', 'eeeeeeee-0000-4000-8000-0000000000c1', 10, " +
       "jsonb_build_object('weekdays', jsonb_build_array(2, 6), 'start', lpad((9 + (random() * 9)::int)::text, 2, '0') || ':30', " +
       "'timezone', 'Europe/Berlin'))");
     const t0 = Date.now();
@@ -65,7 +65,7 @@ function sql(q) {
     const trainer = await page.locator("#upcoming tr td").nth(3).textContent();
     report(rows >= 10 && trainer && trainer.length > 0, "upcoming sessions list the course, the session and the trainer (" + trainer + ")", rows);
     const course = await page.locator("#courses tr td").first().textContent();
-    report(course === "Python for Beginners", "the course appears under My courses with its progress", course);
+    report(course === "Realtime Demo Course", "the course appears under My courses with its progress", course);
     await page.screenshot({ path: process.env.SHOT, fullPage: true });
     report(fs.existsSync(process.env.SHOT), "screenshot kept at " + process.env.SHOT);
     report(consoleErrors.length === 0, "no errors in the browser console", consoleErrors.join("\n"));

@@ -25,11 +25,9 @@ if ! $PY -c 'import websockets, psycopg2' 2>/dev/null; then
     echo "not ok - ws: python3-websockets and python3-psycopg2 are installed (test/deps.sh)"
     exit 0
 fi
-# courses and trainers for the demo purchase (fixed ids: load once per database)
-if [ "$(psql -X -Atqc "SELECT count(*) FROM kc_flow.courses WHERE id = 'cccccccc-0000-4000-8000-000000000001'")" = 0 ]; then
-    psql -X -q -v ON_ERROR_STOP=1 -f "$KC_ROOT/scripts/demo_data.sql" >"$WORK/demo.log" 2>&1 ||
-        { echo "not ok - ws: demo data loads"; sed 's/^/# /' "$WORK/demo.log" | tail; }
-fi
+# a course and trainers of our own (other suites leave their data in the shared database)
+psql -X -q -v ON_ERROR_STOP=1 -f "$KC_ROOT/test/ws/fixture.sql" >"$WORK/fixture.log" 2>&1 ||
+    { echo "not ok - ws: test/ws/fixture.sql loads"; sed 's/^/# /' "$WORK/fixture.log" | tail; }
 KC_WS_TMP="$WORK" timeout 300 $PY "$KC_ROOT/test/ws/test_ws.py"
 rc=$?
 [ $rc -eq 124 ] && echo "not ok - ws: tests finished within 300 s"

@@ -40,9 +40,8 @@ echo "ok - browser: chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{p
 
 make -s -C "$KC_ROOT/gateway" >"$WORK/build.log" 2>&1 || { echo "not ok - browser: gateway builds"; exit 0; }
 psql_q() { psql -X -Atq -v ON_ERROR_STOP=1 "$@"; }
-if [ "$(psql_q -c "SELECT count(*) FROM kc_flow.courses WHERE id = 'cccccccc-0000-4000-8000-000000000003'")" = 0 ]; then
-    psql_q -f "$KC_ROOT/scripts/demo_data.sql" >"$WORK/demo.log" 2>&1 || { echo "not ok - browser: demo data loads"; exit 0; }
-fi
+psql_q -f "$KC_ROOT/test/ws/fixture.sql" >"$WORK/fixture.log" 2>&1 ||
+    { echo "not ok - browser: test/ws/fixture.sql loads"; sed 's/^/# /' "$WORK/fixture.log" | tail; exit 0; }
 STUDENT=$(psql_q -c "INSERT INTO kc_flow.students (display_name, timezone) VALUES ('Browser Test', 'Europe/Berlin') RETURNING id")
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -21,6 +21,7 @@ from wslib import (Gateway, FrameReader, db, emit, frame, handshake, log_ids, ne
                    report, token, RESULTS)
 
 TMP = os.environ.get("KC_WS_TMP", "/tmp")
+COURSE = "eeeeeeee-0000-4000-8000-0000000000c1"		# test/ws/fixture.sql
 
 
 async def recv_json(ws, timeout=10):
@@ -308,7 +309,7 @@ def test_demo_route(gw, gw_nodemo, conn):
         async with websockets.connect(gw.ws_url("/api/v1/ws?access_token=" + token(student))) as ws:
             await recv_json(ws)
             st, _, body = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: gw.get("/api/v1/demo/purchase", t, method="POST"))
+                None, lambda: gw.get("/api/v1/demo/purchase?course=" + COURSE, t, method="POST"))
             types = []
             deadline = time.time() + 20
             while "SESSIONS_GENERATED" not in types and time.time() < deadline:
