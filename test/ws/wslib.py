@@ -99,7 +99,8 @@ class Gateway:
             except Exception:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("gateway %s did not become ready" % name)
+        self.stop()
+        raise RuntimeError("gateway %s did not become ready (log: %s)" % (name, self.log_path))
 
     def url(self, path):
         return "http://127.0.0.1:%d%s" % (self.port, path)
