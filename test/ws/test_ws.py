@@ -410,8 +410,12 @@ def main():
     s1, s2, s3, s4, s5 = [new_student(conn, "ws %d" % i) for i in range(5)]
     gw = Gateway(TMP, "main", KC_DEMO="on", KC_WS_PING_INTERVAL=30,
                  KC_REDIS_URL=os.environ["KC_REDIS_URL"].rsplit("/", 1)[0] + "/5")
-    gw_slow = Gateway(TMP, "slow", KC_WS_QUEUE=16, KC_WS_PING_INTERVAL=1, KC_WS_PONG_TIMEOUT=1,
-                      KC_REDIS_URL=os.environ["KC_REDIS_URL"].rsplit("/", 1)[0] + "/6")
+    try:
+        gw_slow = Gateway(TMP, "slow", KC_WS_QUEUE=16, KC_WS_PING_INTERVAL=1, KC_WS_PONG_TIMEOUT=1,
+                          KC_REDIS_URL=os.environ["KC_REDIS_URL"].rsplit("/", 1)[0] + "/6")
+    except Exception:
+        gw.stop()
+        raise
     try:
         check("handshakes", lambda: test_handshakes(gw, s1, s2))
         check("bad frames", lambda: test_bad_frames(gw, s1))
