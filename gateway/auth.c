@@ -11,7 +11,6 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
-#include <errno.h>
 #include <jwt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +157,33 @@ verified_slot(const char *secret, const char *token, size_t len)
 	return &verified.slots[hash_bytes(token, len) % VERIFIED_SLOTS];
 }
 
+/*
+ * Reads a NumericDate claim (exp, nbf): 1 with *out when it is an integer, 0
+ * when absent, -1 when it is anything else. libjwt's jwt_get_grant_int reads
+ * a string or a fraction as 0, which would make any such nbf pass.
+ */
+static int
+claim_int(jwt_t *jwt, const char *name, long *out)
+{
+	char	   *json = jwt_get_grants_json(jwt, name);
+	cJSON	   *v;
+	int			rc = -1;
+
+	if (!json)
+		return 0;
+	v = cJSON_Parse(json);
+	free(json);
+	if (cJSON_IsNumber(v) && v->valuedouble >= -9007199254740992.0 &&
+		v->valuedouble <= 9007199254740992.0 &&
+		(double) (long) v->valuedouble == v->valuedouble)
+	{
+		*out = (long) v->valuedouble;
+		rc = 1;
+	}
+	cJSON_Delete(v);
+	return rc;
+}
+
 /* Every check of kc_auth_verify on the bare token; *exp_out gets exp when OK. */
 static kc_auth_result
 verify_token(const char *secret, const char *token, time_t now,
@@ -166,8 +192,9 @@ verify_token(const char *secret, const char *token, time_t now,
 	jwt_t	   *jwt = NULL;
 	const char *sub;
 	const char *role;
-	long		exp,
-				nbf;
+	long		exp = 0,
+				nbf = 0;
+	int			rc;
 	size_t		dots = 0;
 
 	for (const char *s = token; *s; s++)
@@ -185,12 +212,11 @@ verify_token(const char *secret, const char *token, time_t now,
 			jwt_free(jwt);
 		return KC_AUTH_INVALID;
 	}
-	errno = 0;
-	exp = jwt_get_grant_int(jwt, "exp");
-	if (errno != 0)
+	rc = claim_int(jwt, "exp", &exp);
+	if (rc <= 0)
 	{
 		jwt_free(jwt);
-		*why = "token has no exp claim";
+		*why = rc == 0 ? "token has no exp claim" : "token exp claim is not an integer";
 		return KC_AUTH_INVALID;
 	}
 	if (exp <= now)
@@ -199,12 +225,11 @@ verify_token(const char *secret, const char *token, time_t now,
 		*why = "token expired";
 		return KC_AUTH_EXPIRED;
 	}
-	errno = 0;
-	nbf = jwt_get_grant_int(jwt, "nbf");
-	if (errno == 0 && nbf > now)
+	rc = claim_int(jwt, "nbf", &nbf);
+	if (rc != 0 && (rc < 0 || nbf > now))
 	{
 		jwt_free(jwt);
-		*why = "token not valid yet";
+		*why = rc < 0 ? "token nbf claim is not an integer" : "token not valid yet";
 		return KC_AUTH_INVALID;
 	}
 	sub = jwt_get_grant(jwt, "sub");

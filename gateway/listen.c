@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -116,31 +117,66 @@ apply_event(kc_listener *l, const kc_event_note *ev)
 	return true;
 }
 
+/* True when j is a number holding an integer in [min, 2^53] (exact in a double). */
+static bool
+json_int_in(const cJSON *j, double min, long long *out)
+{
+	double		v;
+
+	if (!cJSON_IsNumber(j))
+		return false;
+	v = j->valuedouble;
+	if (!(v >= min && v <= 9007199254740992.0) || (double) (long long) v != v)
+		return false;
+	*out = (long long) v;
+	return true;
+}
+
+bool
+kc_notify_parse(const char *payload, kc_event_note *ev, kc_notify_buf *buf)
+{
+	cJSON	   *j = cJSON_Parse(payload);
+	const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
+	const cJSON *student = cJSON_GetObjectItemCaseSensitive(j, "student_id");
+	const cJSON *corr = cJSON_GetObjectItemCaseSensitive(j, "correlation_id");
+	long long	id,
+				version;
+	bool		ok;
+
+	ok = json_int_in(cJSON_GetObjectItemCaseSensitive(j, "id"), 1, &id) &&
+		json_int_in(cJSON_GetObjectItemCaseSensitive(j, "version"), 0, &version) &&
+		cJSON_IsString(student) && kc_uuid_normalize(student->valuestring, buf->student);
+	if (ok)
+	{
+		if (cJSON_IsString(type) && type->valuestring[0] &&
+			strlen(type->valuestring) < sizeof(buf->type))
+			strcpy(buf->type, type->valuestring);
+		else
+			strcpy(buf->type, "UNKNOWN");
+		memset(ev, 0, sizeof(*ev));
+		ev->id = id;
+		ev->version = version;
+		ev->type = buf->type;
+		ev->student_id = buf->student;
+		if (cJSON_IsString(corr) && kc_uuid_normalize(corr->valuestring, buf->correlation))
+			ev->correlation_id = buf->correlation;
+	}
+	cJSON_Delete(j);
+	return ok;
+}
+
 /* Applies a NOTIFY payload right away (fast path). */
 static void
 handle_notify(kc_listener *l, const char *payload)
 {
-	cJSON	   *j = cJSON_Parse(payload);
-	const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
-	const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
-	const cJSON *student = cJSON_GetObjectItemCaseSensitive(j, "student_id");
-	const cJSON *corr = cJSON_GetObjectItemCaseSensitive(j, "correlation_id");
-	const cJSON *version = cJSON_GetObjectItemCaseSensitive(j, "version");
 	kc_event_note ev;
+	kc_notify_buf buf;
 
-	if (!cJSON_IsNumber(id) || !cJSON_IsString(student) || !cJSON_IsNumber(version))
+	if (!kc_notify_parse(payload, &ev, &buf))
 	{
 		kc_logf(KC_LOG_WARN, "ignoring malformed notification: %.200s", payload);
-		cJSON_Delete(j);
 		return;
 	}
-	ev.id = (long long) id->valuedouble;
-	ev.type = cJSON_IsString(type) ? type->valuestring : "UNKNOWN";
-	ev.student_id = student->valuestring;
-	ev.correlation_id = cJSON_IsString(corr) ? corr->valuestring : NULL;
-	ev.version = (long long) version->valuedouble;
-	ev.created_at = NULL;
-	ev.payload = NULL;
 	kc_metrics_add(KC_M_EVENTS, 1);
 	if (l->synced && kc_cache_usable(l->cache) && apply_event(l, &ev))
 	{
@@ -149,7 +185,6 @@ handle_notify(kc_listener *l, const char *payload)
 		s->id = ev.id;
 		s->at = wall_now();
 	}
-	cJSON_Delete(j);
 }
 
 /*

@@ -32,6 +32,24 @@ typedef struct kc_event_note
 
 typedef void (*kc_event_fn) (const kc_event_note *ev, void *arg);
 
+/* Where the strings of a parsed notification live. */
+typedef struct kc_notify_buf
+{
+	char		type[64];
+	char		student[37];
+	char		correlation[37];
+} kc_notify_buf;
+
+/*
+ * Reads a NOTIFY payload of kc_flow_events ({"id","type","student_id",
+ * "correlation_id","version"}, any channel user can send one) into ev, its
+ * strings kept in buf. True only when id is an integer in 1..2^53, student_id
+ * a uuid (lower-cased) and version an integer in 0..2^53; a missing or odd
+ * type reads "UNKNOWN", a missing or odd correlation_id NULL. Anything refused
+ * is still applied later by the catch-up, which reads the event log itself.
+ */
+bool		kc_notify_parse(const char *payload, kc_event_note *ev, kc_notify_buf *buf);
+
 kc_listener *kc_listener_start(const char *conninfo, kc_cache *cache,
 							   kc_event_fn on_event, void *arg);
 void		kc_listener_stop(kc_listener *l);

@@ -66,12 +66,13 @@ kc_json_escape(char *buf, size_t cap, const char *s)
 {
 	size_t		n = 0;
 
-	for (; *s; s++)
+	while (*s)
 	{
 		unsigned char c = (unsigned char) *s;
 		char		tmp[8];
 		const char *out = tmp;
 		size_t		olen;
+		size_t		used = 1;
 
 		if (c == '"' || c == '\\')
 		{
@@ -84,6 +85,16 @@ kc_json_escape(char *buf, size_t cap, const char *s)
 			snprintf(tmp, sizeof(tmp), "\\u%04x", c);
 			olen = 6;
 		}
+		else if (c >= 0xc0)
+		{
+			/* a multi-byte UTF-8 character is copied whole or not at all */
+			size_t		want = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+
+			while (used < want && ((unsigned char) s[used] & 0xc0) == 0x80)
+				used++;
+			out = s;
+			olen = used;
+		}
 		else
 		{
 			tmp[0] = (char) c;
@@ -93,6 +104,7 @@ kc_json_escape(char *buf, size_t cap, const char *s)
 			break;
 		memcpy(buf + n, out, olen);
 		n += olen;
+		s += used;
 	}
 	if (cap > 0)
 		buf[n < cap ? n : cap - 1] = '\0';

@@ -48,7 +48,10 @@ void		kc_log_end(kc_logline *l);
 void		kc_logf(kc_log_level level, const char *fmt, ...)
 			__attribute__((format(printf, 2, 3)));
 
-/* Appends s to buf as a JSON string body (no quotes); returns bytes written. */
+/*
+ * Writes s into buf as a JSON string body (no quotes), cut to fit cap but
+ * never inside an escape or a UTF-8 character; returns bytes written.
+ */
 size_t		kc_json_escape(char *buf, size_t cap, const char *s);
 
 #endif

@@ -13,8 +13,38 @@ void		kc_route_home(kc_request *req, kc_response *resp);
 void		kc_route_learning(kc_request *req, kc_response *resp);
 void		kc_route_sessions(kc_request *req, kc_response *resp);
 
+/* The query of /sessions once checked; absent or empty parameters are NULL. */
+typedef struct kc_sessions_query
+{
+	const char *status;
+	const char *from;			/* at most 64 bytes, checked by Postgres */
+	const char *to;
+	const char *after;			/* at most 128 bytes, opaque cursor */
+	long long	limit;			/* 1..200, default 50 */
+} kc_sessions_query;
+
+/* Checks the raw query parameters of /sessions (each may be NULL): NULL when valid, else the 400 message. */
+const char *kc_sessions_query_check(const char *status, const char *from, const char *to,
+									const char *after, const char *limit, kc_sessions_query *q);
+
 /* routes_events.c */
 void		kc_route_events_recent(kc_request *req, kc_response *resp);
+
+/* The query of /events/recent once checked against the caller. */
+typedef struct kc_events_query
+{
+	long long	after;			/* default 0 */
+	long long	limit;			/* 1..1000, default 100 */
+	char		student[37];	/* lower-case uuid; empty: every student's events */
+} kc_events_query;
+
+/*
+ * Checks the raw query parameters of /events/recent (each may be NULL) for
+ * principal p: 0 when valid, else 400 or 403 with *msg. A student always gets
+ * their own id in q->student.
+ */
+int			kc_events_query_check(const char *after, const char *limit, const char *student,
+								  const kc_principal *p, kc_events_query *q, const char **msg);
 
 /* routes_ops.c */
 void		kc_route_healthz(kc_request *req, kc_response *resp);

@@ -13,15 +13,48 @@
 #include "log.h"
 #include "routes.h"
 
+int
+kc_events_query_check(const char *after, const char *limit, const char *student,
+					  const kc_principal *p, kc_events_query *q, const char **msg)
+{
+	memset(q, 0, sizeof(*q));
+	q->limit = 100;
+	if (after && !kc_parse_int_param(after, 0, 9223372036854775806LL, &q->after))
+	{
+		*msg = "after must be a non-negative integer";
+		return 400;
+	}
+	if (limit && !kc_parse_int_param(limit, 1, 1000, &q->limit))
+	{
+		*msg = "limit must be an integer from 1 to 1000";
+		return 400;
+	}
+	if (student && *student && !kc_uuid_normalize(student, q->student))
+	{
+		*msg = "student must be a uuid";
+		return 400;
+	}
+	if (p->authenticated && !p->admin)
+	{
+		/* a student's sub is a normalized uuid (kc_auth_verify) */
+		if ((q->student[0] && strcmp(q->student, p->sub) != 0) ||
+			!kc_uuid_normalize(p->sub, q->student))
+		{
+			*msg = "a student may read only their own events";
+			return 403;
+		}
+	}
+	return 0;
+}
+
 void
 kc_route_events_recent(kc_request *req, kc_response *resp)
 {
-	const char *after_s = kc_req_query(req, "after");
-	const char *limit_s = kc_req_query(req, "limit");
-	const char *student_s = kc_req_query(req, "student");
-	long long	after = 0;
-	long long	limit = 100;
-	char		student[37];
+	kc_events_query q;
+	const char *bad = "";
+	int			status = kc_events_query_check(kc_req_query(req, "after"), kc_req_query(req, "limit"),
+											   kc_req_query(req, "student"), &req->principal, &q, &bad);
+	long long	after = q.after;
 	char		after_buf[24],
 				limit_buf[16];
 	const char *params[3];
@@ -34,35 +67,15 @@ kc_route_events_recent(kc_request *req, kc_response *resp)
 	char	   *body;
 	int			n;
 
-	if (after_s && !kc_parse_int_param(after_s, 0, 9223372036854775806LL, &after))
+	if (status != 0)
 	{
-		kc_resp_error(resp, 400, "bad_request", "after must be a non-negative integer");
+		kc_resp_error(resp, status, status == 403 ? "forbidden" : "bad_request", bad);
 		return;
-	}
-	if (limit_s && !kc_parse_int_param(limit_s, 1, 1000, &limit))
-	{
-		kc_resp_error(resp, 400, "bad_request", "limit must be an integer from 1 to 1000");
-		return;
-	}
-	if (student_s && *student_s && !kc_uuid_normalize(student_s, student))
-	{
-		kc_resp_error(resp, 400, "bad_request", "student must be a uuid");
-		return;
-	}
-	if (req->principal.authenticated && !req->principal.admin)
-	{
-		if (student_s && *student_s && strcmp(student, req->principal.sub) != 0)
-		{
-			kc_resp_error(resp, 403, "forbidden", "a student may read only their own events");
-			return;
-		}
-		strcpy(student, req->principal.sub);
-		student_s = student;
 	}
 	snprintf(after_buf, sizeof(after_buf), "%lld", after);
-	snprintf(limit_buf, sizeof(limit_buf), "%lld", limit);
+	snprintf(limit_buf, sizeof(limit_buf), "%lld", q.limit);
 	params[0] = after_buf;
-	params[1] = student_s && *student_s ? student : NULL;
+	params[1] = q.student[0] ? q.student : NULL;
 	params[2] = limit_buf;
 	st = kc_db_exec(req->app->db, KC_STMT_EVENTS, 3, params, &res, msg, sizeof(msg));
 	if (st == KC_DB_UNAVAILABLE)

@@ -193,16 +193,41 @@ kc_parse_int_param(const char *s, long long min, long long max, long long *out)
 	return true;
 }
 
+const char *
+kc_sessions_query_check(const char *status, const char *from, const char *to,
+						const char *after, const char *limit, kc_sessions_query *q)
+{
+	static const char *const statuses[] = {"scheduled", "completed", "cancelled", "missed"};
+
+	memset(q, 0, sizeof(*q));
+	q->limit = 50;
+	if (status && *status)
+	{
+		bool		known = false;
+
+		for (int i = 0; i < 4; i++)
+			known |= strcmp(status, statuses[i]) == 0;
+		if (!known)
+			return "status must be scheduled, completed, cancelled or missed";
+	}
+	if (limit && !kc_parse_int_param(limit, 1, 200, &q->limit))
+		return "limit must be an integer from 1 to 200";
+	if ((from && strlen(from) > 64) || (to && strlen(to) > 64) || (after && strlen(after) > 128))
+		return "parameter too long";
+	q->status = status && *status ? status : NULL;
+	q->from = from && *from ? from : NULL;
+	q->to = to && *to ? to : NULL;
+	q->after = after && *after ? after : NULL;
+	return NULL;
+}
+
 void
 kc_route_sessions(kc_request *req, kc_response *resp)
 {
-	static const char *const statuses[] = {"scheduled", "completed", "cancelled", "missed"};
-	const char *status = kc_req_query(req, "status");
-	const char *from = kc_req_query(req, "from");
-	const char *to = kc_req_query(req, "to");
-	const char *after = kc_req_query(req, "after");
-	const char *limit_s = kc_req_query(req, "limit");
-	long long	limit = 50;
+	kc_sessions_query q;
+	const char *bad = kc_sessions_query_check(kc_req_query(req, "status"), kc_req_query(req, "from"),
+											  kc_req_query(req, "to"), kc_req_query(req, "after"),
+											  kc_req_query(req, "limit"), &q);
 	char		limit_buf[16];
 	const char *params[6];
 	PGresult   *res;
@@ -211,34 +236,17 @@ kc_route_sessions(kc_request *req, kc_response *resp)
 	size_t		len;
 	char	   *body;
 
-	if (status && *status)
+	if (bad)
 	{
-		bool		known = false;
-
-		for (int i = 0; i < 4; i++)
-			known |= strcmp(status, statuses[i]) == 0;
-		if (!known)
-		{
-			kc_resp_error(resp, 400, "bad_request", "status must be scheduled, completed, cancelled or missed");
-			return;
-		}
-	}
-	if (limit_s && !kc_parse_int_param(limit_s, 1, 200, &limit))
-	{
-		kc_resp_error(resp, 400, "bad_request", "limit must be an integer from 1 to 200");
+		kc_resp_error(resp, 400, "bad_request", bad);
 		return;
 	}
-	if ((from && strlen(from) > 64) || (to && strlen(to) > 64) || (after && strlen(after) > 128))
-	{
-		kc_resp_error(resp, 400, "bad_request", "parameter too long");
-		return;
-	}
-	snprintf(limit_buf, sizeof(limit_buf), "%lld", limit);
+	snprintf(limit_buf, sizeof(limit_buf), "%lld", q.limit);
 	params[0] = req->match.student;
-	params[1] = status && *status ? status : NULL;
-	params[2] = from && *from ? from : NULL;
-	params[3] = to && *to ? to : NULL;
-	params[4] = after && *after ? after : NULL;
+	params[1] = q.status;
+	params[2] = q.from;
+	params[3] = q.to;
+	params[4] = q.after;
 	params[5] = limit_buf;
 	st = kc_db_exec(req->app->db, KC_STMT_SESSIONS, 6, params, &res, msg, sizeof(msg));
 	if (st != KC_DB_OK)

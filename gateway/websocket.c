@@ -151,9 +151,8 @@ kc_ws_on_event(const kc_event_note *ev, void *arg)
 		kc_ws_hub_post_event(app->ws, m);
 }
 
-/* True when the comma-separated header value has token (case-insensitive). */
-static bool
-has_token(const char *value, const char *token)
+bool
+kc_header_has_token(const char *value, const char *token)
 {
 	size_t		tl = strlen(token);
 
@@ -177,9 +176,9 @@ has_token(const char *value, const char *token)
 	return false;
 }
 
-/* A valid Sec-WebSocket-Key is the base64 of 16 bytes: 22 chars and "==". */
-static bool
-valid_key(const char *key)
+/* The base64 of 16 bytes is 22 chars and "==". */
+bool
+kc_ws_key_valid(const char *key)
 {
 	if (!key || strlen(key) != 24 || strcmp(key + 22, "==") != 0)
 		return false;
@@ -334,16 +333,16 @@ kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
 		resp->retry_after = app->cfg->retry_after;
 		return NULL;
 	}
-	if (!has_token(upgrade, "websocket"))
+	if (!kc_header_has_token(upgrade, "websocket"))
 		return version_required(code);
-	if (!has_token(kc_req_header(req, "Connection"), "upgrade"))
+	if (!kc_header_has_token(kc_req_header(req, "Connection"), "upgrade"))
 	{
 		kc_resp_error(resp, 400, "bad_request", "a WebSocket handshake needs Connection: Upgrade");
 		return NULL;
 	}
 	if (!version || strcmp(version, "13") != 0)
 		return version_required(code);
-	if (!valid_key(key))
+	if (!kc_ws_key_valid(key))
 	{
 		kc_resp_error(resp, 400, "bad_request", "Sec-WebSocket-Key must be the base64 of 16 bytes");
 		return NULL;

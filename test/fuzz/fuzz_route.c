@@ -1,0 +1,59 @@
+/*
+ * fuzz_route.c - the router (kc_route_match), If-None-Match matching
+ * (kc_etag_matches) and the CORS origin list (kc_cors_allowed) of http.c.
+ * Input: path \0 If-None-Match \0 CORS list \0 Origin.
+ * Promises checked: a student route names a lower-case uuid taken from the
+ * path, or is flagged bad; only student routes name a student; a CORS match
+ * means the origin is in the list (or the list is "*").
+ */
+#include <ctype.h>
+#include <strings.h>
+
+#include "fuzz.h"
+#include "http.h"
+
+static int
+is_student_route(kc_route_id r)
+{
+	return r == KC_ROUTE_HOME || r == KC_ROUTE_LEARNING || r == KC_ROUTE_SESSIONS;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	fuzz_fields ff;
+	kc_match	m;
+	const char *path,
+			   *inm,
+			   *list,
+			   *origin;
+
+	fuzz_split(&ff, data, size);
+	path = ff.f[0];
+	inm = ff.f[1];
+	list = ff.f[2];
+	origin = ff.f[3];
+
+	kc_route_match(path, &m);
+	FUZZ_CHECK(m.route >= 0 && m.route < KC_ROUTE_COUNT);
+	FUZZ_CHECK(m.has_student == is_student_route(m.route));
+	if (m.has_student && !m.bad_id)
+	{
+		FUZZ_CHECK(strlen(m.student) == 36);
+		for (int i = 0; i < 36; i++)
+			FUZZ_CHECK(i == 8 || i == 13 || i == 18 || i == 23 ? m.student[i] == '-' :
+					   isxdigit((unsigned char) m.student[i]) && !isupper((unsigned char) m.student[i]));
+		/* the id is the path segment after /api/v1/students/, case aside */
+		FUZZ_CHECK(strncasecmp(path + strlen("/api/v1/students/"), m.student, 36) == 0);
+	}
+	if (!m.has_student)
+		FUZZ_CHECK(m.student[0] == '\0' && !m.bad_id);
+
+	(void) kc_etag_matches(inm, "\"v42\"");
+	if (inm && path[0])
+		(void) kc_etag_matches(inm, path);
+	if (kc_cors_allowed(list, origin) && origin[0])
+		FUZZ_CHECK(strcmp(list, "*") == 0 || strstr(list, origin) != NULL);
+	fuzz_free(&ff);
+	return 0;
+}
