@@ -1,7 +1,8 @@
 /*
  * test_unit.c - unit tests of the gateway's pure parts: router, ETag matching,
  * CORS origin lists, configuration (defaults, environment, flags, errors),
- * Redis URL parsing, JSON escaping and JWT verification (HS256 only, exp, sub).
+ * Redis URL parsing, JSON escaping, JWT verification (HS256 only, exp, nbf, sub),
+ * the query checks of the student and event routes and NOTIFY payloads.
  * Prints one "ok - name" / "not ok - name" line per check (the suite format).
  */
 #include <stdio.h>
@@ -15,7 +16,9 @@
 #include "cache.h"
 #include "config.h"
 #include "http.h"
+#include "listen.h"
 #include "log.h"
+#include "routes.h"
 
 static int failures;
 
@@ -156,6 +159,25 @@ test_log_escape(void)
 
 	kc_json_escape(buf, sizeof(buf), "a\"b\\c\n");
 	check(strcmp(buf, "a\\\"b\\\\c\\u000a") == 0, "log: JSON escaping");
+	kc_json_escape(buf, 3, "a\xc3\xa9");
+	check(strcmp(buf, "a") == 0, "log: JSON escaping never cuts a UTF-8 character");
+	kc_json_escape(buf, 4, "a\xc3\xa9");
+	check(strcmp(buf, "a\xc3\xa9") == 0, "log: a UTF-8 character that fits is kept");
+}
+
+/* An HS256 token with the claims given as JSON, signed with k3y. */
+static char *
+sign_claims(const char *json)
+{
+	jwt_t	   *j;
+	char	   *out;
+
+	jwt_new(&j);
+	jwt_add_grants_json(j, json);
+	jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *) "k3y", 3);
+	out = jwt_encode_str(j);
+	jwt_free(j);
+	return out;
 }
 
 /* Signs claims with an arbitrary algorithm and key using libjwt directly. */
@@ -243,6 +265,30 @@ test_auth(void)
 			  "auth: a token differing from a remembered one is verified afresh");
 		free(t);
 	}
+	{
+		/* NumericDate claims must be integers (libjwt alone reads "nbf":"x" as 0) */
+		char		json[256];
+
+		snprintf(json, sizeof(json), "{\"sub\":\"%s\",\"exp\":%ld,\"nbf\":\"later\"}", s1,
+				 (long) time(NULL) + 60);
+		t = sign_claims(json);
+		check(verify(t, &p) == KC_AUTH_INVALID, "auth: an nbf that is not an integer is refused");
+		free(t);
+		snprintf(json, sizeof(json), "{\"sub\":\"%s\",\"exp\":%ld,\"nbf\":%ld}", s1,
+				 (long) time(NULL) + 60, (long) time(NULL) + 30);
+		t = sign_claims(json);
+		check(verify(t, &p) == KC_AUTH_INVALID, "auth: an nbf in the future is refused");
+		free(t);
+		snprintf(json, sizeof(json), "{\"sub\":\"%s\",\"exp\":%ld,\"nbf\":%ld}", s1,
+				 (long) time(NULL) + 60, (long) time(NULL) - 30);
+		t = sign_claims(json);
+		check(verify(t, &p) == KC_AUTH_OK, "auth: an nbf in the past is accepted");
+		free(t);
+		snprintf(json, sizeof(json), "{\"sub\":\"%s\",\"exp\":\"%ld\"}", s1, (long) time(NULL) + 60);
+		t = sign_claims(json);
+		check(verify(t, &p) == KC_AUTH_INVALID, "auth: an exp that is not an integer is refused");
+		free(t);
+	}
 	check(kc_auth_verify("k3y", NULL, time(NULL), &p, &why) == KC_AUTH_MISSING, "auth: missing header");
 	check(kc_auth_verify("k3y", "Basic abc", time(NULL), &p, &why) == KC_AUTH_MISSING, "auth: non-bearer scheme");
 	check(kc_auth_verify("k3y", "Bearer a.b", time(NULL), &p, &why) == KC_AUTH_INVALID, "auth: malformed token");
@@ -258,6 +304,62 @@ test_auth(void)
 	}
 }
 
+static void
+test_queries(void)
+{
+	kc_sessions_query sq;
+	kc_events_query eq;
+	kc_principal student = {true, false, "11111111-1111-4111-8111-111111111111"};
+	kc_principal admin = {true, true, "ops"};
+	const char *msg = NULL;
+	char		longer[80];
+
+	check(kc_sessions_query_check(NULL, NULL, NULL, NULL, NULL, &sq) == NULL && sq.limit == 50 &&
+		  !sq.status && !sq.after, "sessions query: defaults");
+	check(kc_sessions_query_check("missed", "", "2024-01-01", "abc", "200", &sq) == NULL &&
+		  strcmp(sq.status, "missed") == 0 && sq.from == NULL && sq.limit == 200, "sessions query: values, empty is absent");
+	check(kc_sessions_query_check("done", NULL, NULL, NULL, NULL, &sq) != NULL, "sessions query: unknown status");
+	check(kc_sessions_query_check(NULL, NULL, NULL, NULL, "201", &sq) != NULL &&
+		  kc_sessions_query_check(NULL, NULL, NULL, NULL, "+5", &sq) != NULL, "sessions query: limit 1..200, digits only");
+	memset(longer, 'x', 65);
+	longer[65] = '\0';
+	check(kc_sessions_query_check(NULL, longer, NULL, NULL, NULL, &sq) != NULL, "sessions query: from too long");
+	check(kc_events_query_check(NULL, NULL, NULL, &admin, &eq, &msg) == 0 && eq.after == 0 &&
+		  eq.limit == 100 && eq.student[0] == '\0', "events query: admin defaults read every student");
+	check(kc_events_query_check("7", "1000", NULL, &student, &eq, &msg) == 0 && eq.after == 7 &&
+		  strcmp(eq.student, student.sub) == 0, "events query: a student reads their own events");
+	check(kc_events_query_check(NULL, NULL, "22222222-2222-4222-8222-222222222222", &student, &eq, &msg) == 403,
+		  "events query: another student is 403");
+	check(kc_events_query_check("-1", NULL, NULL, &admin, &eq, &msg) == 400 &&
+		  kc_events_query_check(NULL, "0", NULL, &admin, &eq, &msg) == 400 &&
+		  kc_events_query_check(NULL, NULL, "nope", &admin, &eq, &msg) == 400, "events query: bad after, limit, student");
+}
+
+static void
+test_notify(void)
+{
+	kc_event_note ev;
+	kc_notify_buf buf;
+
+	check(kc_notify_parse("{\"id\":17,\"type\":\"PURCHASE_CONFIRMED\","
+						  "\"student_id\":\"11111111-AAAA-4111-8111-111111111111\","
+						  "\"correlation_id\":\"22222222-2222-4222-8222-222222222222\",\"version\":3}", &ev, &buf) &&
+		  ev.id == 17 && ev.version == 3 && strcmp(ev.type, "PURCHASE_CONFIRMED") == 0 &&
+		  strcmp(ev.student_id, "11111111-aaaa-4111-8111-111111111111") == 0 && ev.correlation_id != NULL,
+		  "notify: a payload of the extension is read");
+	check(kc_notify_parse("{\"id\":1,\"student_id\":\"11111111-1111-4111-8111-111111111111\",\"version\":0}",
+						  &ev, &buf) && strcmp(ev.type, "UNKNOWN") == 0 && ev.correlation_id == NULL,
+		  "notify: type and correlation id are optional");
+	check(!kc_notify_parse("{\"id\":-5,\"student_id\":\"11111111-1111-4111-8111-111111111111\",\"version\":1}",
+						   &ev, &buf), "notify: a negative id is refused");
+	check(!kc_notify_parse("{\"id\":1e300,\"student_id\":\"11111111-1111-4111-8111-111111111111\",\"version\":1}",
+						   &ev, &buf), "notify: an id beyond 2^53 is refused");
+	check(!kc_notify_parse("{\"id\":2,\"student_id\":\"11111111-1111-4111-8111-111111111111\",\"version\":1.5}",
+						   &ev, &buf), "notify: a fractional version is refused");
+	check(!kc_notify_parse("{\"id\":2,\"student_id\":\"*\",\"version\":1}", &ev, &buf) &&
+		  !kc_notify_parse("not json", &ev, &buf), "notify: a student that is not a uuid is refused");
+}
+
 int
 main(void)
 {
@@ -268,6 +370,8 @@ main(void)
 	test_redis_url();
 	test_log_escape();
 	test_auth();
+	test_queries();
+	test_notify();
 	printf("# unit: %d failed\n", failures);
 	return failures ? 1 : 0;
 }
