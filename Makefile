@@ -31,3 +31,7 @@ test:
 
 run:
 	bash scripts/run-demo.sh
+
+.PHONY: soak
+soak:
+	bash test/faults/soak.sh
