@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# bench/system/run.sh: the whole system at fixed offered loads: payment commit ->
+# home JSON showing the sessions, fetched through kc-gateway right after the
+# WebSocket push, beside the pipeline alone (commit -> NOTIFY).  Starts its own
+# Postgres (synchronous_commit on), Redis and gateway on loopback.
+#   KC_BENCH_PURCHASES (1000)  KC_BENCH_RATES ("50 200")
+set -euo pipefail
+KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$KC_ROOT"
+source test/cluster.sh
+bash test/deps.sh
+make -s >/dev/null && make -s install >/dev/null
+
+exec 9>/tmp/kc_bench.lock
+flock 9
+export KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"
+export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test KC_ROOT
+export PGPORT=$(kc_free_port 57532) GW_PORT=$(kc_free_port 58080)
+REDIS_PORT=$(kc_free_port 58379)
+export KC_JWT_SECRET=bench-system-secret
+GW_PID=
+cleanup() {
+  [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
+  kc_redis_stop "$KC_BENCH_TMP"
+  kc_pg_stop "$KC_BENCH_TMP/pg"
+  rm -rf "$KC_BENCH_TMP"
+}
+trap cleanup EXIT
+
+kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" "synchronous_commit = on"
+kc_pg_start "$KC_BENCH_TMP/pg"
+psql -q -X -d postgres -c "CREATE DATABASE kc_test"
+psql -q -X -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
+kc_redis_start "$KC_BENCH_TMP" "$REDIS_PORT"
+KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/kc_test" KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
+  KC_LISTEN="127.0.0.1:$GW_PORT" KC_LOG_LEVEL=warn gateway/kc-gateway 2>"$KC_BENCH_TMP/gateway.log" &
+GW_PID=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GW_PORT/readyz" >/dev/null && break; sleep 0.1; done
+/usr/bin/python3 bench/system/system_bench.py

@@ -1,0 +1,146 @@
+"""system_bench: the whole system, as a student sees it.  For each payment,
+the time from its commit to a home JSON that shows its sessions, fetched
+through kc-gateway right after the WebSocket push of SESSIONS_GENERATED;
+at fixed offered loads.  Beside it, the same payments' time to the
+SESSIONS_GENERATED notification straight from Postgres (the pipeline alone).
+
+Run by bench/system/run.sh, which starts Postgres, Redis and the gateway."""
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import websockets
+
+sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "test", "pipeline"))
+from kcflow_test import World, Listener, connect, rows, wait_workers  # noqa: E402
+
+N = int(os.environ.get("KC_BENCH_PURCHASES", "1000"))
+RATES = [int(r) for r in os.environ.get("KC_BENCH_RATES", "50 200").split()]
+GW = "127.0.0.1:" + os.environ["GW_PORT"]
+SECRET = os.environ["KC_JWT_SECRET"]
+TMP = os.environ["KC_BENCH_TMP"]
+
+
+def token():
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(b'{"alg":"HS256","typ":"JWT"}')
+    body = b64(json.dumps({"sub": "bench", "role": "admin", "exp": int(time.time()) + 3600}).encode())
+    sig = hmac.new(SECRET.encode(), (head + "." + body).encode(), hashlib.sha256).digest()
+    return head + "." + body + "." + b64(sig)
+
+
+TOKEN = token()
+
+
+def home_shows(student, payment_sessions):
+    """GET the student's home; True when its upcoming sessions include the new course's."""
+    req = urllib.request.Request("http://%s/api/v1/students/%s/home" % (GW, student),
+                                 headers={"Authorization": "Bearer " + TOKEN})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        home = json.loads(r.read())
+        cache = r.headers.get("X-Cache")
+    return home["overview"]["upcoming_sessions"] >= payment_sessions, cache
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
+
+
+async def watch(world, tiers, results, stale, done_event):
+    """Operator feed: on each SESSIONS_GENERATED of ours, fetch that student's home."""
+    loop = asyncio.get_running_loop()
+    students = set(world.students)
+    url = "ws://%s/api/v1/ws?after=%d&access_token=%s" % (GW, world.after, TOKEN)
+    async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+        while len(results) < len(students):
+            msg = json.loads(await ws.recv())
+            if msg.get("type") != "event" or msg.get("event_type") != "SESSIONS_GENERATED":
+                continue
+            student = world.student_of.get(msg.get("correlation_id"))
+            if student not in students or student in results:
+                continue
+
+            async def fetch(student=student, payment=msg["correlation_id"]):
+                ok, cache = await loop.run_in_executor(None, home_shows, student, tiers[payment])
+                if not ok:
+                    stale.append((student, cache))
+                results[student] = (time.time(), payment)
+            asyncio.ensure_future(fetch())
+    done_event.set()
+
+
+def run(conn, rate):
+    world = World(conn, trainers=max(100, N // 10), students=N, capacity=20)
+    payments = world.payments()
+    world.student_of = {p: s for p, s in zip(payments, world.students)}
+    tiers = {p: (10, 20, 30)[i % 3] for i, p in enumerate(payments)}
+    world.after = rows(conn, "SELECT coalesce(max(id), 0) FROM kc_flow.events")[0][0]
+    listener = Listener()
+    notified = {}
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            listener.poll(0.05)
+            while listener.events:
+                t, e = listener.events.pop(0)
+                if e["type"] == "SESSIONS_GENERATED":
+                    notified.setdefault(e["correlation_id"], t)
+
+    th = threading.Thread(target=listen, daemon=True)
+    th.start()
+    results, stale = {}, []
+    done = threading.Event()
+    loop = asyncio.new_event_loop()
+    wt = threading.Thread(target=lambda: loop.run_until_complete(watch(world, tiers, results, stale, done)),
+                          daemon=True)
+    wt.start()
+    time.sleep(0.5)             # the socket is up and replaying
+    script = os.path.join(TMP, "confirm.sql")
+    with open(script, "w") as f:
+        f.write("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = (SELECT id FROM kc_flow.payments"
+                " WHERE status = 'pending' AND course_id = ':course' LIMIT 1 FOR UPDATE SKIP LOCKED);\n")
+    subprocess.run(["pgbench", "-n", "-c", "4", "-j", "2", "-t", str(N // 4), "-R", str(rate),
+                    "-D", "course=" + world.course, "-f", script], check=True, capture_output=True)
+    done.wait(120)
+    time.sleep(0.2)
+    stop.set()
+    th.join()
+    succeeded = dict(rows(conn, "SELECT id::text, extract(epoch FROM succeeded_at) FROM kc_flow.payments"
+                                " WHERE course_id = %s AND status = 'succeeded'", (world.course,)))
+    home = [(t - float(succeeded[p])) * 1000 for t, p in results.values()]
+    pipe = [(t - float(succeeded[p])) * 1000 for p, t in notified.items() if p in succeeded]
+    listener.close()
+    return {"rate": rate, "n": len(home), "stale": len(stale),
+            "home": (percentile(home, 50), percentile(home, 99)),
+            "pipe": (percentile(pipe, 50), percentile(pipe, 99))}
+
+
+def main():
+    conn = connect()
+    if not wait_workers(conn):
+        raise SystemExit("workers did not start")
+    out = [run(conn, r) for r in RATES]
+    print()
+    print("kc_flow whole system: payment commit -> home JSON (via kc-gateway, after the WebSocket push)"
+          " showing the new sessions; %d purchases per run" % N)
+    print("%-16s %9s %14s %14s %16s %16s" % ("offered load", "payments", "home p50 ms", "home p99 ms",
+                                              "NOTIFY p50 ms", "NOTIFY p99 ms"))
+    for r in out:
+        print("%-16s %9d %14.1f %14.1f %16.1f %16.1f" % ("%d/s" % r["rate"], r["n"], r["home"][0], r["home"][1],
+                                                        r["pipe"][0], r["pipe"][1]))
+    stale = sum(r["stale"] for r in out)
+    print("home fetches right after the push that did not yet show the sessions: %d" % stale)
+
+
+main()
