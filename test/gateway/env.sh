@@ -17,6 +17,9 @@ kc_free_port() {
 
 # kc_pg_start DIR PORT [DB] [noworkers]: initdb (once), start with kc_flow preloaded, create DB
 # with kc_flow. "noworkers" sets kc_flow.workers = 0: kc_flow.run_pending drives the pipeline.
+# synchronous_commit stays on: a crash of a server process must not lose acknowledged commits
+# (the fault tests check exactly that); fsync is off, which only an operating-system crash
+# could expose, to keep the tests fast.
 kc_pg_start() {
     local dir=$1 port=$2 db=${3:-kc_test} workers=2
     [ "${4:-}" = noworkers ] && workers=0
@@ -33,7 +36,7 @@ shared_preload_libraries = 'kc_flow'
 kc_flow.workers = $workers
 kc_flow.database = '$db'
 fsync = off
-synchronous_commit = off
+synchronous_commit = on
 full_page_writes = off
 max_connections = 200
 CONF
