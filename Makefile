@@ -3,6 +3,7 @@
 #   make install    install the extension into the server found by PG_CONFIG
 #   make test       everything (installs what it needs, starts throwaway servers)
 #   make run        the system with demo data
+#   make bench      every benchmark, beside the machine's own limits (docs/benchmarks.md)
 
 EXTENSION   = kc_flow
 MODULE_big  = kc_flow
@@ -22,7 +23,7 @@ kc_flow--0.1.0.sql: $(sort $(wildcard extension/schema/*.sql))
 	cat $^ > $@
 
 all: gateway
-.PHONY: gateway test run
+.PHONY: gateway test run bench
 gateway:
 	@if [ -f gateway/Makefile ] && [ -z "$(NO_GATEWAY)" ]; then $(MAKE) -C gateway; fi
 
@@ -31,6 +32,9 @@ test:
 
 run:
 	bash scripts/run-demo.sh
+
+bench:
+	bash bench/run_all.sh
 
 .PHONY: soak
 soak:
