@@ -74,7 +74,8 @@ KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_test" \
 KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
     "$KC_ROOT/test/gateway/test_cache_race" "$RACE_STUDENT"
 
-GW_BIN="$KC_ROOT/gateway/kc-gateway" GW_STATIC="$KC_ROOT/gateway/static" GW_TMP="$WORK" \
+# KC_GATEWAY_BIN: another build of the gateway to test (test/suites/45_gateway_asan.sh)
+GW_BIN="${KC_GATEWAY_BIN:-$KC_ROOT/gateway/kc-gateway}" GW_STATIC="$KC_ROOT/gateway/static" GW_TMP="$WORK" \
 PG_PORT=$PG_PORT PG_DIR=$PG_DIR PG_DB=kc_test REDIS_PORT=$REDIS_PORT REDIS_DIR=$REDIS_DIR ENV_SH=$ENV_SH \
     timeout 600 python3 "$KC_ROOT/test/gateway/test_gateway.py"
 rc=$?
