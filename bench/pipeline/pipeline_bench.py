@@ -14,9 +14,8 @@ from kcflow_test import World, Listener, connect, one, rows, wait_workers  # noq
 
 N = int(os.environ.get("KC_BENCH_PURCHASES", "2000"))
 CLIENTS = int(os.environ.get("KC_BENCH_CLIENTS", "8"))
-RATES = [int(r) for r in os.environ.get("KC_BENCH_RATES", "100 300").split()]
 TRAINERS = max(100, N // 10)
-TMP = os.environ["KC_BENCH_TMP"]
+TMP = os.environ.get("KC_BENCH_TMP", "/tmp")
 
 
 def pgbench(db, script, transactions, clients, rate=None, define=None):
@@ -110,12 +109,13 @@ def run_limit(limit_db):
 
 
 def main():
+    rates = [int(r) for r in os.environ.get("KC_BENCH_RATES", "100 300").split()]
     conn = connect()
     if not wait_workers(conn):
         raise SystemExit("the kc_flow workers did not start")
     limit = run_limit(os.environ["KC_LIMIT_DB"])
     sat = run_pipeline(conn, "saturation (%d clients)" % CLIENTS)
-    fixed = [run_pipeline(conn, "offered load %d/s" % rate, rate=rate) for rate in RATES]
+    fixed = [run_pipeline(conn, "offered load %d/s" % rate, rate=rate) for rate in rates]
     print()
     print("kc_flow pipeline, %d purchases per run (tiers 10/20/30), synchronous_commit=%s, %s workers,"
           " batch_size %s, %d trainers" % (N, one(conn, "SHOW synchronous_commit"), one(conn, "SHOW kc_flow.workers"),
@@ -128,4 +128,5 @@ def main():
           % (100.0 * sat["rate"] / limit["rate"]))
 
 
-main()
+if __name__ == "__main__":
+    main()

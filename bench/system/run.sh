@@ -3,7 +3,8 @@
 # home JSON showing the sessions, fetched through kc-gateway right after the
 # WebSocket push, beside the pipeline alone (commit -> NOTIFY).  Starts its own
 # Postgres (synchronous_commit on), Redis and gateway on loopback.
-#   KC_BENCH_PURCHASES (1000)  KC_BENCH_RATES ("50 200")
+# The limit beside it: pgbench doing the same writes in one transaction per purchase.
+#   KC_BENCH_PURCHASES (1000)  KC_BENCH_RATES ("50 200 max"; max: saturation)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
@@ -30,8 +31,12 @@ trap cleanup EXIT
 
 kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" "synchronous_commit = on"
 kc_pg_start "$KC_BENCH_TMP/pg"
-psql -q -X -d postgres -c "CREATE DATABASE kc_test"
-psql -q -X -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
+for db in kc_test kc_limit; do
+  psql -q -X -d postgres -c "CREATE DATABASE $db"
+  psql -q -X -d "$db" -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
+done
+psql -q -X -d kc_limit -f bench/pipeline/same_writes.sql
+export KC_LIMIT_DB=kc_limit
 kc_redis_start "$KC_BENCH_TMP" "$REDIS_PORT"
 KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/kc_test" KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
   KC_LISTEN="127.0.0.1:$GW_PORT" KC_LOG_LEVEL=warn gateway/kc-gateway 2>"$KC_BENCH_TMP/gateway.log" &

@@ -20,10 +20,12 @@ import urllib.request
 import websockets
 
 sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "test", "pipeline"))
+sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "bench", "pipeline"))
 from kcflow_test import World, Listener, connect, rows, wait_workers  # noqa: E402
+from pipeline_bench import run_limit  # noqa: E402
 
 N = int(os.environ.get("KC_BENCH_PURCHASES", "1000"))
-RATES = [int(r) for r in os.environ.get("KC_BENCH_RATES", "50 200").split()]
+RATES = os.environ.get("KC_BENCH_RATES", "50 200 max").split()     # purchases/s, or max: saturation
 GW = "127.0.0.1:" + os.environ["GW_PORT"]
 SECRET = os.environ["KC_JWT_SECRET"]
 TMP = os.environ["KC_BENCH_TMP"]
@@ -110,8 +112,11 @@ def run(conn, rate):
     with open(script, "w") as f:
         f.write("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = (SELECT id FROM kc_flow.payments"
                 " WHERE status = 'pending' AND course_id = ':course' LIMIT 1 FOR UPDATE SKIP LOCKED);\n")
-    subprocess.run(["pgbench", "-n", "-c", "4", "-j", "2", "-t", str(N // 4), "-R", str(rate),
-                    "-D", "course=" + world.course, "-f", script], check=True, capture_output=True)
+    t0 = time.time()
+    args = ["pgbench", "-n", "-c", "4", "-j", "2", "-t", str(N // 4), "-D", "course=" + world.course, "-f", script]
+    if rate != "max":
+        args += ["-R", rate]
+    subprocess.run(args, check=True, capture_output=True)
     done.wait(120)
     time.sleep(0.2)
     stop.set()
@@ -121,7 +126,8 @@ def run(conn, rate):
     home = [(t - float(succeeded[p])) * 1000 for t, p in results.values()]
     pipe = [(t - float(succeeded[p])) * 1000 for p, t in notified.items() if p in succeeded]
     listener.close()
-    return {"rate": rate, "n": len(home), "stale": len(stale),
+    end = max(t for t, _ in results.values())
+    return {"rate": rate, "n": len(home), "stale": len(stale), "per_s": len(home) / (end - t0),
             "home": (percentile(home, 50), percentile(home, 99)),
             "pipe": (percentile(pipe, 50), percentile(pipe, 99))}
 
@@ -130,15 +136,23 @@ def main():
     conn = connect()
     if not wait_workers(conn):
         raise SystemExit("workers did not start")
+    limit = run_limit(os.environ["KC_LIMIT_DB"])
     out = [run(conn, r) for r in RATES]
     print()
     print("kc_flow whole system: payment commit -> home JSON (via kc-gateway, after the WebSocket push)"
           " showing the new sessions; %d purchases per run" % N)
-    print("%-16s %9s %14s %14s %16s %16s" % ("offered load", "payments", "home p50 ms", "home p99 ms",
-                                              "NOTIFY p50 ms", "NOTIFY p99 ms"))
+    print("%-16s %9s %12s %12s %12s %14s %14s" % ("offered load", "payments", "purchases/s", "home p50 ms",
+                                                   "home p99 ms", "NOTIFY p50 ms", "NOTIFY p99 ms"))
+    print("%-16s %9d %12.0f %12s %12s %14s %14s" % ("limit (pgbench)", limit["purchases"], limit["rate"],
+                                                     "-", "-", "-", "-"))
     for r in out:
-        print("%-16s %9d %14.1f %14.1f %16.1f %16.1f" % ("%d/s" % r["rate"], r["n"], r["home"][0], r["home"][1],
-                                                        r["pipe"][0], r["pipe"][1]))
+        print("%-16s %9d %12.0f %12.1f %12.1f %14.1f %14.1f"
+              % (r["rate"] if r["rate"] == "max" else r["rate"] + "/s", r["n"], r["per_s"],
+                 r["home"][0], r["home"][1], r["pipe"][0], r["pipe"][1]))
+    sat = [r for r in out if r["rate"] == "max"]
+    if sat:
+        print("saturation: %.0f%% of the limit (pgbench doing the same writes in one transaction per purchase)"
+              % (100.0 * sat[0]["per_s"] / limit["rate"]))
     stale = sum(r["stale"] for r in out)
     print("home fetches right after the push that did not yet show the sessions: %d" % stale)
 
