@@ -7,6 +7,7 @@ SESSIONS_GENERATED notification straight from Postgres (the pipeline alone).
 Run by bench/system/run.sh, which starts Postgres, Redis and the gateway."""
 import asyncio
 import base64
+import faulthandler
 import hashlib
 import hmac
 import json
@@ -41,6 +42,7 @@ def token():
 
 
 TOKEN = token()
+faulthandler.register(__import__("signal").SIGUSR1)     # kill -USR1 shows where it waits
 
 
 def home_shows(student, payment_sessions):
@@ -58,27 +60,36 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
 
 
-async def watch(world, tiers, results, stale, done_event):
-    """Operator feed: on each SESSIONS_GENERATED of ours, fetch that student's home."""
+async def watch(world, tiers, results, stale, reconnects):
+    """Operator feed: on each SESSIONS_GENERATED of ours, fetch that student's home.  A
+    feed that falls behind is closed by the gateway (1008); like any client, it then
+    reconnects with after= the last id it saw, and misses nothing."""
     loop = asyncio.get_running_loop()
     students = set(world.students)
-    url = "ws://%s/api/v1/ws?after=%d&access_token=%s" % (GW, world.after, TOKEN)
-    async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
-        while len(results) < len(students):
-            msg = json.loads(await ws.recv())
-            if msg.get("type") != "event" or msg.get("event_type") != "SESSIONS_GENERATED":
-                continue
-            student = world.student_of.get(msg.get("correlation_id"))
-            if student not in students or student in results:
-                continue
+    last = world.after
+    while len(results) < len(students):
+        url = "ws://%s/api/v1/ws?after=%d&access_token=%s" % (GW, last, TOKEN)
+        try:
+            async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+                while len(results) < len(students):
+                    msg = json.loads(await ws.recv())
+                    if msg.get("type") != "event":
+                        continue
+                    last = max(last, msg["id"])
+                    if msg.get("event_type") != "SESSIONS_GENERATED":
+                        continue
+                    student = world.student_of.get(msg.get("correlation_id"))
+                    if student not in students or student in results:
+                        continue
 
-            async def fetch(student=student, payment=msg["correlation_id"]):
-                ok, cache = await loop.run_in_executor(None, home_shows, student, tiers[payment])
-                if not ok:
-                    stale.append((student, cache))
-                results[student] = (time.time(), payment)
-            asyncio.ensure_future(fetch())
-    done_event.set()
+                    async def fetch(student=student, payment=msg["correlation_id"]):
+                        ok, cache = await loop.run_in_executor(None, home_shows, student, tiers[payment])
+                        if not ok:
+                            stale.append((student, cache))
+                        results[student] = (time.time(), payment)
+                    asyncio.ensure_future(fetch())
+        except websockets.ConnectionClosed:
+            reconnects.append(last)
 
 
 def run(conn, rate):
@@ -101,11 +112,10 @@ def run(conn, rate):
 
     th = threading.Thread(target=listen, daemon=True)
     th.start()
-    results, stale = {}, []
-    done = threading.Event()
+    results, stale, reconnects = {}, [], []
     loop = asyncio.new_event_loop()
-    wt = threading.Thread(target=lambda: loop.run_until_complete(watch(world, tiers, results, stale, done)),
-                          daemon=True)
+    wt = threading.Thread(target=lambda: loop.run_until_complete(
+        watch(world, tiers, results, stale, reconnects)), daemon=True)
     wt.start()
     time.sleep(0.5)             # the socket is up and replaying
     script = os.path.join(TMP, "confirm.sql")
@@ -117,7 +127,11 @@ def run(conn, rate):
     if rate != "max":
         args += ["-R", rate]
     subprocess.run(args, check=True, capture_output=True)
-    done.wait(120)
+    deadline = time.time() + 120
+    while len(results) < N and time.time() < deadline:
+        time.sleep(0.05)
+    if len(results) < N:
+        print("%s: only %d of %d homes fetched" % (rate, len(results), N), file=sys.stderr)
     time.sleep(0.2)
     stop.set()
     th.join()
@@ -128,6 +142,7 @@ def run(conn, rate):
     listener.close()
     end = max(t for t, _ in results.values())
     return {"rate": rate, "n": len(home), "stale": len(stale), "per_s": len(home) / (end - t0),
+            "reconnects": len(reconnects),
             "home": (percentile(home, 50), percentile(home, 99)),
             "pipe": (percentile(pipe, 50), percentile(pipe, 99))}
 
@@ -155,6 +170,8 @@ def main():
               % (100.0 * sat[0]["per_s"] / limit["rate"]))
     stale = sum(r["stale"] for r in out)
     print("home fetches right after the push that did not yet show the sessions: %d" % stale)
+    print("operator feed reconnections (closed 1008 for falling behind, resumed with after=): %s"
+          % ", ".join("%s: %d" % (r["rate"], r["reconnects"]) for r in out))
 
 
 main()
