@@ -20,6 +20,7 @@ export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test KC_ROOT
 export PGPORT=$(kc_free_port 57532) GW_PORT=$(kc_free_port 58080)
 REDIS_PORT=$(kc_free_port 58379)
 export KC_JWT_SECRET=bench-system-secret
+export KC_BENCH_PURCHASES=${KC_BENCH_PURCHASES:-1000}   # the limit run uses the same count
 GW_PID=
 cleanup() {
   [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
