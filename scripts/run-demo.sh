@@ -28,12 +28,11 @@ if [ "$(id -u)" = 0 ]; then make -s -C "$ROOT" install >/dev/null; else sudo mak
 WORK=$(mktemp -d /tmp/kc-demo.XXXXXX)
 chmod 755 "$WORK"
 GW_PID=
-TREND_PID=
 cleanup() {
     trap - EXIT INT TERM
+    set +e                  # stop everything, whatever each step answers
     echo
     echo "run-demo: stopping"
-    [ -n "$TREND_PID" ] && kill "$TREND_PID" 2>/dev/null && wait "$TREND_PID" 2>/dev/null
     [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
     kc_redis_stop "$WORK/redis"
     kc_pg_stop "$WORK/pg"
@@ -55,9 +54,6 @@ PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_demo -v ON_ERR
 kc_as_pg "${PSQL[@]}" -f "$ROOT/scripts/demo_data.sql" >/dev/null
 sleep 1
 kc_as_pg "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null
-# trending courses are a summary, refreshed every minute (as a cron job would)
-( while sleep 60; do kc_as_pg "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null 2>&1 || true; done ) &
-TREND_PID=$!
 
 SECRET=${KC_JWT_SECRET:-demo-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')}
 export KC_JWT_SECRET=$SECRET KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_demo" \
