@@ -2,7 +2,7 @@
  * stage_allocation.c
  *      PURCHASE_CREATED -> a trainer for the purchase, then TRAINER_ALLOCATED.
  *
- * The choice is DESIGN.md §4: an active trainer who may teach the course,
+ * The choice is docs/design.md §4: an active trainer who may teach the course,
  * has a free place, is available at every planned session (checked in the
  * trainer's own zone, one session at a time, so daylight saving is right) and
  * has no booking overlapping any of them; least loaded first, ties by id.

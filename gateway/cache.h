@@ -1,5 +1,5 @@
 /*
- * cache.h - the Redis side of the cache protocol (DESIGN.md §6).
+ * cache.h - the Redis side of the cache protocol (docs/design.md §6).
  *
  *   student:home:{id}, student:learning:{id}   hash {v: version, b: body}, TTL
  *   student:ver:{id}                           the fence: highest version invalidated

@@ -1,7 +1,7 @@
 /*
  * listen.h - the event listener: one thread, one Postgres connection that
  * LISTENs on kc_flow_events, and the catch-up that makes the cache correct
- * after any outage (DESIGN.md §6).
+ * after any outage (docs/design.md §6).
  *
  * For each event it first invalidates the student's cached views, then hands
  * the event to the subscriber (the WebSocket hub), so a client that refetches

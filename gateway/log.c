@@ -1,5 +1,5 @@
 /*
- * log.c - JSON line logging for kc-gateway (DESIGN.md §6 log format).
+ * log.c - JSON line logging for kc-gateway (docs/design.md §6 log format).
  *
  * Lines are built in a fixed stack buffer (bounded: long values are cut and
  * the line is marked "truncated") and written with one write(2) to stderr.

@@ -2,7 +2,7 @@
  * log.h - one JSON object per line on stderr, the gateway's only way to log.
  *
  * Every line carries "ts", "level" and "msg"; callers add fields with a small
- * builder so that cache actions log the fields of DESIGN.md §6 (studentId,
+ * builder so that cache actions log the fields of docs/design.md §6 (studentId,
  * cacheKey, reason, existedBefore, version, durationMs).
  */
 #ifndef KC_LOG_H

@@ -1,5 +1,5 @@
 /*
- * routes.h - one function per route of DESIGN.md §7. http.c has already
+ * routes.h - one function per route of docs/design.md §7. http.c has already
  * checked method, authentication and (for student routes) access; each
  * function fills resp and never fails without an answer.
  */

@@ -1,7 +1,7 @@
 /*
  * routes_student.c - GET /api/v1/students/{id}/home, /learning and /sessions.
  *
- * home and learning go through the cache protocol of DESIGN.md §6:
+ * home and learning go through the cache protocol of docs/design.md §6:
  *   usable cache, hit   -> body from this process (--local-cache) or Redis  HIT
  *   usable cache, miss  -> kc_flow.student_home(id), then a fenced fill  MISS
  *   cache not usable or Redis failing -> Postgres only           BYPASS

@@ -1,5 +1,5 @@
 /*
- * websocket.c - the WebSocket route (DESIGN.md §8) on the HTTP side.
+ * websocket.c - the WebSocket route (docs/design.md §8) on the HTTP side.
  *
  * A request goes through: method (405), draining (503), the RFC 6455
  * handshake (426 without "Upgrade: websocket" or with a version other than

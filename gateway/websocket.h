@@ -1,5 +1,5 @@
 /*
- * websocket.h - GET /api/v1/ws?after={id} (DESIGN.md §8): the HTTP side of the
+ * websocket.h - GET /api/v1/ws?after={id} (docs/design.md §8): the HTTP side of the
  * WebSocket route. It checks the handshake and the token, answers 101 through
  * libmicrohttpd's upgrade, reads the replay from the event log and hands the
  * socket to the hub (ws_hub.c), which owns it from then on. It also turns the
@@ -37,7 +37,7 @@ bool		kc_header_has_token(const char *value, const char *token);
 /* True when key is a valid Sec-WebSocket-Key: the base64 of 16 bytes. */
 bool		kc_ws_key_valid(const char *key);
 
-/* Builds the "event" message of DESIGN.md §8 (malloc'd, NUL-terminated). */
+/* Builds the "event" message of docs/design.md §8 (malloc'd, NUL-terminated). */
 char	   *kc_ws_event_json(long long id, const char *type, const char *correlation_id,
 							 long long version, const char *created_at, const char *payload,
 							 size_t *len);

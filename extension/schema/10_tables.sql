@@ -1,4 +1,4 @@
--- 10_tables.sql: the tables of DESIGN.md §3, with the constraints that keep the flow honest.
+-- 10_tables.sql: the tables of docs/design.md §3, with the constraints that keep the flow honest.
 -- Constraint names say what they forbid; they show up in error messages.
 
 CREATE TABLE kc_flow.students (

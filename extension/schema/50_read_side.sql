@@ -1,4 +1,4 @@
--- 50_read_side.sql: the read side of DESIGN.md §5, used by kc-gateway and by any other app.
+-- 50_read_side.sql: the read side of docs/design.md §5, used by kc-gateway and by any other app.
 --
 -- Every read function is SECURITY DEFINER with a fixed search_path, so a role that may only
 -- EXECUTE them can serve the gateway. The JSON views are STABLE: all their statements run in

@@ -1,5 +1,5 @@
 /*
- * test_cache_race.c - the stale-refill race of DESIGN.md §6, reproduced
+ * test_cache_race.c - the stale-refill race of docs/design.md §6, reproduced
  * deterministically with the gateway's own cache and database code against a
  * real Postgres and Redis:
  *

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/suites/50_ws.sh - the WebSocket route of kc-gateway (DESIGN.md §8): handshakes,
+# test/suites/50_ws.sh - the WebSocket route of kc-gateway (docs/design.md §8): handshakes,
 # bad frames, replay, live order under out-of-order commits, reconnect without loss,
 # isolation between students, invalidate-before-push, the demo purchase route, slow
 # consumers (1008), dead peers, SIGTERM (1001). See test/ws/test_ws.py.

@@ -1,4 +1,4 @@
-"""test/ws/test_ws.py - the WebSocket route of kc-gateway (DESIGN.md §8) against a real
+"""test/ws/test_ws.py - the WebSocket route of kc-gateway (docs/design.md §8) against a real
 gateway, Postgres (the harness's cluster, workers on) and Redis, with real clients:
 python3-websockets for well-behaved ones and a raw socket (wslib) for bad ones.
 
