@@ -46,29 +46,6 @@ typedef struct KcfJob
 	int			deferrals;
 } KcfJob;
 
-/*
- * The uuid under key in an event's payload; a clear error when it is missing,
- * since a stage cannot do anything sensible with such an event.
- */
-Datum
-kcf_event_uuid(const KcfEvent *event, const char *key)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {Int64GetDatum(event->id), CStringGetTextDatum(key)};
-	bool		isnull = true;
-	Datum		value = (Datum) 0;
-
-	kcf_plan(&plan, "SELECT (payload->>$2)::uuid FROM kc_flow.events WHERE id = $1", 2, types);
-	if (kcf_exec(plan, values, NULL, 1) > 0)
-		value = kcf_get_datum(0, 1, &isnull);
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("event " INT64_FORMAT " (%s) has no %s in its payload", event->id, event->type, key)));
-	return value;
-}
-
 static KcfStageFn
 stage_for(const char *consumer)
 {

@@ -83,9 +83,11 @@ typedef struct KcfStageResult
 typedef KcfOutcome (*KcfStageFn) (const KcfEvent *event, KcfStageResult *result);
 
 extern const char *kcf_consumer_for(const char *event_type);
-extern Datum kcf_event_uuid(const KcfEvent *event, const char *key);
 extern int	kcf_dispatch_batch(int max_jobs, int *claimed);
 extern int64 kcf_next_due_ms(void);
+
+/* payload.c: reading an event's payload */
+extern Datum kcf_event_uuid(const KcfEvent *event, const char *key);
 
 /* the stages */
 extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);
