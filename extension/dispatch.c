@@ -24,6 +24,7 @@
 
 PG_FUNCTION_INFO_V1(kcf_run_pending);
 
+/* The stages, by the consumer names of the table of event types (event_types.c). */
 typedef struct KcfStage
 {
 	const char *consumer;
@@ -251,11 +252,13 @@ run_job(const KcfJob *job, KcfJob *next)
 	}
 	PG_END_TRY();
 
-	if (result.next_event == 0 || kcf_consumer_for(result.next_type) == NULL)
+	if (result.next_event == 0)
+		return false;
+	next->consumer = kcf_consumer_for(result.next_type);
+	if (next->consumer == NULL)
 		return false;
 	next->event_id = result.next_event;
 	next->event_type = result.next_type;
-	next->consumer = kcf_consumer_for(result.next_type);
 	next->attempts = 0;
 	next->deferrals = 0;
 	return true;

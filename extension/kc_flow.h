@@ -46,6 +46,9 @@ extern void kcf_inflight_note(int64 id);
 extern void kcf_inflight_end(void);
 extern int64 kcf_inflight_horizon(void);
 
+/* event_types.c: the table of event types */
+extern const char *kcf_consumer_for(const char *event_type);
+
 /* emit.c: the outbox */
 extern int64 kcf_emit(const char *event_type, Datum correlation_id,
 					  Datum student_id, const char *payload_json);
@@ -82,7 +85,6 @@ typedef struct KcfStageResult
 
 typedef KcfOutcome (*KcfStageFn) (const KcfEvent *event, KcfStageResult *result);
 
-extern const char *kcf_consumer_for(const char *event_type);
 extern int	kcf_dispatch_batch(int max_jobs, int *claimed);
 extern int64 kcf_next_due_ms(void);
 
