@@ -24,6 +24,8 @@
 
 PG_FUNCTION_INFO_V1(kcf_run_pending);
 
+typedef KcfOutcome (*KcfStageFn) (const KcfEvent *event, KcfStageResult *result);
+
 /* The stages, by the consumer names of the table of event types (event_types.c). */
 typedef struct KcfStage
 {
@@ -221,7 +223,7 @@ run_job(const KcfJob *job, KcfJob *next)
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		KcfEvent	event = {job->event_id, job->event_type, job->consumer};
+		KcfEvent	event = {job->event_id, job->event_type};
 
 		if (record_handled(job) &&
 			stage_for(job->consumer) (&event, &result) == KCF_DEFER)
