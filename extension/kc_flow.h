@@ -98,8 +98,7 @@ extern KcfOutcome kcf_stage_sessions(const KcfEvent *event, KcfStageResult *resu
 extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result);
 extern int	kcf_top_up_rolling_sessions(void);
 
-/* worker.c: the background workers (kcf_worker_main is their entry point) */
-extern void kcf_register_workers(void);
+/* worker.c: the background workers' entry point, registered by kc_flow.c */
 PGDLLEXPORT void kcf_worker_main(Datum main_arg);
 
 #endif							/* KC_FLOW_H */
