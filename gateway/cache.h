@@ -36,10 +36,11 @@ typedef enum kc_get_result
 	KC_GET_ERROR				/* Redis failed: the caller bypasses */
 } kc_get_result;
 
+/* pool_size connections to url (cache_redis.c); NULL, with err filled, on a bad URL. */
 kc_cache   *kc_cache_create(const char *url, int pool_size, int ttl, char *err, size_t errlen);
 void		kc_cache_destroy(kc_cache *c);
 
-/* Parses redis://[[user]:password@]host[:port][/db]; false when malformed. */
+/* Parses redis://[[user]:password@]host[:port][/db]; false when malformed (cache_redis.c). */
 bool		kc_cache_parse_url(const char *url, char *host, size_t hostlen, int *port,
 							   char *password, size_t pwlen, int *db);
 
@@ -67,9 +68,6 @@ kc_get_result kc_cache_lookup(kc_cache *c, kc_view view, const char *student,
 int			kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket,
 						   struct kc_body *body);
 
-/* Redis only. On HIT, *body is malloc'd (caller frees) and *version is the version it was built at. */
-kc_get_result kc_cache_get(kc_cache *c, kc_view view, const char *student,
-						   long long *version, char **body, size_t *len);
 /* 1 stored, 0 refused by the fence (or a newer entry), -1 Redis error. */
 int			kc_cache_fill(kc_cache *c, kc_view view, const char *student,
 						  long long version, const char *body, size_t len);

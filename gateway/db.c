@@ -1,36 +1,28 @@
 /*
- * db.c - Postgres connection pool for request threads.
+ * db.c - Postgres for request threads: the prepared statements of the read
+ * side on connections of the gateway's one pool type (pool.c).
  *
- * A connection is checked out for one statement and returned at once, so the
- * mutex is held only for a push/pop; no lock is held while a query runs.
+ * A connection is checked out for one statement and returned at once. This
+ * file says how a Postgres connection is opened (timeout set, statements
+ * prepared), when it counts as broken, and how outages are logged.
  */
 #include "db.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 #include "metrics.h"
+#include "pool.h"
 
-#define RETRY_CONNECT_MS 500
+#define CONNECT_TIMEOUT "3"
 
 struct kc_db
 {
 	char	   *conninfo;
-	int			size;
 	int			stmt_timeout_ms;
-	PGconn	  **conns;			/* slot i: NULL until opened */
-	int		   *free_slots;		/* stack of slot numbers */
-	int			n_free;
-	pthread_mutex_t lock;
-	pthread_cond_t available;
-	_Atomic long long down_until_ms;	/* fail fast until then */
-	_Atomic bool up;
-	_Atomic bool was_down;
+	kc_pool    *pool;
 };
 
 static const struct
@@ -51,20 +43,11 @@ static const struct
 	{"kc_ping", "SELECT 1", 0},
 };
 
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 PGconn *
 kc_db_connect_raw(const char *conninfo, const char *appname, char *err, size_t errlen)
 {
 	const char *const keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-	const char *const vals[] = {conninfo, appname, "3", NULL};
+	const char *const vals[] = {conninfo, appname, CONNECT_TIMEOUT, NULL};
 	PGconn	   *conn = PQconnectdbParams(keys, vals, 1);
 
 	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
@@ -78,9 +61,10 @@ kc_db_connect_raw(const char *conninfo, const char *appname, char *err, size_t e
 }
 
 /* Opens a request connection: timeout set, statements prepared. */
-static PGconn *
-open_conn(kc_db *db, char *err, size_t errlen)
+static void *
+open_conn(void *arg, char *err, size_t errlen)
 {
+	kc_db	   *db = arg;
 	PGconn	   *conn = kc_db_connect_raw(db->conninfo, "kc-gateway", err, errlen);
 	char		sql[64];
 	PGresult   *r;
@@ -106,6 +90,43 @@ open_conn(kc_db *db, char *err, size_t errlen)
 	return conn;
 }
 
+static void
+close_conn(void *conn)
+{
+	PQfinish(conn);
+}
+
+static bool
+conn_usable(void *conn)
+{
+	return PQstatus(conn) == CONNECTION_OK;
+}
+
+static void
+on_up(void *arg, kc_pool_state prev)
+{
+	if (prev == KC_POOL_DOWN)
+	{
+		kc_logf(KC_LOG_INFO, "postgres reconnected");
+		kc_metrics_add(KC_M_PG_RECONNECTS, 1);
+	}
+}
+
+static void
+on_down(void *arg, kc_pool_state prev, const char *why)
+{
+	if (prev != KC_POOL_DOWN)
+	{
+		kc_logline	l;
+
+		kc_log_begin(&l, KC_LOG_WARN, "postgres unavailable");
+		kc_log_str(&l, "error", why);
+		kc_log_end(&l);
+	}
+}
+
+static const kc_pool_ops pg_ops = {open_conn, close_conn, conn_usable, on_up, on_down};
+
 kc_db *
 kc_db_create(const char *conninfo, int size, int stmt_timeout_ms)
 {
@@ -114,21 +135,14 @@ kc_db_create(const char *conninfo, int size, int stmt_timeout_ms)
 	if (!db)
 		return NULL;
 	db->conninfo = strdup(conninfo);
-	db->size = size;
 	db->stmt_timeout_ms = stmt_timeout_ms;
-	db->conns = calloc((size_t) size, sizeof(PGconn *));
-	db->free_slots = calloc((size_t) size, sizeof(int));
-	if (!db->conninfo || !db->conns || !db->free_slots)
+	/* a request waits for a connection at most as long as a statement may run */
+	db->pool = kc_pool_create(&pg_ops, db, size, stmt_timeout_ms);
+	if (!db->conninfo || !db->pool)
 	{
 		kc_db_destroy(db);
 		return NULL;
 	}
-	for (int i = 0; i < size; i++)
-		db->free_slots[i] = i;
-	db->n_free = size;
-	pthread_mutex_init(&db->lock, NULL);
-	pthread_cond_init(&db->available, NULL);
-	atomic_store(&db->up, true);
 	return db;
 }
 
@@ -137,10 +151,7 @@ kc_db_destroy(kc_db *db)
 {
 	if (!db)
 		return;
-	for (int i = 0; db->conns && i < db->size; i++)
-		PQfinish(db->conns[i]);
-	free(db->conns);
-	free(db->free_slots);
+	kc_pool_destroy(db->pool);
 	free(db->conninfo);
 	free(db);
 }
@@ -148,71 +159,7 @@ kc_db_destroy(kc_db *db)
 bool
 kc_db_up(kc_db *db)
 {
-	return atomic_load(&db->up);
-}
-
-static int
-checkout(kc_db *db)
-{
-	int			slot;
-
-	pthread_mutex_lock(&db->lock);
-	while (db->n_free == 0)
-		pthread_cond_wait(&db->available, &db->lock);
-	slot = db->free_slots[--db->n_free];
-	pthread_mutex_unlock(&db->lock);
-	return slot;
-}
-
-static void
-checkin(kc_db *db, int slot)
-{
-	pthread_mutex_lock(&db->lock);
-	db->free_slots[db->n_free++] = slot;
-	pthread_cond_signal(&db->available);
-	pthread_mutex_unlock(&db->lock);
-}
-
-/* Makes sure slot holds a live connection; false when Postgres is down. */
-static bool
-ensure_conn(kc_db *db, int slot, char *msg, size_t msglen)
-{
-	char		err[512];
-
-	if (db->conns[slot] && PQstatus(db->conns[slot]) == CONNECTION_OK)
-		return true;
-	PQfinish(db->conns[slot]);
-	db->conns[slot] = NULL;
-	if (now_ms() < atomic_load(&db->down_until_ms))
-	{
-		if (msg)
-			snprintf(msg, msglen, "postgres is unavailable");
-		return false;
-	}
-	db->conns[slot] = open_conn(db, err, sizeof(err));
-	if (!db->conns[slot])
-	{
-		atomic_store(&db->down_until_ms, now_ms() + RETRY_CONNECT_MS);
-		if (!atomic_exchange(&db->was_down, true))
-		{
-			kc_logline	l;
-
-			kc_log_begin(&l, KC_LOG_WARN, "postgres unavailable");
-			kc_log_str(&l, "error", err);
-			kc_log_end(&l);
-		}
-		atomic_store(&db->up, false);
-		if (msg)
-			snprintf(msg, msglen, "postgres is unavailable");
-		return false;
-	}
-	if (atomic_exchange(&db->was_down, false))
-	{
-		kc_logf(KC_LOG_INFO, "postgres reconnected");
-		kc_metrics_add(KC_M_PG_RECONNECTS, 1);
-	}
-	atomic_store(&db->up, true);
-	return true;
+	return kc_pool_get_state(db->pool) != KC_POOL_DOWN;
 }
 
 kc_db_status
@@ -238,39 +185,46 @@ kc_db_status
 kc_db_exec(kc_db *db, kc_db_stmt stmt, int nparams, const char *const *params,
 		   PGresult **res, char *msg, size_t msglen)
 {
-	int			slot = checkout(db);
+	kc_pool_lease l;
 	kc_db_status st = KC_DB_UNAVAILABLE;
 
 	*res = NULL;
+	if (!kc_pool_checkout(db->pool, &l))
+	{
+		if (msg)
+			snprintf(msg, msglen, "postgres is unavailable");
+		return KC_DB_UNAVAILABLE;
+	}
 	for (int attempt = 0; attempt < 2; attempt++)
 	{
-		bool		was_open = db->conns[slot] != NULL;
-		PGresult   *r;
+		PGresult   *r = PQexecPrepared(l.conn, statements[stmt].name, nparams, params,
+									   NULL, NULL, 0);
 
-		if (!ensure_conn(db, slot, msg, msglen))
-		{
-			st = KC_DB_UNAVAILABLE;
-			break;
-		}
-		r = PQexecPrepared(db->conns[slot], statements[stmt].name, nparams, params, NULL, NULL, 0);
 		if (PQresultStatus(r) == PGRES_TUPLES_OK)
 		{
 			*res = r;
 			st = KC_DB_OK;
 			break;
 		}
-		st = kc_db_classify(db->conns[slot], r);
+		st = kc_db_classify(l.conn, r);
 		if (msg)
-			snprintf(msg, msglen, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(db->conns[slot]));
+			snprintf(msg, msglen, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(l.conn));
 		PQclear(r);
-		if (st != KC_DB_UNAVAILABLE || PQstatus(db->conns[slot]) == CONNECTION_OK)
+		if (st != KC_DB_UNAVAILABLE || PQstatus(l.conn) == CONNECTION_OK)
 			break;
-		/* the connection died under us: drop it, retry once if it had been good */
-		PQfinish(db->conns[slot]);
-		db->conns[slot] = NULL;
-		if (!was_open)
+		/* the connection died under us: retry once on a new one if it had been good */
+		if (l.fresh || attempt > 0)
 			break;
+		if (!kc_pool_reopen(db->pool, &l))
+		{
+			if (msg)
+				snprintf(msg, msglen, "postgres is unavailable");
+			break;
+		}
 	}
-	checkin(db, slot);
+	if (l.conn && PQstatus(l.conn) == CONNECTION_OK)
+		kc_pool_checkin(db->pool, &l);
+	else
+		kc_pool_discard(db->pool, &l);
 	return st;
 }

@@ -1,10 +1,12 @@
 /*
  * db.h - the pool of Postgres connections that requests use.
  *
- * Connections are opened lazily, carry prepared statements for the read
- * functions of extension/schema/50_read_side.sql, and are re-opened after a
- * failure. While Postgres is unreachable callers fail fast (no connect attempt
- * more than every half second), so the gateway answers 503 quickly.
+ * Connections live in a kc_pool (pool.h): they are opened lazily, carry
+ * prepared statements for the read functions of
+ * extension/schema/50_read_side.sql, and are re-opened after a failure. While
+ * Postgres is unreachable callers fail fast (no connect attempt more than
+ * every half second), so the gateway answers 503 quickly; a request waits for
+ * a free connection at most the statement timeout.
  */
 #ifndef KC_DB_H
 #define KC_DB_H

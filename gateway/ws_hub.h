@@ -10,6 +10,9 @@
  * Because the inbox is one FIFO, an event posted after a connection was
  * registered is seen by that connection, and an event posted before it was
  * already visible to the connection's replay query: see websocket.c.
+ *
+ * The hub thread is an event loop (evloop.c); ws_hub_int.h says which of
+ * ws_hub.c, ws_stream.c and ws_conn.c does what.
  */
 #ifndef KC_WS_HUB_H
 #define KC_WS_HUB_H

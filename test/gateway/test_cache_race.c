@@ -1,11 +1,18 @@
 /*
  * test_cache_race.c - the stale-refill race of docs/design.md §6, reproduced
- * deterministically with the gateway's own cache and database code against a
- * real Postgres and Redis:
+ * deterministically against a real Postgres and Redis through the very calls
+ * the home route makes (routes_student.c: kc_cache_lookup, kc_db_exec,
+ * kc_cache_store):
  *
- *   reader: reads student_home at version v           (cache miss)
+ *   reader: looks the home view up (a miss), reads it from Postgres at version v
  *   writer: commits a change (version v+1), invalidates (fence := v+1)
- *   reader: tries to fill the cache with the version-v body -> must be refused
+ *   reader: stores its version-v body -> must be refused, and no later lookup
+ *           may serve version v
+ *
+ * Without the fence the reader's store succeeds and every later lookup serves
+ * the stale body until its TTL, which is what the checks below catch. The
+ * race is played twice: on Redis alone, and with the in-process cache in
+ * front of it (--local-cache).
  *
  * Usage: test_cache_race <student uuid>, with KC_DATABASE_URL and KC_REDIS_URL set.
  * The student must exist and must not be cached yet.
@@ -15,35 +22,36 @@
 #include <string.h>
 
 #include "cache.h"
+#include "cache_local.h"
 #include "db.h"
 #include "log.h"
 
 static int failures;
 
 static void
-check(int cond, const char *name)
+check(int cond, const char *mode, const char *name)
 {
-	printf("%s - %s\n", cond ? "ok" : "not ok", name);
+	printf("%s - race (%s): %s\n", cond ? "ok" : "not ok", mode, name);
 	if (!cond)
 		failures++;
 }
 
-/* Reads the home view through the gateway's prepared statement. */
-static char *
-read_home(kc_db *db, const char *student, long long *version)
+/* Reads the home view from Postgres as the route does after a miss. */
+static kc_body *
+read_home(kc_db *db, const char *student)
 {
 	const char *params[1] = {student};
 	PGresult   *res;
 	char		msg[256];
-	char	   *body;
+	kc_body    *body;
 
 	if (kc_db_exec(db, KC_STMT_HOME, 1, params, &res, msg, sizeof(msg)) != KC_DB_OK)
 	{
 		printf("# read failed: %s\n", msg);
 		return NULL;
 	}
-	body = strdup(PQgetvalue(res, 0, 0));
-	*version = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	body = kc_body_new(PQgetvalue(res, 0, 0), (size_t) PQgetlength(res, 0, 0),
+					   strtoll(PQgetvalue(res, 0, 1), NULL, 10));
 	PQclear(res);
 	return body;
 }
@@ -72,24 +80,100 @@ bump_version(const char *conninfo, const char *student)
 	return v;
 }
 
+/* A lookup that hits; *version is then the version served (-1 otherwise). */
+static kc_get_result
+lookup(kc_cache *cache, const char *student, long long *version, uint64_t *ticket)
+{
+	kc_body    *body;
+	bool		local;
+	kc_get_result g = kc_cache_lookup(cache, KC_VIEW_HOME, student, &body, ticket, &local);
+
+	*version = g == KC_GET_HIT ? body->version : -1;
+	kc_body_unref(body);
+	return g;
+}
+
+/* Plays the race once on a fresh cache; local_students > 0 puts the in-process cache in front. */
+static void
+play(kc_db *db, const char *dburl, const char *redisurl, const char *student,
+	 int local_students, const char *mode)
+{
+	char		err[256] = "";
+	kc_cache   *cache = kc_cache_create(redisurl, 1, 300, err, sizeof(err));
+	kc_body    *old_body = NULL,
+			   *new_body = NULL;
+	uint64_t	ticket = 0,
+				ticket2 = 0;
+	long long	served = -1,
+				v_new;
+	int			mask = 0;
+
+	if (!cache || !kc_cache_enable_local(cache, local_students))
+	{
+		check(0, mode, err);
+		kc_cache_destroy(cache);
+		return;
+	}
+	check(kc_cache_set_synced(cache, kc_cache_down_epoch(cache)) && kc_cache_usable(cache), mode,
+		  "the cache is synced, so the route would use it");
+
+	/* the reader misses, then reads Postgres at version v */
+	check(lookup(cache, student, &served, &ticket) == KC_GET_MISS, mode, "the reader misses");
+	old_body = read_home(db, student);
+	check(old_body != NULL, mode, "the reader reads the home view at version v");
+	if (!old_body)
+		goto done;
+
+	/* meanwhile a writer commits v+1 and its invalidation is applied */
+	v_new = bump_version(dburl, student);
+	check(v_new == old_body->version + 1, mode, "a writer commits version v+1");
+	check(kc_cache_invalidate(cache, student, v_new, &mask) == 1, mode,
+		  "the invalidation for v+1 is applied");
+
+	/* the reader now stores what it read before the invalidation */
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, old_body) == 0, mode,
+		  "the reader's late store of version v is refused by the fence");
+	check(lookup(cache, student, &served, &ticket2) == KC_GET_MISS, mode,
+		  "no reader is served version v after the invalidation");
+
+	/* the next reader reads v+1 and fills */
+	new_body = read_home(db, student);
+	check(new_body && new_body->version == v_new, mode, "a new read sees version v+1");
+	if (!new_body)
+		goto done;
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket2, new_body) == 1, mode,
+		  "a store at the fence's version is accepted");
+	check(lookup(cache, student, &served, &ticket) == KC_GET_HIT && served == v_new, mode,
+		  "the cache now serves version v+1");
+
+	check(kc_cache_invalidate(cache, student, v_new, &mask) == 0, mode,
+		  "replaying the same invalidation is a no-op (idempotent catch-up)");
+	check(lookup(cache, student, &served, &ticket) == KC_GET_HIT && served == v_new, mode,
+		  "...and keeps the fresh entry");
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, old_body) == 0, mode,
+		  "an older body never overwrites a newer entry");
+	check(lookup(cache, student, &served, &ticket) == KC_GET_HIT && served == v_new, mode,
+		  "...so version v+1 is still served");
+
+	/* the next change: the pipeline bumps the version, the listener invalidates */
+	v_new = bump_version(dburl, student);
+	check(kc_cache_invalidate(cache, student, v_new, &mask) == 1 && (mask & 1), mode,
+		  "the next invalidation deletes the entry (existedBefore)");
+	check(lookup(cache, student, &served, &ticket) == KC_GET_MISS, mode, "and the view is gone");
+
+done:
+	kc_body_unref(old_body);
+	kc_body_unref(new_body);
+	kc_cache_destroy(cache);
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *dburl = getenv("KC_DATABASE_URL");
 	const char *redisurl = getenv("KC_REDIS_URL");
 	const char *student = argc > 1 ? argv[1] : NULL;
-	char		err[256];
 	kc_db	   *db;
-	kc_cache   *cache;
-	long long	v_old,
-				v_new,
-				v_now,
-				v_cached = -1;
-	char	   *old_body,
-			   *new_body,
-			   *cached = NULL;
-	size_t		len;
-	int			mask = 0;
 
 	if (!dburl || !redisurl || !student)
 	{
@@ -98,53 +182,13 @@ main(int argc, char **argv)
 	}
 	kc_log_set_level(KC_LOG_ERROR);
 	db = kc_db_create(dburl, 1, 5000);
-	cache = kc_cache_create(redisurl, 1, 300, err, sizeof(err));
-	if (!db || !cache)
+	if (!db)
 	{
-		printf("not ok - race: setup (%s)\n", err);
+		printf("not ok - race: setup\n");
 		return 1;
 	}
-
-	old_body = read_home(db, student, &v_old);
-	check(old_body != NULL, "race: reader reads the home view at version v");
-	check(kc_cache_get(cache, KC_VIEW_HOME, student, &v_cached, &cached, &len) == KC_GET_MISS,
-		  "race: the view is not cached yet (a miss)");
-
-	v_new = bump_version(dburl, student);
-	check(v_new == v_old + 1, "race: a writer commits version v+1");
-	check(kc_cache_invalidate(cache, student, v_new, &mask) == 1, "race: the invalidation for v+1 is applied");
-
-	check(kc_cache_fill(cache, KC_VIEW_HOME, student, v_old, old_body, strlen(old_body)) == 0,
-		  "race: the late fill of version v is refused by the fence");
-	check(kc_cache_get(cache, KC_VIEW_HOME, student, &v_cached, &cached, &len) == KC_GET_MISS,
-		  "race: no stale entry is in the cache after the refused fill");
-
-	new_body = read_home(db, student, &v_now);
-	check(new_body && v_now == v_new, "race: a new read sees version v+1");
-	check(kc_cache_fill(cache, KC_VIEW_HOME, student, v_now, new_body, strlen(new_body)) == 1,
-		  "race: a fill at the fence's version is stored");
-	check(kc_cache_get(cache, KC_VIEW_HOME, student, &v_cached, &cached, &len) == KC_GET_HIT &&
-		  v_cached == v_new && strcmp(cached, new_body) == 0, "race: the cache now holds version v+1");
-	free(cached);
-	cached = NULL;
-
-	check(kc_cache_invalidate(cache, student, v_new, &mask) == 0,
-		  "race: replaying the same invalidation is a no-op (idempotent catch-up)");
-	check(kc_cache_get(cache, KC_VIEW_HOME, student, &v_cached, &cached, &len) == KC_GET_HIT,
-		  "race: ...and keeps the fresh entry");
-	free(cached);
-	cached = NULL;
-	check(kc_cache_fill(cache, KC_VIEW_HOME, student, v_old, old_body, strlen(old_body)) == 0,
-		  "race: an older body never overwrites a newer entry");
-
-	check(kc_cache_invalidate(cache, student, v_new + 1, &mask) == 1 && (mask & 1),
-		  "race: the next invalidation deletes the entry (existedBefore)");
-	check(kc_cache_get(cache, KC_VIEW_HOME, student, &v_cached, &cached, &len) == KC_GET_MISS,
-		  "race: and the view is gone");
-
-	free(old_body);
-	free(new_body);
-	kc_cache_destroy(cache);
+	play(db, dburl, redisurl, student, 0, "redis");
+	play(db, dburl, redisurl, student, 16, "in-process cache");
 	kc_db_destroy(db);
 	printf("# race: %d failed\n", failures);
 	return failures ? 1 : 0;

@@ -1,0 +1,356 @@
+/*
+ * ws_stream.c - the event streams of the hub, on the hub thread (see
+ * ws_hub_int.h): which connections get an event, the replay, liveness, and
+ * when to give up on a peer.
+ *
+ * Per connection the stream is: hello, the replay (events read by the HTTP
+ * thread with events_since), then live events. While the replay is being read
+ * the connection is REPLAYING and live events of its student are kept aside
+ * (bounded); when the replay arrives they follow it, deduplicated by id. A
+ * connection never receives an id <= the last it was sent, so the stream has
+ * no duplicate, and since the hub receives events in gap-free order it has no
+ * gap either. A connection whose queue is full is closed with 1008 and told
+ * where to resume.
+ */
+#include "ws_hub_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+
+static unsigned hash_student(const char *s);
+static kc_ws_conn **chain_of(kc_ws_hub *h, kc_ws_conn *c);
+static void link_conn(kc_ws_hub *h, kc_ws_conn *c);
+static void unlink_conn(kc_ws_hub *h, kc_ws_conn *c);
+static void mark_dirty(kc_ws_hub *h, kc_ws_conn *c);
+static void drop_pending(kc_ws_conn *c);
+static void bury_later(kc_ws_hub *h, kc_ws_conn *c);
+static void close_slow(kc_ws_hub *h, kc_ws_conn *c, const char *why);
+static void send_event(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m, bool bounded);
+static void keep_aside(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m);
+static void deliver(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m);
+
+static unsigned
+hash_student(const char *s)
+{
+	uint32_t	h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char) *s) * 16777619u;
+	return h & (KC_WS_BUCKETS - 1);
+}
+
+static kc_ws_conn **
+chain_of(kc_ws_hub *h, kc_ws_conn *c)
+{
+	return c->all ? &h->firehose : &h->buckets[hash_student(c->student)];
+}
+
+static void
+link_conn(kc_ws_hub *h, kc_ws_conn *c)
+{
+	kc_ws_conn **head = chain_of(h, c);
+
+	c->bnext = *head;
+	if (*head)
+		(*head)->bprev = c;
+	*head = c;
+	c->anext = h->all;
+	if (h->all)
+		h->all->aprev = c;
+	h->all = c;
+}
+
+/* Takes c out of its chain and of the list of all (a no-op when it was never in). */
+static void
+unlink_conn(kc_ws_hub *h, kc_ws_conn *c)
+{
+	kc_ws_conn **head = chain_of(h, c);
+
+	if (c->bprev)
+		c->bprev->bnext = c->bnext;
+	else if (*head == c)
+		*head = c->bnext;
+	if (c->bnext)
+		c->bnext->bprev = c->bprev;
+	if (c->aprev)
+		c->aprev->anext = c->anext;
+	else if (h->all == c)
+		h->all = c->anext;
+	if (c->anext)
+		c->anext->aprev = c->aprev;
+}
+
+static void
+mark_dirty(kc_ws_hub *h, kc_ws_conn *c)
+{
+	if (!c->dirty && !c->dead)
+	{
+		c->dirty = true;
+		c->dnext = h->dirty;
+		h->dirty = c;
+	}
+}
+
+static void
+drop_pending(kc_ws_conn *c)
+{
+	for (int i = 0; i < c->npending; i++)
+		kc_ws_msg_unref(c->pending[i]);
+	c->npending = 0;
+	free(c->pending);
+	c->pending = NULL;
+	c->cap_pending = 0;
+}
+
+static void
+bury_later(kc_ws_hub *h, kc_ws_conn *c)
+{
+	c->gnext = h->grave;
+	h->grave = c;
+}
+
+/* Releases the socket and unlinks c; the memory goes when nobody holds it. */
+void
+kc_ws_stream_kill(kc_ws_hub *h, kc_ws_conn *c)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	kc_ws_conn_detach(c);
+	h->release(c->handle);
+	unlink_conn(h, c);
+	drop_pending(c);
+	atomic_fetch_sub(&h->count, 1);
+	kc_metrics_add(KC_M_WS_CONNECTIONS, -1);
+	if (!c->awaiting_ready)
+		bury_later(h, c);
+}
+
+/* Queues a close frame and gives the peer grace seconds to answer it. */
+void
+kc_ws_stream_close(kc_ws_hub *h, kc_ws_conn *c, uint16_t code, const char *reason, double grace)
+{
+	if (c->dead || c->state == KC_WS_CLOSING)
+		return;
+	c->state = KC_WS_CLOSING;
+	c->deadline = kc_evloop_now(h->loop) + grace;
+	drop_pending(c);
+	kc_ws_conn_queue_close(c, code, reason);
+	mark_dirty(h, c);
+}
+
+static void
+close_slow(kc_ws_hub *h, kc_ws_conn *c, const char *why)
+{
+	char		reason[120];
+
+	snprintf(reason, sizeof(reason), "%s: reconnect with after=%lld", why, c->last_sent);
+	kc_metrics_add(KC_M_WS_SLOW_CLOSED, 1);
+	kc_logf(KC_LOG_INFO, "websocket of %s closed (1008): %s", c->all ? "admin" : c->student, reason);
+	kc_ws_stream_close(h, c, 1008, reason, KC_WS_CLOSE_GRACE_S);
+}
+
+/* Sends event m to a LIVE connection unless already sent; 1008 when full. */
+static void
+send_event(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m, bool bounded)
+{
+	if (m->id <= c->last_sent || c->state != KC_WS_LIVE)
+		return;
+	if (bounded && kc_ws_conn_queued(c) >= (size_t) h->lim.queue)
+	{
+		close_slow(h, c, "too slow");
+		return;
+	}
+	if (!kc_ws_conn_queue_text(c, m->text, m->len))
+	{
+		close_slow(h, c, "out of memory");
+		return;
+	}
+	c->last_sent = m->id;
+	mark_dirty(h, c);
+}
+
+/* A live event for a REPLAYING connection: kept until the replay arrives (bounded). */
+static void
+keep_aside(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m)
+{
+	if (c->npending == c->cap_pending && c->cap_pending < h->lim.queue)
+	{
+		int			cap = c->cap_pending ? c->cap_pending * 2 : 8;
+		kc_ws_msg **p;
+
+		if (cap > h->lim.queue)
+			cap = h->lim.queue;
+		p = realloc(c->pending, (size_t) cap * sizeof(*p));
+		if (p)
+		{
+			c->pending = p;
+			c->cap_pending = cap;
+		}
+	}
+	if (c->npending < c->cap_pending)
+	{
+		c->pending[c->npending++] = m;
+		m->refs++;
+	}
+	else
+		c->overflow = true;
+}
+
+static void
+deliver(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m)
+{
+	if (c->dead || m->id <= c->last_sent)
+		return;
+	if (c->state == KC_WS_LIVE)
+		send_event(h, c, m, true);
+	else if (c->state == KC_WS_REPLAYING)
+		keep_aside(h, c, m);
+}
+
+void
+kc_ws_stream_event(kc_ws_hub *h, kc_ws_msg *m)
+{
+	if (m->id <= h->pos)
+		return;					/* replayed by the listener after a resync */
+	h->pos = m->id;
+	for (kc_ws_conn *c = h->buckets[hash_student(m->student)]; c; c = c->bnext)
+		if (strcmp(c->student, m->student) == 0)
+			deliver(h, c, m);
+	for (kc_ws_conn *c = h->firehose; c; c = c->bnext)
+		deliver(h, c, m);
+}
+
+void
+kc_ws_stream_add(kc_ws_hub *h, kc_ws_conn *c)
+{
+	if (!kc_ws_conn_attach(c))
+	{
+		kc_ws_stream_kill(h, c);
+		return;
+	}
+	link_conn(h, c);
+	if (c->after < 0)
+	{
+		long long	p = h->position ? h->position(h->position_arg) : 0;
+
+		c->after = p > h->pos ? p : h->pos;
+	}
+	c->last_sent = c->after;
+	if (h->stop_req)
+		kc_ws_stream_close(h, c, 1001, "server shutting down", 0.5);
+	else if (c->extra_len > 0)
+		mark_dirty(h, c);		/* the flush reads the bytes MHD already had */
+}
+
+void
+kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how)
+{
+	char		hello[160];
+	int			n;
+
+	c->awaiting_ready = false;
+	if (c->dead)
+	{
+		kc_ws_msg_free_list(msgs);
+		bury_later(h, c);
+		return;
+	}
+	if (c->state != KC_WS_REPLAYING)
+	{
+		kc_ws_msg_free_list(msgs);
+		return;
+	}
+	if (c->all)
+		n = snprintf(hello, sizeof(hello), "{\"type\":\"hello\",\"student_id\":null,\"last_event_id\":%lld}",
+					 c->after);
+	else
+		n = snprintf(hello, sizeof(hello), "{\"type\":\"hello\",\"student_id\":\"%s\",\"last_event_id\":%lld}",
+					 c->student, c->after);
+	kc_ws_conn_queue_text(c, hello, (size_t) n);
+	mark_dirty(h, c);
+	if (how == KC_WS_REPLAY_FAILED)
+	{
+		kc_ws_msg_free_list(msgs);
+		kc_ws_stream_close(h, c, 1013, "event log unavailable, retry later", KC_WS_CLOSE_GRACE_S);
+		return;
+	}
+	c->state = KC_WS_LIVE;
+	for (kc_ws_msg *m = msgs; m; m = m->next)
+		send_event(h, c, m, false); /* bounded by construction */
+	kc_ws_msg_free_list(msgs);
+	if (how == KC_WS_REPLAY_TRUNCATED)
+	{
+		close_slow(h, c, "too far behind");
+		return;
+	}
+	for (int i = 0; i < c->npending && c->state == KC_WS_LIVE; i++)
+		send_event(h, c, c->pending[i], true);
+	drop_pending(c);
+	if (c->overflow && c->state == KC_WS_LIVE)
+		close_slow(h, c, "too slow");
+}
+
+void
+kc_ws_stream_io(kc_ws_hub *h, kc_ws_conn *c, int ready)
+{
+	if (!c->dead && !kc_ws_conn_pump(c, (ready & KC_EV_READ) != 0))
+		kc_ws_stream_kill(h, c);
+}
+
+/* Pings idle peers, drops the ones that stopped answering, ends late closes. */
+void
+kc_ws_stream_tick(kc_ws_hub *h)
+{
+	double		now = kc_evloop_now(h->loop);
+	kc_ws_conn *next;
+
+	for (kc_ws_conn *c = h->all; c; c = next)
+	{
+		next = c->anext;
+		if (c->state == KC_WS_CLOSING)
+		{
+			if (now > c->deadline)
+				kc_ws_stream_kill(h, c);
+		}
+		else if (c->ping_out)
+		{
+			if (now - c->ping_at > h->lim.pong_timeout_s)
+			{
+				kc_metrics_add(KC_M_WS_DEAD_CLOSED, 1);
+				kc_logf(KC_LOG_INFO, "websocket of %s dropped: no answer to ping in %d s",
+						c->all ? "admin" : c->student, h->lim.pong_timeout_s);
+				kc_ws_stream_kill(h, c);
+			}
+		}
+		else if (now - c->last_rx >= h->lim.ping_interval_s)
+		{
+			kc_ws_conn_queue_ping(c);
+			mark_dirty(h, c);
+		}
+	}
+}
+
+void
+kc_ws_stream_flush(kc_ws_hub *h)
+{
+	while (h->dirty)
+	{
+		kc_ws_conn *c = h->dirty;
+
+		h->dirty = c->dnext;
+		c->dirty = false;
+		kc_ws_stream_io(h, c, 0);
+	}
+	while (h->grave)
+	{
+		kc_ws_conn *c = h->grave;
+
+		h->grave = c->gnext;
+		kc_ws_conn_free(c);
+	}
+}
