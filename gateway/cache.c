@@ -25,6 +25,7 @@
 #include "cache_local.h"
 #include "cache_redis.h"
 #include "log.h"
+#include "metrics.h"
 
 #define WATERMARK_KEY "kc:gateway:watermark"
 
@@ -180,6 +181,8 @@ static void
 on_redis_up(void *arg, kc_pool_state prev)
 {
 	kc_logf(KC_LOG_INFO, "redis reachable");
+	if (prev == KC_POOL_DOWN)
+		kc_metrics_add(KC_M_REDIS_RECONNECTS, 1);
 }
 
 /* Every Redis failure: requests bypass until the listener resyncs. */

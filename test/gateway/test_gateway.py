@@ -14,6 +14,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -527,6 +528,9 @@ def test_redis_outage(gw_env):
           r and (r.headers, r.json().get("version"), db_version(S2)))
     r = get(gw.port, "/api/v1/students/%s/home" % S2, t2)
     check(r.header("x-cache") == "HIT", "redis outage: cache hits again")
+    m = re.search(rb"^kc_redis_reconnects_total (\d+)$", get(gw.port, "/metrics").body, re.M)
+    check(m is not None and int(m.group(1)) >= 1, "redis outage: the recovery is counted in kc_redis_reconnects_total",
+          m and m.group(0))
     check(any(l.get("msg") == "cache synced" for l in gw.log_lines()[1:]) and
           "redis unavailable" in gw.log_text(), "redis outage: outage and resync are logged")
     gw.stop()
