@@ -344,7 +344,6 @@ serve_connection(kc_listener *l)
 		return;
 	}
 	PQclear(r);
-	atomic_store(&l->connected, true);
 	kc_logf(KC_LOG_INFO, "listening on kc_flow_events");
 	clock_gettime(CLOCK_MONOTONIC, &last_catchup);
 	l->synced = false;
@@ -368,6 +367,8 @@ serve_connection(kc_listener *l)
 			}
 			clock_gettime(CLOCK_MONOTONIC, &last_catchup);
 		}
+		/* the first replay was tried: from here on readiness may be reported */
+		atomic_store(&l->connected, true);
 		if (poll(p, 2, 500) < 0)
 			continue;
 		if (p[1].revents)

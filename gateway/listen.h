@@ -54,6 +54,12 @@ kc_listener *kc_listener_start(const char *conninfo, kc_cache *cache,
 							   kc_event_fn on_event, void *arg);
 void		kc_listener_stop(kc_listener *l);
 
+/*
+ * True once the listener holds LISTEN and has made its first catch-up attempt
+ * on that connection: the cache is synced by then, or Redis was found down and
+ * requests bypass it. Never true between LISTEN and the replay, so a gateway
+ * does not report ready while it still serves views the log has overtaken.
+ */
 bool		kc_listener_connected(kc_listener *l);
 long long	kc_listener_watermark(kc_listener *l);
 

@@ -667,6 +667,28 @@ def test_cors_and_auth_off():
     gw.stop()
 
 
+def test_ready_means_synced(gw_env, starts=6):
+    """/readyz says ready only once the first catch-up is done: never 200 with cache_synced false."""
+    early = []
+    for i in range(starts):
+        redis("SET", "kc:gateway:watermark", "0")     # a whole log to replay before the cache is synced
+        gw = Gateway("ready-%d" % i, **gw_env)
+        first = None
+        end = time.time() + 15
+        while first is None and time.time() < end:
+            try:
+                r = get(gw.port, "/readyz")
+                if r.status == 200:
+                    first = r.json()
+            except OSError:
+                pass
+            time.sleep(0.002)
+        gw.stop()
+        if first is None or not first["cache_synced"]:
+            early.append(first)
+    check(not early, "readyz: ready only after the first catch-up (%d starts, polled every 2 ms)" % starts, early)
+
+
 def main():
     test_help()
     gw_env = {}
@@ -687,6 +709,7 @@ def main():
         rc = gw.stop()
     check(rc == 0, "main gateway exits 0 on SIGTERM")
     test_cors_and_auth_off()
+    test_ready_means_synced(gw_env)
     test_catch_up_after_restart(gw_env)
     test_redis_outage(gw_env)
     test_postgres_restart(gw_env)
