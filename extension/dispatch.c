@@ -24,6 +24,9 @@
 
 PG_FUNCTION_INFO_V1(kcf_run_pending);
 
+typedef KcfOutcome (*KcfStageFn) (const KcfEvent *event, KcfStageResult *result);
+
+/* The stages, by the consumer names of the table of event types (event_types.c). */
 typedef struct KcfStage
 {
 	const char *consumer;
@@ -45,29 +48,6 @@ typedef struct KcfJob
 	int			attempts;
 	int			deferrals;
 } KcfJob;
-
-/*
- * The uuid under key in an event's payload; a clear error when it is missing,
- * since a stage cannot do anything sensible with such an event.
- */
-Datum
-kcf_event_uuid(const KcfEvent *event, const char *key)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {Int64GetDatum(event->id), CStringGetTextDatum(key)};
-	bool		isnull = true;
-	Datum		value = (Datum) 0;
-
-	kcf_plan(&plan, "SELECT (payload->>$2)::uuid FROM kc_flow.events WHERE id = $1", 2, types);
-	if (kcf_exec(plan, values, NULL, 1) > 0)
-		value = kcf_get_datum(0, 1, &isnull);
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("event " INT64_FORMAT " (%s) has no %s in its payload", event->id, event->type, key)));
-	return value;
-}
 
 static KcfStageFn
 stage_for(const char *consumer)
@@ -243,7 +223,7 @@ run_job(const KcfJob *job, KcfJob *next)
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		KcfEvent	event = {job->event_id, job->event_type, job->consumer};
+		KcfEvent	event = {job->event_id, job->event_type};
 
 		if (record_handled(job) &&
 			stage_for(job->consumer) (&event, &result) == KCF_DEFER)
@@ -274,11 +254,13 @@ run_job(const KcfJob *job, KcfJob *next)
 	}
 	PG_END_TRY();
 
-	if (result.next_event == 0 || kcf_consumer_for(result.next_type) == NULL)
+	if (result.next_event == 0)
+		return false;
+	next->consumer = kcf_consumer_for(result.next_type);
+	if (next->consumer == NULL)
 		return false;
 	next->event_id = result.next_event;
 	next->event_type = result.next_type;
-	next->consumer = kcf_consumer_for(result.next_type);
 	next->attempts = 0;
 	next->deferrals = 0;
 	return true;

@@ -4,10 +4,11 @@
  *
  * kcf_emit() is the only writer of kc_flow.events.  In one statement it bumps
  * the student's cache version, inserts the event and, when a stage consumes
- * that type, queues it.  It also sends NOTIFY kc_flow_events, which Postgres
- * delivers only if and when the transaction commits.  A transaction callback
- * wakes the workers right after such a commit and releases the transaction's
- * hold on the event horizon (see shared_state.c).
+ * that type (the table of event types, event_types.c), queues it.  It also
+ * sends NOTIFY kc_flow_events, which Postgres delivers only if and when the
+ * transaction commits.  A transaction callback wakes the workers right after
+ * such a commit and releases the transaction's hold on the event horizon
+ * (see shared_state.c).
  */
 #include "kc_flow.h"
 
@@ -71,39 +72,6 @@ take_event_id(void)
 	return id;
 }
 
-/* The event types of the log (kept in step with the events_type_known constraint). */
-static const char *const known_event_types[] = {
-	"PURCHASE_CONFIRMED", "PURCHASE_CREATED", "TRAINER_ALLOCATED", "ALLOCATION_PENDING",
-	"SESSIONS_GENERATED", "PURCHASE_REFUNDED", "PURCHASE_CANCELLED"
-};
-
-static void
-check_event_type(const char *event_type)
-{
-	for (int i = 0; i < lengthof(known_event_types); i++)
-		if (strcmp(known_event_types[i], event_type) == 0)
-			return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown kc_flow event type \"%s\"", event_type),
-			 errhint("Known types: PURCHASE_CONFIRMED, PURCHASE_CREATED, TRAINER_ALLOCATED, ALLOCATION_PENDING, "
-					 "SESSIONS_GENERATED, PURCHASE_REFUNDED, PURCHASE_CANCELLED.")));
-}
-
-const char *
-kcf_consumer_for(const char *event_type)
-{
-	if (strcmp(event_type, "PURCHASE_CONFIRMED") == 0)
-		return "purchase";
-	if (strcmp(event_type, "PURCHASE_CREATED") == 0)
-		return "allocation";
-	if (strcmp(event_type, "TRAINER_ALLOCATED") == 0)
-		return "sessions";
-	if (strcmp(event_type, "PURCHASE_REFUNDED") == 0)
-		return "refund";
-	return NULL;
-}
-
 static void
 send_notify(int64 id, const char *event_type, Datum correlation_id,
 			Datum student_id, int64 version)
@@ -123,6 +91,7 @@ send_notify(int64 id, const char *event_type, Datum correlation_id,
 
 /*
  * Appends one event; the caller must be connected to SPI.  Returns its id.
+ * A type missing from the table of event types is an error.
  */
 int64
 kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
@@ -184,7 +153,6 @@ kcf_emit_event_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event type, correlation id and student id must not be null")));
 	event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	check_event_type(event_type);
 	payload = PG_ARGISNULL(3) ? NULL
 		: DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3)));
 

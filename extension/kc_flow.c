@@ -12,6 +12,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -91,6 +92,27 @@ define_gucs(void)
 	MarkGUCPrefixReserved("kc_flow");
 }
 
+/* Registers kc_flow.workers workers; their entry point is kcf_worker_main (worker.c). */
+static void
+register_workers(void)
+{
+	for (int i = 0; i < kcf_workers; i++)
+	{
+		BackgroundWorker worker;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 5;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "kc_flow");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "kcf_worker_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "kc_flow worker %d", i);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "kc_flow worker");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
 void
 _PG_init(void)
 {
@@ -105,5 +127,5 @@ _PG_init(void)
 
 	kcf_preloaded = true;
 	kcf_shmem_install_hooks();
-	kcf_register_workers();
+	register_workers();
 }

@@ -1,11 +1,13 @@
 /*
  * kc_flow.h
- *      Declarations shared by the files of the kc_flow extension.
+ *      Declarations shared by the files of the kc_flow extension, by file.
  *
  * The flow: a payment trigger emits PURCHASE_CONFIRMED (emit.c); at commit the
  * workers are woken (shared_state.c); a worker (worker.c) or run_pending()
- * hands each queued event to its stage through the dispatcher (dispatch.c);
- * each stage (stage_*.c) applies its effect and emits the next event.
+ * hands each queued event to the stage its type names (event_types.c)
+ * through the dispatcher (dispatch.c); each stage (stage_*.c) reads what it
+ * needs from the event's payload (payload.c), applies its effect and emits
+ * the next event.
  */
 #ifndef KC_FLOW_H
 #define KC_FLOW_H
@@ -14,9 +16,9 @@
 #include "executor/spi.h"
 #include "storage/latch.h"
 
+/* kc_flow.c: module init and the GUCs */
 #define KCF_MAX_WORKERS 32
 
-/* GUCs (kc_flow.c) */
 extern char *kcf_database;
 extern int	kcf_workers;
 extern int	kcf_max_attempts;
@@ -27,11 +29,12 @@ extern int	kcf_session_generation;
 extern int	kcf_rolling_window;
 extern int	kcf_event_retention_s;
 
-typedef enum KcfSessionMode
+/* values of kcf_session_generation (kc_flow.session_generation) */
+enum
 {
 	KCF_SESSIONS_FULL,
 	KCF_SESSIONS_ROLLING
-} KcfSessionMode;
+};
 
 /* shared_state.c: shared memory, present only when preloaded */
 extern bool kcf_preloaded;
@@ -46,11 +49,6 @@ extern void kcf_inflight_note(int64 id);
 extern void kcf_inflight_end(void);
 extern int64 kcf_inflight_horizon(void);
 
-/* emit.c: the outbox */
-extern int64 kcf_emit(const char *event_type, Datum correlation_id,
-					  Datum student_id, const char *payload_json);
-extern void kcf_emit_install_callbacks(void);
-
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern int	kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
@@ -59,7 +57,15 @@ extern int64 kcf_get_int64(int row, int col, bool *isnull);
 extern Datum kcf_get_datum(int row, int col, bool *isnull);
 extern char *kcf_get_text(int row, int col);
 
-/* dispatch.c: running queued events through their stages */
+/* event_types.c: the table of event types */
+extern const char *kcf_consumer_for(const char *event_type);
+
+/* emit.c: the outbox */
+extern int64 kcf_emit(const char *event_type, Datum correlation_id,
+					  Datum student_id, const char *payload_json);
+extern void kcf_emit_install_callbacks(void);
+
+/* dispatch.c: what the dispatcher hands a stage and what the stage answers */
 typedef enum KcfOutcome
 {
 	KCF_DONE,					/* effect applied (or nothing to do): mark processed */
@@ -70,7 +76,6 @@ typedef struct KcfEvent
 {
 	int64		id;
 	const char *type;
-	const char *consumer;
 } KcfEvent;
 
 typedef struct KcfStageResult
@@ -80,23 +85,20 @@ typedef struct KcfStageResult
 	int			defer_ms;		/* with KCF_DEFER: how long to wait */
 } KcfStageResult;
 
-typedef KcfOutcome (*KcfStageFn) (const KcfEvent *event, KcfStageResult *result);
-
-extern const char *kcf_consumer_for(const char *event_type);
-extern Datum kcf_event_uuid(const KcfEvent *event, const char *key);
 extern int	kcf_dispatch_batch(int max_jobs, int *claimed);
 extern int64 kcf_next_due_ms(void);
 
-/* the stages */
+/* payload.c: reading an event's payload */
+extern Datum kcf_event_uuid(const KcfEvent *event, const char *key);
+
+/* stage_*.c: one stage each, called by the dispatcher */
 extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);
 extern KcfOutcome kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result);
 extern KcfOutcome kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result);
 extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result);
-extern Datum kcf_allocate_purchase(Datum purchase_id, bool *found_trainer, int64 *next_event);
 extern int	kcf_top_up_rolling_sessions(void);
 
-/* worker.c */
-extern void kcf_register_workers(void);
+/* worker.c: the background workers' entry point, registered by kc_flow.c */
 PGDLLEXPORT void kcf_worker_main(Datum main_arg);
 
 #endif							/* KC_FLOW_H */

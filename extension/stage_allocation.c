@@ -223,7 +223,6 @@ book_trainer(const Allocation *alloc, Datum trainer_id)
 	static SPIPlanPtr plan = NULL;
 	Oid			types[2] = {UUIDOID, UUIDOID};
 	Datum		values[2] = {alloc->id, trainer_id};
-	bool		isnull;
 
 	kcf_plan(&plan,
 			 "WITH b AS ("
@@ -238,7 +237,6 @@ book_trainer(const Allocation *alloc, Datum trainer_id)
 			 "   'trainer_id', trainer_id, 'course_id', course_id)::text",
 			 2, types);
 	kcf_exec(plan, values, NULL, 1);
-	(void) isnull;
 	return kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id, kcf_get_text(0, 1));
 }
 

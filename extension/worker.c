@@ -2,14 +2,15 @@
  * worker.c
  *      The background workers that run the pipeline.
  *
- * Each worker connects to kc_flow.database and loops: handle a batch of due
- * events in one transaction (dispatch.c), then sleep on its latch until a
- * committing transaction that emitted work wakes it, the next retry is due,
- * or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling
- * sessions and, every minute, trims the event log and refreshes the
- * trending courses.  An error outside the per-event subtransactions is
- * logged and the loop goes on after a pause; a worker that dies is restarted
- * by the postmaster five seconds later.
+ * kc_flow.c registers them when the library is preloaded.  Each worker
+ * connects to kc_flow.database and loops: handle a batch of due events in
+ * one transaction (dispatch.c), then sleep on its latch until a committing
+ * transaction that emitted work wakes it, the next retry is due, or
+ * kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling sessions
+ * and, every minute, trims the event log and refreshes the trending
+ * courses.  An error outside the per-event subtransactions is logged and
+ * the loop goes on after a pause; a worker that dies is restarted by the
+ * postmaster five seconds later.
  */
 #include "kc_flow.h"
 
@@ -33,26 +34,6 @@
 PG_FUNCTION_INFO_V1(kcf_worker_status);
 
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
-
-void
-kcf_register_workers(void)
-{
-	for (int i = 0; i < kcf_workers; i++)
-	{
-		BackgroundWorker worker;
-
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = 5;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "kc_flow");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "kcf_worker_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "kc_flow worker %d", i);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "kc_flow worker");
-		worker.bgw_main_arg = Int32GetDatum(i);
-		RegisterBackgroundWorker(&worker);
-	}
-}
 
 static void
 forget_latch(int code, Datum arg)

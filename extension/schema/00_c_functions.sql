@@ -9,6 +9,19 @@ CREATE FUNCTION kc_flow.is_iana_timezone(zone text) RETURNS boolean
 COMMENT ON FUNCTION kc_flow.is_iana_timezone(text) IS
     'true when the name is a zone of the IANA time zone database known to this server (e.g. Asia/Kolkata, UTC); POSIX strings such as XYZ+3 are refused';
 
+CREATE FUNCTION kc_flow.event_types(OUT event_type text, OUT consumer text, OUT emitted_by text, OUT meaning text)
+    RETURNS SETOF record
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_event_types';
+COMMENT ON FUNCTION kc_flow.event_types() IS
+    'the event types of the log, one row each: the stage that consumes it (NULL: only readers of the log act on it), who emits it and what it means';
+
+CREATE FUNCTION kc_flow.is_event_type(name text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_is_event_type';
+COMMENT ON FUNCTION kc_flow.is_event_type(text) IS
+    'true when kc_flow.event_types() has a type of that name; the events_type_known constraint of kc_flow.events';
+
 CREATE FUNCTION kc_flow.emit_event(event_type text, correlation_id uuid, student_id uuid, payload jsonb DEFAULT '{}')
     RETURNS bigint
     LANGUAGE c VOLATILE

@@ -164,9 +164,7 @@ COMMENT ON SEQUENCE kc_flow.events_id_seq IS
 
 CREATE TABLE kc_flow.events (
     id             bigint PRIMARY KEY,
-    event_type     text NOT NULL CONSTRAINT events_type_known CHECK (event_type IN
-                   ('PURCHASE_CONFIRMED', 'PURCHASE_CREATED', 'TRAINER_ALLOCATED', 'ALLOCATION_PENDING',
-                    'SESSIONS_GENERATED', 'PURCHASE_REFUNDED', 'PURCHASE_CANCELLED')),
+    event_type     text NOT NULL CONSTRAINT events_type_known CHECK (kc_flow.is_event_type(event_type)),
     correlation_id uuid NOT NULL,
     student_id     uuid NOT NULL,
     payload        jsonb NOT NULL DEFAULT '{}',
@@ -177,6 +175,8 @@ CREATE INDEX events_by_student ON kc_flow.events (student_id, id);
 CREATE INDEX events_by_correlation ON kc_flow.events (correlation_id, id);
 COMMENT ON TABLE kc_flow.events IS
     'outbox and event log; written only by kc_flow.emit_event (ids from events_id_seq), read in commit-safe order with kc_flow.events_since';
+COMMENT ON COLUMN kc_flow.events.event_type IS
+    'one of the types of kc_flow.event_types(), the table in extension/event_types.c';
 COMMENT ON COLUMN kc_flow.events.version IS 'the student''s cache_versions.version after this event''s transaction bumped it';
 
 CREATE TABLE kc_flow.event_queue (
