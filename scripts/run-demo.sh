@@ -1,26 +1,13 @@
 #!/usr/bin/env bash
 # scripts/run-demo.sh - the body of `make run`: kc_flow with demo data, on this machine only.
-# Installs the Debian packages it needs (when missing and run as root), builds and installs
+# Installs the Debian packages it needs (test/deps.sh run, when missing), builds and installs
 # the extension, starts a throwaway Postgres (kc_flow preloaded, workers on) and Redis on
 # loopback, loads scripts/demo_data.sql, starts kc-gateway, prints the home screen URL with a
 # demo token, and waits for Ctrl-C; then it stops everything it started and removes its files.
 # KC_LISTEN (default 127.0.0.1:8080) picks the gateway address.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev
-          libmicrohttpd-dev libhiredis-dev libcjson-dev libjwt-dev libssl-dev redis-server redis-tools curl python3"
-
-missing=()
-for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "run-demo: missing Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
-        exit 1
-    fi
-    echo "run-demo: installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
+bash "$ROOT/test/deps.sh" run
 . "$ROOT/test/cluster.sh"
 make -s -C "$ROOT" >/dev/null
 if [ "$(id -u)" = 0 ]; then make -s -C "$ROOT" install >/dev/null; else sudo make -s -C "$ROOT" install >/dev/null; fi

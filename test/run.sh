@@ -11,7 +11,7 @@ KC_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$KC_ROOT"
 source test/cluster.sh
 
-bash test/deps.sh || { echo "could not install the packages the tests need"; echo "0 passed, 1 failed"; exit 1; }
+bash test/deps.sh test || { echo "could not install the packages the tests need"; echo "0 passed, 1 failed"; exit 1; }
 make -s >/dev/null && make -s install >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 KC_TEST_TMP=$(mktemp -d /tmp/kc_test.XXXXXX)

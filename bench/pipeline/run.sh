@@ -7,7 +7,7 @@ set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
 source test/cluster.sh
-bash test/deps.sh
+bash test/deps.sh test
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 
 # one benchmark at a time on this machine

@@ -7,7 +7,7 @@ set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
 source test/cluster.sh
-bash test/deps.sh
+bash test/deps.sh test
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 SMALL=${SMALL:-10000}; LARGE=${LARGE:-600000}; SECONDS_EACH=${SECONDS_EACH:-10}
 

@@ -9,7 +9,7 @@ set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
 source test/cluster.sh
-bash test/deps.sh
+bash test/deps.sh test
 make -s >/dev/null && make -s install >/dev/null
 
 exec 9>/tmp/kc_bench.lock

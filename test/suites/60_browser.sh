@@ -20,16 +20,11 @@ mkdir -p "$WORK" "$ART"
 . "$KC_ROOT/test/cluster.sh"
 trap 'kc_gateway_stop "$WORK/gw"' EXIT
 
-apt_install() {
-    local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq >/dev/null 2>&1
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1
-}
-if [ ! -x /usr/bin/chromium ]; then
-    apt_install chromium || { echo "not ok - browser: chromium installs"; tail -5 "$WORK/apt.log" | sed 's/^/# /'; exit 0; }
-fi
-if ! command -v npm >/dev/null; then
-    apt_install nodejs npm || { echo "not ok - browser: nodejs and npm install"; exit 0; }
+# npm may come with a nodejs from elsewhere (NodeSource's includes it and conflicts with Debian's npm)
+extra=(chromium)
+command -v npm >/dev/null || extra+=(nodejs npm)
+if ! bash "$KC_ROOT/test/deps.sh" test "${extra[@]}" >"$WORK/apt.log" 2>&1; then
+    echo "not ok - browser: ${extra[*]} install"; tail -5 "$WORK/apt.log" | sed 's/^/# /'; exit 0
 fi
 if [ ! -d "$E2E/node_modules/playwright-core" ] || [ "$E2E/package-lock.json" -nt "$E2E/node_modules/.package-lock.json" ]; then
     (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm.log" 2>&1 ||
