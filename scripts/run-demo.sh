@@ -43,7 +43,13 @@ kc_pg_start "$WORK/pg" "$PG_PORT" kc_demo
 kc_redis_start "$WORK/redis" "$REDIS_PORT"
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_demo -v ON_ERROR_STOP=1 -Atq)
 kc_as_postgres "${PSQL[@]}" -f "$ROOT/scripts/demo_data.sql" >/dev/null
-sleep 1
+# The workers started before kc_demo existed and come back about 5 s later (their restart
+# delay): wait until they have processed the demo's payments, so the first page shows them.
+echo "run-demo: waiting for the workers to process the demo payments"
+for _ in $(seq 1 300); do
+    [ "$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.event_queue")" = 0 ] && break
+    sleep 0.1
+done
 kc_as_postgres "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null
 
 SECRET=${KC_JWT_SECRET:-demo-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')}
