@@ -55,6 +55,7 @@ KC_LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # postgresql.conf lines for a cluster that may lose its data with the machine (tests of
 # process crashes, benchmarks of the gateway, the demo): commits stay synchronous, so a
 # crashed server process loses no acknowledged commit; only an operating-system crash could.
+# shellcheck disable=SC2034  # used by the scripts that source this file
 KC_PG_NO_FSYNC=("fsync = off" "full_page_writes = off" "synchronous_commit = on")
 
 kc_as_postgres() {
@@ -98,7 +99,17 @@ _kc_alive() {
     [ "${stat%% *}" != Z ]
 }
 
+# _kc_usage N USAGE ARGS...: fails with USAGE unless there are at least N ARGS.
+_kc_usage() {
+    local n=$1 usage=$2
+    shift 2
+    [ $# -ge "$n" ] && return 0
+    echo "usage: $usage" >&2
+    return 2
+}
+
 kc_pg_init() {
+    _kc_usage 3 "kc_pg_init DIR PORT DB [CONF-LINE...]" "$@" || return
     local dir=$1 port=$2 db=$3 line
     shift 3
     if [ -e "$dir/data/PG_VERSION" ]; then
@@ -125,6 +136,8 @@ kc_pg_init() {
 }
 
 kc_pg_start() {
+    _kc_usage 1 "kc_pg_start DIR [PORT DB]" "$@" || return
+    [ $# -ne 2 ] || { _kc_usage 3 "kc_pg_start DIR [PORT DB]"; return; }
     local dir=$1 port=${2:-} db=${3:-} psql running
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         echo "kc_pg_start: no cluster in $dir (kc_pg_init makes one)" >&2; return 1
@@ -156,6 +169,7 @@ _kc_pg_pid() {
 }
 
 kc_pg_stop() {
+    _kc_usage 1 "kc_pg_stop DIR [MODE]" "$@" || return
     local dir=$1 mode=${2:-fast} pid
     pid=$(_kc_pg_pid "$dir")
     [ -n "$pid" ] || return 0
@@ -169,6 +183,7 @@ kc_pg_stop() {
 }
 
 kc_redis_start() {
+    _kc_usage 2 "kc_redis_start DIR PORT [persist]" "$@" || return
     local dir=$1 port=$2 aof=no
     [ "${3:-}" = persist ] && aof=yes
     _kc_own_dir "$dir" || return 1
@@ -185,6 +200,7 @@ kc_redis_start() {
 }
 
 kc_redis_stop() {
+    _kc_usage 1 "kc_redis_stop DIR" "$@" || return
     local dir=$1 pid
     pid=$(cat "$dir/redis.pid" 2>/dev/null) || return 0
     if _kc_alive "$pid" redis-server; then
@@ -197,6 +213,7 @@ kc_redis_stop() {
 }
 
 kc_gateway_start() {
+    _kc_usage 2 "kc_gateway_start DIR ADDR [NAME=VALUE...]" "$@" || return
     local dir=$1 addr=$2 bin=${KC_GATEWAY_BIN:-$KC_LIB_ROOT/gateway/kc-gateway} pid
     shift 2
     mkdir -p "$dir" || return 1
@@ -217,12 +234,14 @@ kc_gateway_start() {
 }
 
 kc_gateway_running() {
+    _kc_usage 1 "kc_gateway_running DIR" "$@" || return
     local pid
     pid=$(cat "$1/gateway.pid" 2>/dev/null) || return 1
     _kc_alive "$pid" kc-gateway
 }
 
 kc_gateway_stop() {
+    _kc_usage 1 "kc_gateway_stop DIR" "$@" || return
     local dir=$1 pid rc=0
     pid=$(cat "$dir/gateway.pid" 2>/dev/null) || return 0
     if _kc_alive "$pid" kc-gateway; then

@@ -8,7 +8,7 @@
 # KC_KEEP_TMP=1 keeps the servers' directories (logs) after the run.
 set -uo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$KC_ROOT"
+cd "$KC_ROOT" || exit 1
 source test/cluster.sh
 
 bash test/deps.sh test || { echo "could not install the packages the tests need"; echo "0 passed, 1 failed"; exit 1; }
@@ -18,8 +18,9 @@ KC_TEST_TMP=$(mktemp -d /tmp/kc_test.XXXXXX)
 chmod 755 "$KC_TEST_TMP"; chown postgres:postgres "$KC_TEST_TMP"
 export KC_ROOT KC_TEST_TMP PG_BIN
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test
-export PGPORT=$(kc_free_port)
-export REDIS_PORT=$(kc_free_port)
+PGPORT=$(kc_free_port) && REDIS_PORT=$(kc_free_port) ||
+  { echo "no free port"; echo "0 passed, 1 failed"; exit 1; }
+export PGPORT REDIS_PORT
 export KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/kc_test"
 export KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 

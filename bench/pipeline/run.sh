@@ -13,10 +13,12 @@ make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 # one benchmark at a time on this machine
 exec 9>/tmp/kc_bench.lock
 flock 9
-export KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+export KC_BENCH_TMP
 chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test KC_LIMIT_DB=kc_limit KC_ROOT
-export PGPORT=$(kc_free_port)
+PGPORT=$(kc_free_port)
+export PGPORT
 trap 'kc_pg_stop "$KC_BENCH_TMP/pg"; rm -rf "$KC_BENCH_TMP"' EXIT
 
 # KC_BENCH_CONF: extra postgresql.conf lines, separated by ';' (e.g. "kc_flow.batch_size = 4")

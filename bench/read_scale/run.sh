@@ -16,7 +16,8 @@ flock 9
 TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
 chmod 755 "$TMP"; chown postgres:postgres "$TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test
-export PGPORT=$(kc_free_port)
+PGPORT=$(kc_free_port)
+export PGPORT
 trap 'kc_pg_stop "$TMP/pg"; rm -rf "$TMP"' EXIT
 kc_pg_init "$TMP/pg" "$PGPORT" kc_test "kc_flow.workers = 0" "max_wal_size = 8GB" "shared_buffers = 1GB"
 kc_pg_start "$TMP/pg" "$PGPORT" kc_test

@@ -14,10 +14,12 @@ make -s >/dev/null && make -s install >/dev/null
 
 exec 9>/tmp/kc_bench.lock
 flock 9
-export KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+export KC_BENCH_TMP
 chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test KC_ROOT
-export PGPORT=$(kc_free_port) GW_PORT=$(kc_free_port)
+PGPORT=$(kc_free_port); GW_PORT=$(kc_free_port)
+export PGPORT GW_PORT
 REDIS_PORT=$(kc_free_port)
 export KC_JWT_SECRET=bench-system-secret
 export KC_BENCH_PURCHASES=${KC_BENCH_PURCHASES:-1000}   # the limit run uses the same count

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The extension on a server that does not preload it (managed databases, tests).
-cd "$KC_ROOT/test/pipeline"
+set -u
+cd "$KC_ROOT/test/pipeline" || exit 1
 source "$KC_ROOT/test/cluster.sh"
 dir="$KC_TEST_TMP/no_preload"
 rm -rf "$dir"

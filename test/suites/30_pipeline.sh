@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pipeline with its background workers: the validation scenario, 500
 # concurrent payments with duplicates, and crashes on a cluster of its own.
-cd "$KC_ROOT/test/pipeline"
+set -u
+cd "$KC_ROOT/test/pipeline" || exit 1
 source "$KC_ROOT/test/cluster.sh"
 PY=/usr/bin/python3
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Malformed input at the gateway's doors (test/http/bad_input.py), against a gateway on
 # the harness's shared Postgres and Redis.
-cd "$KC_ROOT"
+set -u
+cd "$KC_ROOT" || exit 1
 source test/cluster.sh
 gw="$KC_TEST_TMP/bad_input_gateway"
 trap 'kc_gateway_stop "$gw"' EXIT
