@@ -9,6 +9,7 @@
 # user owns, on 127.0.0.1 only, each in a session of its own (setsid), so a Ctrl-C meant
 # for the caller does not reach them: the caller stops them. Each kc_*_stop stops exactly
 # the server the matching kc_*_start started, by the pid that server wrote into its DIR.
+# PG_BIN (default /usr/lib/postgresql/15/bin) picks the Postgres programs.
 #
 #   kc_as_postgres CMD [ARG...]
 #       runs CMD as the postgres user when we are root, else as ourselves.
