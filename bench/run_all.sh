@@ -4,7 +4,7 @@
 # bench/results-<time>.txt.  About 10 minutes on the 2-core development machine.
 set -uo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$KC_ROOT"
+cd "$KC_ROOT" || exit 1
 out="bench/results-$(date -u +%Y%m%dT%H%MZ).txt"
 : >"$out"
 for b in pipeline system read_scale home ws; do

@@ -1,45 +1,34 @@
 #!/usr/bin/env bash
 # scripts/run-demo.sh - the body of `make run`: kc_flow with demo data, on this machine only.
-# Installs the Debian packages it needs (when missing and run as root), builds and installs
+# Installs the Debian packages it needs (test/deps.sh run, when missing), builds and installs
 # the extension, starts a throwaway Postgres (kc_flow preloaded, workers on) and Redis on
 # loopback, loads scripts/demo_data.sql, starts kc-gateway, prints the home screen URL with a
 # demo token, and waits for Ctrl-C; then it stops everything it started and removes its files.
 # KC_LISTEN (default 127.0.0.1:8080) picks the gateway address.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PACKAGES="build-essential pkg-config postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev
-          libmicrohttpd-dev libhiredis-dev libcjson-dev libjwt-dev libssl-dev redis-server redis-tools curl python3"
-
-missing=()
-for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "run-demo: missing Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
-        exit 1
-    fi
-    echo "run-demo: installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-. "$ROOT/test/gateway/env.sh"
+bash "$ROOT/test/deps.sh" run
+. "$ROOT/test/cluster.sh"
 make -s -C "$ROOT" >/dev/null
 if [ "$(id -u)" = 0 ]; then make -s -C "$ROOT" install >/dev/null; else sudo make -s -C "$ROOT" install >/dev/null; fi
 
 WORK=$(mktemp -d /tmp/kc-demo.XXXXXX)
 chmod 755 "$WORK"
-GW_PID=
+# cleanup STATUS: stops everything this script started and exits with STATUS (0 after Ctrl-C)
 cleanup() {
+    local status=$1
     trap - EXIT INT TERM
     set +e                  # stop everything, whatever each step answers
     echo
     echo "run-demo: stopping"
-    [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
+    kc_gateway_stop "$WORK/gw"
     kc_redis_stop "$WORK/redis"
     kc_pg_stop "$WORK/pg"
     rm -rf "$WORK"
-    exit 0
+    exit "$status"
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup $?' EXIT
+trap 'cleanup 0' INT TERM
 
 PG_PORT=$(kc_free_port)
 REDIS_PORT=$(kc_free_port)
@@ -48,20 +37,25 @@ if (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null; then
     LISTEN=127.0.0.1:$(kc_free_port)
     echo "run-demo: ${KC_LISTEN:-127.0.0.1:8080} is busy, using $LISTEN"
 fi
+# fsync off: a demo's data may go with the machine
+kc_pg_init "$WORK/pg" "$PG_PORT" kc_demo "${KC_PG_NO_FSYNC[@]}"
 kc_pg_start "$WORK/pg" "$PG_PORT" kc_demo
 kc_redis_start "$WORK/redis" "$REDIS_PORT"
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_demo -v ON_ERROR_STOP=1 -Atq)
-kc_as_pg "${PSQL[@]}" -f "$ROOT/scripts/demo_data.sql" >/dev/null
-sleep 1
-kc_as_pg "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null
+kc_as_postgres "${PSQL[@]}" -f "$ROOT/scripts/demo_data.sql" >/dev/null
+# The workers started before kc_demo existed and come back about 5 s later (their restart
+# delay): wait until they have processed the demo's payments, so the first page shows them.
+echo "run-demo: waiting for the workers to process the demo payments"
+for _ in $(seq 1 300); do
+    [ "$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.event_queue")" = 0 ] && break
+    sleep 0.1
+done
+kc_as_postgres "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null
 
 SECRET=${KC_JWT_SECRET:-demo-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')}
-export KC_JWT_SECRET=$SECRET KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_demo" \
-       KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_LISTEN=$LISTEN KC_STATIC_DIR="$ROOT/gateway/static"
-"$ROOT/gateway/kc-gateway" 2>"$WORK/gateway.log" &
-GW_PID=$!
-for _ in $(seq 1 100); do curl -sf "http://$LISTEN/readyz" >/dev/null && break; sleep 0.1; done
-curl -sf "http://$LISTEN/readyz" >/dev/null || { echo "run-demo: the gateway did not become ready" >&2; tail "$WORK/gateway.log" >&2; exit 1; }
+export KC_JWT_SECRET=$SECRET
+kc_gateway_start "$WORK/gw" "$LISTEN" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_demo" \
+    KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_STATIC_DIR="$ROOT/gateway/static"
 
 S1=11111111-1111-4111-8111-111111111111
 S3=33333333-3333-4333-8333-333333333333
@@ -78,8 +72,7 @@ Buy Chen a course and watch the page update within a second:
 (as root, prefix it with: runuser -u postgres --)
 
 API:  curl -H "Authorization: Bearer $T3" http://$LISTEN/api/v1/students/$S3/home
-Logs: $WORK/gateway.log      Metrics: http://$LISTEN/metrics
+Logs: $WORK/gw/gateway.log      Metrics: http://$LISTEN/metrics
 Press Ctrl-C to stop and clean up.
 TXT
-wait "$GW_PID" || true
-GW_PID=
+wait "$(cat "$WORK/gw/gateway.pid")" || true

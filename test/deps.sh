@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# test/deps.sh: installs the Debian packages the build and the tests need,
-# when they are missing.  Safe to run again; needs root (or sudo) to install.
+# test/deps.sh PROFILE [PACKAGE...] - the one list of the Debian 12 packages kc_flow needs,
+# and the one way to install them: installs those of PROFILE, and each PACKAGE given (what a
+# single suite needs beyond the list: chromium for the browser suite, clang for the fuzzers),
+# that are not installed yet. Safe to run again; installing needs root, or sudo.
+#   run   build the extension and the gateway, and run them: `make run` (scripts/run-demo.sh)
+#   test  that, plus what the test suites and the benchmarks use (test/run.sh, bench/)
 set -euo pipefail
 
-packages=(
-  build-essential postgresql-15 postgresql-client-15 postgresql-contrib postgresql-server-dev-15
-  postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-  redis-server redis-tools libmicrohttpd-dev libhiredis-dev libcjson-dev libpq-dev
-  libwslay-dev libjwt-dev libssl-dev wrk curl procps python3 python3-psycopg2 python3-websockets
+run_packages=(
+  build-essential postgresql-15 postgresql-client-15 postgresql-contrib postgresql-server-dev-15 libpq-dev
+  redis-server redis-tools
+  libmicrohttpd-dev libhiredis-dev libcjson-dev libjwt-dev libwslay-dev libssl-dev
+  curl procps python3
 )
-[ -n "${KC_EXTRA_PACKAGES:-}" ] && packages+=(${KC_EXTRA_PACKAGES})
+test_packages=(
+  postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk python3-psycopg2 python3-websockets
+)
+
+case "${1:-}" in
+  run)  packages=("${run_packages[@]}") ;;
+  test) packages=("${run_packages[@]}" "${test_packages[@]}") ;;
+  *)    echo "usage: test/deps.sh run|test [PACKAGE...]" >&2; exit 2 ;;
+esac
+shift
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do
@@ -17,9 +31,16 @@ for p in "${packages[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-echo "installing: ${missing[*]}"
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "deps: missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  SUDO=(sudo)
+fi
+echo "deps: installing ${missing[*]}"
+# other runs on this machine may hold the apt locks for a while: wait for them
+apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300)
+"${apt[@]}" update >/dev/null
+"${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null

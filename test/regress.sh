@@ -3,7 +3,7 @@
 # server in PGHOST/PGPORT, in a fresh database kc_regress.  Used by the suite
 # and handy alone:  PGPORT=... bash test/regress.sh [test...]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 PGXS_DIR=$(dirname "$(pg_config --pgxs)")/../..
 tests=("$@")
 [ ${#tests[@]} -eq 0 ] && tests=($(ls sql/*.sql | xargs -n1 basename | sed 's/\.sql$//'))

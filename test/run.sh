@@ -4,35 +4,39 @@
 # cluster (kc_flow preloaded, workers on) and Redis on loopback, runs every
 # suite in test/suites/ and ends with "N passed, N failed".
 #   bash test/run.sh [suite-name-substring...]
+# KC_PG_CONF: extra postgresql.conf lines for that cluster, separated by ';'.
+# KC_KEEP_TMP=1 keeps the servers' directories (logs) after the run.
 set -uo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$KC_ROOT"
+cd "$KC_ROOT" || exit 1
 source test/cluster.sh
 
-bash test/deps.sh || { echo "could not install the packages the tests need"; echo "0 passed, 1 failed"; exit 1; }
+bash test/deps.sh test || { echo "could not install the packages the tests need"; echo "0 passed, 1 failed"; exit 1; }
 make -s >/dev/null && make -s install >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 KC_TEST_TMP=$(mktemp -d /tmp/kc_test.XXXXXX)
 chmod 755 "$KC_TEST_TMP"; chown postgres:postgres "$KC_TEST_TMP"
 export KC_ROOT KC_TEST_TMP PG_BIN
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test
-export PGPORT=$(kc_free_port 55432)
-export REDIS_PORT=$(kc_free_port 56379)
+PGPORT=$(kc_free_port) && REDIS_PORT=$(kc_free_port) ||
+  { echo "no free port"; echo "0 passed, 1 failed"; exit 1; }
+export PGPORT REDIS_PORT
 export KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/kc_test"
 export KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 
 cleanup() {
   kc_pg_stop "$KC_TEST_TMP/main"
-  kc_redis_stop "$KC_TEST_TMP/main"
+  kc_redis_stop "$KC_TEST_TMP/redis"
   [ -n "${KC_KEEP_TMP:-}" ] || rm -rf "$KC_TEST_TMP"
 }
 trap cleanup EXIT
 
-kc_pg_init "$KC_TEST_TMP/main" "$PGPORT" "${KC_PG_CONF[@]:-}" || { echo "initdb failed"; echo "0 passed, 1 failed"; exit 1; }
-kc_pg_start "$KC_TEST_TMP/main" || { cat "$KC_TEST_TMP/main/postgres.log"; echo "0 passed, 1 failed"; exit 1; }
-kc_redis_start "$KC_TEST_TMP/main" "$REDIS_PORT" || { echo "0 passed, 1 failed"; exit 1; }
-psql -q -X -d postgres -c "CREATE DATABASE kc_test" &&
-  psql -q -X -c "CREATE EXTENSION kc_flow CASCADE" || { echo "0 passed, 1 failed"; exit 1; }
+IFS=';' read -r -a extra_conf <<< "${KC_PG_CONF:-}"
+if ! kc_pg_init "$KC_TEST_TMP/main" "$PGPORT" kc_test ${extra_conf[@]+"${extra_conf[@]}"} ||
+   ! kc_pg_start "$KC_TEST_TMP/main" "$PGPORT" kc_test ||
+   ! kc_redis_start "$KC_TEST_TMP/redis" "$REDIS_PORT"; then
+  echo "the test servers did not start"; echo "0 passed, 1 failed"; exit 1
+fi
 
 passed=0; failed=0
 for suite in test/suites/*.sh; do

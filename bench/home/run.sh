@@ -17,7 +17,7 @@
 # servers' CPU: on a 2-core machine that contention, not the server, sets p99).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-. "$ROOT/test/gateway/env.sh"
+. "$ROOT/test/cluster.sh"
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
@@ -34,10 +34,13 @@ else
 fi
 WORK=$(mktemp -d /tmp/kc-bench-home.XXXXXX)
 chmod 777 "$WORK"
-PIDS=()
+TR_PID=
 
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    set +e
+    [ -n "$TR_PID" ] && kill "$TR_PID" 2>/dev/null && wait "$TR_PID" 2>/dev/null
+    kc_gateway_stop "$WORK/gw"
+    kc_gateway_stop "$WORK/gw-local"
     kc_redis_stop "$WORK/redis"
     kc_pg_stop "$WORK/pg" immediate
     rm -rf "$WORK"
@@ -51,9 +54,12 @@ cc -O2 -Wall -Wextra -o "$WORK/trivial" "$ROOT/bench/home/trivial.c" -lmicrohttp
 
 PG_PORT=$(kc_free_port); REDIS_PORT=$(kc_free_port); GW_PORT=$(kc_free_port); TR_PORT=$(kc_free_port)
 LC_PORT=$(kc_free_port)
-kc_pg_start "$WORK/pg" "$PG_PORT" kc_bench noworkers
+# the settings of every earlier run, so that the figures stay comparable
+kc_pg_init "$WORK/pg" "$PG_PORT" kc_bench "kc_flow.workers = 0" "max_connections = 200" "shared_buffers = 128MB" \
+    "${KC_PG_NO_FSYNC[@]}"
+kc_pg_start "$WORK/pg" "$PG_PORT" kc_bench
 kc_redis_start "$WORK/redis" "$REDIS_PORT"
-psql_q() { kc_as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_bench -v ON_ERROR_STOP=1 -Atq "$@"; }
+psql_q() { kc_as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_bench -v ON_ERROR_STOP=1 -Atq "$@"; }
 psql_q -f "$ROOT/scripts/demo_data.sql" >/dev/null
 while [ "$(psql_q -c 'SELECT kc_flow.run_pending(1000)')" != 0 ]; do :; done
 psql_q -c 'SELECT kc_flow.refresh_trending()' >/dev/null
@@ -65,12 +71,13 @@ SECRET=bench-secret
 STUDENT=11111111-1111-4111-8111-111111111111
 export KC_JWT_SECRET=$SECRET
 export KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_bench" KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
-KC_LISTEN="127.0.0.1:$GW_PORT" KC_THREADS=$GW_THREADS KC_LOG_LEVEL=${KC_LOG_LEVEL:-info} KC_LOCAL_CACHE=0 \
-    $PIN_SERVER "$ROOT/gateway/kc-gateway" 2>"$WORK/gateway.log" &
-PIDS+=($!)
-KC_LISTEN="127.0.0.1:$LC_PORT" KC_THREADS=$GW_THREADS KC_LOG_LEVEL=${KC_LOG_LEVEL:-info} KC_LOCAL_CACHE=$LOCAL_CACHE \
-    $PIN_SERVER "$ROOT/gateway/kc-gateway" 2>"$WORK/gateway-local.log" &
-PIDS+=($!)
+kc_gateway_start "$WORK/gw" "127.0.0.1:$GW_PORT" KC_THREADS="$GW_THREADS" KC_LOG_LEVEL="${KC_LOG_LEVEL:-info}" \
+    KC_LOCAL_CACHE=0
+kc_gateway_start "$WORK/gw-local" "127.0.0.1:$LC_PORT" KC_THREADS="$GW_THREADS" KC_LOG_LEVEL="${KC_LOG_LEVEL:-info}" \
+    KC_LOCAL_CACHE="$LOCAL_CACHE"
+if [ "$PIN" = 1 ]; then     # every thread of both gateways, before any load
+    for g in gw gw-local; do taskset -a -p -c 1 "$(cat "$WORK/$g/gateway.pid")" >/dev/null; done
+fi
 TOKEN=$("$ROOT/gateway/kc-gateway" --issue-token=$STUDENT)
 ADMIN=$("$ROOT/gateway/kc-gateway" --issue-token=ops --token-role=admin)
 synced() { curl -sf "http://127.0.0.1:$1/readyz" | grep -q '"cache_synced":true'; }
@@ -85,7 +92,7 @@ HIT_CHECK=$(curl -s -o /dev/null -D - -H "Authorization: Bearer $TOKEN" "$LC_URL
 [ "$HIT_CHECK" = HIT ] || { echo "bench: expected a cache HIT (local), got '$HIT_CHECK'" >&2; exit 1; }
 BODY_BYTES=$(wc -c <"$WORK/body.json")
 $PIN_SERVER "$WORK/trivial" "$TR_PORT" "$GW_THREADS" "$WORK/body.json" &
-PIDS+=($!)
+TR_PID=$!
 sleep 0.3
 
 # run_wrk NAME ARGS...: prints "NAME req/s p50 p99" and keeps wrk's output (CONNS overrides -c)

@@ -7,26 +7,26 @@ set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
 source test/cluster.sh
-bash test/deps.sh
+bash test/deps.sh test
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 
 # one benchmark at a time on this machine
 exec 9>/tmp/kc_bench.lock
 flock 9
-export KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+export KC_BENCH_TMP
 chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test KC_LIMIT_DB=kc_limit KC_ROOT
-export PGPORT=$(kc_free_port 57432)
+PGPORT=$(kc_free_port)
+export PGPORT
 trap 'kc_pg_stop "$KC_BENCH_TMP/pg"; rm -rf "$KC_BENCH_TMP"' EXIT
 
 # KC_BENCH_CONF: extra postgresql.conf lines, separated by ';' (e.g. "kc_flow.batch_size = 4")
 IFS=';' read -r -a extra_conf <<< "${KC_BENCH_CONF:-}"
-kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" "synchronous_commit = on" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
-  "${extra_conf[@]}"
-kc_pg_start "$KC_BENCH_TMP/pg"
-for db in kc_test kc_limit; do
-  psql -q -X -d postgres -c "CREATE DATABASE $db"
-  psql -q -X -d "$db" -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
-done
+kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" kc_test "synchronous_commit = on" "max_wal_size = 4GB" \
+  "checkpoint_timeout = 30min" ${extra_conf[@]+"${extra_conf[@]}"}
+kc_pg_start "$KC_BENCH_TMP/pg" "$PGPORT" kc_test
+psql -q -X -d postgres -c "CREATE DATABASE kc_limit"
+psql -q -X -d kc_limit -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
 psql -q -X -d kc_limit -f bench/pipeline/same_writes.sql
 /usr/bin/python3 bench/pipeline/pipeline_bench.py

@@ -7,7 +7,7 @@ set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
 source test/cluster.sh
-bash test/deps.sh
+bash test/deps.sh test
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 SMALL=${SMALL:-10000}; LARGE=${LARGE:-600000}; SECONDS_EACH=${SECONDS_EACH:-10}
 
@@ -16,12 +16,11 @@ flock 9
 TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
 chmod 755 "$TMP"; chown postgres:postgres "$TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test
-export PGPORT=$(kc_free_port 57632)
+PGPORT=$(kc_free_port)
+export PGPORT
 trap 'kc_pg_stop "$TMP/pg"; rm -rf "$TMP"' EXIT
-kc_pg_init "$TMP/pg" "$PGPORT" "kc_flow.workers = 0" "max_wal_size = 8GB" "shared_buffers = 1GB"
-kc_pg_start "$TMP/pg"
-psql -q -X -d postgres -c "CREATE DATABASE kc_test"
-psql -q -X -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
+kc_pg_init "$TMP/pg" "$PGPORT" kc_test "kc_flow.workers = 0" "max_wal_size = 8GB" "shared_buffers = 1GB"
+kc_pg_start "$TMP/pg" "$PGPORT" kc_test
 psql -q -X -f bench/read_scale/setup.sql >/dev/null
 
 measure() {

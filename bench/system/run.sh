@@ -9,38 +9,36 @@ set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
 source test/cluster.sh
-bash test/deps.sh
+bash test/deps.sh test
 make -s >/dev/null && make -s install >/dev/null
 
 exec 9>/tmp/kc_bench.lock
 flock 9
-export KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
+export KC_BENCH_TMP
 chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test KC_ROOT
-export PGPORT=$(kc_free_port 57532) GW_PORT=$(kc_free_port 58080)
-REDIS_PORT=$(kc_free_port 58379)
+PGPORT=$(kc_free_port); GW_PORT=$(kc_free_port)
+export PGPORT GW_PORT
+REDIS_PORT=$(kc_free_port)
 export KC_JWT_SECRET=bench-system-secret
 export KC_BENCH_PURCHASES=${KC_BENCH_PURCHASES:-1000}   # the limit run uses the same count
-GW_PID=
 cleanup() {
-  [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
-  kc_redis_stop "$KC_BENCH_TMP"
+  set +e
+  kc_gateway_stop "$KC_BENCH_TMP/gw"
+  kc_redis_stop "$KC_BENCH_TMP/redis"
   kc_pg_stop "$KC_BENCH_TMP/pg"
   rm -rf "$KC_BENCH_TMP"
 }
 trap cleanup EXIT
 
-kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" "synchronous_commit = on"
-kc_pg_start "$KC_BENCH_TMP/pg"
-for db in kc_test kc_limit; do
-  psql -q -X -d postgres -c "CREATE DATABASE $db"
-  psql -q -X -d "$db" -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
-done
+kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" kc_test "synchronous_commit = on"
+kc_pg_start "$KC_BENCH_TMP/pg" "$PGPORT" kc_test
+psql -q -X -d postgres -c "CREATE DATABASE kc_limit"
+psql -q -X -d kc_limit -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
 psql -q -X -d kc_limit -f bench/pipeline/same_writes.sql
 export KC_LIMIT_DB=kc_limit
-kc_redis_start "$KC_BENCH_TMP" "$REDIS_PORT"
-KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/kc_test" KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
-  KC_LISTEN="127.0.0.1:$GW_PORT" KC_LOG_LEVEL=warn gateway/kc-gateway 2>"$KC_BENCH_TMP/gateway.log" &
-GW_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GW_PORT/readyz" >/dev/null && break; sleep 0.1; done
+kc_redis_start "$KC_BENCH_TMP/redis" "$REDIS_PORT"
+kc_gateway_start "$KC_BENCH_TMP/gw" "127.0.0.1:$GW_PORT" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/kc_test" \
+  KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_LOG_LEVEL=warn
 /usr/bin/python3 bench/system/system_bench.py

@@ -13,7 +13,7 @@ CONNECTIONS=${CONNECTIONS:-10000}
 RATE=${RATE:-1000}
 DURATION=${DURATION:-20}
 PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
-. "$ROOT/test/gateway/env.sh"
+. "$ROOT/test/cluster.sh"
 
 exec 9>/tmp/kc_bench.lock
 echo "bench/ws: waiting for the benchmark lock..."
@@ -23,10 +23,11 @@ make -s -C "$ROOT" >/dev/null
 make -s -C "$ROOT" install >/dev/null
 WORK=$(mktemp -d /tmp/kc-wsbench.XXXXXX)
 chmod 755 "$WORK"
-GW_PID=; CL_PID=
+CL_PID=
 cleanup() {
-    [ -n "$CL_PID" ] && kill "$CL_PID" 2>/dev/null
-    [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
+    set +e
+    [ -n "$CL_PID" ] && kill "$CL_PID" 2>/dev/null && wait "$CL_PID" 2>/dev/null
+    kc_gateway_stop "$WORK/gw"
     kc_redis_stop "$WORK/redis"
     kc_pg_stop "$WORK/pg" immediate
     rm -rf "$WORK"
@@ -34,22 +35,22 @@ cleanup() {
 trap cleanup EXIT
 
 PG_PORT=$(kc_free_port); REDIS_PORT=$(kc_free_port); GW_PORT=$(kc_free_port)
-kc_pg_start "$WORK/pg" "$PG_PORT" kc_bench >/dev/null
+# the settings of every earlier run, so that the figures stay comparable
+kc_pg_init "$WORK/pg" "$PG_PORT" kc_bench "max_connections = 200" "shared_buffers = 128MB" "${KC_PG_NO_FSYNC[@]}"
+kc_pg_start "$WORK/pg" "$PG_PORT" kc_bench
 kc_redis_start "$WORK/redis" "$REDIS_PORT"
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_bench -X -v ON_ERROR_STOP=1 -Atq)
-kc_as_pg "${PSQL[@]}" -c "
+kc_as_postgres "${PSQL[@]}" -c "
   CREATE TABLE ws_bench_students (n int PRIMARY KEY, id uuid NOT NULL);
   WITH s AS (INSERT INTO kc_flow.students (display_name, timezone)
              SELECT 'bench ' || g, 'UTC' FROM generate_series(1, $CONNECTIONS) g RETURNING id)
   INSERT INTO ws_bench_students SELECT row_number() OVER (), id FROM s;"
-kc_as_pg "${PSQL[@]}" -c "SELECT id FROM ws_bench_students ORDER BY n" >"$WORK/students"
+kc_as_postgres "${PSQL[@]}" -c "SELECT id FROM ws_bench_students ORDER BY n" >"$WORK/students"
 
 SECRET=bench-secret
-KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_bench" KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
-KC_JWT_SECRET=$SECRET KC_LISTEN=127.0.0.1:$GW_PORT KC_WS_MAX_CONNECTIONS=$((CONNECTIONS + 100)) \
-    "$ROOT/gateway/kc-gateway" 2>"$WORK/gateway.log" &
-GW_PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GW_PORT/readyz" >/dev/null && break; sleep 0.1; done
+kc_gateway_start "$WORK/gw" "127.0.0.1:$GW_PORT" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_bench" \
+    KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_JWT_SECRET="$SECRET" KC_WS_MAX_CONNECTIONS=$((CONNECTIONS + 100))
+GW_PID=$(cat "$WORK/gw/gateway.pid")
 rss() { awk '/VmRSS/ {print $2 / 1024 " MiB"}' /proc/$GW_PID/status; }
 RSS0=$(rss)
 
@@ -63,9 +64,9 @@ RSS1=$(rss)
 WS_GAUGE=$(curl -s "http://127.0.0.1:$GW_PORT/metrics" | awk '$1 == "kc_ws_connections" {print $2}')
 echo "bench/ws: $HELD connections open (gateway gauge $WS_GAUGE), emitting $RATE events/s for $DURATION s"
 
-kc_as_pg "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -c 4 -j 2 -R "$RATE" -T "$DURATION" \
+kc_as_postgres "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -c 4 -j 2 -R "$RATE" -T "$DURATION" \
     -D students="$CONNECTIONS" -f "$ROOT/bench/ws/emit.sql" kc_bench >"$WORK/pgbench.log" 2>&1 || true
-EMITTED=$(kc_as_pg "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.events WHERE payload ? 'bench'")
+EMITTED=$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.events WHERE payload ? 'bench'")
 RSS2=$(rss)
 wait "$CL_PID" || true
 CL_PID=
@@ -78,4 +79,4 @@ echo "client result:                $(cat "$WORK/client.json")"
 echo "events emitted (committed):   $EMITTED at a target of $RATE/s ($(grep -E '^tps' "$WORK/pgbench.log" | head -1))"
 echo "gateway RSS:                  $RSS0 idle, $RSS1 with the connections, $RSS2 after the run"
 echo "gateway CPU time (s):         $CPU"
-grep -E '"level":"(warn|error)"' "$WORK/gateway.log" | head -5 || true
+grep -E '"level":"(warn|error)"' "$WORK/gw/gateway.log" | head -5 || true

@@ -91,7 +91,7 @@ def invariants_of(fn, *args):
 # ---- servers ----------------------------------------------------------------------
 
 def shell(cmd, timeout=120):
-    r = subprocess.run(["bash", "-c", 'source "%s/test/gateway/env.sh"; %s' % (ROOT, cmd)],
+    r = subprocess.run(["bash", "-c", 'source "%s/test/cluster.sh"; %s' % (ROOT, cmd)],
                        capture_output=True, text=True, timeout=timeout)
     return r.returncode == 0, r.stdout + r.stderr
 

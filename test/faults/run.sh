@@ -9,7 +9,7 @@
 set -u
 KC_ROOT=${KC_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-source "$KC_ROOT/test/gateway/env.sh"
+source "$KC_ROOT/test/cluster.sh"
 PY=/usr/bin/python3
 
 BASE=${KC_TEST_TMP:-$(mktemp -d /tmp/kc_faults.XXXXXX)}
@@ -21,9 +21,7 @@ PG_DIR="$WORK/pg"
 REDIS_DIR="$WORK/redis"
 
 cleanup() {
-    local pid
-    pid=$(cat "$WORK/gateway.pid" 2>/dev/null) &&
-        [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = kc-gateway ] && kill -9 "$pid" 2>/dev/null
+    kc_gateway_stop "$WORK"     # the one faults.py started, should it have left it behind
     kc_redis_stop "$REDIS_DIR"
     kc_pg_stop "$PG_DIR" immediate
     if [ -z "${KC_KEEP_TMP:-}" ] && [ -z "${KC_TEST_TMP:-}" ]; then rm -rf "$BASE"; fi
@@ -35,18 +33,18 @@ if [ ! -x "$KC_ROOT/gateway/kc-gateway" ]; then
 fi
 PG_PORT=$(kc_free_port)
 REDIS_PORT=$(kc_free_port)
-if ! kc_pg_start "$PG_DIR" "$PG_PORT" kc_test >"$WORK/pg-start.log" 2>&1 ||
+# fsync off: only processes are killed here, never the machine; commits stay synchronous
+if ! kc_pg_init "$PG_DIR" "$PG_PORT" kc_test "${KC_PG_NO_FSYNC[@]}" >"$WORK/pg-start.log" 2>&1 ||
+   ! kc_pg_start "$PG_DIR" "$PG_PORT" kc_test >>"$WORK/pg-start.log" 2>&1 ||
    ! kc_redis_start "$REDIS_DIR" "$REDIS_PORT" persist >"$WORK/redis-start.log" 2>&1; then
     echo "not ok - faults: private Postgres and Redis start"
     cat "$WORK"/pg-start.log "$WORK"/redis-start.log | sed 's/^/# /' | tail -20
     exit 1
 fi
-# env.sh runs its clusters with synchronous_commit = off, which loses the last commits
-# acknowledged before a crash (kill -9 of a backend resets shared memory, WAL buffers
-# included): the faults need every acknowledged commit to survive a process crash.
-# fsync stays off: only processes are killed here, never the machine.
+# The faults need every acknowledged commit to survive a process crash (kill -9 of a backend
+# resets shared memory, WAL buffers included), hence synchronous_commit = on.
 # FAULT_SYNCHRONOUS_COMMIT=off shows the loss (the durability check fails).
-kc_as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_test -qAt \
+kc_as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_test -qAt \
     -c "ALTER SYSTEM SET synchronous_commit = ${FAULT_SYNCHRONOUS_COMMIT:-on}" -c "SELECT pg_reload_conf()" >/dev/null
 echo "# faults: Postgres on port $PG_PORT, Redis on port $REDIS_PORT, logs in $WORK"
 

@@ -7,8 +7,8 @@
 # Extra arguments go to faults.py (e.g. --rate 40, --worker 50); FAULT_SEED repeats an order.
 set -u
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$KC_ROOT"
-bash test/deps.sh || { echo "not ok - soak: the packages the tests need install"; exit 1; }
+cd "$KC_ROOT" || exit 1
+bash test/deps.sh test || { echo "not ok - soak: the packages the tests need install"; exit 1; }
 { make -s >/dev/null && make -s install >/dev/null; } || { echo "not ok - soak: build and install"; exit 1; }
 FAULT_TIMEOUT=${FAULT_TIMEOUT:-3600} bash test/faults/run.sh \
     --worker 20 --pg 5 --redis 5 --gateway 5 --ws 20 --rate 25 "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pg_regress tests: sql/*.sql against expected/*.out, one result line per test.
-cd "$KC_ROOT"
+set -u
+cd "$KC_ROOT" || exit 1
 bash test/regress.sh >"$KC_TEST_TMP/regress.log" 2>&1
 grep -E '^(test |     |ok |not ok )' "$KC_TEST_TMP/regress.log" | grep -E '\.\.\. |^(not )?ok ' |
 while read -r line; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Isolation specs (pg_isolation_regress): races between concurrent sessions.
-cd "$KC_ROOT/test/isolation"
+set -u
+cd "$KC_ROOT/test/isolation" || exit 1
 ISO=$(dirname "$(pg_config --pgxs)")/../../src/test/isolation/pg_isolation_regress
 specs=$(ls specs/*.spec | xargs -n1 basename | sed 's/\.spec$//')
 "$ISO" --inputdir=. --outputdir="$KC_TEST_TMP/isolation" --bindir="$(pg_config --bindir)" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pipeline with its background workers: the validation scenario, 500
 # concurrent payments with duplicates, and crashes on a cluster of its own.
-cd "$KC_ROOT/test/pipeline"
+set -u
+cd "$KC_ROOT/test/pipeline" || exit 1
 source "$KC_ROOT/test/cluster.sh"
 PY=/usr/bin/python3
 
@@ -11,10 +12,11 @@ $PY concurrency.py || echo "not ok - concurrency.py exited with $?"
 # the crash test gets its own cluster: it kills and restarts the server
 crash_dir="$KC_TEST_TMP/crash"
 rm -rf "$crash_dir"
-crash_port=$(kc_free_port $((PGPORT + 100)))
-kc_pg_init "$crash_dir" "$crash_port" "kc_flow.batch_size = 1"
-kc_pg_start "$crash_dir"
-psql -q -X -p "$crash_port" -d postgres -c "CREATE DATABASE kc_test" >/dev/null
-psql -q -X -p "$crash_port" -c "CREATE EXTENSION kc_flow CASCADE" >/dev/null 2>&1
-KC_CRASH_DIR="$crash_dir" PGPORT="$crash_port" $PY crash.py || echo "not ok - crash.py exited with $?"
-kc_pg_stop "$crash_dir"
+trap 'kc_pg_stop "$crash_dir"' EXIT
+crash_port=$(kc_free_port)
+if kc_pg_init "$crash_dir" "$crash_port" kc_test "kc_flow.batch_size = 1" &&
+   kc_pg_start "$crash_dir" "$crash_port" kc_test; then
+  KC_CRASH_DIR="$crash_dir" PGPORT="$crash_port" $PY crash.py || echo "not ok - crash.py exited with $?"
+else
+  echo "not ok - crash test: a cluster of its own starts"
+fi

@@ -10,8 +10,9 @@
 set -u
 KC_ROOT=${KC_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 KC_TEST_TMP=${KC_TEST_TMP:-$(mktemp -d)}
+chmod 755 "$KC_TEST_TMP"          # the postgres user walks through it
 export PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-ENV_SH="$KC_ROOT/test/gateway/env.sh"
+ENV_SH="$KC_ROOT/test/cluster.sh"     # test_gateway.py stops and starts the servers through it
 . "$ENV_SH"
 
 WORK="$KC_TEST_TMP/gateway-suite.$$"
@@ -46,7 +47,9 @@ fi
 
 PG_PORT=$(kc_free_port)
 REDIS_PORT=$(kc_free_port)
-if ! kc_pg_start "$PG_DIR" "$PG_PORT" kc_test >"$WORK/pg-start.log" 2>&1 ||
+# fsync off: the tests kill and restart processes, never the machine
+if ! kc_pg_init "$PG_DIR" "$PG_PORT" kc_test "${KC_PG_NO_FSYNC[@]}" >"$WORK/pg-start.log" 2>&1 ||
+   ! kc_pg_start "$PG_DIR" "$PG_PORT" kc_test >>"$WORK/pg-start.log" 2>&1 ||
    ! kc_redis_start "$REDIS_DIR" "$REDIS_PORT" persist >"$WORK/redis-start.log" 2>&1; then
     say "not ok" "gateway: private Postgres and Redis start"
     cat "$WORK"/pg-start.log "$WORK"/redis-start.log | sed 's/^/# /' | tail -20
@@ -54,7 +57,7 @@ if ! kc_pg_start "$PG_DIR" "$PG_PORT" kc_test >"$WORK/pg-start.log" 2>&1 ||
 fi
 say ok "gateway: private Postgres (port $PG_PORT) and Redis (port $REDIS_PORT) start"
 
-psql_q() { kc_as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_test -v ON_ERROR_STOP=1 -Atq "$@"; }
+psql_q() { kc_as_postgres "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_test -v ON_ERROR_STOP=1 -Atq "$@"; }
 if psql_q -f "$KC_ROOT/scripts/demo_data.sql" >"$WORK/demo.log" 2>&1; then
     say ok "gateway: demo data loads"
 else

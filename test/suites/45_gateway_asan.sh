@@ -2,7 +2,8 @@
 # The gateway's integration tests again, against a build of kc-gateway with
 # AddressSanitizer and UndefinedBehaviorSanitizer: any report aborts the gateway
 # (and so fails a check), and the logs are searched for reports afterwards.
-cd "$KC_ROOT"
+set -u
+cd "$KC_ROOT" || exit 1
 build="$KC_TEST_TMP/gateway-asan"
 rm -rf "$build"; mkdir -p "$build"
 cp gateway/*.c gateway/*.h gateway/Makefile "$build/"

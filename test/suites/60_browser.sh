@@ -17,20 +17,14 @@ WORK="$KC_TEST_TMP/browser-suite.$$"
 E2E="$KC_ROOT/test/e2e"
 ART="$E2E/artifacts"
 mkdir -p "$WORK" "$ART"
-GW_PID=
-cleanup() { [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null; }
-trap cleanup EXIT
+. "$KC_ROOT/test/cluster.sh"
+trap 'kc_gateway_stop "$WORK/gw"' EXIT
 
-apt_install() {
-    local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq >/dev/null 2>&1
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >"$WORK/apt.log" 2>&1
-}
-if [ ! -x /usr/bin/chromium ]; then
-    apt_install chromium || { echo "not ok - browser: chromium installs"; tail -5 "$WORK/apt.log" | sed 's/^/# /'; exit 0; }
-fi
-if ! command -v npm >/dev/null; then
-    apt_install nodejs npm || { echo "not ok - browser: nodejs and npm install"; exit 0; }
+# npm may come with a nodejs from elsewhere (NodeSource's includes it and conflicts with Debian's npm)
+extra=(chromium)
+command -v npm >/dev/null || extra+=(nodejs npm)
+if ! bash "$KC_ROOT/test/deps.sh" test "${extra[@]}" >"$WORK/apt.log" 2>&1; then
+    echo "not ok - browser: ${extra[*]} install"; tail -5 "$WORK/apt.log" | sed 's/^/# /'; exit 0
 fi
 if [ ! -d "$E2E/node_modules/playwright-core" ] || [ "$E2E/package-lock.json" -nt "$E2E/node_modules/.package-lock.json" ]; then
     (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm.log" 2>&1 ||
@@ -44,18 +38,18 @@ psql_q -f "$KC_ROOT/test/ws/fixture.sql" >"$WORK/fixture.log" 2>&1 ||
     { echo "not ok - browser: test/ws/fixture.sql loads"; sed 's/^/# /' "$WORK/fixture.log" | tail; exit 0; }
 STUDENT=$(psql_q -c "INSERT INTO kc_flow.students (display_name, timezone) VALUES ('Browser Test', 'Europe/Berlin') RETURNING id")
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(kc_free_port)
 export KC_JWT_SECRET=browser-test-secret
-KC_DATABASE_URL=$DB_URL KC_REDIS_URL="${KC_REDIS_URL%/*}/7" KC_LISTEN=127.0.0.1:$PORT KC_DEMO=on \
-KC_STATIC_DIR="$KC_ROOT/gateway/static" "$KC_ROOT/gateway/kc-gateway" 2>"$WORK/gateway.log" &
-GW_PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+if ! kc_gateway_start "$WORK/gw" "127.0.0.1:$PORT" KC_DATABASE_URL="$DB_URL" KC_REDIS_URL="${KC_REDIS_URL%/*}/7" \
+        KC_DEMO=on KC_STATIC_DIR="$KC_ROOT/gateway/static"; then
+    echo "not ok - browser: the gateway starts"; exit 0
+fi
 TOKEN=$("$KC_ROOT/gateway/kc-gateway" --issue-token="$STUDENT")
 SHOT="$ART/home-$(date +%Y%m%d-%H%M%S).png"
 
 GW_URL="http://127.0.0.1:$PORT" TOKEN=$TOKEN STUDENT=$STUDENT SHOT=$SHOT \
 PSQL="psql -X -Atq -v ON_ERROR_STOP=1" timeout 120 node "$E2E/home_test.js"
 rc=$?
-[ $rc -ne 0 ] && echo "not ok - browser: the test program exited with $rc" && tail -5 "$WORK/gateway.log" | sed 's/^/# /'
+[ $rc -ne 0 ] && echo "not ok - browser: the test program exited with $rc" && tail -5 "$WORK/gw/gateway.log" | sed 's/^/# /'
 echo "# screenshot: $SHOT"
 exit 0

@@ -22,19 +22,10 @@ TARGETS="fuzz_route fuzz_query fuzz_jwt fuzz_notify fuzz_ws"
 mkdir -p "$WORK"
 
 # clang with the libFuzzer and sanitizer runtimes
-need=()
-for p in clang libclang-rt-14-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    if ! { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-           $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"; } \
-           >"$WORK/apt.log" 2>&1; then
-        echo "not ok - fuzz: clang and libclang-rt-14-dev install"
-        sed 's/^/# /' "$WORK/apt.log" | tail -10
-        exit 0
-    fi
+if ! bash "$KC_ROOT/test/deps.sh" test clang libclang-rt-14-dev >"$WORK/apt.log" 2>&1; then
+    echo "not ok - fuzz: clang and libclang-rt-14-dev install"
+    sed 's/^/# /' "$WORK/apt.log" | tail -10
+    exit 0
 fi
 
 if nice make -s -C "$FUZZ" BUILD="$BUILD" all >"$WORK/build.log" 2>&1; then
