@@ -172,7 +172,11 @@ is_permanent(int sqlerrcode)
 		sqlerrcode == ERRCODE_NO_DATA_FOUND;
 }
 
-/* Moves the job to dead_letters with its error. */
+/*
+ * Moves the job to dead_letters with its error; also undoes record_handled()
+ * for a stage that refused the event, so that retry_dead_letter() runs the
+ * stage again.
+ */
 static void
 dead_letter(const KcfJob *job, int attempts, const char *sqlstate,
 			const char *message, const char *detail)
@@ -183,7 +187,8 @@ dead_letter(const KcfJob *job, int attempts, const char *sqlstate,
 	char		nulls[6] = "      ";
 
 	kcf_plan(&plan,
-			 "WITH q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1 AND consumer = $2)"
+			 "WITH q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1 AND consumer = $2),"
+			 " p AS (DELETE FROM kc_flow.processed_events WHERE event_id = $1 AND consumer = $2)"
 			 " INSERT INTO kc_flow.dead_letters"
 			 "   (event_id, consumer, attempts, sqlstate, error_message, error_detail)"
 			 " VALUES ($1, $2, $3, $4, $5, $6)",
@@ -250,6 +255,24 @@ record_failure(const KcfJob *job, ErrorData *edata)
 }
 
 /*
+ * The stage refused the event for good but keeps its effect (the event that
+ * tells the student): the job goes to dead_letters at this attempt, with the
+ * stage's reason.
+ */
+static void
+refuse_job(const KcfJob *job, const KcfStageResult *result)
+{
+	const char *sqlstate = unpack_sql_state(result->refuse_sqlstate);
+
+	dead_letter(job, job->attempts + 1, sqlstate, result->refuse_message, result->refuse_detail);
+	ereport(WARNING,
+			(errmsg("kc_flow: event " INT64_FORMAT " (%s) dead-lettered at attempt %d in the %s stage, which refused it",
+					job->event_id, job->event_type, job->attempts + 1, job->consumer),
+			 errdetail("SQLSTATE %s: %s", sqlstate, result->refuse_message),
+			 result->refuse_hint ? errhint("%s", result->refuse_hint) : 0));
+}
+
+/*
  * Handles one job in a subtransaction.  Fills *next with the follow-up job
  * when the stage emitted an event for a later stage, to be handled next in
  * this batch (its queue row, written by us, is invisible to other workers).
@@ -260,7 +283,7 @@ run_job(const KcfJob *job, KcfJob *next)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	KcfStageResult result = {0, NULL, 0};
+	KcfStageResult result = {0};
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -268,9 +291,20 @@ run_job(const KcfJob *job, KcfJob *next)
 	{
 		KcfEvent	event = {job->event_id, job->event_type};
 
-		if (record_handled(job) &&
-			stage_for(job->consumer) (&event, &result) == KCF_DEFER)
-			defer_job(job, result.defer_ms);
+		if (record_handled(job))
+		{
+			switch (stage_for(job->consumer) (&event, &result))
+			{
+				case KCF_DONE:
+					break;
+				case KCF_DEFER:
+					defer_job(job, result.defer_ms);
+					break;
+				case KCF_REFUSE:
+					refuse_job(job, &result);
+					break;
+			}
+		}
 
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
