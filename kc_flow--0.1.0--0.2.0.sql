@@ -9,6 +9,10 @@
 
 \echo Use "ALTER EXTENSION kc_flow UPDATE TO '0.2.0'" to load this file. \quit
 
+-- dead letters also come from errors that cannot succeed on retry, at the first attempt
+COMMENT ON TABLE kc_flow.dead_letters IS
+    'events a stage could not handle, with the last error: refused by the stage or failed with an error that cannot succeed on retry (first attempt), or failed kc_flow.max_attempts times; kc_flow.retry_dead_letter(id) puts one back in the queue';
+
 -- create_payment refuses a course the student actively holds (23505)
 CREATE OR REPLACE FUNCTION kc_flow.create_payment(student uuid, course uuid, purchase_tier int, time_slot jsonb,
                                                   amount_cents bigint DEFAULT 0, currency text DEFAULT 'USD',
