@@ -7,7 +7,10 @@
 
 EXTENSION   = kc_flow
 MODULE_big  = kc_flow
-DATA_built  = kc_flow--0.1.0.sql
+# the current version's install script is built from extension/schema/; older
+# versions' install scripts are frozen, and upgrade scripts lead from them
+DATA_built  = kc_flow--0.2.0.sql
+DATA        = kc_flow--0.1.0.sql kc_flow--0.1.0--0.2.0.sql
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
 PG_CPPFLAGS = -Iextension
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
@@ -19,7 +22,7 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-kc_flow--0.1.0.sql: $(sort $(wildcard extension/schema/*.sql))
+kc_flow--0.2.0.sql: $(sort $(wildcard extension/schema/*.sql))
 	cat $^ > $@
 
 all: gateway

@@ -6,8 +6,9 @@
  * so workers never wait for each other.  Each event is handled in its own
  * subtransaction: the stage's effect, the processed_events row and the
  * removal from the queue commit together or not at all, and a failing event
- * is rolled back alone, rescheduled with exponential backoff and, after
- * kc_flow.max_attempts, moved to kc_flow.dead_letters.  An event a stage
+ * is rolled back alone and either moved to kc_flow.dead_letters at once,
+ * when its error cannot succeed on retry (is_permanent()), or rescheduled
+ * with exponential backoff until kc_flow.max_attempts is used up.  An event a stage
  * emits is handled right away in the same batch (its queue row is ours until
  * commit), so a payment usually goes from confirmation to sessions in one
  * worker transaction.
@@ -150,29 +151,75 @@ retry_delay_ms(int attempts)
 	return Min(delay, 3600 * 1000);
 }
 
-/* Records a failed attempt; dead-letters the event after the last one. */
-static void
-record_failure(const KcfJob *job, ErrorData *edata)
+/*
+ * Whether an error says the event can never succeed, so that a retry would
+ * only delay its dead letter: data exceptions (class 22), integrity
+ * violations (class 23) and no_data_found (P0002), which our own rules raise
+ * when a row an event names does not exist (the rules' other errors are
+ * 22023, 23502, 23503, 23505 and 23514).  Everything else is retried with
+ * backoff: the transient states (40001, 40P01, 55P03, classes 08, 53, 57P)
+ * because a later attempt may succeed, and unknown ones (XX000, P0001, ...)
+ * because a retry bounded by kc_flow.max_attempts costs little.  A cancel or
+ * shutdown (57014, 57P01) never reaches here: run_job() rethrows it.
+ */
+static bool
+is_permanent(int sqlerrcode)
 {
-	static SPIPlanPtr retry_plan = NULL;
-	static SPIPlanPtr dead_plan = NULL;
+	int			class = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return class == ERRCODE_DATA_EXCEPTION ||
+		class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		sqlerrcode == ERRCODE_NO_DATA_FOUND;
+}
+
+/*
+ * Moves the job to dead_letters with its error; also undoes record_handled()
+ * for a stage that refused the event, so that retry_dead_letter() runs the
+ * stage again.
+ */
+static void
+dead_letter(const KcfJob *job, int attempts, const char *sqlstate,
+			const char *message, const char *detail)
+{
+	static SPIPlanPtr plan = NULL;
 	Oid			types[6] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = "      ";
-	int			attempts = job->attempts + 1;
-	const char *sqlstate = unpack_sql_state(edata->sqlerrcode);
 
+	kcf_plan(&plan,
+			 "WITH q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1 AND consumer = $2),"
+			 " p AS (DELETE FROM kc_flow.processed_events WHERE event_id = $1 AND consumer = $2)"
+			 " INSERT INTO kc_flow.dead_letters"
+			 "   (event_id, consumer, attempts, sqlstate, error_message, error_detail)"
+			 " VALUES ($1, $2, $3, $4, $5, $6)",
+			 6, types);
 	values[0] = Int64GetDatum(job->event_id);
 	values[1] = CStringGetTextDatum(job->consumer);
 	values[2] = Int32GetDatum(attempts);
 	values[3] = CStringGetTextDatum(sqlstate);
-	values[4] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
-	if (edata->detail)
-		values[5] = CStringGetTextDatum(edata->detail);
+	values[4] = CStringGetTextDatum(message ? message : "unknown error");
+	if (detail)
+		values[5] = CStringGetTextDatum(detail);
 	else
 		nulls[5] = 'n';
+	kcf_exec(plan, values, nulls, 0);
+}
 
-	if (attempts < kcf_max_attempts)
+/*
+ * Records a failed attempt.  A permanent error is dead-lettered at once, any
+ * other after kc_flow.max_attempts; until then the job waits its backoff.
+ */
+static void
+record_failure(const KcfJob *job, ErrorData *edata)
+{
+	static SPIPlanPtr retry_plan = NULL;
+	Oid			types[6] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	int			attempts = job->attempts + 1;
+	const char *sqlstate = unpack_sql_state(edata->sqlerrcode);
+	bool		permanent = is_permanent(edata->sqlerrcode);
+
+	if (!permanent && attempts < kcf_max_attempts)
 	{
 		int64		delay = retry_delay_ms(attempts);
 
@@ -182,9 +229,13 @@ record_failure(const KcfJob *job, ErrorData *edata)
 				 "       run_after = clock_timestamp() + make_interval(secs => $6::bigint / 1000.0)"
 				 " WHERE event_id = $1 AND consumer = $2",
 				 6, types);
+		values[0] = Int64GetDatum(job->event_id);
+		values[1] = CStringGetTextDatum(job->consumer);
+		values[2] = Int32GetDatum(attempts);
+		values[3] = CStringGetTextDatum(sqlstate);
+		values[4] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
 		values[5] = CStringGetTextDatum(psprintf(INT64_FORMAT, delay));
-		nulls[5] = ' ';
-		kcf_exec(retry_plan, values, nulls, 0);
+		kcf_exec(retry_plan, values, NULL, 0);
 		ereport(LOG,
 				(errmsg("kc_flow: %s stage failed on event " INT64_FORMAT " (%s), attempt %d of %d, retry in " INT64_FORMAT " ms: %s",
 						job->consumer, job->event_id, job->event_type, attempts,
@@ -192,18 +243,33 @@ record_failure(const KcfJob *job, ErrorData *edata)
 		return;
 	}
 
-	kcf_plan(&dead_plan,
-			 "WITH d AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1 AND consumer = $2)"
-			 " INSERT INTO kc_flow.dead_letters"
-			 "   (event_id, consumer, attempts, sqlstate, error_message, error_detail)"
-			 " VALUES ($1, $2, $3, $4, $5, $6)",
-			 6, types);
-	kcf_exec(dead_plan, values, nulls, 0);
+	dead_letter(job, attempts, sqlstate, edata->message, edata->detail);
 	ereport(WARNING,
-			(errmsg("kc_flow: event " INT64_FORMAT " (%s) dead-lettered after %d attempts in the %s stage",
+			(permanent ?
+			 errmsg("kc_flow: event " INT64_FORMAT " (%s) dead-lettered at attempt %d in the %s stage, its error cannot succeed on retry",
+					job->event_id, job->event_type, attempts, job->consumer) :
+			 errmsg("kc_flow: event " INT64_FORMAT " (%s) dead-lettered after %d attempts in the %s stage",
 					job->event_id, job->event_type, attempts, job->consumer),
 			 errdetail("Last error: SQLSTATE %s: %s", sqlstate, edata->message),
 			 errhint("Fix the cause, then call kc_flow.retry_dead_letter() on its dead_letters row.")));
+}
+
+/*
+ * The stage refused the event for good but keeps its effect (the event that
+ * tells the student): the job goes to dead_letters at this attempt, with the
+ * stage's reason.
+ */
+static void
+refuse_job(const KcfJob *job, const KcfStageResult *result)
+{
+	const char *sqlstate = unpack_sql_state(result->refuse_sqlstate);
+
+	dead_letter(job, job->attempts + 1, sqlstate, result->refuse_message, result->refuse_detail);
+	ereport(WARNING,
+			(errmsg("kc_flow: event " INT64_FORMAT " (%s) dead-lettered at attempt %d in the %s stage, which refused it",
+					job->event_id, job->event_type, job->attempts + 1, job->consumer),
+			 errdetail("SQLSTATE %s: %s", sqlstate, result->refuse_message),
+			 result->refuse_hint ? errhint("%s", result->refuse_hint) : 0));
 }
 
 /*
@@ -217,7 +283,7 @@ run_job(const KcfJob *job, KcfJob *next)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	KcfStageResult result = {0, NULL, 0};
+	KcfStageResult result = {0};
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -225,9 +291,20 @@ run_job(const KcfJob *job, KcfJob *next)
 	{
 		KcfEvent	event = {job->event_id, job->event_type};
 
-		if (record_handled(job) &&
-			stage_for(job->consumer) (&event, &result) == KCF_DEFER)
-			defer_job(job, result.defer_ms);
+		if (record_handled(job))
+		{
+			switch (stage_for(job->consumer) (&event, &result))
+			{
+				case KCF_DONE:
+					break;
+				case KCF_DEFER:
+					defer_job(job, result.defer_ms);
+					break;
+				case KCF_REFUSE:
+					refuse_job(job, &result);
+					break;
+			}
+		}
 
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);

@@ -44,6 +44,8 @@ static const KcfEventType event_types[] = {
 	"a succeeded payment became refunded"},
 	{"PURCHASE_CANCELLED", NULL, "refund stage",
 	"a refunded purchase ended: its trainer freed, its future sessions cancelled"},
+	{"PURCHASE_ALREADY_ACTIVE", NULL, "purchase stage",
+	"payment received, course already active: the payment cannot become a second purchase"},
 };
 
 static const KcfEventType *

@@ -69,7 +69,8 @@ extern void kcf_emit_install_callbacks(void);
 typedef enum KcfOutcome
 {
 	KCF_DONE,					/* effect applied (or nothing to do): mark processed */
-	KCF_DEFER					/* not possible yet (no trainer free): keep queued */
+	KCF_DEFER,					/* not possible yet (no trainer free): keep queued */
+	KCF_REFUSE					/* never possible: keep the follow-up event, dead-letter the job */
 } KcfOutcome;
 
 typedef struct KcfEvent
@@ -83,6 +84,10 @@ typedef struct KcfStageResult
 	int64		next_event;		/* event emitted for a later stage, 0 if none */
 	const char *next_type;		/* its type */
 	int			defer_ms;		/* with KCF_DEFER: how long to wait */
+	int			refuse_sqlstate;	/* with KCF_REFUSE: why, as an error says it */
+	char	   *refuse_message;
+	char	   *refuse_detail;
+	char	   *refuse_hint;
 } KcfStageResult;
 
 extern int	kcf_dispatch_batch(int max_jobs, int *claimed);

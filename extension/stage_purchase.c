@@ -3,27 +3,27 @@
  *      PURCHASE_CONFIRMED -> the purchase, then PURCHASE_CREATED.
  *
  * One purchase per payment (purchases_one_per_payment) makes a replay
- * harmless; a second active purchase of the same course is refused with a
- * clear error, which the dispatcher retries and finally dead-letters, while
- * the payment itself stays recorded.
+ * harmless.  A payment for a course the student already holds (create_payment
+ * refuses one, but two can be confirmed concurrently, or a payment inserted
+ * directly) cannot become a purchase: the stage emits
+ * PURCHASE_ALREADY_ACTIVE, which the student's home shows, and refuses the
+ * event, which the dispatcher dead-letters at once while the payment stays
+ * recorded as succeeded.
  */
 #include "kc_flow.h"
 
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 
-KcfOutcome
-kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
+/* Reads the event's payment into SPI_tuptable; false when it does not exist. */
+static bool
+find_payment(const KcfEvent *event)
 {
-	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr plan = NULL;
 	Oid			types[1] = {INT8OID};
-	Datum		values[1];
-	Datum		payment_id;
-	bool		isnull;
-	char	   *status;
+	Datum		values[1] = {Int64GetDatum(event->id)};
 
-	kcf_plan(&find_plan,
+	kcf_plan(&plan,
 			 "SELECT p.id, p.status,"
 			 "       EXISTS (SELECT 1 FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id),"
 			 "       (SELECT x.id FROM kc_flow.student_course_purchases x"
@@ -32,8 +32,48 @@ kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
 			 "  FROM kc_flow.events e JOIN kc_flow.payments p ON p.id = e.correlation_id"
 			 " WHERE e.id = $1",
 			 1, types);
-	values[0] = Int64GetDatum(event->id);
-	if (kcf_exec(find_plan, values, NULL, 1) == 0)
+	return kcf_exec(plan, values, NULL, 1) > 0;
+}
+
+/*
+ * The payment's course is active for the student already (find_payment()'s
+ * row names the active purchase): tells the student's screen and refuses the
+ * event.  After the other purchase ends, retry_dead_letter() makes this
+ * payment a purchase.
+ */
+static KcfOutcome
+refuse_already_active(KcfStageResult *result)
+{
+	bool		isnull;
+	char	   *payment = kcf_get_text(0, 1);
+	char	   *active = kcf_get_text(0, 4);
+	char	   *student = kcf_get_text(0, 5);
+	char	   *course = kcf_get_text(0, 6);
+
+	result->refuse_sqlstate = ERRCODE_UNIQUE_VIOLATION;
+	result->refuse_message = psprintf("student %s already has an active purchase of course %s",
+									  student, course);
+	result->refuse_detail = psprintf("Payment %s is recorded as succeeded, but active purchase %s covers the same course.",
+									 payment, active);
+	result->refuse_hint = pstrdup("Refund one of the two payments, or end the active purchase and retry this dead letter.");
+	result->next_type = "PURCHASE_ALREADY_ACTIVE";
+	result->next_event = kcf_emit(result->next_type, kcf_get_datum(0, 1, &isnull),
+								  kcf_get_datum(0, 5, &isnull),
+								  psprintf("{\"payment_id\":\"%s\",\"course_id\":\"%s\",\"active_purchase_id\":\"%s\"}",
+										   payment, course, active));
+	return KCF_REFUSE;
+}
+
+KcfOutcome
+kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
+{
+	static SPIPlanPtr insert_plan = NULL;
+	Datum		values[1];
+	Datum		payment_id;
+	bool		isnull;
+	char	   *status;
+
+	if (!find_payment(event))
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("payment of event " INT64_FORMAT " does not exist", event->id)));
@@ -51,22 +91,30 @@ kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
 	}
 	(void) kcf_get_datum(0, 4, &isnull);
 	if (!isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("student %s already has an active purchase of course %s",
-						kcf_get_text(0, 5), kcf_get_text(0, 6)),
-				 errdetail("Payment %s is recorded as succeeded, but active purchase %s covers the same course.",
-						   kcf_get_text(0, 1), kcf_get_text(0, 4)),
-				 errhint("Refund one of the two payments, or end the active purchase and retry this dead letter.")));
+		return refuse_already_active(result);
 
+	/* a concurrent purchase of the same course wins the index: no row, no error */
 	kcf_plan(&insert_plan,
 			 "INSERT INTO kc_flow.student_course_purchases (payment_id, student_id, course_id, purchase_tier)"
 			 " SELECT p.id, p.student_id, p.course_id, p.purchase_tier FROM kc_flow.payments p WHERE p.id = $1"
+			 " ON CONFLICT (student_id, course_id) WHERE is_active DO NOTHING"
 			 " RETURNING jsonb_build_object('purchase_id', id, 'payment_id', payment_id,"
 			 "   'course_id', course_id, 'purchase_tier', purchase_tier)::text, student_id",
 			 1, (Oid[]) {UUIDOID});
 	values[0] = payment_id;
-	kcf_exec(insert_plan, values, NULL, 1);
+	if (kcf_exec(insert_plan, values, NULL, 1) == 0)
+	{
+		isnull = true;
+		if (find_payment(event))
+			(void) kcf_get_datum(0, 4, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("a concurrent purchase of the same course came and went while event " INT64_FORMAT " was handled",
+							event->id),
+					 errhint("The event is retried.")));
+		return refuse_already_active(result);
+	}
 	result->next_type = "PURCHASE_CREATED";
 	result->next_event = kcf_emit(result->next_type, payment_id,
 								  kcf_get_datum(0, 2, &isnull), kcf_get_text(0, 1));

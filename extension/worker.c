@@ -41,7 +41,11 @@ forget_latch(int code, Datum arg)
 	kcf_unregister_worker_latch(DatumGetInt32(arg));
 }
 
-/* Purges handled events older than kc_flow.event_retention. */
+/*
+ * Purges handled events older than kc_flow.event_retention; a payment with an
+ * unresolved dead letter keeps all its events (flow_status() and the
+ * student's home still tell its story).
+ */
 static void
 trim_event_log(void)
 {
@@ -57,7 +61,8 @@ trim_event_log(void)
 			 "  DELETE FROM kc_flow.events e"
 			 "   WHERE e.created_at < now() - make_interval(secs => $1)"
 			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.event_queue q WHERE q.event_id = e.id)"
-			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.dead_letters d WHERE d.event_id = e.id AND NOT d.resolved)"
+			 "     AND e.correlation_id NOT IN (SELECT c.correlation_id FROM kc_flow.dead_letters d"
+			 "                                   JOIN kc_flow.events c ON c.id = d.event_id WHERE NOT d.resolved)"
 			 "  RETURNING e.id)"
 			 " DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id",
 			 1, types);

@@ -217,7 +217,7 @@ CREATE TABLE kc_flow.dead_letters (
 CREATE UNIQUE INDEX dead_letters_one_open_per_event
     ON kc_flow.dead_letters (event_id, consumer) WHERE NOT resolved;
 COMMENT ON TABLE kc_flow.dead_letters IS
-    'events a stage failed on kc_flow.max_attempts times, with the last error; kc_flow.retry_dead_letter(id) puts one back in the queue';
+    'events a stage could not handle, with the last error: refused by the stage or failed with an error that cannot succeed on retry (first attempt), or failed kc_flow.max_attempts times; kc_flow.retry_dead_letter(id) puts one back in the queue';
 
 CREATE TABLE kc_flow.cache_versions (
     student_id uuid PRIMARY KEY,

@@ -4,15 +4,31 @@ CREATE FUNCTION kc_flow.create_payment(student uuid, course uuid, purchase_tier 
                                        amount_cents bigint DEFAULT 0, currency text DEFAULT 'USD',
                                        metadata jsonb DEFAULT '{}')
     RETURNS uuid
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, kc_flow
 AS $$
+DECLARE
+    active  kc_flow.student_course_purchases;
+    payment uuid;
+BEGIN
     INSERT INTO kc_flow.payments (student_id, course_id, purchase_tier, time_slot, amount_cents, currency, metadata)
     VALUES (student, course, purchase_tier, time_slot, amount_cents, upper(currency), coalesce(metadata, '{}'))
-    RETURNING id
+    RETURNING id INTO payment;
+    -- checked after the payment's own rules, so bad input is reported first; a
+    -- concurrent sale that slips past this check ends as PURCHASE_ALREADY_ACTIVE
+    SELECT * INTO active FROM kc_flow.student_course_purchases p
+     WHERE p.student_id = student AND p.course_id = course AND p.is_active;
+    IF FOUND THEN
+        RAISE EXCEPTION 'student % already holds course %', student, course
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'purchases_one_active_per_course',
+                  DETAIL = format('Active purchase %s (payment %s) covers this course.', active.id, active.payment_id),
+                  HINT = 'Refund or end the active purchase before selling the course again.';
+    END IF;
+    RETURN payment;
+END;
 $$;
 COMMENT ON FUNCTION kc_flow.create_payment(uuid, uuid, int, jsonb, bigint, text, jsonb) IS
-    'records a pending payment after checking student, course, tier and time slot; returns its id';
+    'records a pending payment after checking student, course, tier and time slot; returns its id; 23505 when the student already holds the course (an active purchase)';
 
 CREATE FUNCTION kc_flow.confirm_payment(payment uuid) RETURNS bigint
     LANGUAGE plpgsql VOLATILE

@@ -115,6 +115,18 @@ BEGIN
          WHERE p.student_id = student
          ORDER BY p.created_at DESC, p.id
          LIMIT 5
+    ), notices AS (
+        -- payments the purchase stage refused because the course is active already,
+        -- as long as they are neither refunded nor turned into a purchase since
+        SELECT DISTINCT ON (e.correlation_id) e.id, e.created_at, e.payload, p.id AS payment_id,
+               p.course_id, c.title
+          FROM kc_flow.events e
+          JOIN kc_flow.payments p ON p.id = e.correlation_id
+          JOIN kc_flow.courses c ON c.id = p.course_id
+         WHERE e.student_id = student AND e.event_type = 'PURCHASE_ALREADY_ACTIVE'
+           AND p.status = 'succeeded'
+           AND NOT EXISTS (SELECT 1 FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id)
+         ORDER BY e.correlation_id, e.id DESC
     )
     SELECT jsonb_build_object(
         'student_id', student,
@@ -143,6 +155,14 @@ BEGIN
                                                                        'total', p.purchase_tier))
                                         ORDER BY p.created_at DESC, p.id)
                                       FROM purchases p), '[]'),
+        'payment_notices', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                         'type', 'PURCHASE_ALREADY_ACTIVE',
+                                         'message', 'payment received, course already active',
+                                         'event_id', n.id, 'payment_id', n.payment_id,
+                                         'course_id', n.course_id, 'title', n.title,
+                                         'active_purchase_id', n.payload->'active_purchase_id',
+                                         'at', n.created_at) ORDER BY n.id)
+                                       FROM notices n), '[]'),
         'trending_courses', coalesce((SELECT jsonb_agg(jsonb_build_object(
                                           'course_id', tr.course_id, 'title', tr.title,
                                           'purchases_7d', tr.purchases_7d) ORDER BY tr.rank)
@@ -154,7 +174,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.student_home(uuid) IS
-    'the home screen of a student as JSON: version, overview, the next 20 upcoming sessions, the 5 latest purchases with progress, trending courses; P0002 for an unknown student';
+    'the home screen of a student as JSON: version, overview, the next 20 upcoming sessions, the 5 latest purchases with progress, payment notices (payment received, course already active), trending courses; P0002 for an unknown student';
 
 CREATE FUNCTION kc_flow.student_learning(student uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER

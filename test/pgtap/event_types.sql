@@ -33,8 +33,10 @@ SELECT results_eq($$SELECT e.event_type, q.consumer FROM emitted e
                   'each event is queued for its type''s stage, and only a type with a stage is queued');
 SELECT is(kc_flow.run_pending(100), (SELECT count(*)::int FROM emitted WHERE consumer IS NOT NULL),
           'run_pending takes every queued event to a stage once');
-SELECT is((SELECT count(*) FROM kc_flow.event_queue q JOIN emitted e ON e.id = q.event_id
-            WHERE q.last_error LIKE '%has no stage named%'), 0::bigint,
+SELECT is((SELECT count(*) FROM (SELECT q.last_error FROM kc_flow.event_queue q JOIN emitted e ON e.id = q.event_id
+                                   UNION ALL
+                                   SELECT d.error_message FROM kc_flow.dead_letters d JOIN emitted e ON e.id = d.event_id) f (error)
+            WHERE f.error LIKE '%has no stage named%'), 0::bigint,
           'every consumer the table names is a stage of the dispatcher');
 
 SELECT * FROM finish();

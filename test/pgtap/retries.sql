@@ -1,4 +1,4 @@
--- pgTAP: a failing event is retried with exponential backoff, then dead-lettered.
+-- pgTAP: an event failing with a transient error is retried with exponential backoff, then dead-lettered.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(8);
@@ -7,12 +7,14 @@ SET LOCAL kc_flow.max_attempts = 3;
 
 INSERT INTO kc_flow.students (id, display_name) VALUES ('00000000-0000-0000-0000-0000000bad01', 'Twice');
 INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-0000000bad02', 'Once', true);
--- an active purchase exists already, so the next payment of the same course cannot become one
-INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status) VALUES
-  ('00000000-0000-0000-0000-0000000bad03', '00000000-0000-0000-0000-0000000bad01', '00000000-0000-0000-0000-0000000bad02',
-   10, '{"weekdays":[1],"start":"10:00","timezone":"UTC","starts_on":"2031-01-01"}', 100, 'pending');
-INSERT INTO kc_flow.student_course_purchases (payment_id, student_id, course_id, purchase_tier)
-VALUES ('00000000-0000-0000-0000-0000000bad03', '00000000-0000-0000-0000-0000000bad01', '00000000-0000-0000-0000-0000000bad02', 10);
+-- the purchase stage meets a transient error (serialization_failure) on this student's payment
+CREATE FUNCTION public.kc_test_serialization_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'injected serialization failure' USING ERRCODE = 'serialization_failure';
+END $$;
+CREATE TRIGGER kc_test_fail BEFORE INSERT ON kc_flow.student_course_purchases FOR EACH ROW
+    WHEN (NEW.student_id = '00000000-0000-0000-0000-0000000bad01')
+    EXECUTE FUNCTION public.kc_test_serialization_failure();
 INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status) VALUES
   ('00000000-0000-0000-0000-0000000bad04', '00000000-0000-0000-0000-0000000bad01', '00000000-0000-0000-0000-0000000bad02',
    10, '{"weekdays":[2],"start":"10:00","timezone":"UTC","starts_on":"2031-01-01"}', 100, 'succeeded');
@@ -25,7 +27,7 @@ SELECT q.attempts, q.last_sqlstate, extract(epoch FROM q.run_after - clock_times
 SELECT is(kc_flow.run_pending(10), 1, 'the failing event is attempted once');
 SELECT is((SELECT attempts FROM q), 1, 'one attempt recorded');
 SELECT ok((SELECT wait_s BETWEEN 0.8 AND 1.0 FROM q), 'first retry waits retry_base_ms (1 s)');
-SELECT is((SELECT last_sqlstate FROM q), '23505', 'with the SQLSTATE of the failure');
+SELECT is((SELECT last_sqlstate FROM q), '40001', 'with the SQLSTATE of the failure');
 SELECT is(kc_flow.run_pending(10), 0, 'not retried before it is due');
 
 UPDATE kc_flow.event_queue SET run_after = clock_timestamp()

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# In-place upgrade 0.1.0 -> 0.2.0 with the 0.2.0 library loaded: payments left
+# at every stage under 0.1.0 (pending, queued, waiting for a trainer,
+# dead-lettered) complete exactly once after ALTER EXTENSION kc_flow UPDATE,
+# and the upgraded schema equals a fresh 0.2.0 install (pg_dump --schema-only).
+# Uses only the server of test/run.sh (PGHOST, PGPORT, PGUSER).  Its workers
+# serve kc_test only, so in databases of its own run_pending() drives the
+# pipeline; the last part runs the workers themselves on a 0.1.0 schema.
+set -uo pipefail
+OLD=kc_upgrade_old
+NEW=kc_upgrade_new
+DUMP_DIR="$KC_TEST_TMP/upgrade"
+mkdir -p "$DUMP_DIR"
+
+sql() { local db=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
+check() {  # check NAME EXPECTED ACTUAL
+  if [ "$2" = "$3" ]; then echo "ok - upgrade: $1"; else echo "not ok - upgrade: $1"; echo "#   want: $2"; echo "#   got:  $3"; fi
+}
+
+for db in $OLD $NEW; do
+  sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
+done
+
+sql $OLD -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow VERSION '0.1.0' CASCADE"
+check "CREATE EXTENSION ... VERSION '0.1.0' installs 0.1.0" "0.1.0" \
+  "$(sql $OLD -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
+
+# Under 0.1.0: P1 pending, P2 confirmed but not yet handled (queued), P3 waiting
+# for a trainer (no one teaches Chess yet), P4 done, P5 a second Algebra
+# payment of P4's student, dead-lettered.
+sql $OLD >/dev/null 2>"$DUMP_DIR/setup.err" <<'SQL'
+SET client_min_messages = error;
+INSERT INTO kc_flow.courses (id, title, is_published) VALUES
+  ('00000000-0000-0000-0000-00000000c001', 'Algebra', true), ('00000000-0000-0000-0000-00000000c002', 'Chess', true);
+INSERT INTO kc_flow.trainers (id, display_name) VALUES ('00000000-0000-0000-0000-00000000d001', 'Ada');
+INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-00000000d001', '00000000-0000-0000-0000-00000000c001');
+INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
+SELECT '00000000-0000-0000-0000-00000000d001', d, '00:00', '24:00' FROM generate_series(1, 7) d;
+INSERT INTO kc_flow.students (id, display_name)
+SELECT ('00000000-0000-0000-0000-00000000a00' || i)::uuid, 'Student ' || i FROM generate_series(1, 4) i;
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+SELECT ('00000000-0000-0000-0000-0000000be00' || n)::uuid, ('00000000-0000-0000-0000-00000000a00' || s)::uuid,
+       ('00000000-0000-0000-0000-00000000c00' || c)::uuid, 10,
+       jsonb_build_object('weekdays', jsonb_build_array(n), 'start', '10:00', 'timezone', 'UTC',
+                          'starts_on', '2031-01-01'), 100, st
+  FROM (VALUES (1, 1, 1, 'pending'), (3, 3, 2, 'succeeded'), (4, 4, 1, 'succeeded')) v(n, s, c, st);
+SELECT kc_flow.run_pending(100);
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+SELECT ('00000000-0000-0000-0000-0000000be00' || n)::uuid, ('00000000-0000-0000-0000-00000000a00' || s)::uuid,
+       '00000000-0000-0000-0000-00000000c001', 10,
+       jsonb_build_object('weekdays', jsonb_build_array(n), 'start', '10:00', 'timezone', 'UTC',
+                          'starts_on', '2031-01-01'), 100, 'succeeded'
+  FROM (VALUES (5, 4)) v(n, s);
+SELECT kc_flow.run_pending(100);
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+VALUES ('00000000-0000-0000-0000-0000000be002', '00000000-0000-0000-0000-00000000a002',
+        '00000000-0000-0000-0000-00000000c001', 10,
+        '{"weekdays":[2],"start":"10:00","timezone":"UTC","starts_on":"2031-01-01"}', 100, 'succeeded');
+SQL
+check "payments left at every stage under 0.1.0" "pending|1|t|1|1" "$(sql $OLD -c "
+  SELECT (SELECT status FROM kc_flow.payments WHERE id = '00000000-0000-0000-0000-0000000be001'),
+         (SELECT count(*) FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id
+           WHERE e.correlation_id = '00000000-0000-0000-0000-0000000be002' AND q.consumer = 'purchase'),
+         (SELECT status = 'pending' FROM kc_flow.trainer_allocations WHERE course_id = '00000000-0000-0000-0000-00000000c002'),
+         (SELECT count(*) FROM kc_flow.student_course_purchases WHERE payment_id = '00000000-0000-0000-0000-0000000be004'),
+         (SELECT count(*) FROM kc_flow.dead_letters d JOIN kc_flow.events e ON e.id = d.event_id
+           WHERE e.correlation_id = '00000000-0000-0000-0000-0000000be005' AND NOT d.resolved)")"
+check "the 0.1.0 home has no payment_notices" "f" \
+  "$(sql $OLD -c "SELECT kc_flow.student_home('00000000-0000-0000-0000-00000000a004') ? 'payment_notices'")"
+
+sql $OLD -c "ALTER EXTENSION kc_flow UPDATE"
+check "ALTER EXTENSION kc_flow UPDATE goes to 0.2.0" "0.2.0" \
+  "$(sql $OLD -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
+check "after the update the home shows the payment refused before it" \
+  "payment received, course already active|00000000-0000-0000-0000-0000000be005" \
+  "$(sql $OLD -c "SELECT n->>'message', n->>'payment_id'
+                    FROM jsonb_array_elements(kc_flow.student_home('00000000-0000-0000-0000-00000000a004')->'payment_notices') n")"
+
+# Under 0.2.0: confirm P1, hire a Chess trainer for P3, refund P4 and retry P5's dead letter.
+sql $OLD >/dev/null 2>>"$DUMP_DIR/setup.err" <<'SQL'
+SET client_min_messages = error;
+SELECT kc_flow.confirm_payment('00000000-0000-0000-0000-0000000be001');
+INSERT INTO kc_flow.trainers (id, display_name) VALUES ('00000000-0000-0000-0000-00000000d002', 'Bobby');
+INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
+SELECT '00000000-0000-0000-0000-00000000d002', d, '00:00', '24:00' FROM generate_series(1, 7) d;
+INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-00000000d002', '00000000-0000-0000-0000-00000000c002');
+UPDATE kc_flow.payments SET status = 'refunded' WHERE id = '00000000-0000-0000-0000-0000000be004';
+SELECT kc_flow.run_pending(1000);
+SELECT kc_flow.retry_dead_letter(id) FROM kc_flow.dead_letters WHERE NOT resolved;
+SELECT kc_flow.run_pending(1000);
+SQL
+check "every payment completes after the update: purchase, trainer, 10 sessions" \
+  "be001 1 approved 10,be002 1 approved 10,be003 1 approved 10,be005 1 approved 10" \
+  "$(sql $OLD -c "
+  SELECT string_agg(format('%s %s %s %s', right(p.id::text, 5),
+                           (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id),
+                           a.status, (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id)),
+                    ',' ORDER BY p.id)
+    FROM kc_flow.payments p
+    JOIN kc_flow.student_course_purchases pu ON pu.payment_id = p.id
+    JOIN kc_flow.trainer_allocations a ON a.purchase_id = pu.id
+   WHERE p.status = 'succeeded'")"
+check "exactly once: no event type twice for a payment, every consumed event handled once, nothing left" "0|0|0|0" \
+  "$(sql $OLD -c "
+  SELECT (SELECT count(*) FROM (SELECT 1 FROM kc_flow.events GROUP BY correlation_id, event_type HAVING count(*) > 1) d),
+         (SELECT count(*) FROM kc_flow.events e JOIN kc_flow.event_types() t USING (event_type)
+           WHERE t.consumer IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM kc_flow.processed_events pe WHERE pe.event_id = e.id AND pe.consumer = t.consumer)),
+         (SELECT count(*) FROM kc_flow.event_queue),
+         (SELECT count(*) FROM kc_flow.dead_letters WHERE NOT resolved)")"
+check "the upgraded create_payment refuses a course the student holds" "23505" \
+  "$(sql $OLD -c "DO \$\$ BEGIN
+       PERFORM kc_flow.create_payment('00000000-0000-0000-0000-00000000a001', '00000000-0000-0000-0000-00000000c001', 10,
+                                      '{\"weekdays\":[6],\"start\":\"10:00\",\"timezone\":\"UTC\"}');
+       RAISE NOTICE 'accepted';
+     EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed 's/^NOTICE: *//')"
+
+# The upgraded schema against a fresh install.  pg_dump leaves out an
+# extension's members, so both databases first release them from the extension.
+sql $NEW -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
+check "a fresh CREATE EXTENSION installs 0.2.0" "0.2.0" \
+  "$(sql $NEW -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
+for db in $OLD $NEW; do
+  sql $db >/dev/null <<'SQL'
+DO $$
+DECLARE
+    member text;
+BEGIN
+    FOR member IN
+        SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
+          FROM pg_depend d JOIN pg_extension x ON x.oid = d.refobjid
+         WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND x.extname = 'kc_flow'
+    LOOP
+        EXECUTE 'ALTER EXTENSION kc_flow DROP ' || member;
+    END LOOP;
+END $$;
+SQL
+  pg_dump --schema-only --no-owner -d "$db" | grep -vE '^((--|\\(un)?restrict ).*)?$' >"$DUMP_DIR/$db.sql"
+done
+members=$(grep -c '^CREATE FUNCTION kc_flow\.' "$DUMP_DIR/$NEW.sql")
+check "the dump shows the extension's objects (more than 20 functions)" "yes" "$([ "$members" -gt 20 ] && echo yes || echo "no ($members)")"
+if diff -u "$DUMP_DIR/$NEW.sql" "$DUMP_DIR/$OLD.sql" >"$DUMP_DIR/schema.diff"; then
+  echo "ok - upgrade: the upgraded schema equals a fresh 0.2.0 install (pg_dump --schema-only)"
+else
+  echo "not ok - upgrade: the upgraded schema equals a fresh 0.2.0 install (pg_dump --schema-only)"
+  sed 's/^/# /' "$DUMP_DIR/schema.diff" | head -60
+fi
+[ -s "$DUMP_DIR/setup.err" ] && sed 's/^/# /' "$DUMP_DIR/setup.err" | head -20
+
+for db in $OLD $NEW; do sql postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
+
+# The background workers on a 0.1.0 schema, then across the update.  They serve
+# the database of kc_flow.database only, so its extension is put back to 0.1.0
+# for this part and reinstalled fresh afterwards, whatever happens, for the
+# suites that follow.
+WDB=$(sql postgres -c "SHOW kc_flow.database")
+restore_worker_db() {
+  sql "$WDB" -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS kc_flow CASCADE" \
+    -c "CREATE EXTENSION kc_flow CASCADE" >/dev/null
+}
+trap restore_worker_db EXIT
+wait_for() {  # wait_for DB SQL: until SQL says t, at most 30 s
+  for _ in $(seq 300); do [ "$(sql "$1" -c "$2")" = t ] && return 0; sleep 0.1; done; return 1
+}
+sql "$WDB" -c "SET client_min_messages = warning" -c "DROP EXTENSION kc_flow CASCADE" \
+  -c "CREATE EXTENSION kc_flow VERSION '0.1.0' CASCADE" >/dev/null
+wait_for "$WDB" "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()" ||
+  echo "# the workers did not attach"
+pids=$(sql "$WDB" -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM kc_flow.worker_status()")
+sql "$WDB" >/dev/null <<'SQL'
+INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-0000000fc001', 'Upgrade', true);
+INSERT INTO kc_flow.trainers (id, display_name) VALUES ('00000000-0000-0000-0000-0000000fd001', 'Wendy');
+INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-0000000fd001', '00000000-0000-0000-0000-0000000fc001');
+INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
+SELECT '00000000-0000-0000-0000-0000000fd001', d, '00:00', '24:00' FROM generate_series(1, 7) d;
+INSERT INTO kc_flow.students (id, display_name)
+SELECT ('00000000-0000-0000-0000-0000000fa00' || i)::uuid, 'Student ' || i FROM generate_series(1, 2) i;
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+SELECT ('00000000-0000-0000-0000-0000000fe00' || n)::uuid, ('00000000-0000-0000-0000-0000000fa00' || s)::uuid,
+       '00000000-0000-0000-0000-0000000fc001', 10,
+       jsonb_build_object('weekdays', jsonb_build_array(n), 'start', '10:00', 'timezone', 'UTC',
+                          'starts_on', '2031-01-01'), 100, 'succeeded'
+  FROM (VALUES (1, 1), (2, 1)) v(n, s);
+SQL
+if wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.events WHERE event_type = 'SESSIONS_GENERATED'
+                    AND student_id = '00000000-0000-0000-0000-0000000fa001'" &&
+   wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.dead_letters WHERE attempts = 1 AND sqlstate = '23505'"; then
+  echo "ok - upgrade: the 0.2.0 workers run a 0.1.0 schema: one payment to its sessions, its duplicate refused"
+else
+  echo "not ok - upgrade: the 0.2.0 workers run a 0.1.0 schema: one payment to its sessions, its duplicate refused"
+fi
+sql "$WDB" -c "ALTER EXTENSION kc_flow UPDATE"
+sql "$WDB" >/dev/null <<'SQL'
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+VALUES ('00000000-0000-0000-0000-0000000fe003', '00000000-0000-0000-0000-0000000fa002',
+        '00000000-0000-0000-0000-0000000fc001', 10,
+        '{"weekdays":[3],"start":"10:00","timezone":"UTC","starts_on":"2031-01-01"}', 100, 'succeeded');
+SQL
+if wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.events WHERE event_type = 'SESSIONS_GENERATED'
+                    AND student_id = '00000000-0000-0000-0000-0000000fa002'"; then
+  echo "ok - upgrade: the same workers go on after ALTER EXTENSION kc_flow UPDATE"
+else
+  echo "not ok - upgrade: the same workers go on after ALTER EXTENSION kc_flow UPDATE"
+fi
+check "no worker crashed or restarted meanwhile" "$pids" \
+  "$(sql "$WDB" -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM kc_flow.worker_status()")"
