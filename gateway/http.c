@@ -22,6 +22,7 @@
 
 #include "cache_local.h"
 #include "log.h"
+#include "parse.h"
 #include "routes.h"
 #include "websocket.h"
 
@@ -99,75 +100,6 @@ kc_route_match(const char *path, kc_match *m)
 	memcpy(raw, id, idlen);
 	raw[idlen] = '\0';
 	m->bad_id = !kc_uuid_normalize(raw, m->student);
-}
-
-bool
-kc_etag_matches(const char *inm, const char *etag)
-{
-	const char *p = inm;
-	size_t		elen = strlen(etag);
-
-	if (!inm || !etag[0])
-		return false;
-	while (*p)
-	{
-		const char *end;
-		size_t		len;
-
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (!*p)
-			break;
-		end = strchr(p, ',');
-		len = end ? (size_t) (end - p) : strlen(p);
-		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
-		if (len == 1 && *p == '*')
-			return true;
-		if (len > 2 && p[0] == 'W' && p[1] == '/')
-		{
-			p += 2;
-			len -= 2;
-		}
-		if (len == elen && memcmp(p, etag, elen) == 0)
-			return true;
-		if (!end)
-			break;
-		p = end + 1;
-	}
-	return false;
-}
-
-bool
-kc_cors_allowed(const char *list, const char *origin)
-{
-	const char *p = list;
-	size_t		olen;
-
-	if (!list || !list[0] || !origin)
-		return false;
-	if (strcmp(list, "*") == 0)
-		return true;
-	olen = strlen(origin);
-	while (*p)
-	{
-		const char *end = strchr(p, ',');
-		size_t		len = end ? (size_t) (end - p) : strlen(p);
-
-		while (len > 0 && *p == ' ')
-		{
-			p++;
-			len--;
-		}
-		while (len > 0 && p[len - 1] == ' ')
-			len--;
-		if (len == olen && strncmp(p, origin, len) == 0)
-			return true;
-		if (!end)
-			break;
-		p = end + 1;
-	}
-	return false;
 }
 
 const char *

@@ -73,10 +73,6 @@ typedef struct kc_response
 
 /* Router: fills m from a request path (no query string). */
 void		kc_route_match(const char *path, kc_match *m);
-/* True when an If-None-Match header value matches etag (weak comparison). */
-bool		kc_etag_matches(const char *if_none_match, const char *etag);
-/* True when origin is allowed by the comma-separated list (or "*"). */
-bool		kc_cors_allowed(const char *list, const char *origin);
 
 const char *kc_req_query(const kc_request *req, const char *name);
 const char *kc_req_header(const kc_request *req, const char *name);

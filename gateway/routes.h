@@ -13,20 +13,6 @@ void		kc_route_home(kc_request *req, kc_response *resp);
 void		kc_route_learning(kc_request *req, kc_response *resp);
 void		kc_route_sessions(kc_request *req, kc_response *resp);
 
-/* The query of /sessions once checked; absent or empty parameters are NULL. */
-typedef struct kc_sessions_query
-{
-	const char *status;
-	const char *from;			/* at most 64 bytes, checked by Postgres */
-	const char *to;
-	const char *after;			/* at most 128 bytes, opaque cursor */
-	long long	limit;			/* 1..200, default 50 */
-} kc_sessions_query;
-
-/* Checks the raw query parameters of /sessions (each may be NULL): NULL when valid, else the 400 message. */
-const char *kc_sessions_query_check(const char *status, const char *from, const char *to,
-									const char *after, const char *limit, kc_sessions_query *q);
-
 /* routes_events.c */
 void		kc_route_events_recent(kc_request *req, kc_response *resp);
 
@@ -54,8 +40,5 @@ void		kc_route_static(kc_request *req, kc_response *resp);
 
 /* routes_demo.c (only with --demo) */
 void		kc_route_demo_purchase(kc_request *req, kc_response *resp);
-
-/* Parses a decimal integer in [min,max]; false when absent-but-invalid. */
-bool		kc_parse_int_param(const char *s, long long min, long long max, long long *out);
 
 #endif

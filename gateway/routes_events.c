@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "parse.h"
 #include "routes.h"
 
 int
@@ -19,7 +20,7 @@ kc_events_query_check(const char *after, const char *limit, const char *student,
 {
 	memset(q, 0, sizeof(*q));
 	q->limit = 100;
-	if (after && !kc_parse_int_param(after, 0, 9223372036854775806LL, &q->after))
+	if (after && !kc_parse_event_id(after, &q->after))
 	{
 		*msg = "after must be a non-negative integer";
 		return 400;
@@ -29,7 +30,7 @@ kc_events_query_check(const char *after, const char *limit, const char *student,
 		*msg = "limit must be an integer from 1 to 1000";
 		return 400;
 	}
-	if (student && *student && !kc_uuid_normalize(student, q->student))
+	if (!kc_parse_student(student, q->student))
 	{
 		*msg = "student must be a uuid";
 		return 400;

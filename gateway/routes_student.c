@@ -15,6 +15,7 @@
 
 #include "cache_local.h"
 #include "log.h"
+#include "parse.h"
 #include "routes.h"
 
 static double
@@ -173,52 +174,6 @@ void
 kc_route_learning(kc_request *req, kc_response *resp)
 {
 	serve_view(req, resp, KC_VIEW_LEARNING);
-}
-
-bool
-kc_parse_int_param(const char *s, long long min, long long max, long long *out)
-{
-	char	   *end;
-	long long	v;
-
-	if (!s || !*s || strlen(s) > 19)
-		return false;
-	for (const char *p = s; *p; p++)
-		if (*p < '0' || *p > '9')
-			return false;
-	v = strtoll(s, &end, 10);
-	if (*end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-const char *
-kc_sessions_query_check(const char *status, const char *from, const char *to,
-						const char *after, const char *limit, kc_sessions_query *q)
-{
-	static const char *const statuses[] = {"scheduled", "completed", "cancelled", "missed"};
-
-	memset(q, 0, sizeof(*q));
-	q->limit = 50;
-	if (status && *status)
-	{
-		bool		known = false;
-
-		for (int i = 0; i < 4; i++)
-			known |= strcmp(status, statuses[i]) == 0;
-		if (!known)
-			return "status must be scheduled, completed, cancelled or missed";
-	}
-	if (limit && !kc_parse_int_param(limit, 1, 200, &q->limit))
-		return "limit must be an integer from 1 to 200";
-	if ((from && strlen(from) > 64) || (to && strlen(to) > 64) || (after && strlen(after) > 128))
-		return "parameter too long";
-	q->status = status && *status ? status : NULL;
-	q->from = from && *from ? from : NULL;
-	q->to = to && *to ? to : NULL;
-	q->after = after && *after ? after : NULL;
-	return NULL;
 }
 
 void

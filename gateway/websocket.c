@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "parse.h"
 #include "routes.h"
 #include "ws_hub.h"
 
@@ -149,31 +150,6 @@ kc_ws_on_event(const kc_event_note *ev, void *arg)
 	free(text);
 	if (m)
 		kc_ws_hub_post_event(app->ws, m);
-}
-
-bool
-kc_header_has_token(const char *value, const char *token)
-{
-	size_t		tl = strlen(token);
-
-	while (value && *value)
-	{
-		const char *end;
-		size_t		len;
-
-		while (*value == ' ' || *value == '\t' || *value == ',')
-			value++;
-		end = strchr(value, ',');
-		len = end ? (size_t) (end - value) : strlen(value);
-		while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
-			len--;
-		if (len == tl && strncasecmp(value, token, tl) == 0)
-			return true;
-		if (!end)
-			break;
-		value = end + 1;
-	}
-	return false;
 }
 
 /* The base64 of 16 bytes is 22 chars and "==". */
@@ -333,9 +309,9 @@ kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
 		resp->retry_after = app->cfg->retry_after;
 		return NULL;
 	}
-	if (!kc_header_has_token(upgrade, "websocket"))
+	if (!kc_list_has_token(upgrade, "websocket"))
 		return version_required(code);
-	if (!kc_header_has_token(kc_req_header(req, "Connection"), "upgrade"))
+	if (!kc_list_has_token(kc_req_header(req, "Connection"), "upgrade"))
 	{
 		kc_resp_error(resp, 400, "bad_request", "a WebSocket handshake needs Connection: Upgrade");
 		return NULL;
@@ -365,7 +341,7 @@ kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
 			return NULL;
 		}
 	}
-	if (after_s && !kc_parse_int_param(after_s, 0, 9223372036854775806LL, &after))
+	if (after_s && !kc_parse_event_id(after_s, &after))
 	{
 		kc_resp_error(resp, 400, "bad_request", "after must be a non-negative integer");
 		return NULL;
@@ -378,7 +354,7 @@ kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
 	}
 	w->app = app;
 	w->after = after;
-	if (student_s && *student_s && !kc_uuid_normalize(student_s, w->student))
+	if (!kc_parse_student(student_s, w->student))
 	{
 		free(w);
 		kc_resp_error(resp, 400, "bad_request", "student must be a uuid");
@@ -386,7 +362,7 @@ kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
 	}
 	if (req->principal.authenticated && !req->principal.admin)
 	{
-		if (student_s && *student_s && strcmp(w->student, req->principal.sub) != 0)
+		if (w->student[0] && strcmp(w->student, req->principal.sub) != 0)
 		{
 			free(w);
 			kc_resp_error(resp, 403, "forbidden", "a student may read only their own events");

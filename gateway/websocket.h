@@ -32,8 +32,6 @@ struct MHD_Response *kc_ws_accept(kc_request *req, const char *method, kc_respon
 								  unsigned int *code, void **state);
 void		kc_ws_state_free(void *state);
 
-/* True when the comma-separated header value lists token (case-insensitive). */
-bool		kc_header_has_token(const char *value, const char *token);
 /* True when key is a valid Sec-WebSocket-Key: the base64 of 16 bytes. */
 bool		kc_ws_key_valid(const char *key);
 

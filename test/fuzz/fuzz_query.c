@@ -9,6 +9,7 @@
  * student never reads another student's events, integers are plain decimals.
  */
 #include "fuzz.h"
+#include "parse.h"
 #include "routes.h"
 
 #define STUDENT "11111111-1111-4111-8111-111111111111"

@@ -1,16 +1,35 @@
 /*
- * fuzz_route.c - the router (kc_route_match), If-None-Match matching
- * (kc_etag_matches) and the CORS origin list (kc_cors_allowed) of http.c.
+ * fuzz_route.c - the router (kc_route_match) of http.c, and the list
+ * tokenizer of parse.c through If-None-Match matching (kc_etag_matches) and
+ * the CORS origin list (kc_cors_allowed).
  * Input: path \0 If-None-Match \0 CORS list \0 Origin.
  * Promises checked: a student route names a lower-case uuid taken from the
- * path, or is flagged bad; only student routes name a student; a CORS match
- * means the origin is in the list (or the list is "*").
+ * path, or is flagged bad; only student routes name a student; every item the
+ * tokenizer returns is a non-empty, trimmed piece of the list without commas;
+ * a CORS match means the origin is in the list (or the list is "*").
  */
 #include <ctype.h>
 #include <strings.h>
 
 #include "fuzz.h"
 #include "http.h"
+#include "parse.h"
+
+/* kc_list_next's promise on list. */
+static void
+check_list(const char *list)
+{
+	const char *p = list;
+	const char *item;
+	size_t		len;
+
+	while (kc_list_next(&p, &item, &len))
+	{
+		FUZZ_CHECK(len > 0 && item >= list && item + len <= list + strlen(list));
+		FUZZ_CHECK(memchr(item, ',', len) == NULL);
+		FUZZ_CHECK(item[0] != ' ' && item[0] != '\t' && item[len - 1] != ' ' && item[len - 1] != '\t');
+	}
+}
 
 static int
 is_student_route(kc_route_id r)
@@ -48,6 +67,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (!m.has_student)
 		FUZZ_CHECK(m.student[0] == '\0' && !m.bad_id);
+
+	check_list(inm);
+	check_list(list);
 
 	(void) kc_etag_matches(inm, "\"v42\"");
 	if (inm && path[0])

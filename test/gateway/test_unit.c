@@ -1,6 +1,6 @@
 /*
- * test_unit.c - unit tests of the gateway's pure parts: router, ETag matching,
- * CORS origin lists, configuration (defaults, environment, flags, errors),
+ * test_unit.c - unit tests of the gateway's pure parts: router, the list
+ * tokenizer, ETag matching, CORS origin lists, configuration (defaults, environment, flags, errors),
  * Redis URL parsing, JSON escaping, JWT verification (HS256 only, exp, nbf, sub),
  * the query checks of the student and event routes and NOTIFY payloads.
  * Prints one "ok - name" / "not ok - name" line per check (the suite format).
@@ -18,6 +18,7 @@
 #include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "parse.h"
 #include "routes.h"
 
 static int failures;
@@ -64,6 +65,24 @@ test_router(void)
 	check(m.route == KC_ROUTE_METRICS, "router: metrics");
 	kc_route_match("/nope", &m);
 	check(m.route == KC_ROUTE_UNKNOWN, "router: unknown path");
+}
+
+static void
+test_lists(void)
+{
+	const char *p = " a ,, b\t,c ,";
+	const char *item;
+	size_t		len;
+	char		got[64] = "";
+
+	while (kc_list_next(&p, &item, &len))
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "[%.*s]", (int) len, item);
+	check(strcmp(got, "[a][b][c]") == 0, "list: items trimmed, empty items skipped");
+	p = NULL;
+	check(!kc_list_next(&p, &item, &len), "list: NULL is an empty list");
+	check(kc_list_has_token("keep-alive, Upgrade", "upgrade"), "list: token found, case-insensitive");
+	check(!kc_list_has_token("keep-alive, Upgrades", "upgrade"), "list: no prefix match");
+	check(!kc_list_has_token(NULL, "upgrade"), "list: no header");
 }
 
 static void
@@ -333,6 +352,18 @@ test_queries(void)
 	check(kc_events_query_check("-1", NULL, NULL, &admin, &eq, &msg) == 400 &&
 		  kc_events_query_check(NULL, "0", NULL, &admin, &eq, &msg) == 400 &&
 		  kc_events_query_check(NULL, NULL, "nope", &admin, &eq, &msg) == 400, "events query: bad after, limit, student");
+	{
+		char		id[37];
+		long long	v = -1;
+
+		check(kc_parse_event_id("9223372036854775806", &v) && v == 9223372036854775806LL &&
+			  !kc_parse_event_id("9223372036854775807", &v) && !kc_parse_event_id("", &v),
+			  "event id: a bigint below the maximum");
+		check(kc_parse_student(NULL, id) && id[0] == '\0' && kc_parse_student("", id) &&
+			  kc_parse_student("11111111-AAAA-4111-8111-111111111111", id) &&
+			  strcmp(id, "11111111-aaaa-4111-8111-111111111111") == 0 && !kc_parse_student("nope", id),
+			  "student=: absent, empty or a uuid");
+	}
 }
 
 static void
@@ -365,6 +396,7 @@ main(void)
 {
 	kc_log_set_level(KC_LOG_ERROR);
 	test_router();
+	test_lists();
 	test_etag_cors();
 	test_config();
 	test_redis_url();
