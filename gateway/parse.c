@@ -162,3 +162,15 @@ kc_sessions_query_check(const char *status, const char *from, const char *to,
 	q->after = after && *after ? after : NULL;
 	return NULL;
 }
+
+const char *
+kc_events_query_check(const char *after, const char *limit, kc_events_query *q)
+{
+	memset(q, 0, sizeof(*q));
+	q->limit = 100;
+	if (after && !kc_parse_event_id(after, &q->after))
+		return "after must be a non-negative integer";
+	if (limit && !kc_parse_int_param(limit, 1, 1000, &q->limit))
+		return "limit must be an integer from 1 to 1000";
+	return NULL;
+}

@@ -2,7 +2,7 @@
  * parse.h - the pure parsers of the gateway's HTTP side: comma-separated
  * lists (the one tokenizer behind If-None-Match, CORS origins and handshake
  * headers), integers, event ids and student ids of the query string, and the
- * query checks of /sessions. No I/O, no libmicrohttpd:
+ * query checks of /sessions and /events/recent. No I/O, no libmicrohttpd:
  * everything here is unit-tested and fuzzed (test/fuzz).
  */
 #ifndef KC_PARSE_H
@@ -44,5 +44,15 @@ typedef struct kc_sessions_query
 /* Checks the raw query parameters of /sessions (each may be NULL): NULL when valid, else the 400 message. */
 const char *kc_sessions_query_check(const char *status, const char *from, const char *to,
 									const char *after, const char *limit, kc_sessions_query *q);
+
+/* The query of /events/recent once checked (whose events: the request's student scope). */
+typedef struct kc_events_query
+{
+	long long	after;			/* default 0 */
+	long long	limit;			/* 1..1000, default 100 */
+} kc_events_query;
+
+/* Checks the raw after= and limit= of /events/recent (each may be NULL): NULL when valid, else the 400 message. */
+const char *kc_events_query_check(const char *after, const char *limit, kc_events_query *q);
 
 #endif

@@ -1,11 +1,13 @@
 /*
  * websocket.c - the WebSocket route (docs/design.md §8) on the HTTP side.
  *
- * A request goes through: method (405), draining (503), the RFC 6455
- * handshake (426 without "Upgrade: websocket" or with a version other than
- * 13, 400 for a bad key or Connection header), the token (401; from the
- * Authorization header, or ?access_token= since browsers cannot set headers
- * on a WebSocket), access (403), "after" (400), capacity (503). Then 101.
+ * The route's row (route_table.c) has the daemon check what every route
+ * checks first: method (405), the token (401; from the Authorization header,
+ * or ?access_token= since browsers cannot set headers on a WebSocket), the
+ * student= id (400) and access (403). kc_route_ws then checks draining
+ * (503), the RFC 6455 handshake (426 without "Upgrade: websocket" or with a
+ * version other than 13, 400 for a bad key or Connection header), "after"
+ * (400), capacity (503). Then 101.
  *
  * After the 101 (in the libmicrohttpd thread that served the request) the
  * socket is registered with the hub first and the replay read second:
@@ -33,6 +35,7 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "parse.h"
 #include "routes.h"
 #include "ws_hub.h"
@@ -261,138 +264,90 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 					rows >= app->cfg->ws_queue ? KC_WS_REPLAY_TRUNCATED : KC_WS_REPLAY_DONE);
 }
 
-/* An HTTP error for a failed handshake that must say which version we speak. */
-static struct MHD_Response *
-version_required(unsigned int *code)
+/* The 426 of a failed handshake, which must say which version we speak. */
+static void
+version_required(kc_response *resp)
 {
 	static const char body[] = "{\"error\":{\"code\":\"upgrade_required\","
 		"\"message\":\"this route speaks WebSocket (RFC 6455, version 13) only\"}}";
 	struct MHD_Response *r = MHD_create_response_from_buffer(sizeof(body) - 1, (void *) body,
 															 MHD_RESPMEM_PERSISTENT);
 
-	if (r)
+	if (!r)
 	{
-		MHD_add_response_header(r, "Content-Type", "application/json");
-		MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
-		MHD_add_response_header(r, "Upgrade", "websocket");
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return;
 	}
-	*code = 426;
-	return r;
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
+	MHD_add_response_header(r, "Upgrade", "websocket");
+	resp->prepared = r;
+	resp->status = 426;
 }
 
-struct MHD_Response *
-kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
-			 unsigned int *code, void **state)
+void
+kc_route_ws(kc_request *req, kc_response *resp)
 {
 	kc_app	   *app = req->app;
-	const char *upgrade = kc_req_header(req, "Upgrade");
 	const char *key = kc_req_header(req, "Sec-WebSocket-Key");
 	const char *version = kc_req_header(req, "Sec-WebSocket-Version");
 	const char *after_s = kc_req_query(req, "after");
-	const char *student_s = kc_req_query(req, "student");
-	const char *authz = kc_req_header(req, "Authorization");
-	char		bearer[4200];
 	char		accept[32];
 	ws_state   *w;
 	struct MHD_Response *r;
 	long long	after = -1;
 
-	*state = NULL;
-	if (strcmp(method, "GET") != 0)
-	{
-		kc_resp_error(resp, 405, "method_not_allowed", "a WebSocket handshake is a GET");
-		return NULL;
-	}
 	if (atomic_load(&app->draining) || !app->ws)
 	{
 		kc_resp_error(resp, 503, "unavailable", "the gateway is shutting down");
 		resp->retry_after = app->cfg->retry_after;
-		return NULL;
+		return;
 	}
-	if (!kc_list_has_token(upgrade, "websocket"))
-		return version_required(code);
+	if (!kc_list_has_token(kc_req_header(req, "Upgrade"), "websocket"))
+	{
+		version_required(resp);
+		return;
+	}
 	if (!kc_list_has_token(kc_req_header(req, "Connection"), "upgrade"))
 	{
 		kc_resp_error(resp, 400, "bad_request", "a WebSocket handshake needs Connection: Upgrade");
-		return NULL;
+		return;
 	}
 	if (!version || strcmp(version, "13") != 0)
-		return version_required(code);
+	{
+		version_required(resp);
+		return;
+	}
 	if (!kc_ws_key_valid(key))
 	{
 		kc_resp_error(resp, 400, "bad_request", "Sec-WebSocket-Key must be the base64 of 16 bytes");
-		return NULL;
-	}
-	if (app->cfg->auth)
-	{
-		const char *why = "";
-		const char *token = kc_req_query(req, "access_token");
-		kc_auth_result ar;
-
-		if (!authz && token && strlen(token) < sizeof(bearer) - 8)
-		{
-			snprintf(bearer, sizeof(bearer), "Bearer %s", token);
-			authz = bearer;
-		}
-		ar = kc_auth_verify(app->cfg->jwt_secret, authz, time(NULL), &req->principal, &why);
-		if (ar != KC_AUTH_OK)
-		{
-			kc_resp_error(resp, 401, ar == KC_AUTH_EXPIRED ? "token_expired" : "unauthorized", why);
-			return NULL;
-		}
+		return;
 	}
 	if (after_s && !kc_parse_event_id(after_s, &after))
 	{
 		kc_resp_error(resp, 400, "bad_request", "after must be a non-negative integer");
-		return NULL;
+		return;
 	}
-	w = calloc(1, sizeof(*w));
-	if (!w)
-	{
-		kc_resp_error(resp, 500, "internal", "out of memory");
-		return NULL;
-	}
-	w->app = app;
-	w->after = after;
-	if (!kc_parse_student(student_s, w->student))
-	{
-		free(w);
-		kc_resp_error(resp, 400, "bad_request", "student must be a uuid");
-		return NULL;
-	}
-	if (req->principal.authenticated && !req->principal.admin)
-	{
-		if (w->student[0] && strcmp(w->student, req->principal.sub) != 0)
-		{
-			free(w);
-			kc_resp_error(resp, 403, "forbidden", "a student may read only their own events");
-			return NULL;
-		}
-		kc_uuid_normalize(req->principal.sub, w->student);
-	}
-	w->all = w->student[0] == '\0';
 	if (kc_ws_hub_full(app->ws))
 	{
-		free(w);
 		kc_resp_error(resp, 503, "unavailable", "too many WebSocket connections");
 		resp->retry_after = app->cfg->retry_after;
-		return NULL;
+		return;
 	}
-	if (!accept_value(key, accept) || !(r = MHD_create_response_for_upgrade(upgraded, w)))
+	w = calloc(1, sizeof(*w));
+	if (!w || !accept_value(key, accept) || !(r = MHD_create_response_for_upgrade(upgraded, w)))
 	{
 		free(w);
 		kc_resp_error(resp, 500, "internal", "cannot build the upgrade");
-		return NULL;
+		return;
 	}
+	w->app = app;
+	w->after = after;
+	w->all = req->student[0] == '\0';
+	memcpy(w->student, req->student, sizeof(w->student));
 	MHD_add_response_header(r, "Upgrade", "websocket");	/* MHD adds Connection: Upgrade */
 	MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
-	*state = w;
-	*code = 101;
-	return r;
-}
-
-void
-kc_ws_state_free(void *state)
-{
-	free(state);
+	req->held = w;
+	resp->prepared = r;
+	resp->status = 101;
 }
