@@ -2,8 +2,9 @@
  * http.c - the libmicrohttpd daemon: start, SIGTERM drain, and the path of
  * every request.
  *
- * A request is first held against the body size limit (413). Then the
- * router picks its row of the route table (route_table.c), and the row
+ * A request is first held against the gateway's limits, each answered in
+ * JSON: URL length (414), header count and size (431), body size (413). Then
+ * the router picks its row of the route table (route_table.c), and the row
  * decides the checks run before the route function: method (405, or a CORS
  * preflight), bearer token (401), student id (400) and the access rule (403).
  * Every answer is counted under the row's metrics label.
@@ -29,9 +30,24 @@
 #include "routes.h"
 #include "websocket.h"
 
+/*
+ * The gateway's limits on a request head, answered in JSON. A head that does
+ * not fit a connection's memory never reaches the gateway: libmicrohttpd
+ * answers it by itself (414 or 431, with an HTML body of its own). So that
+ * memory is sized well above the limits (a 100 KB URL or header, 2,000
+ * headers still get the JSON answer); it is not larger because libmicrohttpd
+ * clears all of it between two requests of a keep-alive connection.
+ */
+#define MAX_URL			8192	/* bytes of path and query string */
+#define MAX_HEADERS		100
+#define MAX_HEADER_BYTES (32 * 1024)	/* names and values together */
+#define CONNECTION_MEMORY ((size_t) 160 * 1024)
+
 typedef struct req_state
 {
 	struct timespec start;
+	size_t		uri_len;		/* path and query string as received */
+	bool		head_checked;	/* the limits on the head were applied */
 	size_t		body_bytes;
 	bool		answered;
 	bool		upgraded;		/* a WebSocket now: no longer in flight */
@@ -39,6 +55,8 @@ typedef struct req_state
 } req_state;
 
 static double elapsed_s(const struct timespec *start);
+static void *uri_received(void *cls, const char *uri, struct MHD_Connection *conn);
+static const char *head_too_large(struct MHD_Connection *conn, req_state *st, int *status);
 static bool method_listed(const char *methods, const char *method);
 static bool authenticate(kc_request *req, kc_response *resp);
 static bool scope_student(const kc_match *m, kc_request *req, kc_response *resp);
@@ -54,7 +72,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 					  enum MHD_RequestTerminationCode toe);
 static void mhd_log(void *cls, const char *fmt, va_list ap);
 
-/* The row that answers what no route does: bodies refused, unknown paths. */
+/* The row that answers what no route does: limits refused, unknown paths. */
 #define UNKNOWN_ROUTE (&kc_routes[kc_route_count - 1])
 
 static double
@@ -64,6 +82,57 @@ elapsed_s(const struct timespec *start)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double) (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* MHD's first call for a request, as soon as its request line is read: the state is made here. */
+static void *
+uri_received(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	kc_app	   *app = cls;
+	req_state  *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return NULL;
+	clock_gettime(CLOCK_MONOTONIC, &st->start);
+	st->uri_len = strlen(uri);
+	atomic_fetch_add(&app->in_flight, 1);
+	return st;
+}
+
+typedef struct header_sum
+{
+	size_t		count;
+	size_t		bytes;
+} header_sum;
+
+static enum MHD_Result
+add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	header_sum *sum = cls;
+
+	sum->count++;
+	sum->bytes += strlen(key) + (value ? strlen(value) : 0);
+	return MHD_YES;
+}
+
+/* The 414 or 431 message when the head is beyond the limits, else NULL. */
+static const char *
+head_too_large(struct MHD_Connection *conn, req_state *st, int *status)
+{
+	header_sum	sum = {0, 0};
+
+	if (st->uri_len > MAX_URL)
+	{
+		*status = 414;
+		return "the URL is longer than 8192 bytes";
+	}
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, &sum);
+	*status = 431;
+	if (sum.count > MAX_HEADERS)
+		return "more than 100 request headers";
+	if (sum.bytes > MAX_HEADER_BYTES)
+		return "request headers larger than 32 KiB";
+	return NULL;
 }
 
 /* True when method is one of the comma-separated methods (case-sensitive, as HTTP methods are). */
@@ -198,18 +267,21 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	kc_match	m;
 	bool		preflight = false;
 
-	memset(&resp, 0, sizeof(resp));
 	if (st == NULL)
+		return MHD_NO;			/* out of memory in uri_received */
+	memset(&resp, 0, sizeof(resp));
+	if (!st->head_checked)
 	{
-		const char *cl;
+		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+		const char *too_large;
+		int			status;
 
-		st = calloc(1, sizeof(*st));
-		if (!st)
-			return MHD_NO;
-		clock_gettime(CLOCK_MONOTONIC, &st->start);
-		*con_cls = st;
-		atomic_fetch_add(&app->in_flight, 1);
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+		st->head_checked = true;
+		if ((too_large = head_too_large(conn, st, &status)) != NULL)
+		{
+			kc_resp_error(&resp, status, status == 414 ? "uri_too_long" : "headers_too_large", too_large);
+			return answer(app, conn, UNKNOWN_ROUTE, &resp, st, false);
+		}
 		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) app->cfg->max_body)
 		{
 			kc_resp_error(&resp, 413, "payload_too_large", "request body too large");
@@ -311,7 +383,8 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 								   MHD_OPTION_CONNECTION_LIMIT,
 								   (unsigned int) (2 * (4096 + cfg->ws_max_connections)),
 								   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
-								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
+								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,
+								   MHD_OPTION_URI_LOG_CALLBACK, uri_received, app,
 								   MHD_OPTION_NOTIFY_COMPLETED, completed, app,
 								   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
 								   MHD_OPTION_END);

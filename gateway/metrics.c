@@ -16,7 +16,7 @@
 
 #include "routes.h"
 
-static const int codes[] = {101, 200, 304, 400, 401, 403, 404, 405, 409, 413, 426, 500, 503};
+static const int codes[] = {101, 200, 304, 400, 401, 403, 404, 405, 409, 413, 414, 426, 431, 500, 503};
 #define N_CODES (sizeof(codes) / sizeof(codes[0]))
 
 static const double lat_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
