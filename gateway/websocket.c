@@ -7,7 +7,7 @@
  * student= id (400) and access (403). kc_route_ws then checks draining
  * (503), the RFC 6455 handshake (426 without "Upgrade: websocket" or with a
  * version other than 13, 400 for a bad key or Connection header), "after"
- * (400), capacity (503). Then 101.
+ * (400), that the student exists (404), capacity (503). Then 101.
  *
  * After the 101 (in the libmicrohttpd thread that served the request) the
  * socket is registered with the hub first and the replay read second:
@@ -285,6 +285,22 @@ version_required(kc_response *resp)
 	resp->status = 426;
 }
 
+/* The named student must exist: 404 as on every other route (and 503 while Postgres is away). */
+static bool
+student_exists(kc_request *req, kc_response *resp)
+{
+	const char *params[6] = {req->student, NULL, NULL, NULL, NULL, "1"};
+	PGresult   *res = NULL;
+	char		msg[512] = "";
+	kc_db_status st = kc_db_exec(req->app->db, KC_STMT_SESSIONS, 6, params, &res, msg, sizeof(msg));
+
+	PQclear(res);
+	if (st == KC_DB_OK)
+		return true;
+	kc_resp_db_error(req, resp, st, "invalid student", msg);
+	return false;
+}
+
 void
 kc_route_ws(kc_request *req, kc_response *resp)
 {
@@ -328,6 +344,8 @@ kc_route_ws(kc_request *req, kc_response *resp)
 		kc_resp_error(resp, 400, "bad_request", "after must be a non-negative integer");
 		return;
 	}
+	if (req->student[0] && !student_exists(req, resp))
+		return;
 	if (kc_ws_hub_full(app->ws))
 	{
 		kc_resp_error(resp, 503, "unavailable", "too many WebSocket connections");

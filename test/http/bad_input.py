@@ -133,6 +133,10 @@ TABLE = [
      b"x" * 200000, {405, 413}, None),
     ("websocket without upgrade headers", "GET", "/api/v1/ws?after=0", mine, None, {400, 426}, None),
     ("websocket with a bad after", "GET", "/api/v1/ws?after=abc", dict(mine, **HANDSHAKE), None, {400}, None),
+    ("websocket for an unknown student (admin)", "GET", "/api/v1/ws?student=%s" % uuid.uuid4(),
+     dict(admin, **HANDSHAKE), None, {404}, "not_found"),
+    ("websocket with the token of an unknown student", "GET", "/api/v1/ws",
+     dict(HANDSHAKE, Authorization="Bearer " + token(str(uuid.uuid4()))), None, {404}, "not_found"),
     ("websocket with a bad student id", "GET", "/api/v1/ws?student=nope", dict(admin, **HANDSHAKE), None,
      {400}, "bad_request"),
 ]
