@@ -56,6 +56,8 @@ typedef struct req_state
 
 static double elapsed_s(const struct timespec *start);
 static void *uri_received(void *cls, const char *uri, struct MHD_Connection *conn);
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key,
+								  const char *value);
 static const char *head_too_large(struct MHD_Connection *conn, req_state *st, int *status);
 static bool method_listed(const char *methods, const char *method);
 static bool authenticate(kc_request *req, kc_response *resp);

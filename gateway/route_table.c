@@ -11,21 +11,33 @@
 
 #include <string.h>
 
-#define READ "GET, HEAD, OPTIONS"
+#define READ "GET, HEAD, OPTIONS"	/* the read routes; OPTIONS is the CORS preflight */
 
 const kc_route kc_routes[] = {
-	/* label           path                               alias         methods          auth                    student            flags            handler */
-	{"home", "/api/v1/students/{student}/home", NULL, READ, KC_AUTH_TOKEN, KC_STUDENT_PATH, KC_ROUTE_CACHED, kc_route_home},
-	{"learning", "/api/v1/students/{student}/learning", NULL, READ, KC_AUTH_TOKEN, KC_STUDENT_PATH, KC_ROUTE_CACHED, kc_route_learning},
-	{"sessions", "/api/v1/students/{student}/sessions", NULL, READ, KC_AUTH_TOKEN, KC_STUDENT_PATH, 0, kc_route_sessions},
-	{"events_recent", "/api/v1/events/recent", NULL, READ, KC_AUTH_TOKEN, KC_STUDENT_QUERY, 0, kc_route_events_recent},
-	{"healthz", "/healthz", NULL, READ, KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_healthz},
-	{"readyz", "/readyz", NULL, READ, KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_readyz},
-	{"metrics", "/metrics", NULL, READ, KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_metrics},
-	{"static", "/", "/index.html", READ, KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_static},
-	{"ws", "/api/v1/ws", NULL, "GET", KC_AUTH_TOKEN_OR_QUERY, KC_STUDENT_QUERY, 0, kc_route_ws},
-	{"demo_purchase", "/api/v1/demo/purchase", NULL, "POST, OPTIONS", KC_AUTH_TOKEN, KC_STUDENT_QUERY, KC_ROUTE_DEMO, kc_route_demo_purchase},
-	{"unknown", NULL, NULL, NULL, KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_not_found},
+	/* label, path, alias, methods, token, student, flags, handler */
+	{"home", "/api/v1/students/{student}/home", NULL, READ,
+	KC_AUTH_TOKEN, KC_STUDENT_PATH, KC_ROUTE_CACHED, kc_route_home},
+	{"learning", "/api/v1/students/{student}/learning", NULL, READ,
+	KC_AUTH_TOKEN, KC_STUDENT_PATH, KC_ROUTE_CACHED, kc_route_learning},
+	{"sessions", "/api/v1/students/{student}/sessions", NULL, READ,
+	KC_AUTH_TOKEN, KC_STUDENT_PATH, 0, kc_route_sessions},
+	{"events_recent", "/api/v1/events/recent", NULL, READ,
+	KC_AUTH_TOKEN, KC_STUDENT_QUERY, 0, kc_route_events_recent},
+	{"healthz", "/healthz", NULL, READ,
+	KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_healthz},
+	{"readyz", "/readyz", NULL, READ,
+	KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_readyz},
+	{"metrics", "/metrics", NULL, READ,
+	KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_metrics},
+	{"static", "/", "/index.html", READ,
+	KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_static},
+	{"ws", "/api/v1/ws", NULL, "GET",
+	KC_AUTH_TOKEN_OR_QUERY, KC_STUDENT_QUERY, 0, kc_route_ws},
+	{"demo_purchase", "/api/v1/demo/purchase", NULL, "POST, OPTIONS",
+	KC_AUTH_TOKEN, KC_STUDENT_QUERY, KC_ROUTE_DEMO, kc_route_demo_purchase},
+	/* the last row: every path no other row matches */
+	{"unknown", NULL, NULL, NULL,
+	KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_not_found},
 };
 
 const int	kc_route_count = sizeof(kc_routes) / sizeof(kc_routes[0]);
