@@ -32,8 +32,14 @@ typedef enum kc_auth_result
 kc_auth_result kc_auth_verify(const char *secret, const char *authorization,
 							  time_t now, kc_principal *p, const char **why);
 
-/* True when p may read the data of student (a normalized uuid). */
-bool		kc_auth_may_read(const kc_principal *p, const char *student);
+/*
+ * The access rule, for the student a request names (a normalized uuid, or ""
+ * for none): a student reads only their own data, and reads it when naming
+ * none; an admin, or anyone when auth is off, reads the student named, or
+ * every student's data when none is. Sets scope to the student to read ("":
+ * every student; named and scope may be the same buffer); false: refused.
+ */
+bool		kc_auth_scope(const kc_principal *p, const char *named, char scope[37]);
 
 /* A signed HS256 token for sub with role and lifetime; malloc'd, NULL on error. */
 char	   *kc_auth_issue(const char *secret, const char *sub, const char *role, long ttl);

@@ -1,8 +1,13 @@
 /*
- * http.c - libmicrohttpd daemon, router and the checks every request passes
- * before its route runs: body size (413), route (404), method (405), bearer
- * token (401), student id (400), access (403). Also CORS, ETag/304 support,
- * per-request metrics and the SIGTERM drain.
+ * http.c - the libmicrohttpd daemon: start, SIGTERM drain, and the path of
+ * every request.
+ *
+ * A request is first held against the gateway's limits, each answered in
+ * JSON: URL length (414), header count and size (431), body size (413). Then
+ * the router picks its row of the route table (route_table.c), and the row
+ * decides the checks run before the route function: method (405, or a CORS
+ * preflight), bearer token (401), student id (400) and the access rule (403).
+ * Every answer is counted under the row's metrics label.
  *
  * Threading: MHD's internal thread pool; each request runs to completion on
  * one pool thread, taking a Postgres and/or Redis connection from the pools
@@ -14,27 +19,63 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include "cache_local.h"
 #include "log.h"
+#include "metrics.h"
+#include "parse.h"
 #include "routes.h"
 #include "websocket.h"
 
-#define STUDENTS_PREFIX "/api/v1/students/"
+/*
+ * The gateway's limits on a request head, answered in JSON. A head that does
+ * not fit a connection's memory never reaches the gateway: libmicrohttpd
+ * answers it by itself (414 or 431, with an HTML body of its own). So that
+ * memory is sized well above the limits (a 100 KB URL or header, 2,000
+ * headers still get the JSON answer); it is not larger because libmicrohttpd
+ * clears all of it between two requests of a keep-alive connection.
+ */
+#define MAX_URL			8192	/* bytes of path and query string */
+#define MAX_HEADERS		100
+#define MAX_HEADER_BYTES (32 * 1024)	/* names and values together */
+#define CONNECTION_MEMORY ((size_t) 160 * 1024)
 
 typedef struct req_state
 {
 	struct timespec start;
+	size_t		uri_len;		/* path and query string as received */
+	bool		head_checked;	/* the limits on the head were applied */
 	size_t		body_bytes;
 	bool		answered;
 	bool		upgraded;		/* a WebSocket now: no longer in flight */
-	void	   *ws;				/* what the WebSocket upgrade needs */
+	void	   *held;			/* kc_request.held: freed with the request */
 } req_state;
+
+static double elapsed_s(const struct timespec *start);
+static void *uri_received(void *cls, const char *uri, struct MHD_Connection *conn);
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key,
+								  const char *value);
+static const char *head_too_large(struct MHD_Connection *conn, req_state *st, int *status);
+static bool method_listed(const char *methods, const char *method);
+static bool authenticate(kc_request *req, kc_response *resp);
+static bool scope_student(const kc_match *m, kc_request *req, kc_response *resp);
+static void dispatch(const char *method, const kc_match *m, kc_request *req,
+					 kc_response *resp, bool *preflight);
+static enum MHD_Result answer(kc_app *app, struct MHD_Connection *conn, const kc_route *route,
+							  kc_response *resp, req_state *st, bool preflight);
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+									  const char *method, const char *version,
+									  const char *upload_data, size_t *upload_data_size,
+									  void **con_cls);
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+					  enum MHD_RequestTerminationCode toe);
+static void mhd_log(void *cls, const char *fmt, va_list ap);
+
+/* The row that answers what no route does: limits refused, unknown paths. */
+#define UNKNOWN_ROUTE (&kc_routes[kc_route_count - 1])
 
 static double
 elapsed_s(const struct timespec *start)
@@ -45,394 +86,175 @@ elapsed_s(const struct timespec *start)
 	return (double) (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-void
-kc_route_match(const char *path, kc_match *m)
+/* MHD's first call for a request, as soon as its request line is read: the state is made here. */
+static void *
+uri_received(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-	static const struct
-	{
-		const char *path;
-		kc_route_id route;
-	}			fixed[] = {
-		{"/", KC_ROUTE_STATIC}, {"/index.html", KC_ROUTE_STATIC},
-		{"/healthz", KC_ROUTE_HEALTHZ}, {"/readyz", KC_ROUTE_READYZ},
-		{"/metrics", KC_ROUTE_METRICS}, {"/api/v1/events/recent", KC_ROUTE_EVENTS},
-		{"/api/v1/ws", KC_ROUTE_WS}, {"/api/v1/demo/purchase", KC_ROUTE_DEMO},
-	};
-	static const struct
-	{
-		const char *suffix;
-		kc_route_id route;
-	}			student_routes[] = {
-		{"home", KC_ROUTE_HOME}, {"learning", KC_ROUTE_LEARNING}, {"sessions", KC_ROUTE_SESSIONS},
-	};
-	const char *id;
-	const char *slash;
-	char		raw[40];
-	size_t		idlen;
+	kc_app	   *app = cls;
+	req_state  *st = calloc(1, sizeof(*st));
 
-	memset(m, 0, sizeof(*m));
-	m->route = KC_ROUTE_UNKNOWN;
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		if (strcmp(path, fixed[i].path) == 0)
-		{
-			m->route = fixed[i].route;
-			return;
-		}
-	if (strncmp(path, STUDENTS_PREFIX, strlen(STUDENTS_PREFIX)) != 0)
-		return;
-	id = path + strlen(STUDENTS_PREFIX);
-	slash = strchr(id, '/');
-	if (!slash || slash == id)
-		return;
-	for (size_t i = 0; i < sizeof(student_routes) / sizeof(student_routes[0]); i++)
-		if (strcmp(slash + 1, student_routes[i].suffix) == 0)
-			m->route = student_routes[i].route;
-	if (m->route == KC_ROUTE_UNKNOWN)
-		return;
-	m->has_student = true;
-	idlen = (size_t) (slash - id);
-	if (idlen >= sizeof(raw))
-	{
-		m->bad_id = true;
-		return;
-	}
-	memcpy(raw, id, idlen);
-	raw[idlen] = '\0';
-	m->bad_id = !kc_uuid_normalize(raw, m->student);
+	if (!st)
+		return NULL;
+	clock_gettime(CLOCK_MONOTONIC, &st->start);
+	st->uri_len = strlen(uri);
+	atomic_fetch_add(&app->in_flight, 1);
+	return st;
 }
 
-bool
-kc_etag_matches(const char *inm, const char *etag)
+typedef struct header_sum
 {
-	const char *p = inm;
-	size_t		elen = strlen(etag);
+	size_t		count;
+	size_t		bytes;
+} header_sum;
 
-	if (!inm || !etag[0])
-		return false;
-	while (*p)
-	{
-		const char *end;
-		size_t		len;
-
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (!*p)
-			break;
-		end = strchr(p, ',');
-		len = end ? (size_t) (end - p) : strlen(p);
-		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
-		if (len == 1 && *p == '*')
-			return true;
-		if (len > 2 && p[0] == 'W' && p[1] == '/')
-		{
-			p += 2;
-			len -= 2;
-		}
-		if (len == elen && memcmp(p, etag, elen) == 0)
-			return true;
-		if (!end)
-			break;
-		p = end + 1;
-	}
-	return false;
-}
-
-bool
-kc_cors_allowed(const char *list, const char *origin)
-{
-	const char *p = list;
-	size_t		olen;
-
-	if (!list || !list[0] || !origin)
-		return false;
-	if (strcmp(list, "*") == 0)
-		return true;
-	olen = strlen(origin);
-	while (*p)
-	{
-		const char *end = strchr(p, ',');
-		size_t		len = end ? (size_t) (end - p) : strlen(p);
-
-		while (len > 0 && *p == ' ')
-		{
-			p++;
-			len--;
-		}
-		while (len > 0 && p[len - 1] == ' ')
-			len--;
-		if (len == olen && strncmp(p, origin, len) == 0)
-			return true;
-		if (!end)
-			break;
-		p = end + 1;
-	}
-	return false;
-}
-
-const char *
-kc_req_query(const kc_request *req, const char *name)
-{
-	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
-}
-
-const char *
-kc_req_header(const kc_request *req, const char *name)
-{
-	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
-}
-
-void
-kc_resp_body(kc_response *r, int status, const char *type, char *body, size_t len)
-{
-	r->status = status;
-	r->content_type = type;
-	r->body = body;
-	r->len = len;
-	r->body_static = false;
-}
-
-void
-kc_resp_static(kc_response *r, int status, const char *type, const char *body, size_t len)
-{
-	r->status = status;
-	r->content_type = type;
-	r->body = (char *) body;
-	r->len = len;
-	r->body_static = true;
-}
-
-void
-kc_resp_shared(kc_response *r, int status, const char *type, kc_body *body)
-{
-	r->status = status;
-	r->content_type = type;
-	r->shared = body;
-	r->body = body->data;
-	r->len = body->len;
-	r->body_static = false;
-}
-
-/* Drops whatever body r holds. */
-static void
-release_body(kc_response *r)
-{
-	if (r->shared)
-		kc_body_unref(r->shared);
-	else if (r->body && !r->body_static)
-		free(r->body);
-	r->shared = NULL;
-	r->body = NULL;
-}
-
-static void
-unref_body(void *cls)
-{
-	kc_body_unref(cls);
-}
-
-void
-kc_resp_error(kc_response *r, int status, const char *code, const char *message)
-{
-	char		esc[512];
-	char	   *body;
-	int			n;
-
-	kc_json_escape(esc, sizeof(esc), message);
-	body = malloc(sizeof(esc) + 128);
-	if (!body)
-	{
-		kc_resp_static(r, status, "application/json", "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}", 56);
-		return;
-	}
-	n = snprintf(body, sizeof(esc) + 128, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
-	release_body(r);
-	kc_resp_body(r, status, "application/json", body, (size_t) n);
-}
-
-void
-kc_resp_unavailable(kc_response *r, kc_app *app)
-{
-	kc_resp_error(r, 503, "unavailable", "the database is unavailable, retry later");
-	r->retry_after = app->cfg->retry_after;
-}
-
-static void
-add_cors(kc_app *app, struct MHD_Connection *conn, struct MHD_Response *resp, bool preflight)
-{
-	const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
-	const char *list = app->cfg->cors_origins;
-
-	if (!kc_cors_allowed(list, origin))
-		return;
-	if (strcmp(list, "*") == 0)
-		MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
-	else
-	{
-		MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
-		MHD_add_response_header(resp, "Vary", "Origin");
-	}
-	MHD_add_response_header(resp, "Access-Control-Expose-Headers", "ETag, X-Cache, Retry-After");
-	if (preflight)
-	{
-		MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, HEAD, OPTIONS");
-		MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, If-None-Match");
-		MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
-	}
-}
-
-/* Queues r on conn, counts it in the metrics and releases the body. */
 static enum MHD_Result
-send_response(kc_app *app, struct MHD_Connection *conn, kc_route_id route,
-			  kc_response *r, req_state *st, bool preflight)
+add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-	char		num[16];
+	header_sum *sum = cls;
 
-	if (r->status == 304 || r->body == NULL)
-	{
-		release_body(r);
-		resp = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
-	}
-	else if (r->shared)
-	{
-		/* no copy: MHD sends from the shared body and drops our reference when done */
-		resp = MHD_create_response_from_buffer_with_free_callback_cls(r->len, r->body,
-																	  unref_body, r->shared);
-		if (resp)
-			r->shared = NULL;
-	}
-	else
-		resp = MHD_create_response_from_buffer(r->len, r->body,
-											   r->body_static ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_FREE);
-	if (!resp)
-	{
-		release_body(r);
-		return MHD_NO;
-	}
-	if (r->content_type && r->status != 304)
-		MHD_add_response_header(resp, "Content-Type", r->content_type);
-	if (r->x_cache)
-		MHD_add_response_header(resp, "X-Cache", r->x_cache);
-	if (r->etag[0])
-		MHD_add_response_header(resp, "ETag", r->etag);
-	if (r->etag[0] || r->x_cache)
-		MHD_add_response_header(resp, "Vary", "Authorization");
-	if (r->cache_control)
-		MHD_add_response_header(resp, "Cache-Control", r->cache_control);
-	if (r->retry_after > 0)
-	{
-		snprintf(num, sizeof(num), "%d", r->retry_after);
-		MHD_add_response_header(resp, "Retry-After", num);
-	}
-	if (r->status == 401)
-		MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"kc_flow\"");
-	if (r->status == 405 || preflight)
-		MHD_add_response_header(resp, "Allow", "GET, HEAD, OPTIONS");
-	if (!app->cfg->auth)
-		MHD_add_response_header(resp, "X-KC-Auth", "off");
-	if (atomic_load(&app->draining))
-		MHD_add_response_header(resp, "Connection", "close");
-	add_cors(app, conn, resp, preflight);
-	ret = MHD_queue_response(conn, (unsigned int) r->status, resp);
-	MHD_destroy_response(resp);
-	st->answered = true;
-	kc_metrics_request(route, r->status, elapsed_s(&st->start));
-	return ret;
+	sum->count++;
+	sum->bytes += strlen(key) + (value ? strlen(value) : 0);
+	return MHD_YES;
 }
 
-typedef void (*route_fn) (kc_request *req, kc_response *resp);
-
-static route_fn
-route_function(kc_route_id id)
+/* The 414 or 431 message when the head is beyond the limits, else NULL. */
+static const char *
+head_too_large(struct MHD_Connection *conn, req_state *st, int *status)
 {
-	switch (id)
+	header_sum	sum = {0, 0};
+
+	if (st->uri_len > MAX_URL)
 	{
-		case KC_ROUTE_HOME:
-			return kc_route_home;
-		case KC_ROUTE_LEARNING:
-			return kc_route_learning;
-		case KC_ROUTE_SESSIONS:
-			return kc_route_sessions;
-		case KC_ROUTE_EVENTS:
-			return kc_route_events_recent;
-		case KC_ROUTE_HEALTHZ:
-			return kc_route_healthz;
-		case KC_ROUTE_READYZ:
-			return kc_route_readyz;
-		case KC_ROUTE_METRICS:
-			return kc_route_metrics;
-		case KC_ROUTE_STATIC:
-			return kc_route_static;
-		case KC_ROUTE_DEMO:
-			return kc_route_demo_purchase;
-		default:
-			return NULL;
+		*status = 414;
+		return "the URL is longer than 8192 bytes";
 	}
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, &sum);
+	*status = 431;
+	if (sum.count > MAX_HEADERS)
+		return "more than 100 request headers";
+	if (sum.bytes > MAX_HEADER_BYTES)
+		return "request headers larger than 32 KiB";
+	return NULL;
 }
 
+/* True when method is one of the comma-separated methods (case-sensitive, as HTTP methods are). */
 static bool
-needs_auth(kc_route_id id)
+method_listed(const char *methods, const char *method)
 {
-	return id == KC_ROUTE_HOME || id == KC_ROUTE_LEARNING ||
-		id == KC_ROUTE_SESSIONS || id == KC_ROUTE_EVENTS || id == KC_ROUTE_DEMO;
+	size_t		ml = strlen(method);
+	const char *item;
+	size_t		len;
+
+	while (kc_list_next(&methods, &item, &len))
+		if (len == ml && memcmp(item, method, len) == 0)
+			return true;
+	return false;
 }
 
-/* Runs the checks of the file header, then the route; fills resp. */
-static void
-dispatch(kc_app *app, struct MHD_Connection *conn, const char *method,
-		 kc_request *req, kc_response *resp, bool *preflight)
+/* The bearer token, when the route asks for one and auth is on: false with a 401 in resp. */
+static bool
+authenticate(kc_request *req, kc_response *resp)
 {
-	route_fn	fn = route_function(req->match.route);
-	bool		post_only = req->match.route == KC_ROUTE_DEMO;
+	const kc_config *cfg = req->app->cfg;
+	const char *authz = kc_req_header(req, "Authorization");
+	const char *token = kc_req_query(req, "access_token");
+	const char *why = "";
+	char		bearer[4200];
+	kc_auth_result ar;
 
-	if (post_only && !app->cfg->demo)
-		fn = NULL;				/* demo routes exist only with --demo */
-	if (!fn)
+	if (req->route->auth == KC_AUTH_NONE || !cfg->auth)
+		return true;
+	if (!authz && req->route->auth == KC_AUTH_TOKEN_OR_QUERY && token &&
+		strlen(token) < sizeof(bearer) - 8)
 	{
-		kc_resp_error(resp, 404, "not_found", "no such route");
+		snprintf(bearer, sizeof(bearer), "Bearer %s", token);
+		authz = bearer;
+	}
+	ar = kc_auth_verify(cfg->jwt_secret, authz, time(NULL), &req->principal, &why);
+	if (ar == KC_AUTH_OK)
+		return true;
+	kc_resp_error(resp, 401, ar == KC_AUTH_EXPIRED ? "token_expired" : "unauthorized", why);
+	return false;
+}
+
+/* The student the route is about, through the access rule: false with a 400 or 403 in resp. */
+static bool
+scope_student(const kc_match *m, kc_request *req, kc_response *resp)
+{
+	char		named[37] = "";
+
+	switch (req->route->student)
+	{
+		case KC_STUDENT_NONE:
+			return true;
+		case KC_STUDENT_PATH:
+			if (m->bad_id)
+			{
+				kc_resp_error(resp, 400, "bad_request", "student id must be a uuid");
+				return false;
+			}
+			memcpy(named, m->student, sizeof(named));
+			break;
+		case KC_STUDENT_QUERY:
+			if (!kc_parse_student(kc_req_query(req, "student"), named))
+			{
+				kc_resp_error(resp, 400, "bad_request", "student must be a uuid");
+				return false;
+			}
+			break;
+	}
+	if (!kc_auth_scope(&req->principal, named, req->student))
+	{
+		kc_resp_error(resp, 403, "forbidden", "a student may read only their own data");
+		return false;
+	}
+	return true;
+}
+
+/* Runs the checks of the request's row, then its route function; fills resp. */
+static void
+dispatch(const char *method, const kc_match *m, kc_request *req, kc_response *resp,
+		 bool *preflight)
+{
+	const kc_route *route = req->route;
+
+	if (route->methods && !method_listed(route->methods, method))
+	{
+		char		msg[128];
+
+		snprintf(msg, sizeof(msg), "only %s allowed", route->methods);
+		kc_resp_error(resp, 405, "method_not_allowed", msg);
 		return;
 	}
-	if (strcmp(method, "OPTIONS") == 0)
+	if (route->methods && strcmp(method, "OPTIONS") == 0)
 	{
 		*preflight = true;
 		kc_resp_static(resp, 204, NULL, NULL, 0);
 		return;
 	}
-	if (post_only ? strcmp(method, "POST") != 0 :
-		(strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
-	{
-		kc_resp_error(resp, 405, "method_not_allowed", "only GET, HEAD and OPTIONS are allowed");
+	if (!authenticate(req, resp) || !scope_student(m, req, resp))
 		return;
-	}
-	if (needs_auth(req->match.route) && app->cfg->auth)
-	{
-		const char *why = "";
-		kc_auth_result ar = kc_auth_verify(app->cfg->jwt_secret,
-										   kc_req_header(req, "Authorization"),
-										   time(NULL), &req->principal, &why);
+	route->handler(req, resp);
+}
 
-		if (ar != KC_AUTH_OK)
-		{
-			kc_resp_error(resp, 401, ar == KC_AUTH_EXPIRED ? "token_expired" : "unauthorized", why);
-			return;
-		}
-	}
-	if (req->match.has_student)
+/* Sends resp, counts it under route, and hands an upgraded connection over. */
+static enum MHD_Result
+answer(kc_app *app, struct MHD_Connection *conn, const kc_route *route,
+	   kc_response *resp, req_state *st, bool preflight)
+{
+	bool		upgrade = resp->prepared && resp->status == 101;
+
+	if (!kc_resp_send(app, conn, resp, route->methods, preflight))
+		return MHD_NO;
+	st->answered = true;
+	kc_metrics_request(route, resp->status, elapsed_s(&st->start));
+	if (upgrade)
 	{
-		if (req->match.bad_id)
-		{
-			kc_resp_error(resp, 400, "bad_request", "student id must be a uuid");
-			return;
-		}
-		if (!kc_auth_may_read(&req->principal, req->match.student))
-		{
-			kc_resp_error(resp, 403, "forbidden", "a student may read only their own data");
-			return;
-		}
+		/* the hub owns it from now on; the drain closes it with 1001 */
+		st->upgraded = true;
+		atomic_fetch_sub(&app->in_flight, 1);
 	}
-	fn(req, resp);
+	return MHD_YES;
 }
 
 static enum MHD_Result
@@ -444,24 +266,28 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	req_state  *st = *con_cls;
 	kc_request	req;
 	kc_response resp;
+	kc_match	m;
 	bool		preflight = false;
 
 	if (st == NULL)
+		return MHD_NO;			/* out of memory in uri_received */
+	memset(&resp, 0, sizeof(resp));
+	if (!st->head_checked)
 	{
-		const char *cl;
+		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+		const char *too_large;
+		int			status;
 
-		st = calloc(1, sizeof(*st));
-		if (!st)
-			return MHD_NO;
-		clock_gettime(CLOCK_MONOTONIC, &st->start);
-		*con_cls = st;
-		atomic_fetch_add(&app->in_flight, 1);
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+		st->head_checked = true;
+		if ((too_large = head_too_large(conn, st, &status)) != NULL)
+		{
+			kc_resp_error(&resp, status, status == 414 ? "uri_too_long" : "headers_too_large", too_large);
+			return answer(app, conn, UNKNOWN_ROUTE, &resp, st, false);
+		}
 		if (cl && strtoull(cl, NULL, 10) > (unsigned long long) app->cfg->max_body)
 		{
-			memset(&resp, 0, sizeof(resp));
 			kc_resp_error(&resp, 413, "payload_too_large", "request body too large");
-			return send_response(app, conn, KC_ROUTE_UNKNOWN, &resp, st, false);
+			return answer(app, conn, UNKNOWN_ROUTE, &resp, st, false);
 		}
 		return MHD_YES;
 	}
@@ -476,40 +302,22 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		*upload_data_size = 0;
 		if (st->body_bytes > (size_t) app->cfg->max_body)
 		{
-			memset(&resp, 0, sizeof(resp));
 			kc_resp_error(&resp, 413, "payload_too_large", "request body too large");
-			return send_response(app, conn, KC_ROUTE_UNKNOWN, &resp, st, false);
+			return answer(app, conn, UNKNOWN_ROUTE, &resp, st, false);
 		}
 		return MHD_YES;
 	}
 
+	kc_route_match(url, &m);
+	if ((m.route->flags & KC_ROUTE_DEMO) && !app->cfg->demo)
+		m.route = UNKNOWN_ROUTE;	/* demo routes exist only with --demo */
 	memset(&req, 0, sizeof(req));
-	memset(&resp, 0, sizeof(resp));
 	req.app = app;
 	req.conn = conn;
-	kc_route_match(url, &req.match);
-	if (req.match.route == KC_ROUTE_WS)
-	{
-		unsigned int code = 0;
-		struct MHD_Response *up = kc_ws_accept(&req, method, &resp, &code, &st->ws);
-		enum MHD_Result ret;
-
-		if (!up)
-			return send_response(app, conn, KC_ROUTE_WS, &resp, st, false);
-		ret = MHD_queue_response(conn, code, up);
-		MHD_destroy_response(up);
-		st->answered = true;
-		kc_metrics_request(KC_ROUTE_WS, (int) code, elapsed_s(&st->start));
-		if (code == 101)
-		{
-			/* the hub owns it from now on; the drain closes it with 1001 */
-			st->upgraded = true;
-			atomic_fetch_sub(&app->in_flight, 1);
-		}
-		return ret;
-	}
-	dispatch(app, conn, method, &req, &resp, &preflight);
-	return send_response(app, conn, req.match.route, &resp, st, preflight);
+	req.route = m.route;
+	dispatch(method, &m, &req, &resp, &preflight);
+	st->held = req.held;
+	return answer(app, conn, req.route, &resp, st, preflight);
 }
 
 static void
@@ -517,17 +325,15 @@ completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		  enum MHD_RequestTerminationCode toe)
 {
 	kc_app	   *app = cls;
+	req_state  *st = *con_cls;
 
-	if (*con_cls)
-	{
-		req_state  *st = *con_cls;
-
-		if (!st->upgraded)
-			atomic_fetch_sub(&app->in_flight, 1);
-		kc_ws_state_free(st->ws);
-		free(st);
-		*con_cls = NULL;
-	}
+	if (!st)
+		return;
+	if (!st->upgraded)
+		atomic_fetch_sub(&app->in_flight, 1);
+	free(st->held);
+	free(st);
+	*con_cls = NULL;
 }
 
 static void
@@ -579,7 +385,8 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 								   MHD_OPTION_CONNECTION_LIMIT,
 								   (unsigned int) (2 * (4096 + cfg->ws_max_connections)),
 								   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
-								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
+								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,
+								   MHD_OPTION_URI_LOG_CALLBACK, uri_received, app,
 								   MHD_OPTION_NOTIFY_COMPLETED, completed, app,
 								   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
 								   MHD_OPTION_END);

@@ -14,12 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const route_names[KC_ROUTE_COUNT] = {
-	"home", "learning", "sessions", "events_recent", "healthz", "readyz",
-	"metrics", "static", "ws", "demo_purchase", "unknown"
-};
+#include "routes.h"
 
-static const int codes[] = {101, 200, 304, 400, 401, 403, 404, 405, 409, 413, 426, 500, 503};
+static const int codes[] = {101, 200, 304, 400, 401, 403, 404, 405, 409, 413, 414, 426, 431, 500, 503};
 #define N_CODES (sizeof(codes) / sizeof(codes[0]))
 
 static const double lat_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -37,17 +34,12 @@ typedef struct histogram
 	_Atomic long long sum_us;
 } histogram;
 
-static _Atomic long long requests[KC_ROUTE_COUNT][N_CODES + 1];	/* last: other */
-static histogram latency[KC_ROUTE_COUNT];
+/* indexed by the row of the route table */
+static _Atomic long long requests[KC_ROUTES_MAX][N_CODES + 1];	/* last: other */
+static histogram latency[KC_ROUTES_MAX];
 static histogram event_lag;
-static _Atomic long long cache_outcomes[KC_ROUTE_COUNT][KC_CACHE_OUT_COUNT];
+static _Atomic long long cache_outcomes[KC_ROUTES_MAX][KC_CACHE_OUT_COUNT];
 static _Atomic long long counters[KC_M_COUNTER_COUNT];
-
-const char *
-kc_route_name(kc_route_id r)
-{
-	return route_names[r];
-}
 
 static void
 observe(histogram *h, const double *bounds, size_t n, double v)
@@ -62,20 +54,21 @@ observe(histogram *h, const double *bounds, size_t n, double v)
 }
 
 void
-kc_metrics_request(kc_route_id route, int status, double seconds)
+kc_metrics_request(const kc_route *route, int status, double seconds)
 {
+	size_t		r = (size_t) (route - kc_routes);
 	size_t		i = 0;
 
 	while (i < N_CODES && codes[i] != status)
 		i++;
-	atomic_fetch_add_explicit(&requests[route][i], 1, memory_order_relaxed);
-	observe(&latency[route], lat_bounds, N_LAT, seconds);
+	atomic_fetch_add_explicit(&requests[r][i], 1, memory_order_relaxed);
+	observe(&latency[r], lat_bounds, N_LAT, seconds);
 }
 
 void
-kc_metrics_cache(kc_route_id route, kc_cache_outcome outcome)
+kc_metrics_cache(const kc_route *route, kc_cache_outcome outcome)
 {
-	atomic_fetch_add_explicit(&cache_outcomes[route][outcome], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&cache_outcomes[route - kc_routes][outcome], 1, memory_order_relaxed);
 }
 
 void
@@ -201,7 +194,7 @@ kc_metrics_render(size_t *len)
 		return NULL;
 	outf(&b, "# HELP kc_http_requests_total HTTP requests by route and status code\n"
 		 "# TYPE kc_http_requests_total counter\n");
-	for (int r = 0; r < KC_ROUTE_COUNT; r++)
+	for (int r = 0; r < kc_route_count; r++)
 		for (size_t i = 0; i <= N_CODES; i++)
 		{
 			long long	v = atomic_load(&requests[r][i]);
@@ -209,30 +202,30 @@ kc_metrics_render(size_t *len)
 			if (v == 0)
 				continue;
 			if (i < N_CODES)
-				outf(&b, "kc_http_requests_total{route=\"%s\",code=\"%d\"} %lld\n", route_names[r], codes[i], v);
+				outf(&b, "kc_http_requests_total{route=\"%s\",code=\"%d\"} %lld\n", kc_routes[r].label, codes[i], v);
 			else
-				outf(&b, "kc_http_requests_total{route=\"%s\",code=\"other\"} %lld\n", route_names[r], v);
+				outf(&b, "kc_http_requests_total{route=\"%s\",code=\"other\"} %lld\n", kc_routes[r].label, v);
 		}
 	outf(&b, "# HELP kc_http_request_duration_seconds request latency by route\n"
 		 "# TYPE kc_http_request_duration_seconds histogram\n");
-	for (int r = 0; r < KC_ROUTE_COUNT; r++)
+	for (int r = 0; r < kc_route_count; r++)
 	{
 		char		labels[64];
 
-		snprintf(labels, sizeof(labels), "route=\"%s\"", route_names[r]);
+		snprintf(labels, sizeof(labels), "route=\"%s\"", kc_routes[r].label);
 		render_histogram(&b, "kc_http_request_duration_seconds", labels, &latency[r], lat_bounds, N_LAT);
 	}
 	outf(&b, "# HELP kc_cache_requests_total cache outcome of cached routes\n"
 		 "# TYPE kc_cache_requests_total counter\n");
-	for (int r = 0; r < KC_ROUTE_COUNT; r++)
+	for (int r = 0; r < kc_route_count; r++)
 		for (int o = 0; o < KC_CACHE_OUT_COUNT; o++)
 		{
 			static const char *const on[] = {"hit", "miss", "bypass"};
 
-			if (r != KC_ROUTE_HOME && r != KC_ROUTE_LEARNING)
+			if (!(kc_routes[r].flags & KC_ROUTE_CACHED))
 				continue;
 			outf(&b, "kc_cache_requests_total{route=\"%s\",outcome=\"%s\"} %lld\n",
-				 route_names[r], on[o], atomic_load(&cache_outcomes[r][o]));
+				 kc_routes[r].label, on[o], atomic_load(&cache_outcomes[r][o]));
 		}
 	for (size_t i = 0; i < sizeof(counter_defs) / sizeof(counter_defs[0]); i++)
 		outf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", counter_defs[i].name, counter_defs[i].help,

@@ -1,27 +1,14 @@
 /*
  * metrics.h - process-wide counters and histograms exposed on GET /metrics in
  * the Prometheus text format. Updates are lock-free atomics, safe from any thread.
+ * Requests are counted per route under the labels of the route table (routes.h).
  */
 #ifndef KC_METRICS_H
 #define KC_METRICS_H
 
 #include <stddef.h>
 
-typedef enum kc_route_id
-{
-	KC_ROUTE_HOME = 0,
-	KC_ROUTE_LEARNING,
-	KC_ROUTE_SESSIONS,
-	KC_ROUTE_EVENTS,
-	KC_ROUTE_HEALTHZ,
-	KC_ROUTE_READYZ,
-	KC_ROUTE_METRICS,
-	KC_ROUTE_STATIC,
-	KC_ROUTE_WS,
-	KC_ROUTE_DEMO,
-	KC_ROUTE_UNKNOWN,
-	KC_ROUTE_COUNT
-} kc_route_id;
+struct kc_route;
 
 typedef enum kc_cache_outcome
 {
@@ -50,9 +37,9 @@ typedef enum kc_counter
 	KC_M_COUNTER_COUNT
 } kc_counter;
 
-const char *kc_route_name(kc_route_id r);
-void		kc_metrics_request(kc_route_id route, int status, double seconds);
-void		kc_metrics_cache(kc_route_id route, kc_cache_outcome outcome);
+/* One request answered, counted under its row of the route table (routes.h). */
+void		kc_metrics_request(const struct kc_route *route, int status, double seconds);
+void		kc_metrics_cache(const struct kc_route *route, kc_cache_outcome outcome);
 void		kc_metrics_add(kc_counter c, long long delta);
 long long	kc_metrics_get(kc_counter c);
 /* commit-to-invalidation delay of one event */

@@ -1,61 +1,86 @@
 /*
- * routes.h - one function per route of docs/design.md §7. http.c has already
- * checked method, authentication and (for student routes) access; each
- * function fills resp and never fails without an answer.
+ * routes.h - the route table (route_table.c) and the route functions
+ * (routes_*.c, websocket.c) of docs/design.md §7 and §8.
+ *
+ * One row per route: path, methods, who may call it, where its student comes
+ * from, metrics label and handler. The router (kc_route_match), the daemon's
+ * checks (http.c: 405, 401, 400, 403) and the metrics labels all read the
+ * table, so adding a route is one row plus its function. A route function
+ * runs only after those checks passed; it fills resp and never fails without
+ * an answer.
  */
 #ifndef KC_ROUTES_H
 #define KC_ROUTES_H
 
-#include "http.h"
+#include "request.h"
+
+typedef void (*kc_handler) (kc_request *req, kc_response *resp);
+
+/* Whether a route needs a bearer token (only when auth is on). */
+typedef enum kc_auth_rule
+{
+	KC_AUTH_NONE = 0,			/* anyone */
+	KC_AUTH_TOKEN,				/* the Authorization header */
+	KC_AUTH_TOKEN_OR_QUERY		/* ... or ?access_token= (a browser's WebSocket cannot set headers) */
+} kc_auth_rule;
+
+/* Where a route's student comes from; the access rule (kc_auth_scope) applies to it. */
+typedef enum kc_student_from
+{
+	KC_STUDENT_NONE = 0,		/* the route is about no student */
+	KC_STUDENT_PATH,			/* the {student} segment of the path: 400 unless a uuid */
+	KC_STUDENT_QUERY			/* ?student=, optional: 400 unless absent or a uuid */
+} kc_student_from;
+
+#define KC_ROUTE_CACHED	0x1		/* served through the cache: outcomes counted per route */
+#define KC_ROUTE_DEMO	0x2		/* exists only with --demo */
+
+typedef struct kc_route
+{
+	const char *label;			/* metrics label and log name */
+	const char *path;			/* exact, or with one {student} segment; NULL: no path (last row) */
+	const char *alias;			/* another exact path of the route, or NULL */
+	const char *methods;		/* allowed, as sent in Allow; NULL: any */
+	kc_auth_rule auth;
+	kc_student_from student;
+	int			flags;			/* KC_ROUTE_* */
+	kc_handler	handler;
+} kc_route;
+
+/* Rows of the table; the last one answers every path no other row matches. */
+extern const kc_route kc_routes[];
+extern const int kc_route_count;
+#define KC_ROUTES_MAX 16		/* room in the metrics (metrics.c) */
+
+typedef struct kc_match
+{
+	const kc_route *route;
+	bool		bad_id;			/* a {student} segment that is not a uuid */
+	char		student[37];	/* the {student} segment, lower-case; "" when none or bad */
+} kc_match;
+
+/* The router: the row for a request path (no query string). */
+void		kc_route_match(const char *path, kc_match *m);
 
 /* routes_student.c */
 void		kc_route_home(kc_request *req, kc_response *resp);
 void		kc_route_learning(kc_request *req, kc_response *resp);
 void		kc_route_sessions(kc_request *req, kc_response *resp);
 
-/* The query of /sessions once checked; absent or empty parameters are NULL. */
-typedef struct kc_sessions_query
-{
-	const char *status;
-	const char *from;			/* at most 64 bytes, checked by Postgres */
-	const char *to;
-	const char *after;			/* at most 128 bytes, opaque cursor */
-	long long	limit;			/* 1..200, default 50 */
-} kc_sessions_query;
-
-/* Checks the raw query parameters of /sessions (each may be NULL): NULL when valid, else the 400 message. */
-const char *kc_sessions_query_check(const char *status, const char *from, const char *to,
-									const char *after, const char *limit, kc_sessions_query *q);
-
 /* routes_events.c */
 void		kc_route_events_recent(kc_request *req, kc_response *resp);
-
-/* The query of /events/recent once checked against the caller. */
-typedef struct kc_events_query
-{
-	long long	after;			/* default 0 */
-	long long	limit;			/* 1..1000, default 100 */
-	char		student[37];	/* lower-case uuid; empty: every student's events */
-} kc_events_query;
-
-/*
- * Checks the raw query parameters of /events/recent (each may be NULL) for
- * principal p: 0 when valid, else 400 or 403 with *msg. A student always gets
- * their own id in q->student.
- */
-int			kc_events_query_check(const char *after, const char *limit, const char *student,
-								  const kc_principal *p, kc_events_query *q, const char **msg);
 
 /* routes_ops.c */
 void		kc_route_healthz(kc_request *req, kc_response *resp);
 void		kc_route_readyz(kc_request *req, kc_response *resp);
 void		kc_route_metrics(kc_request *req, kc_response *resp);
 void		kc_route_static(kc_request *req, kc_response *resp);
+void		kc_route_not_found(kc_request *req, kc_response *resp);
 
 /* routes_demo.c (only with --demo) */
 void		kc_route_demo_purchase(kc_request *req, kc_response *resp);
 
-/* Parses a decimal integer in [min,max]; false when absent-but-invalid. */
-bool		kc_parse_int_param(const char *s, long long min, long long max, long long *out);
+/* websocket.c: the handshake, then a 101 through libmicrohttpd's upgrade (resp->prepared) */
+void		kc_route_ws(kc_request *req, kc_response *resp);
 
 #endif

@@ -3,9 +3,9 @@
  * --demo / KC_DEMO=on; otherwise the route does not exist: 404).
  *
  * The "buy a course" button of the demo page: it records a pending payment
- * for the caller (an admin, or anyone when auth is off, names the student)
- * and confirms it, in one transaction, exactly as a payment provider's webhook
- * would; the pipeline and the WebSocket push do the rest. Without course= it
+ * for req->student (the caller; an admin, or anyone when auth is off, names
+ * the student) and confirms it, in one transaction, exactly as a payment
+ * provider's webhook would; the pipeline and the WebSocket push do the rest. Without course= it
  * picks the first published course the student has not bought; the weekly
  * slot (two weekdays, a start between 08:00 and 19:45 in the student's zone)
  * is drawn at random so that repeated demos rarely collide. It uses a
@@ -39,18 +39,14 @@ static const char purchase_sql[] =
 void
 kc_route_demo_purchase(kc_request *req, kc_response *resp)
 {
-	const char *student_s = kc_req_query(req, "student");
 	const char *course_s = kc_req_query(req, "course");
-	char		student[37],
-				course[37];
+	char		course[37];
 	const char *params[2];
 	char		err[256];
 	PGconn	   *conn;
 	PGresult   *r;
 
-	if (req->principal.authenticated && !req->principal.admin)
-		kc_uuid_normalize(req->principal.sub, student);
-	else if (!student_s || !kc_uuid_normalize(student_s, student))
+	if (!req->student[0])
 	{
 		kc_resp_error(resp, 400, "bad_request", "student must be a uuid");
 		return;
@@ -60,7 +56,7 @@ kc_route_demo_purchase(kc_request *req, kc_response *resp)
 		kc_resp_error(resp, 400, "bad_request", "course must be a uuid");
 		return;
 	}
-	params[0] = student;
+	params[0] = req->student;
 	params[1] = course_s && *course_s ? course : NULL;
 	conn = kc_db_connect_raw(req->app->cfg->database_url, "kc-gateway-demo", err, sizeof(err));
 	if (!conn)

@@ -2,13 +2,15 @@
  * routes_ops.c - operational routes: /healthz (the process answers),
  * /readyz (Postgres answers, LISTEN is up, not draining; Redis and cache
  * state are reported but not required: without Redis the gateway still serves,
- * bypassing the cache), /metrics (Prometheus text) and / (the demo page).
+ * bypassing the cache), /metrics (Prometheus text), / (the demo page), and
+ * the 404 of every path the route table does not know.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "listen.h"
+#include "metrics.h"
 #include "routes.h"
 
 void
@@ -80,4 +82,10 @@ kc_route_static(kc_request *req, kc_response *resp)
 	}
 	resp->cache_control = "no-cache";
 	kc_resp_static(resp, 200, "text/html; charset=utf-8", app->index_html, app->index_len);
+}
+
+void
+kc_route_not_found(kc_request *req, kc_response *resp)
+{
+	kc_resp_error(resp, 404, "not_found", "no such route");
 }

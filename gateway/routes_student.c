@@ -15,6 +15,8 @@
 
 #include "cache_local.h"
 #include "log.h"
+#include "metrics.h"
+#include "parse.h"
 #include "routes.h"
 
 static double
@@ -62,39 +64,11 @@ answer_view(kc_request *req, kc_response *resp, kc_body *body)
 	kc_resp_shared(resp, 200, "application/json", body);
 }
 
-/* Maps a failed read to its HTTP answer. */
-static void
-answer_db_error(kc_request *req, kc_response *resp, kc_db_status st, const char *msg)
-{
-	switch (st)
-	{
-		case KC_DB_NOT_FOUND:
-			kc_resp_error(resp, 404, "not_found", "unknown student");
-			break;
-		case KC_DB_BAD_INPUT:
-			kc_resp_error(resp, 400, "bad_request", msg);
-			break;
-		case KC_DB_UNAVAILABLE:
-			kc_resp_unavailable(resp, req->app);
-			break;
-		default:
-			{
-				kc_logline	l;
-
-				kc_log_begin(&l, KC_LOG_ERROR, "query failed");
-				kc_log_str(&l, "route", kc_route_name(req->match.route));
-				kc_log_str(&l, "error", msg);
-				kc_log_end(&l);
-				kc_resp_error(resp, 500, "internal", "internal error");
-			}
-	}
-}
-
 static void
 serve_view(kc_request *req, kc_response *resp, kc_view view)
 {
 	kc_app	   *app = req->app;
-	const char *student = req->match.student;
+	const char *student = req->student;
 	const char *params[1] = {student};
 	struct timespec start;
 	kc_cache_outcome outcome = KC_CACHE_OUT_BYPASS;
@@ -114,7 +88,7 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 		{
 			log_cache(KC_LOG_DEBUG, "Cache HIT", student, view, local ? "cached_in_process" : "cached",
 					  true, body->version, ms_since(&start));
-			kc_metrics_cache(req->match.route, KC_CACHE_OUT_HIT);
+			kc_metrics_cache(req->route, KC_CACHE_OUT_HIT);
 			resp->x_cache = "HIT";
 			answer_view(req, resp, body);
 			return;
@@ -129,7 +103,7 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 					1, params, &res, msg, sizeof(msg));
 	if (st != KC_DB_OK)
 	{
-		answer_db_error(req, resp, st, msg);
+		kc_resp_db_error(req, resp, st, "invalid parameter", msg);
 		return;
 	}
 	body = kc_body_new(PQgetvalue(res, 0, 0), (size_t) PQgetlength(res, 0, 0),
@@ -158,7 +132,7 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 					  ms_since(&start));
 		}
 	}
-	kc_metrics_cache(req->match.route, outcome);
+	kc_metrics_cache(req->route, outcome);
 	resp->x_cache = outcome == KC_CACHE_OUT_MISS ? "MISS" : "BYPASS";
 	answer_view(req, resp, body);
 }
@@ -173,52 +147,6 @@ void
 kc_route_learning(kc_request *req, kc_response *resp)
 {
 	serve_view(req, resp, KC_VIEW_LEARNING);
-}
-
-bool
-kc_parse_int_param(const char *s, long long min, long long max, long long *out)
-{
-	char	   *end;
-	long long	v;
-
-	if (!s || !*s || strlen(s) > 19)
-		return false;
-	for (const char *p = s; *p; p++)
-		if (*p < '0' || *p > '9')
-			return false;
-	v = strtoll(s, &end, 10);
-	if (*end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-const char *
-kc_sessions_query_check(const char *status, const char *from, const char *to,
-						const char *after, const char *limit, kc_sessions_query *q)
-{
-	static const char *const statuses[] = {"scheduled", "completed", "cancelled", "missed"};
-
-	memset(q, 0, sizeof(*q));
-	q->limit = 50;
-	if (status && *status)
-	{
-		bool		known = false;
-
-		for (int i = 0; i < 4; i++)
-			known |= strcmp(status, statuses[i]) == 0;
-		if (!known)
-			return "status must be scheduled, completed, cancelled or missed";
-	}
-	if (limit && !kc_parse_int_param(limit, 1, 200, &q->limit))
-		return "limit must be an integer from 1 to 200";
-	if ((from && strlen(from) > 64) || (to && strlen(to) > 64) || (after && strlen(after) > 128))
-		return "parameter too long";
-	q->status = status && *status ? status : NULL;
-	q->from = from && *from ? from : NULL;
-	q->to = to && *to ? to : NULL;
-	q->after = after && *after ? after : NULL;
-	return NULL;
 }
 
 void
@@ -242,7 +170,7 @@ kc_route_sessions(kc_request *req, kc_response *resp)
 		return;
 	}
 	snprintf(limit_buf, sizeof(limit_buf), "%lld", q.limit);
-	params[0] = req->match.student;
+	params[0] = req->student;
 	params[1] = q.status;
 	params[2] = q.from;
 	params[3] = q.to;
@@ -251,9 +179,7 @@ kc_route_sessions(kc_request *req, kc_response *resp)
 	st = kc_db_exec(req->app->db, KC_STMT_SESSIONS, 6, params, &res, msg, sizeof(msg));
 	if (st != KC_DB_OK)
 	{
-		if (st == KC_DB_BAD_INPUT)
-			snprintf(msg, sizeof(msg), "invalid from, to or after parameter");
-		answer_db_error(req, resp, st, msg);
+		kc_resp_db_error(req, resp, st, "invalid from, to or after parameter", msg);
 		return;
 	}
 	len = (size_t) PQgetlength(res, 0, 0);

@@ -1,11 +1,13 @@
 /*
  * websocket.c - the WebSocket route (docs/design.md §8) on the HTTP side.
  *
- * A request goes through: method (405), draining (503), the RFC 6455
- * handshake (426 without "Upgrade: websocket" or with a version other than
- * 13, 400 for a bad key or Connection header), the token (401; from the
- * Authorization header, or ?access_token= since browsers cannot set headers
- * on a WebSocket), access (403), "after" (400), capacity (503). Then 101.
+ * The route's row (route_table.c) has the daemon check what every route
+ * checks first: method (405), the token (401; from the Authorization header,
+ * or ?access_token= since browsers cannot set headers on a WebSocket), the
+ * student= id (400) and access (403). kc_route_ws then checks draining
+ * (503), the RFC 6455 handshake (426 without "Upgrade: websocket" or with a
+ * version other than 13, 400 for a bad key or Connection header), "after"
+ * (400), that the student exists (404), capacity (503). Then 101.
  *
  * After the 101 (in the libmicrohttpd thread that served the request) the
  * socket is registered with the hub first and the replay read second:
@@ -33,6 +35,8 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "parse.h"
 #include "routes.h"
 #include "ws_hub.h"
 
@@ -151,31 +155,6 @@ kc_ws_on_event(const kc_event_note *ev, void *arg)
 		kc_ws_hub_post_event(app->ws, m);
 }
 
-bool
-kc_header_has_token(const char *value, const char *token)
-{
-	size_t		tl = strlen(token);
-
-	while (value && *value)
-	{
-		const char *end;
-		size_t		len;
-
-		while (*value == ' ' || *value == '\t' || *value == ',')
-			value++;
-		end = strchr(value, ',');
-		len = end ? (size_t) (end - value) : strlen(value);
-		while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
-			len--;
-		if (len == tl && strncasecmp(value, token, tl) == 0)
-			return true;
-		if (!end)
-			break;
-		value = end + 1;
-	}
-	return false;
-}
-
 /* The base64 of 16 bytes is 22 chars and "==". */
 bool
 kc_ws_key_valid(const char *key)
@@ -285,138 +264,108 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 					rows >= app->cfg->ws_queue ? KC_WS_REPLAY_TRUNCATED : KC_WS_REPLAY_DONE);
 }
 
-/* An HTTP error for a failed handshake that must say which version we speak. */
-static struct MHD_Response *
-version_required(unsigned int *code)
+/* The 426 of a failed handshake, which must say which version we speak. */
+static void
+version_required(kc_response *resp)
 {
 	static const char body[] = "{\"error\":{\"code\":\"upgrade_required\","
 		"\"message\":\"this route speaks WebSocket (RFC 6455, version 13) only\"}}";
 	struct MHD_Response *r = MHD_create_response_from_buffer(sizeof(body) - 1, (void *) body,
 															 MHD_RESPMEM_PERSISTENT);
 
-	if (r)
+	if (!r)
 	{
-		MHD_add_response_header(r, "Content-Type", "application/json");
-		MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
-		MHD_add_response_header(r, "Upgrade", "websocket");
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return;
 	}
-	*code = 426;
-	return r;
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
+	MHD_add_response_header(r, "Upgrade", "websocket");
+	resp->prepared = r;
+	resp->status = 426;
 }
 
-struct MHD_Response *
-kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
-			 unsigned int *code, void **state)
+/* The named student must exist: 404 as on every other route (and 503 while Postgres is away). */
+static bool
+student_exists(kc_request *req, kc_response *resp)
+{
+	const char *params[6] = {req->student, NULL, NULL, NULL, NULL, "1"};
+	PGresult   *res = NULL;
+	char		msg[512] = "";
+	kc_db_status st = kc_db_exec(req->app->db, KC_STMT_SESSIONS, 6, params, &res, msg, sizeof(msg));
+
+	PQclear(res);
+	if (st == KC_DB_OK)
+		return true;
+	kc_resp_db_error(req, resp, st, "invalid student", msg);
+	return false;
+}
+
+void
+kc_route_ws(kc_request *req, kc_response *resp)
 {
 	kc_app	   *app = req->app;
-	const char *upgrade = kc_req_header(req, "Upgrade");
 	const char *key = kc_req_header(req, "Sec-WebSocket-Key");
 	const char *version = kc_req_header(req, "Sec-WebSocket-Version");
 	const char *after_s = kc_req_query(req, "after");
-	const char *student_s = kc_req_query(req, "student");
-	const char *authz = kc_req_header(req, "Authorization");
-	char		bearer[4200];
 	char		accept[32];
 	ws_state   *w;
 	struct MHD_Response *r;
 	long long	after = -1;
 
-	*state = NULL;
-	if (strcmp(method, "GET") != 0)
-	{
-		kc_resp_error(resp, 405, "method_not_allowed", "a WebSocket handshake is a GET");
-		return NULL;
-	}
 	if (atomic_load(&app->draining) || !app->ws)
 	{
 		kc_resp_error(resp, 503, "unavailable", "the gateway is shutting down");
 		resp->retry_after = app->cfg->retry_after;
-		return NULL;
+		return;
 	}
-	if (!kc_header_has_token(upgrade, "websocket"))
-		return version_required(code);
-	if (!kc_header_has_token(kc_req_header(req, "Connection"), "upgrade"))
+	if (!kc_list_has_token(kc_req_header(req, "Upgrade"), "websocket"))
+	{
+		version_required(resp);
+		return;
+	}
+	if (!kc_list_has_token(kc_req_header(req, "Connection"), "upgrade"))
 	{
 		kc_resp_error(resp, 400, "bad_request", "a WebSocket handshake needs Connection: Upgrade");
-		return NULL;
+		return;
 	}
 	if (!version || strcmp(version, "13") != 0)
-		return version_required(code);
+	{
+		version_required(resp);
+		return;
+	}
 	if (!kc_ws_key_valid(key))
 	{
 		kc_resp_error(resp, 400, "bad_request", "Sec-WebSocket-Key must be the base64 of 16 bytes");
-		return NULL;
+		return;
 	}
-	if (app->cfg->auth)
-	{
-		const char *why = "";
-		const char *token = kc_req_query(req, "access_token");
-		kc_auth_result ar;
-
-		if (!authz && token && strlen(token) < sizeof(bearer) - 8)
-		{
-			snprintf(bearer, sizeof(bearer), "Bearer %s", token);
-			authz = bearer;
-		}
-		ar = kc_auth_verify(app->cfg->jwt_secret, authz, time(NULL), &req->principal, &why);
-		if (ar != KC_AUTH_OK)
-		{
-			kc_resp_error(resp, 401, ar == KC_AUTH_EXPIRED ? "token_expired" : "unauthorized", why);
-			return NULL;
-		}
-	}
-	if (after_s && !kc_parse_int_param(after_s, 0, 9223372036854775806LL, &after))
+	if (after_s && !kc_parse_event_id(after_s, &after))
 	{
 		kc_resp_error(resp, 400, "bad_request", "after must be a non-negative integer");
-		return NULL;
+		return;
 	}
-	w = calloc(1, sizeof(*w));
-	if (!w)
-	{
-		kc_resp_error(resp, 500, "internal", "out of memory");
-		return NULL;
-	}
-	w->app = app;
-	w->after = after;
-	if (student_s && *student_s && !kc_uuid_normalize(student_s, w->student))
-	{
-		free(w);
-		kc_resp_error(resp, 400, "bad_request", "student must be a uuid");
-		return NULL;
-	}
-	if (req->principal.authenticated && !req->principal.admin)
-	{
-		if (student_s && *student_s && strcmp(w->student, req->principal.sub) != 0)
-		{
-			free(w);
-			kc_resp_error(resp, 403, "forbidden", "a student may read only their own events");
-			return NULL;
-		}
-		kc_uuid_normalize(req->principal.sub, w->student);
-	}
-	w->all = w->student[0] == '\0';
+	if (req->student[0] && !student_exists(req, resp))
+		return;
 	if (kc_ws_hub_full(app->ws))
 	{
-		free(w);
 		kc_resp_error(resp, 503, "unavailable", "too many WebSocket connections");
 		resp->retry_after = app->cfg->retry_after;
-		return NULL;
+		return;
 	}
-	if (!accept_value(key, accept) || !(r = MHD_create_response_for_upgrade(upgraded, w)))
+	w = calloc(1, sizeof(*w));
+	if (!w || !accept_value(key, accept) || !(r = MHD_create_response_for_upgrade(upgraded, w)))
 	{
 		free(w);
 		kc_resp_error(resp, 500, "internal", "cannot build the upgrade");
-		return NULL;
+		return;
 	}
+	w->app = app;
+	w->after = after;
+	w->all = req->student[0] == '\0';
+	memcpy(w->student, req->student, sizeof(w->student));
 	MHD_add_response_header(r, "Upgrade", "websocket");	/* MHD adds Connection: Upgrade */
 	MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
-	*state = w;
-	*code = 101;
-	return r;
-}
-
-void
-kc_ws_state_free(void *state)
-{
-	free(state);
+	req->held = w;
+	resp->prepared = r;
+	resp->status = 101;
 }

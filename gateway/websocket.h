@@ -1,6 +1,7 @@
 /*
  * websocket.h - GET /api/v1/ws?after={id} (docs/design.md §8): the HTTP side of the
- * WebSocket route. It checks the handshake and the token, answers 101 through
+ * WebSocket route (kc_route_ws, a row of the route table, routes.h). It checks
+ * the handshake, answers 101 through
  * libmicrohttpd's upgrade, reads the replay from the event log and hands the
  * socket to the hub (ws_hub.c), which owns it from then on. It also turns the
  * listener's events into messages for the hub.
@@ -8,10 +9,8 @@
 #ifndef KC_WEBSOCKET_H
 #define KC_WEBSOCKET_H
 
-#include "http.h"
 #include "listen.h"
-
-struct MHD_Response;
+#include "request.h"
 
 /* Starts the hub of app (app->ws); false when it cannot. */
 bool		kc_ws_start(kc_app *app);
@@ -22,18 +21,6 @@ void		kc_ws_free(kc_app *app);
 /* The listener's subscriber (arg: the kc_app): one event, already invalidated. */
 void		kc_ws_on_event(const kc_event_note *ev, void *arg);
 
-/*
- * The WebSocket route. Returns the response to queue with *code (101 to
- * upgrade, 426 for a wrong protocol version), or NULL with an error in resp.
- * *state gets what the upgrade needs; the caller frees it with
- * kc_ws_state_free once the connection is over.
- */
-struct MHD_Response *kc_ws_accept(kc_request *req, const char *method, kc_response *resp,
-								  unsigned int *code, void **state);
-void		kc_ws_state_free(void *state);
-
-/* True when the comma-separated header value lists token (case-insensitive). */
-bool		kc_header_has_token(const char *value, const char *token);
 /* True when key is a valid Sec-WebSocket-Key: the base64 of 16 bytes. */
 bool		kc_ws_key_valid(const char *key);
 

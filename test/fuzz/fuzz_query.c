@@ -1,15 +1,16 @@
 /*
  * fuzz_query.c - the query parameters of the student and event routes:
  * kc_sessions_query_check (status=, from=, to=, after= cursor, limit=),
- * kc_events_query_check (after=, limit=, student=, with the caller's access
- * rule) and kc_parse_int_param.
+ * kc_events_query_check (after=, limit=), student= through kc_parse_student
+ * and the access rule (kc_auth_scope), and kc_parse_int_param.
  * Input: one byte choosing the caller (auth off, student, admin), then
  * status \0 from \0 to \0 after \0 limit \0 student.
  * Promises checked: what is accepted is within the documented bounds, a
- * student never reads another student's events, integers are plain decimals.
+ * student never reads another student's data, integers are plain decimals.
  */
+#include "auth.h"
 #include "fuzz.h"
-#include "routes.h"
+#include "parse.h"
 
 #define STUDENT "11111111-1111-4111-8111-111111111111"
 
@@ -35,9 +36,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	kc_principal p;
 	kc_sessions_query sq;
 	kc_events_query eq;
-	const char *status, *from, *to, *after, *limit, *student, *msg = NULL, *bad;
-	int			who,
-				code;
+	const char *status, *from, *to, *after, *limit, *student, *bad;
+	char		named[37],
+				scope[37];
+	int			who;
 
 	if (size < 1)
 		return 0;
@@ -71,21 +73,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 		FUZZ_CHECK(bad[0] != '\0');
 
-	code = kc_events_query_check(after, limit, student, &p, &eq, &msg);
-	FUZZ_CHECK(code == 0 || code == 400 || code == 403);
-	if (code == 0)
-	{
+	bad = kc_events_query_check(after, limit, &eq);
+	if (!bad)
 		FUZZ_CHECK(eq.after >= 0 && eq.limit >= 1 && eq.limit <= 1000);
-		FUZZ_CHECK(eq.student[0] == '\0' || strlen(eq.student) == 36);
-		if (p.authenticated && !p.admin)
-			FUZZ_CHECK(strcmp(eq.student, STUDENT) == 0);
-		if (!p.authenticated || p.admin)
-			FUZZ_CHECK((eq.student[0] != '\0') == (student && student[0]));
-	}
 	else
+		FUZZ_CHECK(bad[0] != '\0');
+
+	if (kc_parse_student(student, named))
 	{
-		FUZZ_CHECK(msg && msg[0]);
-		FUZZ_CHECK(code != 403 || (p.authenticated && !p.admin));
+		FUZZ_CHECK(named[0] == '\0' ? !student || !student[0] : strlen(named) == 36);
+		if (kc_auth_scope(&p, named, scope))
+		{
+			FUZZ_CHECK(scope[0] == '\0' || strlen(scope) == 36);
+			if (p.authenticated && !p.admin)
+				FUZZ_CHECK(strcmp(scope, STUDENT) == 0);
+			else
+				FUZZ_CHECK(strcmp(scope, named) == 0);
+		}
+		else
+			FUZZ_CHECK(p.authenticated && !p.admin && strcmp(named, STUDENT) != 0);
 	}
 
 	check_int_param(after, 0, 9223372036854775806LL);

@@ -1,21 +1,35 @@
 /*
- * fuzz_route.c - the router (kc_route_match), If-None-Match matching
- * (kc_etag_matches) and the CORS origin list (kc_cors_allowed) of http.c.
+ * fuzz_route.c - the router of the route table (kc_route_match), and the
+ * list tokenizer of parse.c through If-None-Match matching (kc_etag_matches)
+ * and the CORS origin list (kc_cors_allowed).
  * Input: path \0 If-None-Match \0 CORS list \0 Origin.
- * Promises checked: a student route names a lower-case uuid taken from the
- * path, or is flagged bad; only student routes name a student; a CORS match
- * means the origin is in the list (or the list is "*").
+ * Promises checked: every path gets a row of the table; a {student} route
+ * names a lower-case uuid taken from the path, or is flagged bad; only
+ * {student} routes name a student; every item the tokenizer returns is a
+ * non-empty, trimmed piece of the list without commas; a CORS match means the
+ * origin is in the list (or the list is "*").
  */
 #include <ctype.h>
 #include <strings.h>
 
 #include "fuzz.h"
-#include "http.h"
+#include "parse.h"
+#include "routes.h"
 
-static int
-is_student_route(kc_route_id r)
+/* kc_list_next's promise on list. */
+static void
+check_list(const char *list)
 {
-	return r == KC_ROUTE_HOME || r == KC_ROUTE_LEARNING || r == KC_ROUTE_SESSIONS;
+	const char *p = list;
+	const char *item;
+	size_t		len;
+
+	while (kc_list_next(&p, &item, &len))
+	{
+		FUZZ_CHECK(len > 0 && item >= list && item + len <= list + strlen(list));
+		FUZZ_CHECK(memchr(item, ',', len) == NULL);
+		FUZZ_CHECK(item[0] != ' ' && item[0] != '\t' && item[len - 1] != ' ' && item[len - 1] != '\t');
+	}
 }
 
 int
@@ -35,19 +49,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	origin = ff.f[3];
 
 	kc_route_match(path, &m);
-	FUZZ_CHECK(m.route >= 0 && m.route < KC_ROUTE_COUNT);
-	FUZZ_CHECK(m.has_student == is_student_route(m.route));
-	if (m.has_student && !m.bad_id)
+	FUZZ_CHECK(m.route >= kc_routes && m.route < kc_routes + kc_route_count);
+	if (m.route->student == KC_STUDENT_PATH && !m.bad_id)
 	{
 		FUZZ_CHECK(strlen(m.student) == 36);
 		for (int i = 0; i < 36; i++)
 			FUZZ_CHECK(i == 8 || i == 13 || i == 18 || i == 23 ? m.student[i] == '-' :
 					   isxdigit((unsigned char) m.student[i]) && !isupper((unsigned char) m.student[i]));
-		/* the id is the path segment after /api/v1/students/, case aside */
-		FUZZ_CHECK(strncasecmp(path + strlen("/api/v1/students/"), m.student, 36) == 0);
+		/* the id is the {student} segment of the path, case aside */
+		FUZZ_CHECK(strncasecmp(path + (strstr(m.route->path, "{student}") - m.route->path),
+							   m.student, 36) == 0);
 	}
-	if (!m.has_student)
-		FUZZ_CHECK(m.student[0] == '\0' && !m.bad_id);
+	if (m.route->student != KC_STUDENT_PATH || m.bad_id)
+		FUZZ_CHECK(m.student[0] == '\0');
+	if (m.route->student != KC_STUDENT_PATH)
+		FUZZ_CHECK(!m.bad_id);
+	if (m.route->path && !strstr(m.route->path, "{student}"))
+		FUZZ_CHECK(strcmp(m.route->path, path) == 0 || (m.route->alias && strcmp(m.route->alias, path) == 0));
+
+	check_list(inm);
+	check_list(list);
 
 	(void) kc_etag_matches(inm, "\"v42\"");
 	if (inm && path[0])

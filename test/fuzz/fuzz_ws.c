@@ -1,6 +1,6 @@
 /*
  * fuzz_ws.c - the gateway's own parts of the WebSocket route: the handshake
- * checks of websocket.c (kc_header_has_token for Upgrade/Connection,
+ * checks of websocket.c (kc_list_has_token of parse.c for Upgrade/Connection,
  * kc_ws_key_valid for Sec-WebSocket-Key) and the event message it builds
  * (kc_ws_event_json, through kc_json_escape of log.c).
  * Input: header value \0 token \0 key \0 type \0 correlation id \0 created_at
@@ -18,6 +18,7 @@
 
 #include "fuzz.h"
 #include "log.h"
+#include "parse.h"
 #include "websocket.h"
 
 static const char *
@@ -84,7 +85,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	at = field(&ff, 5);
 	payload = field(&ff, 6);
 
-	if (kc_header_has_token(value, token) && token[0])
+	if (kc_list_has_token(value, token) && token[0])
 		FUZZ_CHECK(strcasestr(value, token) != NULL);
 	FUZZ_CHECK(kc_ws_key_valid(key) == key_valid_ref(key));
 

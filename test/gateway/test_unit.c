@@ -1,8 +1,9 @@
 /*
- * test_unit.c - unit tests of the gateway's pure parts: router, ETag matching,
- * CORS origin lists, configuration (defaults, environment, flags, errors),
+ * test_unit.c - unit tests of the gateway's pure parts: the route table and
+ * router, the list tokenizer, ETag matching, CORS origin lists, configuration (defaults, environment, flags, errors),
  * Redis URL parsing, JSON escaping, JWT verification (HS256 only, exp, nbf, sub),
- * the query checks of the student and event routes and NOTIFY payloads.
+ * the access rule, the query checks of the student and event routes and
+ * NOTIFY payloads.
  * Prints one "ok - name" / "not ok - name" line per check (the suite format).
  */
 #include <stdio.h>
@@ -15,9 +16,9 @@
 #include "auth.h"
 #include "cache.h"
 #include "config.h"
-#include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "parse.h"
 #include "routes.h"
 
 static int failures;
@@ -30,40 +31,75 @@ check(int cond, const char *name)
 		failures++;
 }
 
+/* True when m names the route labelled label. */
+static int
+route_is(const kc_match *m, const char *label)
+{
+	return strcmp(m->route->label, label) == 0;
+}
+
 static void
 test_router(void)
 {
 	kc_match	m;
 
 	kc_route_match("/api/v1/students/11111111-1111-4111-8111-111111111111/home", &m);
-	check(m.route == KC_ROUTE_HOME && !m.bad_id && m.has_student, "router: home route");
+	check(route_is(&m, "home") && !m.bad_id && m.route->student == KC_STUDENT_PATH &&
+		  strcmp(m.student, "11111111-1111-4111-8111-111111111111") == 0, "router: home route");
 	kc_route_match("/api/v1/students/11111111-AAAA-4111-8111-111111111111/learning", &m);
-	check(m.route == KC_ROUTE_LEARNING && strcmp(m.student, "11111111-aaaa-4111-8111-111111111111") == 0,
+	check(route_is(&m, "learning") && strcmp(m.student, "11111111-aaaa-4111-8111-111111111111") == 0,
 		  "router: learning route, id lower-cased");
 	kc_route_match("/api/v1/students/11111111-1111-4111-8111-111111111111/sessions", &m);
-	check(m.route == KC_ROUTE_SESSIONS, "router: sessions route");
+	check(route_is(&m, "sessions"), "router: sessions route");
 	kc_route_match("/api/v1/students/not-a-uuid/home", &m);
-	check(m.route == KC_ROUTE_HOME && m.bad_id, "router: bad id flagged");
+	check(route_is(&m, "home") && m.bad_id && m.student[0] == '\0', "router: bad id flagged");
 	kc_route_match("/api/v1/students/11111111-1111-4111-8111-1111111111112/home", &m);
 	check(m.bad_id, "router: 37-char id flagged");
 	kc_route_match("/api/v1/students/11111111-1111-4111-8111-111111111111/home/", &m);
-	check(m.route == KC_ROUTE_UNKNOWN, "router: trailing slash is unknown");
+	check(route_is(&m, "unknown"), "router: trailing slash is unknown");
 	kc_route_match("/api/v1/students//home", &m);
-	check(m.route == KC_ROUTE_UNKNOWN, "router: empty id is unknown");
+	check(route_is(&m, "unknown"), "router: empty id is unknown");
 	kc_route_match("/api/v1/students/x/other", &m);
-	check(m.route == KC_ROUTE_UNKNOWN, "router: unknown student route");
+	check(route_is(&m, "unknown"), "router: unknown student route");
 	kc_route_match("/api/v1/events/recent", &m);
-	check(m.route == KC_ROUTE_EVENTS && !m.has_student, "router: events/recent");
+	check(route_is(&m, "events_recent") && m.route->student == KC_STUDENT_QUERY, "router: events/recent");
 	kc_route_match("/", &m);
-	check(m.route == KC_ROUTE_STATIC, "router: / is static");
+	check(route_is(&m, "static"), "router: / is static");
+	kc_route_match("/index.html", &m);
+	check(route_is(&m, "static"), "router: /index.html is static too");
 	kc_route_match("/healthz", &m);
-	check(m.route == KC_ROUTE_HEALTHZ, "router: healthz");
+	check(route_is(&m, "healthz") && m.route->auth == KC_AUTH_NONE, "router: healthz, no token");
 	kc_route_match("/readyz", &m);
-	check(m.route == KC_ROUTE_READYZ, "router: readyz");
+	check(route_is(&m, "readyz"), "router: readyz");
 	kc_route_match("/metrics", &m);
-	check(m.route == KC_ROUTE_METRICS, "router: metrics");
+	check(route_is(&m, "metrics"), "router: metrics");
+	kc_route_match("/api/v1/ws", &m);
+	check(route_is(&m, "ws") && m.route->auth == KC_AUTH_TOKEN_OR_QUERY &&
+		  m.route->student == KC_STUDENT_QUERY, "router: the WebSocket route has the token and access checks");
 	kc_route_match("/nope", &m);
-	check(m.route == KC_ROUTE_UNKNOWN, "router: unknown path");
+	check(route_is(&m, "unknown") && m.route == &kc_routes[kc_route_count - 1], "router: unknown path");
+	for (int i = 0; i < kc_route_count; i++)
+		for (int j = i + 1; j < kc_route_count; j++)
+			if (strcmp(kc_routes[i].label, kc_routes[j].label) == 0)
+				check(0, "router: metrics labels are unique");
+}
+
+static void
+test_lists(void)
+{
+	const char *p = " a ,, b\t,c ,";
+	const char *item;
+	size_t		len;
+	char		got[64] = "";
+
+	while (kc_list_next(&p, &item, &len))
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "[%.*s]", (int) len, item);
+	check(strcmp(got, "[a][b][c]") == 0, "list: items trimmed, empty items skipped");
+	p = NULL;
+	check(!kc_list_next(&p, &item, &len), "list: NULL is an empty list");
+	check(kc_list_has_token("keep-alive, Upgrade", "upgrade"), "list: token found, case-insensitive");
+	check(!kc_list_has_token("keep-alive, Upgrades", "upgrade"), "list: no prefix match");
+	check(!kc_list_has_token(NULL, "upgrade"), "list: no header");
 }
 
 static void
@@ -221,8 +257,15 @@ test_auth(void)
 
 	t = kc_auth_issue("k3y", s1, "student", 60);
 	check(verify(t, &p) == KC_AUTH_OK && !p.admin && strcmp(p.sub, s1) == 0, "auth: issued token verifies");
-	check(kc_auth_may_read(&p, s1) && !kc_auth_may_read(&p, "22222222-2222-4222-8222-222222222222"),
-		  "auth: student reads only own data");
+	{
+		char		scope[37];
+
+		check(kc_auth_scope(&p, s1, scope) && strcmp(scope, s1) == 0 &&
+			  !kc_auth_scope(&p, "22222222-2222-4222-8222-222222222222", scope),
+			  "auth: student reads only own data");
+		check(kc_auth_scope(&p, "", scope) && strcmp(scope, s1) == 0,
+			  "auth: a student naming no one reads their own data");
+	}
 	t[strlen(t) - 2] ^= 1;
 	check(verify(t, &p) == KC_AUTH_INVALID, "auth: tampered signature refused");
 	free(t);
@@ -245,7 +288,13 @@ test_auth(void)
 	check(verify(t, &p) == KC_AUTH_INVALID, "auth: student sub must be a uuid");
 	free(t);
 	t = sign(JWT_ALG_HS256, "k3y", "ops", "admin", 60, 1);
-	check(verify(t, &p) == KC_AUTH_OK && p.admin && kc_auth_may_read(&p, s1), "auth: admin reads anyone");
+	{
+		char		scope[37];
+
+		check(verify(t, &p) == KC_AUTH_OK && p.admin && kc_auth_scope(&p, s1, scope) &&
+			  strcmp(scope, s1) == 0 && kc_auth_scope(&p, "", scope) && scope[0] == '\0',
+			  "auth: admin reads anyone, or everyone");
+	}
 	free(t);
 	{
 		/* a verified token is remembered per thread: same answers, exp still enforced */
@@ -309,10 +358,9 @@ test_queries(void)
 {
 	kc_sessions_query sq;
 	kc_events_query eq;
-	kc_principal student = {true, false, "11111111-1111-4111-8111-111111111111"};
-	kc_principal admin = {true, true, "ops"};
-	const char *msg = NULL;
 	char		longer[80];
+	char		student[37];
+	long long	v = -1;
 
 	check(kc_sessions_query_check(NULL, NULL, NULL, NULL, NULL, &sq) == NULL && sq.limit == 50 &&
 		  !sq.status && !sq.after, "sessions query: defaults");
@@ -324,15 +372,19 @@ test_queries(void)
 	memset(longer, 'x', 65);
 	longer[65] = '\0';
 	check(kc_sessions_query_check(NULL, longer, NULL, NULL, NULL, &sq) != NULL, "sessions query: from too long");
-	check(kc_events_query_check(NULL, NULL, NULL, &admin, &eq, &msg) == 0 && eq.after == 0 &&
-		  eq.limit == 100 && eq.student[0] == '\0', "events query: admin defaults read every student");
-	check(kc_events_query_check("7", "1000", NULL, &student, &eq, &msg) == 0 && eq.after == 7 &&
-		  strcmp(eq.student, student.sub) == 0, "events query: a student reads their own events");
-	check(kc_events_query_check(NULL, NULL, "22222222-2222-4222-8222-222222222222", &student, &eq, &msg) == 403,
-		  "events query: another student is 403");
-	check(kc_events_query_check("-1", NULL, NULL, &admin, &eq, &msg) == 400 &&
-		  kc_events_query_check(NULL, "0", NULL, &admin, &eq, &msg) == 400 &&
-		  kc_events_query_check(NULL, NULL, "nope", &admin, &eq, &msg) == 400, "events query: bad after, limit, student");
+	check(kc_events_query_check(NULL, NULL, &eq) == NULL && eq.after == 0 && eq.limit == 100,
+		  "events query: defaults");
+	check(kc_events_query_check("7", "1000", &eq) == NULL && eq.after == 7 && eq.limit == 1000,
+		  "events query: values");
+	check(kc_events_query_check("-1", NULL, &eq) != NULL && kc_events_query_check(NULL, "0", &eq) != NULL &&
+		  kc_events_query_check("99999999999999999999", NULL, &eq) != NULL, "events query: bad after, limit");
+	check(kc_parse_event_id("9223372036854775806", &v) && v == 9223372036854775806LL &&
+		  !kc_parse_event_id("9223372036854775807", &v) && !kc_parse_event_id("", &v),
+		  "event id: a bigint below the maximum");
+	check(kc_parse_student(NULL, student) && student[0] == '\0' && kc_parse_student("", student) &&
+		  kc_parse_student("11111111-AAAA-4111-8111-111111111111", student) &&
+		  strcmp(student, "11111111-aaaa-4111-8111-111111111111") == 0 && !kc_parse_student("nope", student),
+		  "student=: absent, empty or a uuid");
 }
 
 static void
@@ -365,6 +417,7 @@ main(void)
 {
 	kc_log_set_level(KC_LOG_ERROR);
 	test_router();
+	test_lists();
 	test_etag_cors();
 	test_config();
 	test_redis_url();

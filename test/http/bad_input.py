@@ -48,7 +48,7 @@ def request(method, path, headers=None, body=None):
 
 
 def raw(data):
-    """Sends raw bytes; returns the status code of the answer (0 when the connection just closed)."""
+    """Sends raw bytes; returns the status code (0 when the connection just closed) and body of the answer."""
     s = socket.create_connection(("127.0.0.1", PORT), timeout=10)
     got = b""
     try:
@@ -67,7 +67,7 @@ def raw(data):
     finally:
         s.close()
     parts = got.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), got.partition(b"\r\n\r\n")[2]
 
 
 def error_code(body):
@@ -96,6 +96,9 @@ mine = {"Authorization": "Bearer " + token(me)}
 admin = {"Authorization": "Bearer " + token("ops", role="admin")}
 home = "/api/v1/students/%s/home" % me
 sessions = "/api/v1/students/%s/sessions" % me
+
+HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
 # (name, method, path, headers, body, expected statuses, expected error code or None)
 TABLE = [
@@ -129,9 +132,13 @@ TABLE = [
     ("oversized body", "POST", home, dict(mine, **{"Content-Type": "application/octet-stream"}),
      b"x" * 200000, {405, 413}, None),
     ("websocket without upgrade headers", "GET", "/api/v1/ws?after=0", mine, None, {400, 426}, None),
-    ("websocket with a bad after", "GET", "/api/v1/ws?after=abc",
-     dict(mine, **{"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}), None, {400}, None),
+    ("websocket with a bad after", "GET", "/api/v1/ws?after=abc", dict(mine, **HANDSHAKE), None, {400}, None),
+    ("websocket for an unknown student (admin)", "GET", "/api/v1/ws?student=%s" % uuid.uuid4(),
+     dict(admin, **HANDSHAKE), None, {404}, "not_found"),
+    ("websocket with the token of an unknown student", "GET", "/api/v1/ws",
+     dict(HANDSHAKE, Authorization="Bearer " + token(str(uuid.uuid4()))), None, {404}, "not_found"),
+    ("websocket with a bad student id", "GET", "/api/v1/ws?student=nope", dict(admin, **HANDSHAKE), None,
+     {400}, "bad_request"),
 ]
 
 passed = failed = 0
@@ -154,19 +161,31 @@ for name, method, path, headers, body, statuses, code in TABLE:
         check(False, name, e)
         continue
     ok = st in statuses and (code is None or error_code(data) == code)
-    if ok and st in (400, 401, 403, 404, 405) and path.startswith("/api/"):
+    if ok and st in (400, 401, 403, 404, 405, 414, 431) and path.startswith("/api/"):
         ok = error_code(data) is not None      # the gateway's own answers are JSON errors
     check(ok, "%s -> %s" % (name, "/".join(map(str, sorted(statuses)))), (st, data[:200]))
 
-# requests too large or malformed for HTTP itself: refused, never a crash
-for name, data in [
-        ("a 100 KB URL", b"GET /api/v1/students/" + b"a" * 100000 + b"/home HTTP/1.1\r\nHost: x\r\n\r\n"),
-        ("a 100 KB header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 100000 + b"\r\n\r\n"),
+# heads beyond the gateway's limits: 414 or 431 with the same JSON error as every other answer
+for name, data, want, code in [
+        ("a 16 KB URL", b"GET /healthz?q=" + b"a" * 16000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        ("a 100 KB URL", b"GET /api/v1/students/" + b"a" * 100000 + b"/home HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+         "uri_too_long"),
+        ("a 40 KB header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 40000 + b"\r\n\r\n", 431,
+         "headers_too_large"),
+        ("a 100 KB header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 100000 + b"\r\n\r\n", 431,
+         "headers_too_large"),
+        ("200 headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200))
+         + b"\r\n", 431, "headers_too_large"),
         ("2,000 headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(2000))
-         + b"\r\n"),
+         + b"\r\n", 431, "headers_too_large")]:
+    st, body = raw(data)
+    check(st == want and error_code(body) == code, "%s -> %d with a JSON error" % (name, want), (st, body[:200]))
+
+# requests malformed for HTTP itself: refused, never a crash
+for name, data in [
         ("a garbage request line", b"\x00\x01\x02 nonsense\r\n\r\n"),
         ("HTTP/9.9", b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n")]:
-    st = raw(data)
+    st, _ = raw(data)
     check(st == 0 or 400 <= st < 500 or st == 505, "%s is refused (%s)" % (name, st or "connection closed"), st)
 
 st, _ = request("GET", "/healthz")

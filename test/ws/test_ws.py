@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 
 import websockets
 
@@ -84,6 +85,12 @@ def test_handshakes(gw, student, other):
     st, h, s, _ = handshake(gw.port, path + "&after=-3")
     s.close()
     report(st == 400, "after=-3: 400", st)
+    st, h, s, _ = handshake(gw.port, "/api/v1/ws?access_token=" + token(str(uuid.uuid4())))
+    s.close()
+    report(st == 404, "token of a student that does not exist: 404, as on the HTTP routes", st)
+    st, h, s, _ = handshake(gw.port, "/api/v1/ws?student=%s&access_token=%s" % (uuid.uuid4(), token("ops", role="admin")))
+    s.close()
+    report(st == 404, "admin naming a student that does not exist: 404", st)
     st, h, s, _ = handshake(gw.port, path)
     ok = st == 101 and h.get("upgrade", "").lower() == "websocket" and "sec-websocket-accept" in h
     import base64
