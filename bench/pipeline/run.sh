@@ -29,4 +29,5 @@ kc_pg_start "$KC_BENCH_TMP/pg" "$PGPORT" kc_test
 psql -q -X -d postgres -c "CREATE DATABASE kc_limit"
 psql -q -X -d kc_limit -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
 psql -q -X -d kc_limit -f bench/pipeline/same_writes.sql
+psql -q -X -d kc_limit -f bench/pipeline/mission_writes.sql
 /usr/bin/python3 bench/pipeline/pipeline_bench.py
