@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/home/run.sh - the home endpoint under load, next to two baselines, in one run:
 #   1. trivial: a bare libmicrohttpd server (bench/home/trivial.c) returning the same body
-#   2. kc-gateway GET /api/v1/students/{id}/home, cache HIT from Redis (one student, JWT checked)
+#   2. kc-gateway GET /api/v1/students/{id}/home, cache HIT from Redis: HIT_STUDENTS students
+#      in turn, each with its own token (bench/home/hit.lua), every view cached beforehand
 #   3. the same with --local-cache: the HIT is served from the gateway's memory
 #   4. kc-gateway, cache MISS (a different student per request: Postgres read + fenced fill),
 #      at CONNECTIONS and at MISS_LOW_CONNECTIONS
@@ -9,10 +10,12 @@
 # and prints the ratios. Everything runs on this machine on loopback, in throwaway servers
 # (Postgres without background workers, Redis without persistence) that are stopped at the end.
 # The trivial server and both gateways get the same HTTP thread count and libmicrohttpd
-# settings; wrk keeps connections alive on both; the body is the gateway's own home body.
+# settings and the same requests (paths and tokens); wrk keeps connections alive on both; the
+# trivial server's body is the gateway's home body of a student of the hit run. The last line
+# of the output is one JSON object holding the figures.
 # Settings: DURATION (s, default 10), CONNECTIONS (64), THREADS (wrk threads, 2),
 # GW_THREADS (gateway and trivial server threads, 4), MISS_STUDENTS (400000),
-# MISS_LOW_CONNECTIONS (8), LOCAL_CACHE (students, 1024), PIN (0; 1: wrk on CPU 0, the
+# MISS_LOW_CONNECTIONS (8), HIT_STUDENTS (10000), LOCAL_CACHE (students, 16384), PIN (0; 1: wrk on CPU 0, the
 # trivial server and the gateways on CPU 1, so the load generator does not steal the
 # servers' CPU: on a 2-core machine that contention, not the server, sets p99).
 set -euo pipefail
@@ -24,7 +27,8 @@ THREADS=${THREADS:-2}
 GW_THREADS=${GW_THREADS:-4}
 MISS_STUDENTS=${MISS_STUDENTS:-400000}
 MISS_LOW_CONNECTIONS=${MISS_LOW_CONNECTIONS:-8}
-LOCAL_CACHE=${LOCAL_CACHE:-1024}
+HIT_STUDENTS=${HIT_STUDENTS:-10000}
+LOCAL_CACHE=${LOCAL_CACHE:-16384}
 PIN=${PIN:-0}
 if [ "$PIN" = 1 ]; then
     [ "$(nproc)" -ge 2 ] || { echo "bench: PIN=1 needs 2 CPUs" >&2; exit 1; }
@@ -90,6 +94,25 @@ LC_URL="http://127.0.0.1:$LC_PORT/api/v1/students/$STUDENT/home"
 curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" "$LC_URL"
 HIT_CHECK=$(curl -s -o /dev/null -D - -H "Authorization: Bearer $TOKEN" "$LC_URL" | tr -d '\r' | awk '/^X-Cache/ {print $2}')
 [ "$HIT_CHECK" = HIT ] || { echo "bench: expected a cache HIT (local), got '$HIT_CHECK'" >&2; exit 1; }
+# the hit run's students: the last HIT_STUDENTS bench students (the miss runs start at the
+# first), each with its own token, every home cached in both gateways beforehand
+tail -n "$HIT_STUDENTS" "$WORK/students.txt" >"$WORK/hit_ids.txt"
+python3 "$ROOT/bench/home/tokens.py" "$SECRET" "$WORK/hit_ids.txt" "$WORK/pairs.txt"
+python3 - "$WORK/pairs.txt" "$GW_PORT" "$LC_PORT" "$WORK/body.json" <<'PY'
+import http.client, sys
+pairs = [l.split() for l in open(sys.argv[1])]
+for port in sys.argv[2:4]:
+    c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    for sid, tok in pairs:
+        c.request("GET", "/api/v1/students/%s/home" % sid, headers={"Authorization": "Bearer " + tok})
+        r = c.getresponse(); body = r.read()
+        if r.status != 200:
+            sys.exit("bench: warming %s on port %s: %d %s" % (sid, port, r.status, body[:200]))
+    c.close()
+open(sys.argv[4], "wb").write(body)     # a hit student's home: the trivial server's body
+PY
+export PAIRS="$WORK/pairs.txt"
+home_count() { curl -s "http://127.0.0.1:$1/metrics" | awk -v o="$2" '$1 == "kc_cache_requests_total{route=\"home\",outcome=\"" o "\"}" {print $2}'; }
 BODY_BYTES=$(wc -c <"$WORK/body.json")
 $PIN_SERVER "$WORK/trivial" "$TR_PORT" "$GW_THREADS" "$WORK/body.json" &
 TR_PID=$!
@@ -110,9 +133,12 @@ run_wrk() {
 
 echo "# load before the run: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "# home bench: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, gateway/trivial threads $GW_THREADS, body $BODY_BYTES bytes, gateway log level ${KC_LOG_LEVEL:-info}, local cache $LOCAL_CACHE, pin $PIN"
-run_wrk trivial "http://127.0.0.1:$TR_PORT/"
-run_wrk gateway_hit -H "Authorization: Bearer $TOKEN" "$URL"
-run_wrk gateway_hit_local -H "Authorization: Bearer $TOKEN" "$LC_URL"
+run_wrk trivial -s "$ROOT/bench/home/hit.lua" "http://127.0.0.1:$TR_PORT"
+miss0=$(home_count "$GW_PORT" miss); lmiss0=$(home_count "$LC_PORT" miss)
+run_wrk gateway_hit -s "$ROOT/bench/home/hit.lua" "http://127.0.0.1:$GW_PORT"
+run_wrk gateway_hit_local -s "$ROOT/bench/home/hit.lua" "http://127.0.0.1:$LC_PORT"
+HIT_MISSES=$(( $(home_count "$GW_PORT" miss) - miss0 + $(home_count "$LC_PORT" miss) - lmiss0 ))
+echo "# hit runs: $HIT_STUDENTS students with a token each; requests that missed the cache: $HIT_MISSES"
 before=$(curl -s "http://127.0.0.1:$GW_PORT/metrics" | awk '/^kc_cache_requests_total\{route="home"/ {printf "%s=%s ", $1, $2}')
 STUDENTS="$WORK/students.txt" TOKEN=$ADMIN THREADS=$THREADS run_wrk gateway_miss \
     -s "$ROOT/bench/home/miss.lua" "http://127.0.0.1:$GW_PORT"
@@ -128,7 +154,7 @@ RPS_redis_get=$(awk -F'"' '$2 == "GET" {print $4}' "$WORK/redis.csv")
 RPS_redis_set=$(awk -F'"' '$2 == "SET" {print $4}' "$WORK/redis.csv")
 printf '%-22s %12s req/s\n%-22s %12s req/s\n' redis_get "$RPS_redis_get" redis_set "$RPS_redis_set"
 # the baseline again: the spread between the two trivial runs is the noise of this machine
-run_wrk trivial_again "http://127.0.0.1:$TR_PORT/"
+run_wrk trivial_again -s "$ROOT/bench/home/hit.lua" "http://127.0.0.1:$TR_PORT"
 RPS_trivial=$(awk -v a="$RPS_trivial" -v b="$RPS_trivial_again" 'BEGIN { print (a > b ? a : b) }')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -139,3 +165,11 @@ echo "ratio gateway_hit / redis_get   = $(ratio "$RPS_gateway_hit" "$RPS_redis_g
 for n in trivial trivial_again gateway_hit gateway_hit_local gateway_miss gateway_miss_low; do
     echo "$n p99 = $(awk '$1 == "99%" {print $2}' "$WORK/wrk-$n.txt") (target < 5ms)"
 done
+p99ms() { awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) }
+                              else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }; print v + 0 }' "$WORK/wrk-$1.txt"; }
+printf '{"bench":"home","students":%d,"hit_rps":%s,"hit_local_rps":%s,"limit_rps":%s,"ratio":%s,"ratio_local":%s,' \
+    "$HIT_STUDENTS" "$RPS_gateway_hit" "$RPS_gateway_hit_local" "$RPS_trivial" \
+    "$(ratio "$RPS_gateway_hit" "$RPS_trivial")" "$(ratio "$RPS_gateway_hit_local" "$RPS_trivial")"
+printf '"hit_misses":%d,"p99_ms":%s,"p99_local_ms":%s,"limit_p99_ms":%s,"miss_rps":%s,"miss_p99_ms":%s,"redis_get_rps":%s}\n' \
+    "$HIT_MISSES" "$(p99ms gateway_hit)" "$(p99ms gateway_hit_local)" "$(p99ms trivial)" "$RPS_gateway_miss" \
+    "$(p99ms gateway_miss)" "$RPS_redis_get"
