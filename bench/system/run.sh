@@ -37,6 +37,7 @@ kc_pg_start "$KC_BENCH_TMP/pg" "$PGPORT" kc_test
 psql -q -X -d postgres -c "CREATE DATABASE kc_limit"
 psql -q -X -d kc_limit -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
 psql -q -X -d kc_limit -f bench/pipeline/same_writes.sql
+psql -q -X -d kc_limit -f bench/pipeline/mission_writes.sql
 export KC_LIMIT_DB=kc_limit
 kc_redis_start "$KC_BENCH_TMP/redis" "$REDIS_PORT"
 kc_gateway_start "$KC_BENCH_TMP/gw" "127.0.0.1:$GW_PORT" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/kc_test" \
