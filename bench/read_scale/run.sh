@@ -38,3 +38,5 @@ for r in "$small" "$large"; do set -- $r; printf "%-12s %12.0f %18.3f\n" "$1" "$
 set -- $small; s_tps=$2; set -- $large; l_tps=$2
 awk -v a="$s_tps" -v b="$l_tps" 'BEGIN {printf "ratio %d -> %d students: %.2f of the throughput\n", 0, 0, b / a}' |
   sed "s/0 -> 0/$SMALL -> $LARGE/"
+printf '{"bench":"read_scale","small_students":%d,"small_calls_per_s":%s,"large_students":%d,"large_calls_per_s":%s,"ratio":%s}\n' \
+  "$SMALL" "$s_tps" "$LARGE" "$l_tps" "$(awk -v a="$s_tps" -v b="$l_tps" 'BEGIN {printf "%.3f", b / a}')"

@@ -80,3 +80,13 @@ echo "events emitted (committed):   $EMITTED at a target of $RATE/s ($(grep -E '
 echo "gateway RSS:                  $RSS0 idle, $RSS1 with the connections, $RSS2 after the run"
 echo "gateway CPU time (s):         $CPU"
 grep -E '"level":"(warn|error)"' "$WORK/gw/gateway.log" | head -5 || true
+python3 - "$WORK/client.json" "$CONNECTIONS" "$RATE" "$EMITTED" "$RSS0" "$RSS1" <<'PY'
+import json, sys
+client = json.load(open(sys.argv[1]))
+held, rss1 = client["connections_open"], float(sys.argv[6].split()[0])
+print(json.dumps({"bench": "ws", "connections": int(sys.argv[2]), "held": held, "rate": int(sys.argv[3]),
+                  "emitted": int(sys.argv[4]), "received": client["events_received"],
+                  "p50_ms": client["latency_ms"]["p50"], "p99_ms": client["latency_ms"]["p99"],
+                  "rss_idle_mib": round(float(sys.argv[5].split()[0]), 1), "rss_mib": round(rss1, 1),
+                  "kib_per_connection": round((rss1 - float(sys.argv[5].split()[0])) * 1024 / max(held, 1), 1)}))
+PY
