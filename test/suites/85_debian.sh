@@ -34,7 +34,9 @@ if ! bash test/deps.sh deb >"$dir/deps.log" 2>&1; then
 fi
 
 # a copy of the tree without its build outputs: what git would commit, plus untracked files
-git ls-files -co --exclude-standard -z | tar -c --null -T - -f - | tar -x -C "$dir/src" -f - || exit 1
+if ! git ls-files -co --exclude-standard -z | tar -c --null -T - -f - | tar -x -C "$dir/src" -f -; then
+  echo "not ok - debian: a copy of the tree (git ls-files: $KC_ROOT must be a git work tree)"; exit 0
+fi
 start=$SECONDS
 if (cd "$dir/src" && dpkg-buildpackage -us -uc -b -j2) >"$dir/build.log" 2>&1; then
   echo "ok - debian: dpkg-buildpackage -us -uc -b builds from a clean copy ($((SECONDS - start)) s)"
