@@ -54,10 +54,17 @@ check "lintian: no error or warning (overrides: debian/*.lintian-overrides)" \
   test "$(grep -c '^[EW]:' "$dir/lintian.log")" = 0
 grep '^[EW]:' "$dir/lintian.log" | sed 's/^/# /'
 
-# dpkg -i over an installed version works too (a second run of this suite)
-if ! dpkg -i "${debs[@]}" >"$dir/install.log" 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 -f install -y >>"$dir/install.log" 2>&1
-fi
+# dpkg -i over an installed version works too (a second run of this suite); another run's
+# apt may hold dpkg's lock for a while: wait for it, as test/deps.sh does; a conffile the
+# administrator changed is kept, without a question
+for _ in $(seq 1 60); do
+  dpkg -i --force-confdef --force-confold "${debs[@]}" >"$dir/install.log" 2>&1 && break
+  if ! grep -q 'lock' "$dir/install.log"; then
+    DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 -f install -y >>"$dir/install.log" 2>&1
+    break
+  fi
+  sleep 5
+done
 check "dpkg -i installs both" test "$(dpkg-query -W -f='${db:Status-Status} ${Version}\n' $ext $gw | sort -u)" = "installed $version"
 
 listed() {  # listed PACKAGE PATH...: dpkg -L PACKAGE lists every PATH
