@@ -49,10 +49,11 @@ arch=$(dpkg --print-architecture)
 debs=("$dir/${ext}_${version}_$arch.deb" "$dir/${gw}_${version}_$arch.deb")
 check "both packages are built ($ext, $gw $version)" test -f "${debs[0]}" -a -f "${debs[1]}"
 
-lintian --fail-on error,warning "$dir/kc-flow_${version}_$arch.changes" >"$dir/lintian.log" 2>&1
-check "lintian: no error or warning (overrides: debian/*.lintian-overrides)" \
-  test "$(grep -c '^[EW]:' "$dir/lintian.log")" = 0
-grep '^[EW]:' "$dir/lintian.log" | sed 's/^/# /'
+if lintian --fail-on error,warning "$dir/kc-flow_${version}_$arch.changes" >"$dir/lintian.log" 2>&1; then
+  echo "ok - debian: lintian: no error or warning (overrides: debian/*.lintian-overrides)"
+else
+  echo "not ok - debian: lintian: no error or warning"; sed 's/^/# /' "$dir/lintian.log"
+fi
 
 # dpkg -i over an installed version works too (a second run of this suite); another run's
 # apt may hold dpkg's lock for a while: wait for it, as test/deps.sh does; a conffile the
@@ -101,7 +102,7 @@ sed 's/^/# /' "$dir/unit.log"
 
 # a cluster of its own: it loads /usr/lib/postgresql/15/lib/kc_flow.so as the package left it
 check "the installed extension files are the package's (dpkg --verify $ext)" \
-  test -z "$(dpkg --verify $ext)"
+  test -z "$(dpkg --verify $ext 2>&1)"
 pg_port=$(kc_free_port) && redis_port=$(kc_free_port) && gw_port=$(kc_free_port) || exit 1
 if ! kc_pg_init "$dir/pg" "$pg_port" kc_test || ! kc_pg_start "$dir/pg" "$pg_port" kc_test ||
    ! kc_redis_start "$dir/redis" "$redis_port"; then
@@ -124,7 +125,7 @@ check "the package's 0.1.0 script and its upgrade script: 0.1.0, then ALTER EXTE
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] || echo "not ok - debian: validation.py on the installed package exited with $rc"
 check "the background workers are the package's library (dpkg --verify $ext after the scenario)" \
-  test -z "$(dpkg --verify $ext)"
+  test -z "$(dpkg --verify $ext 2>&1)"
 
 # the installed gateway: the configuration file's settings (as systemd reads it, as root),
 # the test servers instead of its defaults, run as kc-gateway without new privileges
