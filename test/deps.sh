@@ -5,6 +5,8 @@
 # that are not installed yet. Safe to run again; installing needs root, or sudo.
 #   run   build the extension and the gateway, and run them: `make run` (scripts/run-demo.sh)
 #   test  that, plus what the test suites and the benchmarks use (test/run.sh, bench/)
+#   deb   `run`, plus what building and checking the Debian packages takes (debian/,
+#         dpkg-buildpackage -b; test/suites/85_debian.sh)
 set -euo pipefail
 
 run_packages=(
@@ -16,11 +18,15 @@ run_packages=(
 test_packages=(
   postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk python3-psycopg2 python3-websockets
 )
+deb_packages=(
+  dpkg-dev debhelper postgresql-server-dev-all help2man fakeroot lintian systemd
+)
 
 case "${1:-}" in
   run)  packages=("${run_packages[@]}") ;;
   test) packages=("${run_packages[@]}" "${test_packages[@]}") ;;
-  *)    echo "usage: test/deps.sh run|test [PACKAGE...]" >&2; exit 2 ;;
+  deb)  packages=("${run_packages[@]}" "${deb_packages[@]}") ;;
+  *)    echo "usage: test/deps.sh run|test|deb [PACKAGE...]" >&2; exit 2 ;;
 esac
 shift
 packages+=("$@")
