@@ -267,7 +267,7 @@ kc_config_load(kc_config *c, int argc, char **argv, char *err, size_t errlen)
 		}
 		if (strcmp(a, "--version") == 0)
 		{
-			printf("kc-gateway 0.1.0\n");
+			printf("kc-gateway 0.2.0\n");
 			return KC_CONFIG_EXIT;
 		}
 		if (strncmp(a, "--", 2) != 0)
