@@ -5,17 +5,15 @@
 # and the upgraded schema equals a fresh 0.2.0 install (pg_dump --schema-only).
 # Uses only the server of test/run.sh (PGHOST, PGPORT, PGUSER).  Its workers
 # serve kc_test only, so in databases of its own run_pending() drives the
-# pipeline; the last part runs the workers themselves on a 0.1.0 schema.
+# pipeline; test/upgrade/live.sh then runs the workers themselves on a 0.1.0
+# schema and across the update.
 set -uo pipefail
 OLD=kc_upgrade_old
 NEW=kc_upgrade_new
+KC_ROOT=${KC_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 DUMP_DIR="$KC_TEST_TMP/upgrade"
 mkdir -p "$DUMP_DIR"
-
-sql() { local db=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
-check() {  # check NAME EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then echo "ok - upgrade: $1"; else echo "not ok - upgrade: $1"; echo "#   want: $2"; echo "#   got:  $3"; fi
-}
+source "$KC_ROOT/test/upgrade/lib.sh"
 
 for db in $OLD $NEW; do
   sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
@@ -121,7 +119,7 @@ sql $NEW -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CAS
 check "a fresh CREATE EXTENSION installs 0.2.0" "0.2.0" \
   "$(sql $NEW -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
 for db in $OLD $NEW; do
-  sql $db >/dev/null <<'SQL'
+  sql "$db" >/dev/null <<'SQL'
 DO $$
 DECLARE
     member text;
@@ -149,58 +147,5 @@ fi
 
 for db in $OLD $NEW; do sql postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
 
-# The background workers on a 0.1.0 schema, then across the update.  They serve
-# the database of kc_flow.database only, so its extension is put back to 0.1.0
-# for this part and reinstalled fresh afterwards, whatever happens, for the
-# suites that follow.
-WDB=$(sql postgres -c "SHOW kc_flow.database")
-restore_worker_db() {
-  sql "$WDB" -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS kc_flow CASCADE" \
-    -c "CREATE EXTENSION kc_flow CASCADE" >/dev/null
-}
-trap restore_worker_db EXIT
-wait_for() {  # wait_for DB SQL: until SQL says t, at most 30 s
-  for _ in $(seq 300); do [ "$(sql "$1" -c "$2")" = t ] && return 0; sleep 0.1; done; return 1
-}
-sql "$WDB" -c "SET client_min_messages = warning" -c "DROP EXTENSION kc_flow CASCADE" \
-  -c "CREATE EXTENSION kc_flow VERSION '0.1.0' CASCADE" >/dev/null
-wait_for "$WDB" "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()" ||
-  echo "# the workers did not attach"
-pids=$(sql "$WDB" -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM kc_flow.worker_status()")
-sql "$WDB" >/dev/null <<'SQL'
-INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-0000000fc001', 'Upgrade', true);
-INSERT INTO kc_flow.trainers (id, display_name) VALUES ('00000000-0000-0000-0000-0000000fd001', 'Wendy');
-INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-0000000fd001', '00000000-0000-0000-0000-0000000fc001');
-INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
-SELECT '00000000-0000-0000-0000-0000000fd001', d, '00:00', '24:00' FROM generate_series(1, 7) d;
-INSERT INTO kc_flow.students (id, display_name)
-SELECT ('00000000-0000-0000-0000-0000000fa00' || i)::uuid, 'Student ' || i FROM generate_series(1, 2) i;
-INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
-SELECT ('00000000-0000-0000-0000-0000000fe00' || n)::uuid, ('00000000-0000-0000-0000-0000000fa00' || s)::uuid,
-       '00000000-0000-0000-0000-0000000fc001', 10,
-       jsonb_build_object('weekdays', jsonb_build_array(n), 'start', '10:00', 'timezone', 'UTC',
-                          'starts_on', '2031-01-01'), 100, 'succeeded'
-  FROM (VALUES (1, 1), (2, 1)) v(n, s);
-SQL
-if wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.events WHERE event_type = 'SESSIONS_GENERATED'
-                    AND student_id = '00000000-0000-0000-0000-0000000fa001'" &&
-   wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.dead_letters WHERE attempts = 1 AND sqlstate = '23505'"; then
-  echo "ok - upgrade: the 0.2.0 workers run a 0.1.0 schema: one payment to its sessions, its duplicate refused"
-else
-  echo "not ok - upgrade: the 0.2.0 workers run a 0.1.0 schema: one payment to its sessions, its duplicate refused"
-fi
-sql "$WDB" -c "ALTER EXTENSION kc_flow UPDATE"
-sql "$WDB" >/dev/null <<'SQL'
-INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
-VALUES ('00000000-0000-0000-0000-0000000fe003', '00000000-0000-0000-0000-0000000fa002',
-        '00000000-0000-0000-0000-0000000fc001', 10,
-        '{"weekdays":[3],"start":"10:00","timezone":"UTC","starts_on":"2031-01-01"}', 100, 'succeeded');
-SQL
-if wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.events WHERE event_type = 'SESSIONS_GENERATED'
-                    AND student_id = '00000000-0000-0000-0000-0000000fa002'"; then
-  echo "ok - upgrade: the same workers go on after ALTER EXTENSION kc_flow UPDATE"
-else
-  echo "not ok - upgrade: the same workers go on after ALTER EXTENSION kc_flow UPDATE"
-fi
-check "no worker crashed or restarted meanwhile" "$pids" \
-  "$(sql "$WDB" -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM kc_flow.worker_status()")"
+# The workers themselves on a 0.1.0 schema and across the update
+bash "$KC_ROOT/test/upgrade/live.sh"
