@@ -6,7 +6,7 @@
 # install (pg_dump --schema-only).  Uses only the server of test/run.sh (PGHOST,
 # PGPORT, PGUSER).  Its workers serve kc_test only, so in databases of its own
 # run_pending() drives the pipeline here; test/upgrade/live.sh then runs the
-# workers themselves on a 0.1.0 schema and across the update.
+# workers themselves, a kc-gateway and a WebSocket client across the update.
 set -uo pipefail
 OLD=kc_upgrade_old
 NEW=kc_upgrade_new
@@ -190,5 +190,5 @@ fi
 
 for db in $OLD $NEW; do sql postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
 
-# The workers themselves on a 0.1.0 schema and across the update
+# The workers, a kc-gateway and a WebSocket client across the update
 bash "$KC_ROOT/test/upgrade/live.sh"
