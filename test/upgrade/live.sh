@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 sql "$WDB" -c "SET client_min_messages = warning" -c "DROP EXTENSION kc_flow CASCADE" \
   -c "CREATE EXTENSION kc_flow VERSION '0.1.0' CASCADE" >/dev/null
-sql postgres -c "ALTER SYSTEM SET kc_flow.retry_base_ms = '3s'" -c "SELECT pg_reload_conf()" >/dev/null
+sql postgres -c "ALTER SYSTEM SET kc_flow.retry_base_ms = '5s'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for "$WDB" "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()" ||
   echo "# the workers did not attach"
 pids=$(sql "$WDB" -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM kc_flow.worker_status()")
