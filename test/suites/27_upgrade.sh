@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
 # In-place upgrade 0.1.0 -> 0.2.0 with the 0.2.0 library loaded: payments left
-# at every stage under 0.1.0 (pending, queued, waiting for a trainer,
-# dead-lettered) complete exactly once after ALTER EXTENSION kc_flow UPDATE,
-# and the upgraded schema equals a fresh 0.2.0 install (pg_dump --schema-only).
-# Uses only the server of test/run.sh (PGHOST, PGPORT, PGUSER).  Its workers
-# serve kc_test only, so in databases of its own run_pending() drives the
-# pipeline; the last part runs the workers themselves on a 0.1.0 schema.
+# at every stage under 0.1.0 (pending, queued, mid-pipeline with a retry due
+# later, waiting for a trainer, dead-lettered) complete exactly once after
+# ALTER EXTENSION kc_flow UPDATE, and the upgraded schema equals a fresh 0.2.0
+# install (pg_dump --schema-only).  Uses only the server of test/run.sh (PGHOST,
+# PGPORT, PGUSER).  Its workers serve kc_test only, so in databases of its own
+# run_pending() drives the pipeline here; test/upgrade/live.sh then runs the
+# workers themselves, a kc-gateway and a WebSocket client across the update.
 set -uo pipefail
 OLD=kc_upgrade_old
 NEW=kc_upgrade_new
+KC_ROOT=${KC_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 DUMP_DIR="$KC_TEST_TMP/upgrade"
 mkdir -p "$DUMP_DIR"
-
-sql() { local db=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
-check() {  # check NAME EXPECTED ACTUAL
-  if [ "$2" = "$3" ]; then echo "ok - upgrade: $1"; else echo "not ok - upgrade: $1"; echo "#   want: $2"; echo "#   got:  $3"; fi
-}
+source "$KC_ROOT/test/upgrade/lib.sh"
 
 for db in $OLD $NEW; do
   sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
@@ -37,7 +35,7 @@ INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-00000000d00
 INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
 SELECT '00000000-0000-0000-0000-00000000d001', d, '00:00', '24:00' FROM generate_series(1, 7) d;
 INSERT INTO kc_flow.students (id, display_name)
-SELECT ('00000000-0000-0000-0000-00000000a00' || i)::uuid, 'Student ' || i FROM generate_series(1, 4) i;
+SELECT ('00000000-0000-0000-0000-00000000a00' || i)::uuid, 'Student ' || i FROM generate_series(1, 6) i;
 INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
 SELECT ('00000000-0000-0000-0000-0000000be00' || n)::uuid, ('00000000-0000-0000-0000-00000000a00' || s)::uuid,
        ('00000000-0000-0000-0000-00000000c00' || c)::uuid, 10,
@@ -68,6 +66,39 @@ check "payments left at every stage under 0.1.0" "pending|1|t|1|1" "$(sql $OLD -
 check "the 0.1.0 home has no payment_notices" "f" \
   "$(sql $OLD -c "SELECT kc_flow.student_home('00000000-0000-0000-0000-00000000a004') ? 'payment_notices'")"
 
+# Mid-pipeline: P6's purchase is made but its allocation failed once, P7 has its
+# trainer booked but its sessions failed once (test/upgrade/hold.sql); both
+# events wait in the queue for a retry that falls due after the update.
+sql $OLD -f "$KC_ROOT/test/upgrade/hold.sql" >/dev/null
+sql $OLD >/dev/null 2>>"$DUMP_DIR/setup.err" <<'SQL'
+SET client_min_messages = error;
+SET kc_flow.retry_base_ms = '3s';
+INSERT INTO kc_upgrade_hold.held VALUES ('allocation', '00000000-0000-0000-0000-00000000a005'),
+                                        ('sessions', '00000000-0000-0000-0000-00000000a006');
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+SELECT ('00000000-0000-0000-0000-0000000be00' || n)::uuid, ('00000000-0000-0000-0000-00000000a00' || s)::uuid,
+       '00000000-0000-0000-0000-00000000c001', 10,
+       jsonb_build_object('weekdays', jsonb_build_array(n), 'start', '10:00', 'timezone', 'UTC',
+                          'starts_on', '2031-01-01'), 100, 'succeeded'
+  FROM (VALUES (6, 5), (7, 6)) v(n, s);
+SELECT kc_flow.run_pending(100);
+SQL
+check "two payments mid-pipeline as the update starts, their retry due later" \
+  "be006 purchase 1 allocation 0 sessions 0 queued allocation attempts 1 due later,be007 purchase 1 allocation 1 sessions 0 queued sessions attempts 1 due later" \
+  "$(sql $OLD -c "
+  SELECT string_agg(format('%s purchase %s allocation %s sessions %s queued %s attempts %s due %s', right(p.id::text, 5),
+                           (SELECT count(*) FROM kc_flow.student_course_purchases pu WHERE pu.payment_id = p.id),
+                           (SELECT count(*) FROM kc_flow.trainer_allocations a
+                              JOIN kc_flow.student_course_purchases pu ON pu.id = a.purchase_id
+                             WHERE pu.payment_id = p.id AND a.status = 'approved'),
+                           (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.student_id = p.student_id),
+                           q.consumer, q.attempts, CASE WHEN q.run_after > clock_timestamp() THEN 'later' ELSE 'now' END),
+                    ',' ORDER BY p.id)
+    FROM kc_flow.payments p
+    JOIN kc_flow.events e ON e.correlation_id = p.id
+    JOIN kc_flow.event_queue q ON q.event_id = e.id
+   WHERE p.id IN ('00000000-0000-0000-0000-0000000be006', '00000000-0000-0000-0000-0000000be007')")"
+
 sql $OLD -c "ALTER EXTENSION kc_flow UPDATE"
 check "ALTER EXTENSION kc_flow UPDATE goes to 0.2.0" "0.2.0" \
   "$(sql $OLD -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
@@ -89,12 +120,20 @@ SELECT kc_flow.run_pending(1000);
 SELECT kc_flow.retry_dead_letter(id) FROM kc_flow.dead_letters WHERE NOT resolved;
 SELECT kc_flow.run_pending(1000);
 SQL
-check "every payment completes after the update: purchase, trainer, 10 sessions" \
-  "be001 1 approved 10,be002 1 approved 10,be003 1 approved 10,be005 1 approved 10" \
+# P6 and P7 go on when their retries fall due, as they would with the workers
+sql $OLD -c "DELETE FROM kc_upgrade_hold.held"
+for _ in $(seq 100); do
+  sql $OLD -c "SELECT kc_flow.run_pending(1000)" >/dev/null 2>>"$DUMP_DIR/setup.err"
+  [ "$(sql $OLD -c "SELECT count(*) FROM kc_flow.event_queue")" = 0 ] && break
+  sleep 0.1
+done
+check "every payment completes after the update: purchase, trainer, 10 sessions, 10 bookings" \
+  "be001 1 approved 10 10,be002 1 approved 10 10,be003 1 approved 10 10,be005 1 approved 10 10,be006 1 approved 10 10,be007 1 approved 10 10" \
   "$(sql $OLD -c "
-  SELECT string_agg(format('%s %s %s %s', right(p.id::text, 5),
+  SELECT string_agg(format('%s %s %s %s %s', right(p.id::text, 5),
                            (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id),
-                           a.status, (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id)),
+                           a.status, (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id),
+                           (SELECT count(*) FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)),
                     ',' ORDER BY p.id)
     FROM kc_flow.payments p
     JOIN kc_flow.student_course_purchases pu ON pu.payment_id = p.id
@@ -116,12 +155,14 @@ check "the upgraded create_payment refuses a course the student holds" "23505" \
      EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed 's/^NOTICE: *//')"
 
 # The upgraded schema against a fresh install.  pg_dump leaves out an
-# extension's members, so both databases first release them from the extension.
+# extension's members, so both databases first release them from the extension;
+# the holds of the mid-pipeline payments go first.
+sql $OLD -c "SET client_min_messages = warning" -c "DROP SCHEMA kc_upgrade_hold CASCADE"
 sql $NEW -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
 check "a fresh CREATE EXTENSION installs 0.2.0" "0.2.0" \
   "$(sql $NEW -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
 for db in $OLD $NEW; do
-  sql $db >/dev/null <<'SQL'
+  sql "$db" >/dev/null <<'SQL'
 DO $$
 DECLARE
     member text;
@@ -149,58 +190,5 @@ fi
 
 for db in $OLD $NEW; do sql postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
 
-# The background workers on a 0.1.0 schema, then across the update.  They serve
-# the database of kc_flow.database only, so its extension is put back to 0.1.0
-# for this part and reinstalled fresh afterwards, whatever happens, for the
-# suites that follow.
-WDB=$(sql postgres -c "SHOW kc_flow.database")
-restore_worker_db() {
-  sql "$WDB" -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS kc_flow CASCADE" \
-    -c "CREATE EXTENSION kc_flow CASCADE" >/dev/null
-}
-trap restore_worker_db EXIT
-wait_for() {  # wait_for DB SQL: until SQL says t, at most 30 s
-  for _ in $(seq 300); do [ "$(sql "$1" -c "$2")" = t ] && return 0; sleep 0.1; done; return 1
-}
-sql "$WDB" -c "SET client_min_messages = warning" -c "DROP EXTENSION kc_flow CASCADE" \
-  -c "CREATE EXTENSION kc_flow VERSION '0.1.0' CASCADE" >/dev/null
-wait_for "$WDB" "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()" ||
-  echo "# the workers did not attach"
-pids=$(sql "$WDB" -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM kc_flow.worker_status()")
-sql "$WDB" >/dev/null <<'SQL'
-INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-0000000fc001', 'Upgrade', true);
-INSERT INTO kc_flow.trainers (id, display_name) VALUES ('00000000-0000-0000-0000-0000000fd001', 'Wendy');
-INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-0000000fd001', '00000000-0000-0000-0000-0000000fc001');
-INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
-SELECT '00000000-0000-0000-0000-0000000fd001', d, '00:00', '24:00' FROM generate_series(1, 7) d;
-INSERT INTO kc_flow.students (id, display_name)
-SELECT ('00000000-0000-0000-0000-0000000fa00' || i)::uuid, 'Student ' || i FROM generate_series(1, 2) i;
-INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
-SELECT ('00000000-0000-0000-0000-0000000fe00' || n)::uuid, ('00000000-0000-0000-0000-0000000fa00' || s)::uuid,
-       '00000000-0000-0000-0000-0000000fc001', 10,
-       jsonb_build_object('weekdays', jsonb_build_array(n), 'start', '10:00', 'timezone', 'UTC',
-                          'starts_on', '2031-01-01'), 100, 'succeeded'
-  FROM (VALUES (1, 1), (2, 1)) v(n, s);
-SQL
-if wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.events WHERE event_type = 'SESSIONS_GENERATED'
-                    AND student_id = '00000000-0000-0000-0000-0000000fa001'" &&
-   wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.dead_letters WHERE attempts = 1 AND sqlstate = '23505'"; then
-  echo "ok - upgrade: the 0.2.0 workers run a 0.1.0 schema: one payment to its sessions, its duplicate refused"
-else
-  echo "not ok - upgrade: the 0.2.0 workers run a 0.1.0 schema: one payment to its sessions, its duplicate refused"
-fi
-sql "$WDB" -c "ALTER EXTENSION kc_flow UPDATE"
-sql "$WDB" >/dev/null <<'SQL'
-INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
-VALUES ('00000000-0000-0000-0000-0000000fe003', '00000000-0000-0000-0000-0000000fa002',
-        '00000000-0000-0000-0000-0000000fc001', 10,
-        '{"weekdays":[3],"start":"10:00","timezone":"UTC","starts_on":"2031-01-01"}', 100, 'succeeded');
-SQL
-if wait_for "$WDB" "SELECT count(*) = 1 FROM kc_flow.events WHERE event_type = 'SESSIONS_GENERATED'
-                    AND student_id = '00000000-0000-0000-0000-0000000fa002'"; then
-  echo "ok - upgrade: the same workers go on after ALTER EXTENSION kc_flow UPDATE"
-else
-  echo "not ok - upgrade: the same workers go on after ALTER EXTENSION kc_flow UPDATE"
-fi
-check "no worker crashed or restarted meanwhile" "$pids" \
-  "$(sql "$WDB" -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM kc_flow.worker_status()")"
+# The workers, a kc-gateway and a WebSocket client across the update
+bash "$KC_ROOT/test/upgrade/live.sh"
