@@ -36,6 +36,24 @@ find_payment(const KcfEvent *event)
 }
 
 /*
+ * True unless the installed schema is still 0.1.0's: between the library's
+ * upgrade and ALTER EXTENSION kc_flow UPDATE, the events_type_known check of
+ * 0.1.0 lists its types itself and refuses PURCHASE_ALREADY_ACTIVE.  Asked on
+ * this rare path only, so no cache is needed.
+ */
+static bool
+schema_knows_notices(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	kcf_plan(&plan, "SELECT extversion <> '0.1.0' FROM pg_catalog.pg_extension WHERE extname = 'kc_flow'",
+			 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return true;
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){false}));
+}
+
+/*
  * The payment's course is active for the student already (find_payment()'s
  * row names the active purchase): tells the student's screen and refuses the
  * event.  After the other purchase ends, retry_dead_letter() makes this
@@ -44,7 +62,6 @@ find_payment(const KcfEvent *event)
 static KcfOutcome
 refuse_already_active(KcfStageResult *result)
 {
-	bool		isnull;
 	char	   *payment = kcf_get_text(0, 1);
 	char	   *active = kcf_get_text(0, 4);
 	char	   *student = kcf_get_text(0, 5);
@@ -56,9 +73,13 @@ refuse_already_active(KcfStageResult *result)
 	result->refuse_detail = psprintf("Payment %s is recorded as succeeded, but active purchase %s covers the same course.",
 									 payment, active);
 	result->refuse_hint = pstrdup("Refund one of the two payments, or end the active purchase and retry this dead letter.");
+	/* (the ids are copied above: this query replaces find_payment()'s row) */
+	if (!schema_knows_notices())
+		return KCF_REFUSE;		/* the 0.1.0 schema refuses the event type: 0.1.0's answer */
 	result->next_type = "PURCHASE_ALREADY_ACTIVE";
-	result->next_event = kcf_emit(result->next_type, kcf_get_datum(0, 1, &isnull),
-								  kcf_get_datum(0, 5, &isnull),
+	result->next_event = kcf_emit(result->next_type,
+								  DirectFunctionCall1(uuid_in, CStringGetDatum(payment)),
+								  DirectFunctionCall1(uuid_in, CStringGetDatum(student)),
 								  psprintf("{\"payment_id\":\"%s\",\"course_id\":\"%s\",\"active_purchase_id\":\"%s\"}",
 										   payment, course, active));
 	return KCF_REFUSE;
