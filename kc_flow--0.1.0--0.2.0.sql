@@ -3,11 +3,30 @@
 -- Every schema change of 0.2.0, so that an upgraded database equals a fresh
 -- 0.2.0 install (test/suites/27_upgrade.sh compares their pg_dump).  Install
 -- the 0.2.0 library first: it runs the 0.1.0 objects unchanged until this
--- script has run (README.md, "Upgrading").  The new event type
--- PURCHASE_ALREADY_ACTIVE needs nothing here: the events_type_known check
--- asks the library's table of event types.
+-- script has run (README.md, "Upgrading").  kc_flow--0.1.0.sql is the 0.1.0
+-- install script as it was released, unchanged.
 
 \echo Use "ALTER EXTENSION kc_flow UPDATE TO '0.2.0'" to load this file. \quit
+
+-- one table of event types, in the library: the events_type_known check asks it
+-- instead of a list of its own (so PURCHASE_ALREADY_ACTIVE and VIEWS_REFRESHED are known)
+CREATE FUNCTION kc_flow.event_types(OUT event_type text, OUT consumer text, OUT emitted_by text, OUT meaning text)
+    RETURNS SETOF record
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_event_types';
+COMMENT ON FUNCTION kc_flow.event_types() IS
+    'the event types of the log, one row each: the stage that consumes it (NULL: only readers of the log act on it), who emits it and what it means';
+
+CREATE FUNCTION kc_flow.is_event_type(name text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_is_event_type';
+COMMENT ON FUNCTION kc_flow.is_event_type(text) IS
+    'true when kc_flow.event_types() has a type of that name; the events_type_known constraint of kc_flow.events';
+
+ALTER TABLE kc_flow.events DROP CONSTRAINT events_type_known,
+    ADD CONSTRAINT events_type_known CHECK (kc_flow.is_event_type(event_type));
+COMMENT ON COLUMN kc_flow.events.event_type IS
+    'one of the types of kc_flow.event_types(), the table in extension/event_types.c';
 
 -- dead letters also come from errors that cannot succeed on retry, at the first attempt
 COMMENT ON TABLE kc_flow.dead_letters IS
@@ -130,3 +149,28 @@ END;
 $$;
 COMMENT ON FUNCTION kc_flow.student_home(uuid) IS
     'the home screen of a student as JSON: version, overview, the next 20 upcoming sessions, the 5 latest purchases with progress, payment notices (payment received, course already active), trending courses; P0002 for an unknown student';
+
+-- Payments that 0.1.0 dead-lettered because the student held the course already (23505)
+-- get the PURCHASE_ALREADY_ACTIVE event 0.2.0 gives such a payment, so the student's home
+-- shows them as it shows those refused after the update.
+SELECT count(kc_flow.emit_event('PURCHASE_ALREADY_ACTIVE', p.id, p.student_id,
+                                jsonb_build_object('payment_id', p.id, 'course_id', p.course_id,
+                                                   'active_purchase_id', x.id)))
+  FROM kc_flow.dead_letters d
+  JOIN kc_flow.events e ON e.id = d.event_id AND e.event_type = 'PURCHASE_CONFIRMED'
+  JOIN kc_flow.payments p ON p.id = e.correlation_id AND p.status = 'succeeded'
+  JOIN kc_flow.student_course_purchases x
+    ON x.student_id = p.student_id AND x.course_id = p.course_id AND x.is_active
+ WHERE NOT d.resolved AND d.sqlstate = '23505'
+   AND NOT EXISTS (SELECT 1 FROM kc_flow.student_course_purchases y WHERE y.payment_id = p.id)
+   AND NOT EXISTS (SELECT 1 FROM kc_flow.events n
+                    WHERE n.correlation_id = p.id AND n.event_type = 'PURCHASE_ALREADY_ACTIVE');
+
+-- The read side changed shape (student_home gained payment_notices), so every view a
+-- gateway caches or a screen shows was built by 0.1.0. One VIEWS_REFRESHED event per
+-- student (correlated by the student's id) raises the student's cache version: gateways
+-- invalidate the cached views, whose ETags change, through the log as for any event, and
+-- each open screen is told to read again. It is one transaction with the rest of the update.
+SELECT count(kc_flow.emit_event('VIEWS_REFRESHED', s.id, s.id,
+                                jsonb_build_object('from_version', '0.1.0', 'to_version', '0.2.0')))
+  FROM kc_flow.students s;

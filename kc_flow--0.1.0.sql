@@ -9,19 +9,6 @@ CREATE FUNCTION kc_flow.is_iana_timezone(zone text) RETURNS boolean
 COMMENT ON FUNCTION kc_flow.is_iana_timezone(text) IS
     'true when the name is a zone of the IANA time zone database known to this server (e.g. Asia/Kolkata, UTC); POSIX strings such as XYZ+3 are refused';
 
-CREATE FUNCTION kc_flow.event_types(OUT event_type text, OUT consumer text, OUT emitted_by text, OUT meaning text)
-    RETURNS SETOF record
-    LANGUAGE c STABLE PARALLEL SAFE
-    AS 'MODULE_PATHNAME', 'kcf_event_types';
-COMMENT ON FUNCTION kc_flow.event_types() IS
-    'the event types of the log, one row each: the stage that consumes it (NULL: only readers of the log act on it), who emits it and what it means';
-
-CREATE FUNCTION kc_flow.is_event_type(name text) RETURNS boolean
-    LANGUAGE c STABLE STRICT PARALLEL SAFE
-    AS 'MODULE_PATHNAME', 'kcf_is_event_type';
-COMMENT ON FUNCTION kc_flow.is_event_type(text) IS
-    'true when kc_flow.event_types() has a type of that name; the events_type_known constraint of kc_flow.events';
-
 CREATE FUNCTION kc_flow.emit_event(event_type text, correlation_id uuid, student_id uuid, payload jsonb DEFAULT '{}')
     RETURNS bigint
     LANGUAGE c VOLATILE
@@ -58,7 +45,7 @@ CREATE FUNCTION kc_flow.wake_workers() RETURNS void
     AS 'MODULE_PATHNAME', 'kcf_wake_workers_sql';
 COMMENT ON FUNCTION kc_flow.wake_workers() IS
     'asks the background workers to look at the queue as soon as the current transaction commits';
--- 10_tables.sql: the tables of docs/design.md §3, with the constraints that keep the flow honest.
+-- 10_tables.sql: the tables of DESIGN.md §3, with the constraints that keep the flow honest.
 -- Constraint names say what they forbid; they show up in error messages.
 
 CREATE TABLE kc_flow.students (
@@ -224,7 +211,9 @@ COMMENT ON SEQUENCE kc_flow.events_id_seq IS
 
 CREATE TABLE kc_flow.events (
     id             bigint PRIMARY KEY,
-    event_type     text NOT NULL CONSTRAINT events_type_known CHECK (kc_flow.is_event_type(event_type)),
+    event_type     text NOT NULL CONSTRAINT events_type_known CHECK (event_type IN
+                   ('PURCHASE_CONFIRMED', 'PURCHASE_CREATED', 'TRAINER_ALLOCATED', 'ALLOCATION_PENDING',
+                    'SESSIONS_GENERATED', 'PURCHASE_REFUNDED', 'PURCHASE_CANCELLED')),
     correlation_id uuid NOT NULL,
     student_id     uuid NOT NULL,
     payload        jsonb NOT NULL DEFAULT '{}',
@@ -235,8 +224,6 @@ CREATE INDEX events_by_student ON kc_flow.events (student_id, id);
 CREATE INDEX events_by_correlation ON kc_flow.events (correlation_id, id);
 COMMENT ON TABLE kc_flow.events IS
     'outbox and event log; written only by kc_flow.emit_event (ids from events_id_seq), read in commit-safe order with kc_flow.events_since';
-COMMENT ON COLUMN kc_flow.events.event_type IS
-    'one of the types of kc_flow.event_types(), the table in extension/event_types.c';
 COMMENT ON COLUMN kc_flow.events.version IS 'the student''s cache_versions.version after this event''s transaction bumped it';
 
 CREATE TABLE kc_flow.event_queue (
@@ -708,7 +695,7 @@ REVOKE ALL ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.retry_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.auto_assign(uuid) FROM PUBLIC;
--- 50_read_side.sql: the read side of docs/design.md §5, used by kc-gateway and by any other app.
+-- 50_read_side.sql: the read side of DESIGN.md §5, used by kc-gateway and by any other app.
 --
 -- Every read function is SECURITY DEFINER with a fixed search_path, so a role that may only
 -- EXECUTE them can serve the gateway. The JSON views are STABLE: all their statements run in

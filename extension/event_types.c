@@ -46,6 +46,8 @@ static const KcfEventType event_types[] = {
 	"a refunded purchase ended: its trainer freed, its future sessions cancelled"},
 	{"PURCHASE_ALREADY_ACTIVE", NULL, "purchase stage",
 	"payment received, course already active: the payment cannot become a second purchase"},
+	{"VIEWS_REFRESHED", NULL, "kc_flow--0.1.0--0.2.0.sql",
+	"the read side changed shape in an upgrade: the student's views must be read again"},
 };
 
 static const KcfEventType *
