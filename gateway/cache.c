@@ -352,7 +352,10 @@ kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *de
 	if (c->local)
 		kc_local_invalidate(c->local, student);
 	if (!ok)
+	{
+		kc_metrics_add(KC_M_INVALIDATION_ERRORS, 1);
 		return -1;
+	}
 	if (v < 0)
 		return 0;
 	*deleted = (int) v;

@@ -38,6 +38,8 @@ typedef struct histogram
 static _Atomic long long requests[KC_ROUTES_MAX][N_CODES + 1];	/* last: other */
 static histogram latency[KC_ROUTES_MAX];
 static histogram event_lag;
+static histogram push_lag;
+static __thread double last_event_lag = -1;	/* kc_metrics_take_event_lag */
 static _Atomic long long cache_outcomes[KC_ROUTES_MAX][KC_CACHE_OUT_COUNT];
 static _Atomic long long counters[KC_M_COUNTER_COUNT];
 
@@ -87,6 +89,22 @@ void
 kc_metrics_event_lag(double seconds)
 {
 	observe(&event_lag, lag_bounds, N_LAG, seconds < 0 ? 0 : seconds);
+	last_event_lag = seconds < 0 ? 0 : seconds;
+}
+
+double
+kc_metrics_take_event_lag(void)
+{
+	double		v = last_event_lag;
+
+	last_event_lag = -1;
+	return v;
+}
+
+void
+kc_metrics_push_lag(double seconds)
+{
+	observe(&push_lag, lag_bounds, N_LAG, seconds < 0 ? 0 : seconds);
 }
 
 /* A growing output buffer; on allocation failure it stays failed. */
@@ -183,6 +201,12 @@ static const struct
 	{KC_M_WS_RESUMES, "kc_ws_resumes_total", "counter", "WebSocket connections resumed with after= (reconnects)"},
 	{KC_M_WS_SLOW_CLOSED, "kc_ws_slow_closed_total", "counter", "WebSocket consumers closed with 1008 for falling behind"},
 	{KC_M_WS_DEAD_CLOSED, "kc_ws_dead_closed_total", "counter", "WebSocket peers dropped for not answering pings"},
+	{KC_M_INVALIDATION_ERRORS, "kc_cache_invalidation_errors_total", "counter",
+	"invalidations that failed in Redis (the catch-up applies them again)"},
+	{KC_M_SESSIONS_EXPECTED, "kc_sessions_expected_total", "counter",
+	"sessions new purchases call for (purchase_tier of PURCHASE_CREATED events applied)"},
+	{KC_M_SESSIONS_CREATED, "kc_sessions_created_total", "counter",
+	"sessions generated (count of SESSIONS_GENERATED events applied)"},
 };
 
 char *
@@ -234,6 +258,9 @@ kc_metrics_render(size_t *len)
 	outf(&b, "# HELP kc_event_lag_seconds event creation to cache invalidation\n"
 		 "# TYPE kc_event_lag_seconds histogram\n");
 	render_histogram(&b, "kc_event_lag_seconds", "", &event_lag, lag_bounds, N_LAG);
+	outf(&b, "# HELP kc_push_lag_seconds event creation to WebSocket push (handed to the hub)\n"
+		 "# TYPE kc_push_lag_seconds histogram\n");
+	render_histogram(&b, "kc_push_lag_seconds", "", &push_lag, lag_bounds, N_LAG);
 	if (b.failed)
 	{
 		free(b.data);

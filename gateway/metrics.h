@@ -34,6 +34,10 @@ typedef enum kc_counter
 	KC_M_WS_RESUMES,			/* WebSocket connections that came back with after= */
 	KC_M_WS_SLOW_CLOSED,		/* WebSocket consumers closed with 1008 */
 	KC_M_WS_DEAD_CLOSED,		/* WebSocket peers dropped for not answering pings */
+	/* the operator console's (routes_admin_trace.c, cache.c) */
+	KC_M_INVALIDATION_ERRORS,	/* invalidations Redis failed (retried by the next catch-up) */
+	KC_M_SESSIONS_EXPECTED,		/* sessions new purchases call for (PURCHASE_CREATED purchase_tier) */
+	KC_M_SESSIONS_CREATED,		/* sessions generated (SESSIONS_GENERATED count) */
 	KC_M_COUNTER_COUNT
 } kc_counter;
 
@@ -44,6 +48,15 @@ void		kc_metrics_add(kc_counter c, long long delta);
 long long	kc_metrics_get(kc_counter c);
 /* commit-to-invalidation delay of one event */
 void		kc_metrics_event_lag(double seconds);
+/*
+ * The delay the last kc_metrics_event_lag call of this thread recorded, once
+ * (-1 when none since the last take): the listener records an event's lag right
+ * before it hands the event to its subscriber, on the same thread, so the
+ * subscriber learns when the invalidation was applied.
+ */
+double		kc_metrics_take_event_lag(void);
+/* commit-to-push delay of one event (handed to the WebSocket hub) */
+void		kc_metrics_push_lag(double seconds);
 /* Renders all metrics; returns a malloc'd string (NULL on out of memory). */
 char	   *kc_metrics_render(size_t *len);
 

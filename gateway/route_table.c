@@ -35,6 +35,17 @@ const kc_route kc_routes[] = {
 	KC_AUTH_TOKEN_OR_QUERY, KC_STUDENT_QUERY, 0, kc_route_ws},
 	{"demo_purchase", "/api/v1/demo/purchase", NULL, "POST, OPTIONS",
 	KC_AUTH_TOKEN, KC_STUDENT_QUERY, KC_ROUTE_DEMO, kc_route_demo_purchase},
+	/* the operator console: a page that holds no data, and the admin routes it reads */
+	{"admin_console", "/admin", "/admin.html", READ,
+	KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_admin_page},
+	{"admin_payment", "/api/v1/admin/payments/{id}", NULL, READ,
+	KC_AUTH_ADMIN, KC_STUDENT_NONE, 0, kc_route_admin_payment},
+	{"admin_search", "/api/v1/admin/search", NULL, READ,
+	KC_AUTH_ADMIN, KC_STUDENT_NONE, 0, kc_route_admin_search},
+	{"admin_stats", "/api/v1/admin/stats", NULL, READ,
+	KC_AUTH_ADMIN, KC_STUDENT_NONE, 0, kc_route_admin_stats},
+	{"admin_retry", "/api/v1/admin/dead-letters/{id}/retry", NULL, "POST, OPTIONS",
+	KC_AUTH_ADMIN, KC_STUDENT_NONE, 0, kc_route_admin_retry},
 	/* the last row: every path no other row matches */
 	{"unknown", NULL, NULL, NULL,
 	KC_AUTH_NONE, KC_STUDENT_NONE, 0, kc_route_not_found},
@@ -46,12 +57,18 @@ _Static_assert(sizeof(kc_routes) / sizeof(kc_routes[0]) <= KC_ROUTES_MAX,
 			   "more routes than the metrics have room for: raise KC_ROUTES_MAX");
 
 #define STUDENT_SEGMENT "{student}"
+#define ID_SEGMENT "{id}"
 
-/* Matches path against a pattern; a {student} segment is copied to m (or flagged). */
+/*
+ * Matches path against a pattern. A {student} segment is copied to m (or
+ * flagged when not a uuid); an {id} segment is copied as sent (or flagged when
+ * too long), for its route to check. Either must be non-empty and holds no '/'.
+ */
 static bool
 path_matches(const char *pattern, const char *path, kc_match *m)
 {
-	const char *seg = strstr(pattern, STUDENT_SEGMENT);
+	const char *seg = strchr(pattern, '{');
+	bool		student;
 	const char *suffix;
 	const char *id;
 	const char *slash;
@@ -61,15 +78,36 @@ path_matches(const char *pattern, const char *path, kc_match *m)
 
 	if (!seg)
 		return strcmp(pattern, path) == 0;
+	student = strncmp(seg, STUDENT_SEGMENT, strlen(STUDENT_SEGMENT)) == 0;
 	prefix_len = (size_t) (seg - pattern);
-	suffix = seg + strlen(STUDENT_SEGMENT);
+	suffix = seg + strlen(student ? STUDENT_SEGMENT : ID_SEGMENT);
 	if (strncmp(path, pattern, prefix_len) != 0)
 		return false;
 	id = path + prefix_len;
 	slash = strchr(id, '/');
-	if (!slash || slash == id || strcmp(slash, suffix) != 0)
-		return false;
-	idlen = (size_t) (slash - id);
+	if (*suffix == '\0')
+	{
+		/* the segment ends the path */
+		if (slash || *id == '\0')
+			return false;
+		idlen = strlen(id);
+	}
+	else
+	{
+		if (!slash || slash == id || strcmp(slash, suffix) != 0)
+			return false;
+		idlen = (size_t) (slash - id);
+	}
+	if (!student)
+	{
+		m->param_too_long = idlen >= sizeof(m->param);
+		if (!m->param_too_long)
+		{
+			memcpy(m->param, id, idlen);
+			m->param[idlen] = '\0';
+		}
+		return true;
+	}
 	if (idlen >= sizeof(raw))
 	{
 		m->bad_id = true;
@@ -94,8 +132,10 @@ kc_route_match(const char *path, kc_match *m)
 		if (path_matches(r->path, path, m) || (r->alias && strcmp(r->alias, path) == 0))
 		{
 			m->route = r;
-			return;
+			break;
 		}
 	}
-	m->route = &kc_routes[kc_route_count - 1];
+	if (!m->route)
+		m->route = &kc_routes[kc_route_count - 1];
+	kc_route_param_set(m->param_too_long ? NULL : m->param);
 }

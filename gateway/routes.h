@@ -21,7 +21,9 @@ typedef enum kc_auth_rule
 {
 	KC_AUTH_NONE = 0,			/* anyone */
 	KC_AUTH_TOKEN,				/* the Authorization header */
-	KC_AUTH_TOKEN_OR_QUERY		/* ... or ?access_token= (a browser's WebSocket cannot set headers) */
+	KC_AUTH_TOKEN_OR_QUERY,		/* ... or ?access_token= (a browser's WebSocket cannot set headers) */
+	KC_AUTH_ADMIN				/* a token (401 without, as KC_AUTH_TOKEN) with role admin: the
+								 * route function refuses any other with 403 (kc_admin_only) */
 } kc_auth_rule;
 
 /* Where a route's student comes from; the access rule (kc_auth_scope) applies to it. */
@@ -38,7 +40,7 @@ typedef enum kc_student_from
 typedef struct kc_route
 {
 	const char *label;			/* metrics label and log name */
-	const char *path;			/* exact, or with one {student} segment; NULL: no path (last row) */
+	const char *path;			/* exact, or with one {student} or {id} segment; NULL: no path (last row) */
 	const char *alias;			/* another exact path of the route, or NULL */
 	const char *methods;		/* allowed, as sent in Allow; NULL: any */
 	kc_auth_rule auth;
@@ -50,17 +52,30 @@ typedef struct kc_route
 /* Rows of the table; the last one answers every path no other row matches. */
 extern const kc_route kc_routes[];
 extern const int kc_route_count;
-#define KC_ROUTES_MAX 16		/* room in the metrics (metrics.c) */
+#define KC_ROUTES_MAX 24		/* room in the metrics (metrics.c) */
+#define KC_PARAM_MAX 65			/* an {id} segment is at most 64 bytes */
 
 typedef struct kc_match
 {
 	const kc_route *route;
 	bool		bad_id;			/* a {student} segment that is not a uuid */
 	char		student[37];	/* the {student} segment, lower-case; "" when none or bad */
+	bool		param_too_long; /* an {id} segment longer than KC_PARAM_MAX - 1 bytes */
+	char		param[KC_PARAM_MAX];	/* the {id} segment as sent; "" when none or too long */
 } kc_match;
 
 /* The router: the row for a request path (no query string). */
 void		kc_route_match(const char *path, kc_match *m);
+
+/*
+ * The {id} segment of the path this thread's last kc_route_match matched: ""
+ * when its row has none, NULL when it was longer than KC_PARAM_MAX - 1 bytes.
+ * A route function reads it to learn its id: a request is routed and served in
+ * one call on one thread (http.c), and the route checks the id itself (400).
+ */
+const char *kc_route_param(void);
+/* route_param.c: kc_route_match records its {id} segment there (param NULL: too long). */
+void		kc_route_param_set(const char *param);
 
 /* routes_student.c */
 void		kc_route_home(kc_request *req, kc_response *resp);
@@ -79,6 +94,13 @@ void		kc_route_not_found(kc_request *req, kc_response *resp);
 
 /* routes_demo.c (only with --demo) */
 void		kc_route_demo_purchase(kc_request *req, kc_response *resp);
+
+/* routes_admin.c: the operator console (admin token; the page itself needs none) */
+void		kc_route_admin_page(kc_request *req, kc_response *resp);
+void		kc_route_admin_payment(kc_request *req, kc_response *resp);
+void		kc_route_admin_search(kc_request *req, kc_response *resp);
+void		kc_route_admin_stats(kc_request *req, kc_response *resp);
+void		kc_route_admin_retry(kc_request *req, kc_response *resp);
 
 /* websocket.c: the handshake, then a 101 through libmicrohttpd's upgrade (resp->prepared) */
 void		kc_route_ws(kc_request *req, kc_response *resp);

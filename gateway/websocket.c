@@ -38,6 +38,7 @@
 #include "metrics.h"
 #include "parse.h"
 #include "routes.h"
+#include "routes_admin.h"
 #include "ws_hub.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -135,24 +136,35 @@ kc_ws_event_json(long long id, const char *type, const char *correlation_id,
 	return out;
 }
 
+/*
+ * Also the operator console's hook: the time each event was handed over
+ * (its invalidation is applied by then) and pushed to the hub, the push lag
+ * and the session counters (routes_admin_trace.c).
+ */
 void
 kc_ws_on_event(const kc_event_note *ev, void *arg)
 {
 	kc_app	   *app = arg;
+	double		reached = kc_admin_now();
+	double		pushed = 0;
 	size_t		len;
-	char	   *text;
-	kc_ws_msg  *m;
+	char	   *text = NULL;
+	kc_ws_msg  *m = NULL;
 
-	if (!app->ws)
-		return;
-	text = kc_ws_event_json(ev->id, ev->type, ev->correlation_id, ev->version,
-							ev->created_at, ev->payload, &len);
-	if (!text)
-		return;
-	m = kc_ws_msg_new(text, len, ev->id, ev->student_id);
-	free(text);
+	if (app->ws)
+		text = kc_ws_event_json(ev->id, ev->type, ev->correlation_id, ev->version,
+								ev->created_at, ev->payload, &len);
+	if (text)
+	{
+		m = kc_ws_msg_new(text, len, ev->id, ev->student_id);
+		free(text);
+	}
 	if (m)
+	{
 		kc_ws_hub_post_event(app->ws, m);
+		pushed = kc_admin_now();
+	}
+	kc_admin_trace_event(app, ev, reached, pushed, kc_ws_hub_count(app->ws));
 }
 
 /* The base64 of 16 bytes is 22 chars and "==". */

@@ -2,8 +2,10 @@
 # scripts/run-demo.sh - the body of `make run`: kc_flow with demo data, on this machine only.
 # Installs the Debian packages it needs (test/deps.sh run, when missing), builds and installs
 # the extension, starts a throwaway Postgres (kc_flow preloaded, workers on) and Redis on
-# loopback, loads scripts/demo_data.sql, starts kc-gateway, prints the home screen URL with a
-# demo token, and waits for Ctrl-C; then it stops everything it started and removes its files.
+# loopback, loads scripts/demo_data.sql, starts kc-gateway in demo mode (--demo: the home page's
+# "Buy a course" button), prints the home screen URLs with demo tokens and the operator console's
+# URL with an admin token, and waits for Ctrl-C; then it stops everything it started and removes
+# its files.
 # KC_LISTEN (default 127.0.0.1:8080) picks the gateway address.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,20 +56,24 @@ kc_as_postgres "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null
 
 SECRET=${KC_JWT_SECRET:-demo-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')}
 export KC_JWT_SECRET=$SECRET
+# demo mode (--demo): the home page shows a "Buy a course (demo)" button (POST /api/v1/demo/purchase)
 kc_gateway_start "$WORK/gw" "$LISTEN" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_demo" \
-    KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_STATIC_DIR="$ROOT/gateway/static"
+    KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_STATIC_DIR="$ROOT/gateway/static" KC_DEMO=on
 
 S1=11111111-1111-4111-8111-111111111111
 S3=33333333-3333-4333-8333-333333333333
 T1=$("$ROOT/gateway/kc-gateway" --issue-token=$S1)
 T3=$("$ROOT/gateway/kc-gateway" --issue-token=$S3)
+TA=$("$ROOT/gateway/kc-gateway" --issue-token=ops --token-role=admin)
 cat <<TXT
 
-kc_flow demo is running.
+kc_flow demo is running, in demo mode (--demo): the home pages show a "Buy a course (demo)" button.
   Home screen of Asha (two courses):   http://$LISTEN/#token=$T1
   Home screen of Chen (nothing yet):   http://$LISTEN/#token=$T3
+  Operator console (admin):            http://$LISTEN/admin#token=$TA
 
-Buy Chen a course and watch the page update within a second:
+Buy Chen a course: press "Buy a course (demo)" on Chen's page and watch it update within a
+second, then find the payment in the operator console (search "Chen"). Or in SQL:
   ${PSQL[*]} -c "SELECT kc_flow.confirm_payment(kc_flow.create_payment('$S3', 'cccccccc-0000-4000-8000-000000000004', 10, '{\"weekdays\":[1,3,5],\"start\":\"18:00\",\"timezone\":\"Asia/Kolkata\"}', 29900, 'INR'))"
 (as root, prefix it with: runuser -u postgres --)
 

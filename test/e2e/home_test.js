@@ -1,6 +1,7 @@
 // test/e2e/home_test.js - the demo home screen in headless Chromium (playwright-core, no
 // downloaded browser): the page goes live over the WebSocket, a payment confirmed in SQL
-// makes the sessions appear without a reload within 1 s, and a screenshot is kept.
+// makes the sessions appear without a reload within 1 s, a second payment of the same course
+// shows as a notice ("payment received, course already active"), and a screenshot is kept.
 // Run by test/suites/60_browser.sh, which starts the gateway and passes:
 //   GW_URL, TOKEN, STUDENT (course and trainers: test/ws/fixture.sql), PSQL (a shell command reading SQL on stdin), SHOT (png path)
 "use strict";
@@ -66,6 +67,18 @@ function sql(q) {
     report(rows >= 10 && trainer && trainer.length > 0, "upcoming sessions list the course, the session and the trainer (" + trainer + ")", rows);
     const course = await page.locator("#courses tr td").first().textContent();
     report(course === "Realtime Demo Course", "the course appears under My courses with its progress", course);
+    report(await page.locator("#notices-box").isHidden(), "no payment notice while there is none");
+    // a second payment of the same course that succeeded anyway: the page says the course is already active
+    sql("INSERT INTO kc_flow.payments (student_id, course_id, purchase_tier, time_slot, amount_cents, status) VALUES ('" +
+        process.env.STUDENT + "', 'eeeeeeee-0000-4000-8000-0000000000c1', 10, " +
+        "'{\"weekdays\":[3],\"start\":\"07:15\",\"timezone\":\"Europe/Berlin\"}', 100, 'succeeded')");
+    let notice = "";
+    try {
+      await page.waitForSelector("#notices li", { timeout: 5000 });
+      notice = await page.locator("#notices li").first().textContent();
+    } catch (e) { notice = String(e.message); }
+    report(/^Payment received, course already active: Realtime Demo Course/.test(notice),
+           "a payment refused because the course is active shows as a notice (payment_notices), without a reload", notice);
     await page.screenshot({ path: process.env.SHOT, fullPage: true });
     report(fs.existsSync(process.env.SHOT), "screenshot kept at " + process.env.SHOT);
     report(consoleErrors.length === 0, "no errors in the browser console", consoleErrors.join("\n"));

@@ -5,7 +5,8 @@
  * Input: path \0 If-None-Match \0 CORS list \0 Origin.
  * Promises checked: every path gets a row of the table; a {student} route
  * names a lower-case uuid taken from the path, or is flagged bad; only
- * {student} routes name a student; every item the tokenizer returns is a
+ * {student} routes name a student; an {id} route has its segment as sent
+ * (or flagged too long), and no other route has one; every item the tokenizer returns is a
  * non-empty, trimmed piece of the list without commas; a CORS match means the
  * origin is in the list (or the list is "*").
  */
@@ -64,8 +65,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(m.student[0] == '\0');
 	if (m.route->student != KC_STUDENT_PATH)
 		FUZZ_CHECK(!m.bad_id);
-	if (m.route->path && !strstr(m.route->path, "{student}"))
+	if (m.route->path && !strchr(m.route->path, '{'))
 		FUZZ_CHECK(strcmp(m.route->path, path) == 0 || (m.route->alias && strcmp(m.route->alias, path) == 0));
+	/* an {id} route: its id is the non-empty segment of the path, as sent, or flagged too long */
+	if (m.route->path && strstr(m.route->path, "{id}"))
+	{
+		const char *param = kc_route_param();
+
+		if (m.param_too_long)
+			FUZZ_CHECK(param == NULL && m.param[0] == '\0');
+		else
+		{
+			FUZZ_CHECK(param && strcmp(param, m.param) == 0 && m.param[0] && !strchr(m.param, '/'));
+			FUZZ_CHECK(strncmp(path + (strstr(m.route->path, "{id}") - m.route->path),
+							   m.param, strlen(m.param)) == 0);
+		}
+	}
+	else
+		FUZZ_CHECK(!m.param_too_long && m.param[0] == '\0' && kc_route_param() && !kc_route_param()[0]);
 
 	check_list(inm);
 	check_list(list);

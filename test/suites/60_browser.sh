@@ -3,7 +3,9 @@
 # (gateway/static/index.html) in headless Chromium, driven by playwright-core from npm
 # (test/e2e; no browser is downloaded: Debian's /usr/bin/chromium is used). A payment
 # confirmed in SQL must make the sessions appear on the open page, without a reload,
-# within 1 s. The screenshot is kept under test/e2e/artifacts/ (its path is printed).
+# within 1 s. Then the operator console (gateway/static/admin.html, test/e2e/admin_test.js):
+# search, a payment's story, Retry of a dead letter. The screenshots are kept under
+# test/e2e/artifacts/ (their paths are printed).
 #
 # Installs what it needs when missing: Debian's chromium (and nodejs/npm), then
 # `npm ci` in test/e2e. Uses the harness's Postgres and Redis (another db number) and
@@ -52,4 +54,15 @@ PSQL="psql -X -Atq -v ON_ERROR_STOP=1" timeout 120 node "$E2E/home_test.js"
 rc=$?
 [ $rc -ne 0 ] && echo "not ok - browser: the test program exited with $rc" && tail -5 "$WORK/gw/gateway.log" | sed 's/^/# /'
 echo "# screenshot: $SHOT"
+
+# The operator console (test/e2e/admin_test.js): a student of its own, an admin token.
+NAME="Console Test $RANDOM$RANDOM"
+CSTUDENT=$(psql_q -c "INSERT INTO kc_flow.students (display_name, timezone) VALUES ('$NAME', 'Europe/Berlin') RETURNING id")
+CSHOT="$ART/admin-$(date +%Y%m%d-%H%M%S).png"
+GW_URL="http://127.0.0.1:$PORT" ADMIN_TOKEN=$("$KC_ROOT/gateway/kc-gateway" --issue-token=ops --token-role=admin) \
+STUDENT_TOKEN=$("$KC_ROOT/gateway/kc-gateway" --issue-token="$CSTUDENT") STUDENT=$CSTUDENT STUDENT_NAME=$NAME SHOT=$CSHOT \
+PSQL="psql -X -Atq -v ON_ERROR_STOP=1" timeout 120 node "$E2E/admin_test.js"
+rc=$?
+[ $rc -ne 0 ] && echo "not ok - console: the test program exited with $rc" && tail -5 "$WORK/gw/gateway.log" | sed 's/^/# /'
+echo "# screenshot: $CSHOT"
 exit 0
