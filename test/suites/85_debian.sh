@@ -78,7 +78,7 @@ check "$ext holds the library, the control file and every SQL script" listed $ex
   $share/kc_flow--0.1.0.sql $share/kc_flow--0.2.0.sql $share/kc_flow--0.1.0--0.2.0.sql
 check "$gw holds the daemon, its unit, its configuration and the demo page" listed $gw \
   /usr/bin/kc-gateway /lib/systemd/system/kc-gateway.service /etc/default/kc-gateway \
-  /usr/share/kc-gateway/static/index.html /usr/share/man/man8/kc-gateway.8.gz
+  /usr/share/kc-gateway/static/index.html /usr/share/kc-gateway/static/admin.html /usr/share/man/man8/kc-gateway.8.gz
 check "/etc/default/kc-gateway is a conffile readable by root only" \
   test "$(dpkg-query -W -f='${Conffiles}' $gw | awk '{print $1}' | xargs):$(stat -c %a /etc/default/kc-gateway)" \
        = "/etc/default/kc-gateway:600"
@@ -156,4 +156,7 @@ check "a second GET is a cache HIT in its own Redis" test "$(curl -s -o /dev/nul
 curl -s -o "$dir/index.html" "http://127.0.0.1:$gw_port/"
 check "GET / serves the demo page from /usr/share/kc-gateway/static (KC_STATIC_DIR)" \
   cmp -s "$dir/index.html" /usr/share/kc-gateway/static/index.html
+curl -s -o "$dir/admin.html" "http://127.0.0.1:$gw_port/admin"
+check "GET /admin serves the operator console from /usr/share/kc-gateway/static" \
+  cmp -s "$dir/admin.html" /usr/share/kc-gateway/static/admin.html
 check "the installed gateway stops cleanly on SIGTERM" kc_gateway_stop "$dir/gw"
