@@ -15,6 +15,7 @@
 #include "postgres.h"
 #include "executor/spi.h"
 #include "storage/latch.h"
+#include "utils/timestamp.h"
 
 /* kc_flow.c: module init and the GUCs */
 #define KCF_MAX_WORKERS 32
@@ -28,6 +29,7 @@ extern int	kcf_batch_size;
 extern int	kcf_session_generation;
 extern int	kcf_rolling_window;
 extern int	kcf_event_retention_s;
+extern bool kcf_sequence_in_batch;
 
 /* values of kcf_session_generation (kc_flow.session_generation) */
 enum
@@ -48,9 +50,28 @@ extern void kcf_inflight_begin(void);
 extern void kcf_inflight_note(int64 id);
 extern void kcf_inflight_end(void);
 extern int64 kcf_inflight_horizon(void);
+extern void kcf_note_writing(TimestampTz since);
+extern TimestampTz kcf_oldest_writer(void);
+
+/* the advisory lock keys of kc_flow: (KCF_LOCK_KEY1, one of the second keys) */
+#define KCF_LOCK_KEY1 0x6b63666c	/* "kcfl" */
+#define KCF_LOCK_WRITER 1		/* shared: an open transaction emitted events (no preload) */
+#define KCF_LOCK_SEQUENCER 2	/* exclusive: the log head, one sequencer at a time */
+
+/* log.c: the commit-ordered event log (0.2.0) */
+typedef struct KcfRound
+{
+	int64		first;			/* positions given this round, first..last; 0 if none */
+	int64		last;
+	bool		announced;		/* a NOTIFY of the unannounced range was sent */
+} KcfRound;
+
+extern bool kcf_log_installed(void);
+extern bool kcf_sequence(KcfRound *round);
 
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
+extern SPIPlanPtr kcf_plan_custom(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern int	kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
 extern bool kcf_get_bool(int row, int col, bool *isnull);
 extern int64 kcf_get_int64(int row, int col, bool *isnull);
