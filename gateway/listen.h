@@ -72,7 +72,8 @@ long long	kc_listener_watermark(kc_listener *l);
 /*
  * How long the oldest event in the log that the listener has not applied has
  * been there, as of the last health poll (about a second old at most); false
- * when unknown (not connected, not synced, or the poll failed).
+ * when unknown (not connected, or the poll failed). It grows whatever keeps
+ * the listener from applying events: Redis away, a slow catch-up.
  */
 bool		kc_listener_lag(kc_listener *l, double *seconds);
 

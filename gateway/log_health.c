@@ -59,7 +59,7 @@ kc_log_health_poll(kc_listener *l)
 			kc_metrics_set(fields[i].gauge, v->valuedouble);
 	}
 	lag = cJSON_GetObjectItemCaseSensitive(h, "reader_lag_seconds");
-	if (cJSON_IsNumber(lag) && l->synced)
+	if (cJSON_IsNumber(lag))
 	{
 		atomic_store(&l->lag_us, (long long) (lag->valuedouble * 1e6));
 		atomic_store(&l->lag_known, true);
