@@ -424,7 +424,7 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 	{
 		KcfRound	round;
 
-		(void) kcf_sequence(&round);
+		(void) kcf_sequence(&round, true);
 	}
 	SPI_finish();
 	PG_RETURN_INT32(handled);

@@ -149,8 +149,13 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 	}
 	else
 	{
-		/* the workers give every committed event its position, consumed or not */
-		wake_at_commit = true;
+		/*
+		 * The workers give every committed event its position, consumed or
+		 * not.  A worker's own events get theirs in its own round, and their
+		 * follow-up stages run in its batch: no other worker needs waking.
+		 */
+		if (!kcf_am_worker)
+			wake_at_commit = true;
 		if (!emitted_in_xact)
 		{
 			/* kc_flow.health() reports the oldest transaction whose events are still to come */
@@ -242,7 +247,10 @@ kcf_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			kcf_inflight_end();
 			if (wake_at_commit)
+			{
+				kcf_count_commit();
 				kcf_wake_workers();
+			}
 			wake_at_commit = emitted_in_xact = false;
 			break;
 		case XACT_EVENT_ABORT:

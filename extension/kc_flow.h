@@ -45,6 +45,10 @@ extern bool kcf_shared_ready(void);
 extern void kcf_register_worker_latch(int worker, Latch *latch);
 extern void kcf_unregister_worker_latch(int worker);
 extern void kcf_wake_workers(void);
+extern void kcf_count_commit(void);
+extern uint64 kcf_commit_count(void);
+extern void kcf_set_in_batch(int worker, bool in_batch);
+extern bool kcf_other_in_batch(int worker);
 extern int	kcf_worker_pid(int worker);
 extern void kcf_inflight_begin(void);
 extern void kcf_inflight_note(int64 id);
@@ -64,10 +68,11 @@ typedef struct KcfRound
 	int64		first;			/* positions given this round, first..last; 0 if none */
 	int64		last;
 	bool		announced;		/* a NOTIFY of the unannounced range was sent */
+	bool		busy;			/* not run: another round held the log head (no wait asked) */
 } KcfRound;
 
 extern bool kcf_log_installed(void);
-extern bool kcf_sequence(KcfRound *round);
+extern bool kcf_sequence(KcfRound *round, bool wait);
 
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
@@ -125,6 +130,7 @@ extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result
 extern int	kcf_top_up_rolling_sessions(void);
 
 /* worker.c: the background workers' entry point, registered by kc_flow.c */
+extern bool kcf_am_worker;
 PGDLLEXPORT void kcf_worker_main(Datum main_arg);
 
 #endif							/* KC_FLOW_H */

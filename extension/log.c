@@ -104,14 +104,15 @@ read_head(Datum *values)
 }
 
 /*
- * One sequencer round in the current transaction (SPI connected): waits for
- * the log head, gives positions to every event committed since the previous
- * round, and NOTIFYs the range not yet announced.  The lock is held until the
- * transaction ends, so call it at the end of a short transaction.  Returns
- * whether positions were given.
+ * One sequencer round in the current transaction (SPI connected): takes the
+ * log head (waiting for it, or with wait false giving up at once and saying
+ * so in round->busy), gives positions to every event committed since the
+ * previous round, and NOTIFYs the range not yet announced.  The lock is held
+ * until the transaction ends, so call it at the end of a short transaction.
+ * Returns whether positions were given.
  */
 bool
-kcf_sequence(KcfRound *round)
+kcf_sequence(KcfRound *round, bool wait)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			types[FRESH_NARGS + 1] = {FRESH_TYPES, BOOLOID};
@@ -121,8 +122,17 @@ kcf_sequence(KcfRound *round)
 	int64		announced_upto;
 
 	memset(round, 0, sizeof(*round));
-	DirectFunctionCall2(pg_advisory_xact_lock_int4,
-						Int32GetDatum(KCF_LOCK_KEY1), Int32GetDatum(KCF_LOCK_SEQUENCER));
+	if (!wait)
+	{
+		round->busy = !DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
+														Int32GetDatum(KCF_LOCK_KEY1),
+														Int32GetDatum(KCF_LOCK_SEQUENCER)));
+		if (round->busy)
+			return false;
+	}
+	else
+		DirectFunctionCall2(pg_advisory_xact_lock_int4,
+							Int32GetDatum(KCF_LOCK_KEY1), Int32GetDatum(KCF_LOCK_SEQUENCER));
 
 	/* a full NOTIFY queue would fail the commit: then readers find the events by polling */
 	announce = DatumGetFloat8(DirectFunctionCall1(pg_notification_queue_usage, (Datum) 0))
@@ -194,7 +204,7 @@ kcf_sequence_sql(PG_FUNCTION_ARGS)
 				 errmsg("the kc_flow schema has no event log yet"),
 				 errhint("Run ALTER EXTENSION kc_flow UPDATE.")));
 	SPI_connect();
-	if (kcf_sequence(&round))
+	if (kcf_sequence(&round, true))
 	{
 		values[0] = Int64GetDatum(round.first);
 		values[1] = Int64GetDatum(round.last);

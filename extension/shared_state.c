@@ -40,6 +40,8 @@ typedef struct KcfShared
 	LWLock	   *lock;			/* shared: taking an id; exclusive: horizon */
 	slock_t		mutex;			/* protects workers[] */
 	KcfWorkerSlot workers[KCF_MAX_WORKERS];
+	pg_atomic_uint64 commits;	/* commits that woke the workers, ever */
+	pg_atomic_uint32 batch[KCF_MAX_WORKERS];	/* 1: in a batch that will end with a round */
 	int			nslots;
 	pg_atomic_uint64 *writing_since;	/* by pgprocno: xact start, 0 = none */
 	pg_atomic_uint64 first_id[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno, 0 = none */
@@ -89,6 +91,9 @@ kcf_shmem_startup(void)
 		kcf_shared->lock = &(GetNamedLWLockTranche("kc_flow"))->lock;
 		SpinLockInit(&kcf_shared->mutex);
 		memset(kcf_shared->workers, 0, sizeof(kcf_shared->workers));
+		pg_atomic_init_u64(&kcf_shared->commits, 0);
+		for (int i = 0; i < KCF_MAX_WORKERS; i++)
+			pg_atomic_init_u32(&kcf_shared->batch[i], 0);
 		kcf_shared->nslots = slot_count();
 		kcf_shared->writing_since = &kcf_shared->first_id[kcf_shared->nslots];
 		for (int i = 0; i < kcf_shared->nslots; i++)
@@ -144,6 +149,41 @@ kcf_worker_pid(int worker)
 	pid = kcf_shared->workers[worker].pid;
 	SpinLockRelease(&kcf_shared->mutex);
 	return pid;
+}
+
+/*
+ * Counts a commit that wakes the workers (before their latches are set): a
+ * worker that read the count before its round's snapshot knows that a larger
+ * count means a commit its round may not have seen.
+ */
+void
+kcf_count_commit(void)
+{
+	if (kcf_shared != NULL)
+		pg_atomic_fetch_add_u64(&kcf_shared->commits, 1);
+}
+
+uint64
+kcf_commit_count(void)
+{
+	return kcf_shared ? pg_atomic_read_u64(&kcf_shared->commits) : 0;
+}
+
+/* Marks worker as in a batch that will end with a sequencer round (or not any more). */
+void
+kcf_set_in_batch(int worker, bool in_batch)
+{
+	pg_atomic_write_u32(&kcf_shared->batch[worker], in_batch ? 1 : 0);
+}
+
+/* Whether a worker other than `worker` is in a batch that will end with a round. */
+bool
+kcf_other_in_batch(int worker)
+{
+	for (int i = 0; i < KCF_MAX_WORKERS; i++)
+		if (i != worker && pg_atomic_read_u32(&kcf_shared->batch[i]) != 0)
+			return true;
+	return false;
 }
 
 /* Sets every registered worker's latch; cheap, safe to call at commit. */

@@ -34,11 +34,18 @@
 
 PG_FUNCTION_INFO_V1(kcf_worker_status);
 
+/* true in a kc_flow background worker */
+bool		kcf_am_worker = false;
+
+/* a round skipped because another held the log head is tried again this soon */
+#define HEAD_BUSY_RETRY_MS 5
+
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
 
 static void
 forget_latch(int code, Datum arg)
 {
+	kcf_set_in_batch(DatumGetInt32(arg), false);
 	kcf_unregister_worker_latch(DatumGetInt32(arg));
 }
 
@@ -106,6 +113,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 {
 	long		sleep_ms = kcf_poll_interval_ms;
 	int			claimed;
+	int			handled;
 	int64		due_ms;
 	bool		log;
 	KcfRound	round;
@@ -131,7 +139,12 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 
 	pgstat_report_activity(STATE_RUNNING, "kc_flow: handling events");
 	SPI_connect();
-	(void) kcf_dispatch_batch(kcf_batch_size, &claimed);
+	/* flagged while this batch may end with a round of its own (see below) */
+	if (log && kcf_sequence_in_batch)
+		kcf_set_in_batch(worker, true);
+	handled = kcf_dispatch_batch(kcf_batch_size, &claimed);
+	if (handled == 0)
+		kcf_set_in_batch(worker, false);
 	if (worker == 0 && TimestampDifferenceExceeds(*last_top_up, GetCurrentTimestamp(), kcf_poll_interval_ms))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: topping up rolling sessions");
@@ -151,9 +164,25 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 		sleep_ms = (long) due_ms;
 	if (log && kcf_sequence_in_batch)
 	{
-		/* last: the log head is held from here to the commit (docs/extension.md) */
+		/*
+		 * Last: the log head is held from here to the commit
+		 * (docs/extension.md).  A batch that wrote nothing leaves the round to
+		 * a worker in a batch, whose round comes after the commits that woke
+		 * us or which goes round again (commit count); and it does not wait
+		 * for the head: the holder is such a worker, or it is retried shortly.
+		 */
+		uint64		commits = kcf_commit_count();
+
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
-		(void) kcf_sequence(&round);
+		if (handled > 0 || !kcf_other_in_batch(worker))
+		{
+			(void) kcf_sequence(&round, handled > 0);
+			if (round.busy)
+				sleep_ms = Min(sleep_ms, HEAD_BUSY_RETRY_MS);
+		}
+		kcf_set_in_batch(worker, false);
+		if (handled > 0 && kcf_commit_count() != commits)
+			sleep_ms = 0;
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -165,7 +194,9 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_connect();
-		(void) kcf_sequence(&round);
+		(void) kcf_sequence(&round, false);
+		if (round.busy)
+			sleep_ms = Min(sleep_ms, HEAD_BUSY_RETRY_MS);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -186,6 +217,7 @@ kcf_worker_main(Datum main_arg)
 	sigjmp_buf	local_sigjmp_buf;
 	MemoryContext loop_context;
 
+	kcf_am_worker = true;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -204,6 +236,7 @@ kcf_worker_main(Datum main_arg)
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
 		AbortCurrentTransaction();
+		kcf_set_in_batch(worker, false);
 		FlushErrorState();
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);
