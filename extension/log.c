@@ -69,14 +69,16 @@ kcf_log_installed(void)
  * its snapshot's transactions in progress and its own, $4 its snapshot, $5
  * its own transaction.  Planned for their values each time (kcf_plan_custom):
  * "txid >= $2" then selects the few newest rows of events_by_txid, where a
- * generic plan would guess a third of the table.
+ * generic plan would guess a third of the table.  Whether a candidate is in
+ * the log already is a probe of event_log's unique index per candidate
+ * (written as a subquery, so that no plan hashes the whole log).
  */
 #define FRESH_EVENTS \
 	" fresh AS (" \
 	"   SELECT e.id, e.student_id, e.txid, e.created_at FROM kc_flow.events e" \
 	"    WHERE (e.txid >= $2 OR e.txid = ANY ($3))" \
 	"      AND (NOT pg_visible_in_snapshot(e.txid, $4) OR e.txid = $5)" \
-	"      AND NOT EXISTS (SELECT 1 FROM kc_flow.event_log l WHERE l.event_id = e.id))"
+	"      AND (SELECT 1 FROM kc_flow.event_log l WHERE l.event_id = e.id) IS NULL)"
 #define FRESH_NARGS 5
 #define FRESH_TYPES INT8OID, XID8OID, XID8ARRAYOID, PG_SNAPSHOTOID, XID8OID
 
@@ -114,9 +116,12 @@ read_head(Datum *values)
 bool
 kcf_sequence(KcfRound *round, bool wait)
 {
+	static SPIPlanPtr fresh_plan = NULL;
 	static SPIPlanPtr plan = NULL;
-	Oid			types[FRESH_NARGS + 1] = {FRESH_TYPES, BOOLOID};
-	Datum		values[FRESH_NARGS + 1];
+	Oid			types[FRESH_NARGS] = {FRESH_TYPES};
+	Oid			ins_types[5] = {INT8OID, PG_SNAPSHOTOID, INT8ARRAYOID, UUIDARRAYOID, BOOLOID};
+	Datum		values[FRESH_NARGS];
+	Datum		ins[5];
 	bool		announce;
 	bool		isnull;
 	int64		announced_upto;
@@ -138,29 +143,40 @@ kcf_sequence(KcfRound *round, bool wait)
 	announce = DatumGetFloat8(DirectFunctionCall1(pg_notification_queue_usage, (Datum) 0))
 		< ANNOUNCE_MAX_QUEUE_USAGE;
 
-	/* new statements: their snapshots are taken after the lock, so they see the previous round */
+	/*
+	 * New statements: their snapshots are taken after the lock, so they see
+	 * the previous round.  The candidates are read with the snapshot that the
+	 * round records; the positions are written by a second, small statement.
+	 */
 	read_head(values);
-	kcf_plan_custom(&plan,
-			 "WITH" FRESH_EVENTS ","
-			 " ins AS ("
+	kcf_plan_custom(&fresh_plan,
+					"WITH" FRESH_EVENTS
+					" SELECT pg_current_snapshot(), array_agg(f.id ORDER BY f.id),"
+					"        array_agg(f.student_id ORDER BY f.id), count(*) FROM fresh f",
+					FRESH_NARGS, types);
+	kcf_exec(fresh_plan, values, NULL, 1);
+	if (kcf_get_int64(0, 4, &isnull) == 0)
+		return false;
+	ins[0] = values[0];			/* the head's last position */
+	for (int i = 0; i < 3; i++)
+		ins[i + 1] = SPI_datumTransfer(kcf_get_datum(0, i + 1, &isnull), false, -1);
+	ins[4] = BoolGetDatum(announce);
+	kcf_plan(&plan,
+			 "WITH ins AS ("
 			 "   INSERT INTO kc_flow.event_log (pos, event_id, student_id, logged_at)"
-			 "   SELECT $1 + row_number() OVER (ORDER BY f.id), f.id, f.student_id,"
-			 "          (SELECT clock_timestamp())"
-			 "     FROM fresh f"
+			 "   SELECT $1 + u.o, u.id, u.student_id, (SELECT clock_timestamp())"
+			 "     FROM unnest($3::bigint[], $4::uuid[]) WITH ORDINALITY AS u(id, student_id, o)"
 			 "   RETURNING pos),"
 			 " rnd AS ("
 			 "   INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)"
-			 "   SELECT max(pos), min(pos), pg_current_snapshot(), pg_current_xact_id(), $6"
-			 "     FROM ins HAVING count(*) > 0"
+			 "   SELECT max(pos), min(pos), $2, pg_current_xact_id(), $5 FROM ins"
 			 "   RETURNING first_pos, last_pos)"
 			 " SELECT first_pos, last_pos,"
 			 "        (SELECT r.last_pos FROM kc_flow.log_rounds r WHERE r.announced"
 			 "          ORDER BY r.last_pos DESC LIMIT 1)"
 			 "   FROM rnd",
-			 FRESH_NARGS + 1, types);
-	values[FRESH_NARGS] = BoolGetDatum(announce);
-	if (kcf_exec(plan, values, NULL, 0) == 0)
-		return false;
+			 5, ins_types);
+	kcf_exec(plan, ins, NULL, 0);
 
 	round->first = kcf_get_int64(0, 1, &isnull);
 	round->last = kcf_get_int64(0, 2, &isnull);
