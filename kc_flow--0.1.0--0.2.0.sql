@@ -386,6 +386,169 @@ REVOKE ALL ON FUNCTION kc_flow.payment_story(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.admin_search(text, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.admin_queue_counts() FROM PUBLIC;
 
+-- 0.2.0's event log: positions given after commit by a sequencer (docs/extension.md,
+-- "Gap-free event log").  The writers of events are waited for first (ADD COLUMN
+-- takes an ACCESS EXCLUSIVE lock), so every event is decided when the log is
+-- started: each keeps its id as its position, which is what a cursor of 0.1.0
+-- (an id, gap-free under the event horizon) means, and new positions continue
+-- above the largest.  The first round's snapshot is taken after that, so an
+-- event of a transaction still waiting for the lock is new to the next round.
+LOCK TABLE kc_flow.events IN ACCESS EXCLUSIVE MODE;
+ALTER TABLE kc_flow.events ADD COLUMN txid xid8;
+ALTER TABLE kc_flow.events ALTER COLUMN txid SET DEFAULT pg_current_xact_id();
+CREATE INDEX events_by_txid ON kc_flow.events (txid);
+COMMENT ON TABLE kc_flow.events IS
+    'outbox; written only by kc_flow.emit_event (ids from events_id_seq), in the log (event_log) once committed, read in log order with kc_flow.events_since';
+COMMENT ON COLUMN kc_flow.events.txid IS
+    'the transaction that wrote the event (NULL: written before 0.2.0, in the log from the update on); the sequencer finds committed events by it';
+COMMENT ON SEQUENCE kc_flow.events_id_seq IS
+    'event ids, taken inside the writing transaction; they may commit in any order: the order of the log is event_log.pos, given after commit';
+
+CREATE TABLE kc_flow.event_log (
+    pos        bigint PRIMARY KEY,
+    event_id   bigint NOT NULL CONSTRAINT event_log_once_per_event UNIQUE,
+    student_id uuid NOT NULL,
+    logged_at  timestamptz NOT NULL
+);
+CREATE INDEX event_log_by_student ON kc_flow.event_log (student_id, pos);
+COMMENT ON TABLE kc_flow.event_log IS
+    'the event log in commit order: a dense position per committed event, given after its commit by a sequencer round (worker or run_pending); insert-only; a reader that sees a position sees every smaller one';
+COMMENT ON COLUMN kc_flow.event_log.pos IS
+    'the public cursor (after= of events_since, the gateway and its clients); events written before 0.2.0 kept their id as position';
+COMMENT ON COLUMN kc_flow.event_log.logged_at IS
+    'when the round gave the position, just before that round committed: the event is readable in the log from about then';
+
+CREATE TABLE kc_flow.log_rounds (
+    last_pos     bigint PRIMARY KEY,
+    first_pos    bigint NOT NULL,
+    snapshot     pg_snapshot NOT NULL,
+    xid          xid8 NOT NULL,
+    announced    boolean NOT NULL,
+    sequenced_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE kc_flow.log_rounds IS
+    'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head';
+INSERT INTO kc_flow.event_log (pos, event_id, student_id, logged_at)
+SELECT e.id, e.id, e.student_id, e.created_at FROM kc_flow.events e;
+INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
+SELECT coalesce(max(e.id), 0), coalesce(min(e.id), 1), pg_current_snapshot(), pg_current_xact_id(), true
+  FROM kc_flow.events e;
+
+-- no NOTIFY in the writer's transaction any more; the horizon is gone
+COMMENT ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) IS
+    'appends an event to the outbox in the current transaction: bumps the student''s cache version, queues the event for its stage and wakes the workers at commit, which give it its log position and announce it; returns the event id';
+DROP FUNCTION kc_flow.event_horizon();
+
+CREATE FUNCTION kc_flow.sequence_log(OUT first_pos bigint, OUT last_pos bigint) RETURNS record
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_sequence_sql';
+COMMENT ON FUNCTION kc_flow.sequence_log() IS
+    'one sequencer round in the calling transaction, as the workers and run_pending() do: log positions for every event committed since the last round (and those this transaction wrote), one NOTIFY kc_flow_events "first-last"; holds the log head until the transaction ends';
+
+CREATE FUNCTION kc_flow.log_backlog(OUT unsequenced bigint, OUT oldest_created_at timestamptz) RETURNS record
+    LANGUAGE c STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+    AS 'MODULE_PATHNAME', 'kcf_log_backlog';
+COMMENT ON FUNCTION kc_flow.log_backlog() IS
+    'committed events that have no log position yet, and when the oldest of them was written';
+
+CREATE FUNCTION kc_flow.log_covers(snapshot pg_snapshot) RETURNS boolean
+    LANGUAGE c STABLE STRICT SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+    AS 'MODULE_PATHNAME', 'kcf_log_covers';
+COMMENT ON FUNCTION kc_flow.log_covers(pg_snapshot) IS
+    'true when every event visible in the snapshot (pg_current_snapshot() of an earlier moment) has a log position: reading the log to its end then sees all that had committed';
+
+CREATE FUNCTION kc_flow.oldest_event_writer() RETURNS timestamptz
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+    AS 'MODULE_PATHNAME', 'kcf_oldest_event_writer';
+COMMENT ON FUNCTION kc_flow.oldest_event_writer() IS
+    'the start of the oldest open transaction that has emitted events (the only events still to come), NULL when none';
+
+-- events_since returns the position beside the event
+DROP FUNCTION kc_flow.events_since(bigint, uuid, int);
+CREATE FUNCTION kc_flow.events_since(after bigint, student uuid DEFAULT NULL, max int DEFAULT 100)
+    RETURNS TABLE (pos bigint, id bigint, event_type text, correlation_id uuid, student_id uuid,
+                   payload jsonb, version bigint, created_at timestamptz, logged_at timestamptz)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+BEGIN
+    IF after IS NULL OR after < 0 THEN
+        RAISE EXCEPTION 'after must be a log position >= 0' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max IS NULL OR max < 1 OR max > 10000 THEN
+        RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
+    END IF;
+    -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
+    IF student IS NULL THEN
+        RETURN QUERY SELECT l.pos, e.id, e.event_type, e.correlation_id, e.student_id, e.payload, e.version,
+                            e.created_at, l.logged_at
+                       FROM kc_flow.event_log l JOIN kc_flow.events e ON e.id = l.event_id
+                      WHERE l.pos > after
+                      ORDER BY l.pos LIMIT max;
+    ELSE
+        RETURN QUERY SELECT l.pos, e.id, e.event_type, e.correlation_id, e.student_id, e.payload, e.version,
+                            e.created_at, l.logged_at
+                       FROM kc_flow.event_log l JOIN kc_flow.events e ON e.id = l.event_id
+                      WHERE l.student_id = student AND l.pos > after
+                      ORDER BY l.pos LIMIT max;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing';
+
+CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+    WITH head AS (
+        SELECT r.last_pos, r.sequenced_at FROM kc_flow.log_rounds r ORDER BY r.last_pos DESC LIMIT 1
+    ), backlog AS (
+        SELECT * FROM kc_flow.log_backlog()
+    ), writer AS (
+        SELECT kc_flow.oldest_event_writer() AS since
+    )
+    SELECT jsonb_build_object(
+        'queue_depth', (SELECT count(*) FROM kc_flow.event_queue),
+        'dead_letters', (SELECT count(*) FROM kc_flow.dead_letters d WHERE NOT d.resolved),
+        'oldest_xact_holding_events_seconds',
+            coalesce(extract(epoch FROM clock_timestamp() - (SELECT w.since FROM writer w)), 0)::float8,
+        'log_unsequenced', (SELECT b.unsequenced FROM backlog b),
+        'log_oldest_unsequenced_seconds',
+            coalesce(extract(epoch FROM clock_timestamp() - (SELECT b.oldest_created_at FROM backlog b)), 0)::float8,
+        'log_unannounced', h.last_pos - coalesce((SELECT r.last_pos FROM kc_flow.log_rounds r WHERE r.announced
+                                                   ORDER BY r.last_pos DESC LIMIT 1), 0),
+        'notification_queue_usage', pg_notification_queue_usage(),
+        'newest_position', h.last_pos,
+        'newest_committed_at', h.sequenced_at,
+        'reader_position', reader_position,
+        'reader_lag_seconds',
+            CASE WHEN reader_position IS NOT NULL THEN
+                coalesce(extract(epoch FROM clock_timestamp() -
+                                 (SELECT l.logged_at FROM kc_flow.event_log l WHERE l.pos > reader_position
+                                   ORDER BY l.pos LIMIT 1)), 0)::float8
+            END)
+      FROM head h
+$$;
+COMMENT ON FUNCTION kc_flow.health(bigint) IS
+    'the pipeline and its log at a glance: queue depth, unresolved dead letters, age of the oldest open transaction whose events are still to come, committed events without a position (unsequenced) or not announced, NOTIFY queue usage, the newest position and when it was given; with a reader''s position, how long the oldest event it has not read has been in the log (0: none)';
+
+REVOKE ALL ON FUNCTION kc_flow.sequence_log() FROM PUBLIC;
+
+-- the newest position, not the horizon
+CREATE OR REPLACE FUNCTION kc_flow.settled_event_id() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+    SELECT coalesce((SELECT r.last_pos FROM kc_flow.log_rounds r ORDER BY r.last_pos DESC LIMIT 1), 0)
+$$;
+COMMENT ON FUNCTION kc_flow.settled_event_id() IS
+    'the newest log position (every position up to it is readable); a reader with no position starts events_since from it';
+
 -- Payments that 0.1.0 dead-lettered because the student held the course already (23505)
 -- get the PURCHASE_ALREADY_ACTIVE event 0.2.0 gives such a payment, so the student's home
 -- shows them as it shows those refused after the update.

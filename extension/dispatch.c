@@ -419,6 +419,13 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 			break;
 	}
 	handled += kcf_top_up_rolling_sessions();
+	/* as the workers do: positions for what committed, and for what this transaction wrote */
+	if (kcf_log_installed())
+	{
+		KcfRound	round;
+
+		(void) kcf_sequence(&round, true);
+	}
 	SPI_finish();
 	PG_RETURN_INT32(handled);
 }

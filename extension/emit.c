@@ -3,12 +3,17 @@
  *      The outbox: appending an event in the current transaction.
  *
  * kcf_emit() is the only writer of kc_flow.events.  In one statement it bumps
- * the student's cache version, inserts the event and, when a stage consumes
- * that type (the table of event types, event_types.c), queues it.  It also
- * sends NOTIFY kc_flow_events, which Postgres delivers only if and when the
- * transaction commits.  A transaction callback wakes the workers right after
- * such a commit and releases the transaction's hold on the event horizon
- * (see shared_state.c).
+ * the student's cache version, inserts the event (with the writing
+ * transaction's id, the txid column's default) and, when a stage consumes
+ * that type (the table of event types, event_types.c), queues it.  A
+ * transaction callback wakes the workers right after such a commit: they
+ * give the event its log position and announce it (log.c).  Nothing else
+ * happens at the application's commit: no NOTIFY, no lock another
+ * transaction waits for.
+ *
+ * On a 0.1.0 schema (the library is upgraded before ALTER EXTENSION), the
+ * 0.1.0 behaviour instead: the id is noted for the event horizon
+ * (shared_state.c) and NOTIFY kc_flow_events is sent per event.
  */
 #include "kc_flow.h"
 
@@ -24,9 +29,9 @@
 #include "utils/lsyscache.h"
 #include "utils/uuid.h"
 
-/* advisory lock taken instead of the shared horizon when not preloaded */
-#define KCF_EVENT_LOCK_KEY1 0x6b63666c	/* "kcfl" */
-#define KCF_EVENT_LOCK_KEY2 1
+/* advisory lock taken instead of the shared horizon (0.1.0) or the writing note (0.2.0) when not preloaded */
+#define KCF_EVENT_LOCK_KEY1 KCF_LOCK_KEY1
+#define KCF_EVENT_LOCK_KEY2 KCF_LOCK_WRITER
 
 static bool wake_at_commit = false;
 static bool emitted_in_xact = false;
@@ -49,13 +54,15 @@ events_sequence(void)
 	return seq;
 }
 
-/* Takes the next event id, keeping the event horizon correct. */
+/* Takes the next event id; on a 0.1.0 schema, keeping its event horizon correct. */
 static int64
-take_event_id(void)
+take_event_id(bool legacy)
 {
 	Oid			seq = events_sequence();
 	int64		id;
 
+	if (!legacy)
+		return nextval_internal(seq, false);
 	if (kcf_shared_ready())
 	{
 		kcf_inflight_begin();
@@ -102,6 +109,7 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 	Datum		values[6];
 	char		nulls[6] = "      ";
 	const char *consumer = kcf_consumer_for(event_type);
+	bool		legacy = !kcf_log_installed();
 	int64		id;
 	int64		version;
 	bool		isnull;
@@ -120,7 +128,7 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 			 " SELECT version FROM e",
 			 6, types);
 
-	id = take_event_id();
+	id = take_event_id(legacy);
 	values[0] = Int64GetDatum(id);
 	values[1] = CStringGetTextDatum(event_type);
 	values[2] = correlation_id;
@@ -133,10 +141,33 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 	kcf_exec(plan, values, nulls, 1);
 	version = kcf_get_int64(0, 1, &isnull);
 
-	send_notify(id, event_type, correlation_id, student_id, version);
+	if (legacy)
+	{
+		send_notify(id, event_type, correlation_id, student_id, version);
+		if (consumer != NULL)
+			wake_at_commit = true;
+	}
+	else
+	{
+		/*
+		 * The workers give every committed event its position, consumed or
+		 * not.  A worker's own events get theirs in its own round, and their
+		 * follow-up stages run in its batch: no other worker needs waking.
+		 */
+		if (!kcf_am_worker)
+			wake_at_commit = true;
+		if (!emitted_in_xact)
+		{
+			/* kc_flow.health() reports the oldest transaction whose events are still to come */
+			if (kcf_shared_ready())
+				kcf_note_writing(GetCurrentTransactionStartTimestamp());
+			else
+				DirectFunctionCall2(pg_advisory_xact_lock_shared_int4,
+									Int32GetDatum(KCF_EVENT_LOCK_KEY1),
+									Int32GetDatum(KCF_EVENT_LOCK_KEY2));
+		}
+	}
 	emitted_in_xact = true;
-	if (consumer != NULL)
-		wake_at_commit = true;
 	return id;
 }
 
@@ -171,7 +202,8 @@ kcf_wake_workers_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * kc_flow.event_horizon(): the smallest event id an open transaction holds,
+ * kc_flow.event_horizon() of the 0.1.0 schema (0.2.0 has no such function:
+ * its log needs no horizon): the smallest event id an open transaction holds,
  * NULL when none.  Without shared memory it waits for open writers instead,
  * so that everything committed is final by the time the caller reads.
  */
@@ -210,12 +242,15 @@ kcf_xact_callback(XactEvent event, void *arg)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot prepare a transaction that emitted kc_flow events"),
-						 errdetail("Event ids of a prepared transaction would hold back kc_flow.events_since() for an unbounded time.")));
+						 errdetail("Its events would stay out of the log, unseen by kc_flow.health(), until COMMIT PREPARED.")));
 			break;
 		case XACT_EVENT_COMMIT:
 			kcf_inflight_end();
 			if (wake_at_commit)
+			{
+				kcf_count_commit();
 				kcf_wake_workers();
+			}
 			wake_at_commit = emitted_in_xact = false;
 			break;
 		case XACT_EVENT_ABORT:

@@ -26,6 +26,7 @@ int			kcf_batch_size = 32;
 int			kcf_session_generation = KCF_SESSIONS_FULL;
 int			kcf_rolling_window = 7;
 int			kcf_event_retention_s = 7 * 24 * 3600;
+bool		kcf_sequence_in_batch = true;
 
 static const struct config_enum_entry session_mode_options[] = {
 	{"full", KCF_SESSIONS_FULL, false},
@@ -89,6 +90,11 @@ define_gucs(void)
 							NULL,
 							&kcf_event_retention_s, 7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("kc_flow.sequence_in_batch",
+							 "Whether a worker gives log positions in its batch transaction (on) or in a transaction of its own after it (off).",
+							 "On saves a commit per batch; see docs/extension.md, \"Gap-free event log\".",
+							 &kcf_sequence_in_batch, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("kc_flow");
 }
 

@@ -15,6 +15,7 @@
 #include "postgres.h"
 #include "executor/spi.h"
 #include "storage/latch.h"
+#include "utils/timestamp.h"
 
 /* kc_flow.c: module init and the GUCs */
 #define KCF_MAX_WORKERS 32
@@ -28,6 +29,7 @@ extern int	kcf_batch_size;
 extern int	kcf_session_generation;
 extern int	kcf_rolling_window;
 extern int	kcf_event_retention_s;
+extern bool kcf_sequence_in_batch;
 
 /* values of kcf_session_generation (kc_flow.session_generation) */
 enum
@@ -43,14 +45,38 @@ extern bool kcf_shared_ready(void);
 extern void kcf_register_worker_latch(int worker, Latch *latch);
 extern void kcf_unregister_worker_latch(int worker);
 extern void kcf_wake_workers(void);
+extern void kcf_count_commit(void);
+extern uint64 kcf_commit_count(void);
+extern void kcf_set_in_batch(int worker, bool in_batch);
+extern bool kcf_other_in_batch(int worker);
 extern int	kcf_worker_pid(int worker);
 extern void kcf_inflight_begin(void);
 extern void kcf_inflight_note(int64 id);
 extern void kcf_inflight_end(void);
 extern int64 kcf_inflight_horizon(void);
+extern void kcf_note_writing(TimestampTz since);
+extern TimestampTz kcf_oldest_writer(void);
+
+/* the advisory lock keys of kc_flow: (KCF_LOCK_KEY1, one of the second keys) */
+#define KCF_LOCK_KEY1 0x6b63666c	/* "kcfl" */
+#define KCF_LOCK_WRITER 1		/* shared: an open transaction emitted events (no preload) */
+#define KCF_LOCK_SEQUENCER 2	/* exclusive: the log head, one sequencer at a time */
+
+/* log.c: the commit-ordered event log (0.2.0) */
+typedef struct KcfRound
+{
+	int64		first;			/* positions given this round, first..last; 0 if none */
+	int64		last;
+	bool		announced;		/* a NOTIFY of the unannounced range was sent */
+	bool		busy;			/* not run: another round held the log head (no wait asked) */
+} KcfRound;
+
+extern bool kcf_log_installed(void);
+extern bool kcf_sequence(KcfRound *round, bool wait);
 
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
+extern SPIPlanPtr kcf_plan_custom(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern int	kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
 extern bool kcf_get_bool(int row, int col, bool *isnull);
 extern int64 kcf_get_int64(int row, int col, bool *isnull);
@@ -104,6 +130,7 @@ extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result
 extern int	kcf_top_up_rolling_sessions(void);
 
 /* worker.c: the background workers' entry point, registered by kc_flow.c */
+extern bool kcf_am_worker;
 PGDLLEXPORT void kcf_worker_main(Datum main_arg);
 
 #endif							/* KC_FLOW_H */

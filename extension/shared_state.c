@@ -2,17 +2,21 @@
  * shared_state.c
  *      The little shared memory kc_flow keeps when it is preloaded.
  *
- * Two things live here:
+ * Three things live here:
  *  - the workers' latches, so that a committing transaction that emitted an
  *    event can wake the workers at once instead of waiting for their poll;
- *  - for every backend, the first event id its open transaction took.  The
- *    smallest of those is the event horizon: no event below it can still
- *    appear, so kc_flow.events_since() may return everything under it.
+ *  - for every backend, the start time of its open transaction once it has
+ *    emitted an event: kc_flow.health() reports the oldest such transaction,
+ *    the only one whose events are still to come (0.2.0's log, log.c);
+ *  - for every backend, the first event id its open transaction took, used
+ *    only while the database still has the 0.1.0 schema (between the library
+ *    upgrade and ALTER EXTENSION): the smallest is the 0.1.0 event horizon,
+ *    below which kc_flow.events_since() may return everything.
  *
- * Ids are taken from events_id_seq while holding the lock in shared mode and
- * noted before the lock is released; the horizon is read in exclusive mode.
- * Since the sequence hands out ids in increasing order, an id taken after the
- * horizon was read is above every id noted at that moment.
+ * 0.1.0 only: ids are taken from events_id_seq while holding the lock in
+ * shared mode and noted before the lock is released; the horizon is read in
+ * exclusive mode.  Since the sequence hands out ids in increasing order, an id
+ * taken after the horizon was read is above every id noted at that moment.
  */
 #include "kc_flow.h"
 
@@ -36,7 +40,10 @@ typedef struct KcfShared
 	LWLock	   *lock;			/* shared: taking an id; exclusive: horizon */
 	slock_t		mutex;			/* protects workers[] */
 	KcfWorkerSlot workers[KCF_MAX_WORKERS];
+	pg_atomic_uint64 commits;	/* commits that woke the workers, ever */
+	pg_atomic_uint32 batch[KCF_MAX_WORKERS];	/* 1: in a batch that will end with a round */
 	int			nslots;
+	pg_atomic_uint64 *writing_since;	/* by pgprocno: xact start, 0 = none */
 	pg_atomic_uint64 first_id[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno, 0 = none */
 } KcfShared;
 
@@ -45,6 +52,7 @@ static KcfShared *kcf_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool kcf_holds_first_id = false;
+static bool kcf_noted_writing = false;
 
 static int
 slot_count(void)
@@ -56,7 +64,7 @@ static Size
 shared_size(void)
 {
 	return add_size(offsetof(KcfShared, first_id),
-					mul_size(slot_count(), sizeof(pg_atomic_uint64)));
+					mul_size(2 * slot_count(), sizeof(pg_atomic_uint64)));
 }
 
 static void
@@ -83,9 +91,16 @@ kcf_shmem_startup(void)
 		kcf_shared->lock = &(GetNamedLWLockTranche("kc_flow"))->lock;
 		SpinLockInit(&kcf_shared->mutex);
 		memset(kcf_shared->workers, 0, sizeof(kcf_shared->workers));
+		pg_atomic_init_u64(&kcf_shared->commits, 0);
+		for (int i = 0; i < KCF_MAX_WORKERS; i++)
+			pg_atomic_init_u32(&kcf_shared->batch[i], 0);
 		kcf_shared->nslots = slot_count();
+		kcf_shared->writing_since = &kcf_shared->first_id[kcf_shared->nslots];
 		for (int i = 0; i < kcf_shared->nslots; i++)
+		{
 			pg_atomic_init_u64(&kcf_shared->first_id[i], 0);
+			pg_atomic_init_u64(&kcf_shared->writing_since[i], 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -136,6 +151,41 @@ kcf_worker_pid(int worker)
 	return pid;
 }
 
+/*
+ * Counts a commit that wakes the workers (before their latches are set): a
+ * worker that read the count before its round's snapshot knows that a larger
+ * count means a commit its round may not have seen.
+ */
+void
+kcf_count_commit(void)
+{
+	if (kcf_shared != NULL)
+		pg_atomic_fetch_add_u64(&kcf_shared->commits, 1);
+}
+
+uint64
+kcf_commit_count(void)
+{
+	return kcf_shared ? pg_atomic_read_u64(&kcf_shared->commits) : 0;
+}
+
+/* Marks worker as in a batch that will end with a sequencer round (or not any more). */
+void
+kcf_set_in_batch(int worker, bool in_batch)
+{
+	pg_atomic_write_u32(&kcf_shared->batch[worker], in_batch ? 1 : 0);
+}
+
+/* Whether a worker other than `worker` is in a batch that will end with a round. */
+bool
+kcf_other_in_batch(int worker)
+{
+	for (int i = 0; i < KCF_MAX_WORKERS; i++)
+		if (i != worker && pg_atomic_read_u32(&kcf_shared->batch[i]) != 0)
+			return true;
+	return false;
+}
+
 /* Sets every registered worker's latch; cheap, safe to call at commit. */
 void
 kcf_wake_workers(void)
@@ -175,16 +225,49 @@ kcf_inflight_note(int64 id)
 }
 
 /*
- * Forgets this backend's open event ids.  Called at the end of the top-level
- * transaction, after a commit has become visible to other snapshots.
+ * Forgets this backend's open event ids and its writing note.  Called at the
+ * end of the top-level transaction, after a commit has become visible to
+ * other snapshots.
  */
 void
 kcf_inflight_end(void)
 {
-	if (!kcf_holds_first_id || kcf_shared == NULL)
+	if (kcf_shared == NULL)
 		return;
-	pg_atomic_write_u64(&kcf_shared->first_id[MyProc->pgprocno], 0);
-	kcf_holds_first_id = false;
+	if (kcf_holds_first_id)
+		pg_atomic_write_u64(&kcf_shared->first_id[MyProc->pgprocno], 0);
+	if (kcf_noted_writing)
+		pg_atomic_write_u64(&kcf_shared->writing_since[MyProc->pgprocno], 0);
+	kcf_holds_first_id = kcf_noted_writing = false;
+}
+
+/* Notes that this backend's open transaction, started at `since`, emitted events. */
+void
+kcf_note_writing(TimestampTz since)
+{
+	if (kcf_shared == NULL || kcf_noted_writing)
+		return;
+	/* a timestamp of 0 is the year 2000: never a transaction's start here */
+	pg_atomic_write_u64(&kcf_shared->writing_since[MyProc->pgprocno], (uint64) since);
+	kcf_noted_writing = true;
+}
+
+/* The start of the oldest open transaction that emitted events; 0 when none. */
+TimestampTz
+kcf_oldest_writer(void)
+{
+	uint64		oldest = 0;
+
+	if (kcf_shared == NULL)
+		return 0;
+	for (int i = 0; i < kcf_shared->nslots; i++)
+	{
+		uint64		t = pg_atomic_read_u64(&kcf_shared->writing_since[i]);
+
+		if (t != 0 && (oldest == 0 || (int64) t < (int64) oldest))
+			oldest = t;
+	}
+	return (TimestampTz) oldest;
 }
 
 /* The smallest id any open transaction took, or 0 when there is none. */

@@ -23,6 +23,27 @@ kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes)
 	return plan;
 }
 
+/*
+ * The same for a statement whose best plan depends on its parameters' values
+ * (a range that is narrow only for the values it gets): planned anew for each
+ * execution, never as a generic plan.
+ */
+SPIPlanPtr
+kcf_plan_custom(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	if (*cache != NULL)
+		return *cache;
+	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes, CURSOR_OPT_CUSTOM_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "kc_flow: could not prepare statement: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "kc_flow: could not keep prepared statement");
+	*cache = plan;
+	return plan;
+}
+
 /* Runs a read-write plan with a fresh snapshot; returns SPI_processed. */
 int
 kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count)

@@ -4,9 +4,10 @@
  *
  * kc_flow.c registers them when the library is preloaded.  Each worker
  * connects to kc_flow.database and loops: handle a batch of due events in
- * one transaction (dispatch.c), then sleep on its latch until a committing
- * transaction that emitted work wakes it, the next retry is due, or
- * kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling sessions
+ * one transaction (dispatch.c) and, at its end, give log positions to every
+ * event committed since the last round and announce them (log.c); then sleep
+ * on its latch until a committing transaction that emitted events wakes it,
+ * the next retry is due, or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling sessions
  * and, every minute, trims the event log and refreshes the trending
  * courses.  An error outside the per-event subtransactions is logged and
  * the loop goes on after a pause; a worker that dies is restarted by the
@@ -33,11 +34,18 @@
 
 PG_FUNCTION_INFO_V1(kcf_worker_status);
 
+/* true in a kc_flow background worker */
+bool		kcf_am_worker = false;
+
+/* a round skipped because another held the log head is tried again this soon */
+#define HEAD_BUSY_RETRY_MS 5
+
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
 
 static void
 forget_latch(int code, Datum arg)
 {
+	kcf_set_in_batch(DatumGetInt32(arg), false);
 	kcf_unregister_worker_latch(DatumGetInt32(arg));
 }
 
@@ -46,27 +54,42 @@ forget_latch(int code, Datum arg)
  * unresolved dead letter keeps all its events (flow_status() and the
  * student's home still tell its story).
  */
+#define OLD_EVENTS \
+	"WITH old AS (" \
+	"  DELETE FROM kc_flow.events e" \
+	"   WHERE e.created_at < now() - make_interval(secs => $1)" \
+	"     AND NOT EXISTS (SELECT 1 FROM kc_flow.event_queue q WHERE q.event_id = e.id)" \
+	"     AND e.correlation_id NOT IN (SELECT c.correlation_id FROM kc_flow.dead_letters d" \
+	"                                   JOIN kc_flow.events c ON c.id = d.event_id WHERE NOT d.resolved)" \
+	"  RETURNING e.id)"
+
 static void
-trim_event_log(void)
+trim_event_log(bool log)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_010 = NULL;
 	Oid			types[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(kcf_event_retention_s)};
 	int			n;
 
 	if (kcf_event_retention_s <= 0)
 		return;
-	kcf_plan(&plan,
-			 "WITH old AS ("
-			 "  DELETE FROM kc_flow.events e"
-			 "   WHERE e.created_at < now() - make_interval(secs => $1)"
-			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.event_queue q WHERE q.event_id = e.id)"
-			 "     AND e.correlation_id NOT IN (SELECT c.correlation_id FROM kc_flow.dead_letters d"
-			 "                                   JOIN kc_flow.events c ON c.id = d.event_id WHERE NOT d.resolved)"
-			 "  RETURNING e.id)"
-			 " DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id",
-			 1, types);
-	n = kcf_exec(plan, values, NULL, 0);
+	if (log)
+		kcf_plan(&plan,
+				 OLD_EVENTS ","
+				 " p AS (DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id),"
+				 " l AS (DELETE FROM kc_flow.event_log l USING old WHERE l.event_id = old.id),"
+				 " r AS (DELETE FROM kc_flow.log_rounds r"
+				 "        WHERE r.sequenced_at < now() - make_interval(secs => $1)"
+				 "          AND r.last_pos < (SELECT max(x.last_pos) FROM kc_flow.log_rounds x))"
+				 " SELECT 1 FROM old",
+				 1, types);
+	else
+		kcf_plan(&plan_010,
+				 OLD_EVENTS
+				 " DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id",
+				 1, types);
+	n = kcf_exec(log ? plan : plan_010, values, NULL, 0);
 	if (n > 0)
 		ereport(LOG, (errmsg("kc_flow: trimmed the event log of events older than %d s", kcf_event_retention_s)));
 }
@@ -90,7 +113,10 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 {
 	long		sleep_ms = kcf_poll_interval_ms;
 	int			claimed;
+	int			handled;
 	int64		due_ms;
+	bool		log;
+	KcfRound	round;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -109,10 +135,16 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 		return sleep_ms;
 	}
 	*warned_missing = false;
+	log = kcf_log_installed();
 
 	pgstat_report_activity(STATE_RUNNING, "kc_flow: handling events");
 	SPI_connect();
-	(void) kcf_dispatch_batch(kcf_batch_size, &claimed);
+	/* flagged while this batch may end with a round of its own (see below) */
+	if (log && kcf_sequence_in_batch)
+		kcf_set_in_batch(worker, true);
+	handled = kcf_dispatch_batch(kcf_batch_size, &claimed);
+	if (handled == 0)
+		kcf_set_in_batch(worker, false);
 	if (worker == 0 && TimestampDifferenceExceeds(*last_top_up, GetCurrentTimestamp(), kcf_poll_interval_ms))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: topping up rolling sessions");
@@ -122,7 +154,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 	if (worker == 0 && TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), HOUSEKEEPING_INTERVAL_MS))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: trimming the event log, refreshing trending courses");
-		trim_event_log();
+		trim_event_log(log);
 		refresh_trending();
 		*last_housekeeping = GetCurrentTimestamp();
 	}
@@ -130,9 +162,45 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 		sleep_ms = 0;
 	else if ((due_ms = kcf_next_due_ms()) >= 0 && due_ms < sleep_ms)
 		sleep_ms = (long) due_ms;
+	if (log && kcf_sequence_in_batch)
+	{
+		/*
+		 * Last: the log head is held from here to the commit
+		 * (docs/extension.md).  A batch that wrote nothing leaves the round to
+		 * a worker in a batch, whose round comes after the commits that woke
+		 * us or which goes round again (commit count); and it does not wait
+		 * for the head: the holder is such a worker, or it is retried shortly.
+		 */
+		uint64		commits = kcf_commit_count();
+
+		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
+		if (handled > 0 || !kcf_other_in_batch(worker))
+		{
+			(void) kcf_sequence(&round, handled > 0);
+			if (round.busy)
+				sleep_ms = Min(sleep_ms, HEAD_BUSY_RETRY_MS);
+		}
+		kcf_set_in_batch(worker, false);
+		if (handled > 0 && kcf_commit_count() != commits)
+			sleep_ms = 0;
+	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	if (log && !kcf_sequence_in_batch)
+	{
+		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		(void) kcf_sequence(&round, false);
+		if (round.busy)
+			sleep_ms = Min(sleep_ms, HEAD_BUSY_RETRY_MS);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return sleep_ms;
@@ -149,6 +217,7 @@ kcf_worker_main(Datum main_arg)
 	sigjmp_buf	local_sigjmp_buf;
 	MemoryContext loop_context;
 
+	kcf_am_worker = true;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -167,6 +236,7 @@ kcf_worker_main(Datum main_arg)
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
 		AbortCurrentTransaction();
+		kcf_set_in_batch(worker, false);
 		FlushErrorState();
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);

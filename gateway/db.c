@@ -36,10 +36,10 @@ static const struct
 	{"kc_sessions", "SELECT kc_flow.student_sessions($1::uuid, $2::text, $3::timestamptz, "
 	"$4::timestamptz, $5::text, $6::int)::text", 6},
 	{"kc_events",
-		"SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id, 'event_type', e.event_type, "
+		"SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.pos, 'event_type', e.event_type, "
 		"'correlation_id', e.correlation_id, 'student_id', e.student_id, 'version', e.version, "
-		"'created_at', e.created_at, 'payload', e.payload) ORDER BY e.id), '[]')::text, "
-		"max(e.id) FROM kc_flow.events_since($1::bigint, $2::uuid, $3::int) AS e", 3},
+		"'created_at', e.created_at, 'payload', e.payload) ORDER BY e.pos), '[]')::text, "
+		"max(e.pos) FROM kc_flow.events_since($1::bigint, $2::uuid, $3::int) AS e", 3},
 	{"kc_ping", "SELECT 1", 0},
 };
 

@@ -1,18 +1,18 @@
 /*
- * listen.c - LISTEN kc_flow_events, invalidate, catch up.
+ * listen.c - the listener thread: LISTEN kc_flow_events, catch up, poll health.
  *
- * Two paths apply an event's invalidation, and both are idempotent because the
- * invalidation script is a no-op once the fence covers the event's version:
- *  - fast path: the NOTIFY payload (student, version) is applied as soon as it
- *    arrives, so the home view is fresh within milliseconds of the commit;
- *  - catch-up: kc_flow.events_since(watermark) is read after every batch of
- *    notifications and on every (re)connect to Postgres or Redis. It returns
- *    events in a gap-free order, so the watermark kept in Redis only ever moves
- *    past events that are applied. Anything the fast path missed (the gateway
- *    was down, Redis or Postgres was away) is applied here.
- * While not caught up, the cache is marked unsynced and requests bypass it.
+ * One thread, one Postgres connection. A notification of kc_flow_events names
+ * a range of log positions, "first-last", sent once per sequencer round after
+ * the round committed (docs/design.md §6); the listener then replays the log
+ * from its watermark (catchup.c), which invalidates and pushes every event of
+ * the range and any it missed. The catch-up also runs every 5 s when idle and
+ * after every (re)connection to Postgres or recovery of Redis (a resync, which
+ * waits for every committed event to have its position before it reports the
+ * cache synced). About once a second kc_flow.health() is read into the gauges
+ * (log_health.c). While not caught up, the cache is marked unsynced and
+ * requests bypass it.
  */
-#include "listen.h"
+#include "listen_int.h"
 
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
@@ -31,91 +31,9 @@
 #include "log.h"
 #include "metrics.h"
 
-#define CATCHUP_BATCH 1000
-#define APPLIED_SLOTS 8192
 #define IDLE_CATCHUP_MS 5000
+#define HEALTH_POLL_MS 1000
 #define MAX_BACKOFF_MS 2000
-
-typedef struct applied_slot
-{
-	long long	id;
-	double		at;				/* wall-clock seconds the fast path applied it */
-} applied_slot;
-
-struct kc_listener
-{
-	char	   *conninfo;
-	kc_cache   *cache;
-	kc_event_fn on_event;
-	void	   *arg;
-	pthread_t	thread;
-	int			wake[2];		/* pipe: written to stop the thread */
-	_Atomic bool stop;
-	_Atomic bool connected;
-	_Atomic long long watermark;
-	PGconn	   *conn;
-	bool		synced;			/* this thread's view; the cache has the shared one */
-	applied_slot applied[APPLIED_SLOTS];
-};
-
-static double
-wall_now(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (double) tv.tv_sec + tv.tv_usec / 1e6;
-}
-
-static void
-log_invalidated(const char *student, const char *type, int existed_mask,
-				long long version, double ms)
-{
-	for (int v = 0; v < 2; v++)
-	{
-		kc_logline	l;
-		char		key[128];
-
-		kc_cache_key(key, sizeof(key), (kc_view) v, student);
-		kc_log_begin(&l, KC_LOG_INFO, "Cache INVALIDATED");
-		kc_log_str(&l, "studentId", student);
-		kc_log_str(&l, "cacheKey", key);
-		kc_log_str(&l, "reason", type);
-		kc_log_bool(&l, "existedBefore", (existed_mask & (1 << v)) != 0);
-		kc_log_int(&l, "version", version);
-		kc_log_ms(&l, "durationMs", ms);
-		kc_log_end(&l);
-	}
-}
-
-/* Invalidates for one event; false when Redis failed. */
-static bool
-apply_event(kc_listener *l, const kc_event_note *ev)
-{
-	struct timespec t0,
-				t1;
-	int			mask = 0;
-	int			r;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	r = kc_cache_invalidate(l->cache, ev->student_id, ev->version, &mask);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	if (r < 0)
-		return false;
-	if (r == 1)
-	{
-		kc_metrics_add(KC_M_INVALIDATIONS, 1);
-		log_invalidated(ev->student_id, ev->type, mask, ev->version,
-						(t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
-	}
-	else
-	{
-		kc_metrics_add(KC_M_INVALIDATIONS_SKIPPED, 1);
-		kc_logf(KC_LOG_DEBUG, "invalidation of %s at version %lld already applied",
-				ev->student_id, ev->version);
-	}
-	return true;
-}
 
 /* True when j is a number holding an integer in [min, 2^53] (exact in a double). */
 static bool
@@ -165,159 +83,48 @@ kc_notify_parse(const char *payload, kc_event_note *ev, kc_notify_buf *buf)
 	return ok;
 }
 
-/* Applies a NOTIFY payload right away (fast path). */
-static void
+bool
+kc_notify_range(const char *payload, long long *first, long long *last)
+{
+	char	   *end;
+	long long	a,
+				b;
+
+	if (!payload || *payload < '0' || *payload > '9')
+		return false;
+	a = strtoll(payload, &end, 10);
+	if (*end != '-' || end[1] < '0' || end[1] > '9')
+		return false;
+	b = strtoll(end + 1, &end, 10);
+	if (*end != '\0' || a < 1 || b < a || b > 9007199254740992LL)
+		return false;
+	*first = a;
+	*last = b;
+	return true;
+}
+
+/* A notification: true when it may announce positions the listener has not applied. */
+static bool
 handle_notify(kc_listener *l, const char *payload)
 {
+	long long	first,
+				last;
 	kc_event_note ev;
 	kc_notify_buf buf;
 
-	if (!kc_notify_parse(payload, &ev, &buf))
+	if (kc_notify_range(payload, &first, &last))
+		return last > atomic_load(&l->watermark);
+	if (kc_notify_parse(payload, &ev, &buf))
 	{
-		kc_logf(KC_LOG_WARN, "ignoring malformed notification: %.200s", payload);
-		return;
+		/* one notification per event, inside the writer's transaction: kc_flow 0.1.0 */
+		if (!l->warned_old_schema)
+			kc_logf(KC_LOG_WARN, "the database runs the kc_flow 0.1.0 schema: this gateway needs 0.2.0 "
+					"(ALTER EXTENSION kc_flow UPDATE)");
+		l->warned_old_schema = true;
+		return true;
 	}
-	kc_metrics_add(KC_M_EVENTS, 1);
-	if (l->synced && kc_cache_usable(l->cache) && apply_event(l, &ev))
-	{
-		applied_slot *s = &l->applied[ev.id % APPLIED_SLOTS];
-
-		s->id = ev.id;
-		s->at = wall_now();
-	}
-}
-
-/*
- * Replays events_since(watermark) until the end of the settled log, applying
- * those the fast path has not, and advances the watermark in Redis after each
- * batch. Returns 1 done, 0 Redis failed, -1 Postgres failed.
- */
-static int
-catch_up(kc_listener *l)
-{
-	for (;;)
-	{
-		char		after[24],
-					batch[16];
-		const char *params[2] = {after, batch};
-		PGresult   *r;
-		int			rows;
-		long long	last = atomic_load(&l->watermark);
-
-		snprintf(after, sizeof(after), "%lld", last);
-		snprintf(batch, sizeof(batch), "%d", CATCHUP_BATCH);
-		r = PQexecParams(l->conn,
-						 "SELECT id, event_type, student_id, correlation_id, version, "
-						 "extract(epoch from created_at)::float8, "
-						 "to_json(created_at)#>>'{}', payload::text "
-						 "FROM kc_flow.events_since($1::bigint, NULL, $2::int)",
-						 2, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(r) != PGRES_TUPLES_OK)
-		{
-			kc_logf(KC_LOG_WARN, "catch-up query failed: %s", PQresultErrorMessage(r));
-			PQclear(r);
-			return -1;
-		}
-		rows = PQntuples(r);
-		for (int i = 0; i < rows; i++)
-		{
-			kc_event_note ev;
-			double		created = strtod(PQgetvalue(r, i, 5), NULL);
-			applied_slot *s;
-
-			ev.id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-			ev.type = PQgetvalue(r, i, 1);
-			ev.student_id = PQgetvalue(r, i, 2);
-			ev.correlation_id = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
-			ev.version = strtoll(PQgetvalue(r, i, 4), NULL, 10);
-			ev.created_at = PQgetvalue(r, i, 6);
-			ev.payload = PQgetvalue(r, i, 7);
-			s = &l->applied[ev.id % APPLIED_SLOTS];
-			if (s->id == ev.id)
-			{
-				kc_metrics_event_lag(s->at - created);
-				s->id = 0;
-			}
-			else
-			{
-				if (!apply_event(l, &ev))
-				{
-					PQclear(r);
-					return 0;
-				}
-				kc_metrics_event_lag(wall_now() - created);
-			}
-			/* invalidated (just now or by the fast path): the push may go */
-			if (l->on_event)
-				l->on_event(&ev, l->arg);
-			last = ev.id;
-		}
-		PQclear(r);
-		if (rows > 0)
-		{
-			if (kc_cache_set_watermark(l->cache, last) < 0)
-				return 0;
-			atomic_store(&l->watermark, last);
-		}
-		if (rows < CATCHUP_BATCH)
-			return 1;
-	}
-}
-
-/*
- * Makes the cache trustworthy again: loads the watermark (or, for an empty
- * Redis, starts from the settled end of the log after purging stray views),
- * replays, and marks the cache synced. false when it must be retried.
- */
-static bool
-resync(kc_listener *l)
-{
-	unsigned long epoch = kc_cache_down_epoch(l->cache);
-	long long	wm = 0;
-	int			found;
-	int			rc;
-
-	l->synced = false;
-	if (kc_cache_ping(l->cache) < 0)
-		return false;
-	found = kc_cache_get_watermark(l->cache, &wm);
-	if (found < 0)
-		return false;
-	if (found == 0)
-	{
-		PGresult   *r = PQexec(l->conn, "SELECT kc_flow.settled_event_id()");
-		long long	purged;
-
-		if (PQresultStatus(r) != PGRES_TUPLES_OK)
-		{
-			kc_logf(KC_LOG_WARN, "cannot read the event log position: %s", PQresultErrorMessage(r));
-			PQclear(r);
-			return false;
-		}
-		wm = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-		PQclear(r);
-		purged = kc_cache_purge_views(l->cache);
-		if (purged < 0 || kc_cache_set_watermark(l->cache, wm) < 0)
-			return false;
-		kc_logf(KC_LOG_INFO, "no watermark in redis: starting at event %lld, %lld stale views purged",
-				wm, purged);
-	}
-	atomic_store(&l->watermark, wm);
-	kc_metrics_add(KC_M_CATCHUPS, 1);
-	rc = catch_up(l);
-	if (rc <= 0)
-		return false;
-	l->synced = kc_cache_set_synced(l->cache, epoch);
-	if (l->synced)
-	{
-		kc_logline	line;
-
-		kc_log_begin(&line, KC_LOG_INFO, "cache synced");
-		kc_log_int(&line, "watermark", atomic_load(&l->watermark));
-		kc_log_int(&line, "replayedFrom", wm);
-		kc_log_end(&line);
-	}
-	return l->synced;
+	kc_logf(KC_LOG_WARN, "ignoring malformed notification: %.200s", payload);
+	return false;
 }
 
 /* Sleeps up to ms unless woken for stop; returns false when stopping. */
@@ -334,7 +141,8 @@ nap(kc_listener *l, int ms)
 static void
 serve_connection(kc_listener *l)
 {
-	struct timespec last_catchup;
+	struct timespec last_catchup,
+				last_health = {0, 0};
 	PGresult   *r = PQexec(l->conn, "LISTEN kc_flow_events");
 
 	if (PQresultStatus(r) != PGRES_COMMAND_OK)
@@ -357,7 +165,7 @@ serve_connection(kc_listener *l)
 
 		if (!l->synced || !kc_cache_usable(l->cache))
 		{
-			if (!resync(l))
+			if (!kc_catchup_resync(l))
 			{
 				if (PQstatus(l->conn) != CONNECTION_OK)
 					break;
@@ -380,15 +188,15 @@ serve_connection(kc_listener *l)
 		}
 		while ((n = PQnotifies(l->conn)) != NULL)
 		{
-			handle_notify(l, n->extra);
+			if (handle_notify(l, n->extra))
+				notified = true;
 			PQfreemem(n);
-			notified = true;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (l->synced && (notified ||
 						  (now.tv_sec - last_catchup.tv_sec) * 1000 > IDLE_CATCHUP_MS))
 		{
-			int			rc = catch_up(l);
+			int			rc = kc_catchup_run(l);
 
 			last_catchup = now;
 			if (rc < 0)
@@ -396,8 +204,16 @@ serve_connection(kc_listener *l)
 			if (rc == 0)
 				l->synced = false;
 		}
+		if ((now.tv_sec - last_health.tv_sec) * 1000 + (now.tv_nsec - last_health.tv_nsec) / 1000000
+			>= HEALTH_POLL_MS)
+		{
+			last_health = now;
+			if (!kc_log_health_poll(l))
+				break;
+		}
 	}
 	atomic_store(&l->connected, false);
+	atomic_store(&l->lag_known, false);
 	/* events may commit unseen from now on: requests must bypass the cache */
 	kc_cache_set_unsynced(l->cache);
 	l->synced = false;
@@ -494,4 +310,13 @@ long long
 kc_listener_watermark(kc_listener *l)
 {
 	return atomic_load(&l->watermark);
+}
+
+bool
+kc_listener_lag(kc_listener *l, double *seconds)
+{
+	if (!atomic_load(&l->lag_known))
+		return false;
+	*seconds = atomic_load(&l->lag_us) / 1e6;
+	return true;
 }

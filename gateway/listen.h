@@ -6,8 +6,8 @@
  * For each event it first invalidates the student's cached views, then hands
  * the event to the subscriber (the WebSocket hub), so a client that refetches
  * on the push never sees the old view. The subscriber is called from the
- * catch-up only, so it sees events in gap-free id order (never an id while a
- * smaller one may still commit); after a reconnect it may see an id again.
+ * catch-up only, so it sees events in gap-free log order (ev->id is the log
+ * position); after a reconnect it may see a position again.
  */
 #ifndef KC_LISTEN_H
 #define KC_LISTEN_H
@@ -32,6 +32,12 @@ typedef struct kc_event_note
 
 typedef void (*kc_event_fn) (const kc_event_note *ev, void *arg);
 
+/*
+ * Reads a notification of kc_flow 0.2.0: the range of log positions a
+ * sequencer round gave, "first-last" (decimal, 1 <= first <= last <= 2^53).
+ */
+bool		kc_notify_range(const char *payload, long long *first, long long *last);
+
 /* Where the strings of a parsed notification live. */
 typedef struct kc_notify_buf
 {
@@ -41,8 +47,9 @@ typedef struct kc_notify_buf
 } kc_notify_buf;
 
 /*
- * Reads a NOTIFY payload of kc_flow_events ({"id","type","student_id",
- * "correlation_id","version"}, any channel user can send one) into ev, its
+ * Reads a NOTIFY payload of kc_flow 0.1.0 ({"id","type","student_id",
+ * "correlation_id","version"}, one per event; any channel user can send one:
+ * the listener only recognises it to say that the schema is too old) into ev, its
  * strings kept in buf. True only when id is an integer in 1..2^53, student_id
  * a uuid (lower-cased) and version an integer in 0..2^53; a missing or odd
  * type reads "UNKNOWN", a missing or odd correlation_id NULL. Anything refused
@@ -62,5 +69,12 @@ void		kc_listener_stop(kc_listener *l);
  */
 bool		kc_listener_connected(kc_listener *l);
 long long	kc_listener_watermark(kc_listener *l);
+/*
+ * How long the oldest event in the log that the listener has not applied has
+ * been there, as of the last health poll (about a second old at most); false
+ * when unknown (not connected, or the poll failed). It grows whatever keeps
+ * the listener from applying events: Redis away, a slow catch-up.
+ */
+bool		kc_listener_lag(kc_listener *l, double *seconds);
 
 #endif

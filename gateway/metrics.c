@@ -42,6 +42,25 @@ static histogram push_lag;
 static __thread double last_event_lag = -1;	/* kc_metrics_take_event_lag */
 static _Atomic long long cache_outcomes[KC_ROUTES_MAX][KC_CACHE_OUT_COUNT];
 static _Atomic long long counters[KC_M_COUNTER_COUNT];
+static _Atomic double gauges[KC_G_COUNT];
+
+static const struct
+{
+	kc_gauge	g;
+	const char *name;
+	const char *help;
+}			gauge_defs[] = {
+	{KC_G_QUEUE_DEPTH, "kc_flow_queue_depth", "events queued for a stage (kc_flow.health())"},
+	{KC_G_DEAD_LETTERS, "kc_flow_dead_letters", "unresolved dead letters"},
+	{KC_G_OLDEST_XACT_HOLDING_EVENTS, "kc_flow_oldest_xact_holding_events_seconds",
+	"age of the oldest open transaction that emitted events not yet committed (0: none)"},
+	{KC_G_LOG_UNSEQUENCED, "kc_flow_log_unsequenced", "committed events without a log position yet"},
+	{KC_G_LOG_UNANNOUNCED, "kc_flow_log_unannounced", "log positions given but not yet announced by NOTIFY"},
+	{KC_G_NOTIFICATION_QUEUE_USAGE, "kc_flow_notification_queue_usage",
+	"pg_notification_queue_usage(): share of the NOTIFY queue in use"},
+	{KC_G_CATCHUP_LAG, "kc_catchup_lag_seconds",
+	"how long the oldest event in the log that this gateway has not applied has been there (0: none)"},
+};
 
 static void
 observe(histogram *h, const double *bounds, size_t n, double v)
@@ -83,6 +102,12 @@ long long
 kc_metrics_get(kc_counter c)
 {
 	return atomic_load_explicit(&counters[c], memory_order_relaxed);
+}
+
+void
+kc_metrics_set(kc_gauge g, double value)
+{
+	atomic_store_explicit(&gauges[g], value, memory_order_relaxed);
 }
 
 void
@@ -255,7 +280,11 @@ kc_metrics_render(size_t *len)
 		outf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", counter_defs[i].name, counter_defs[i].help,
 			 counter_defs[i].name, counter_defs[i].type, counter_defs[i].name,
 			 atomic_load(&counters[counter_defs[i].c]));
-	outf(&b, "# HELP kc_event_lag_seconds event creation to cache invalidation\n"
+	for (size_t i = 0; i < sizeof(gauge_defs) / sizeof(gauge_defs[0]); i++)
+		outf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %.6g\n", gauge_defs[i].name, gauge_defs[i].help,
+			 gauge_defs[i].name, gauge_defs[i].name,
+			 atomic_load_explicit(&gauges[gauge_defs[i].g], memory_order_relaxed));
+	outf(&b, "# HELP kc_event_lag_seconds event entering the log (its commit) to cache invalidation\n"
 		 "# TYPE kc_event_lag_seconds histogram\n");
 	render_histogram(&b, "kc_event_lag_seconds", "", &event_lag, lag_bounds, N_LAG);
 	outf(&b, "# HELP kc_push_lag_seconds event creation to WebSocket push (handed to the hub)\n"

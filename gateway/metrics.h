@@ -41,11 +41,25 @@ typedef enum kc_counter
 	KC_M_COUNTER_COUNT
 } kc_counter;
 
+/* Gauges set from outside (the listener's poll of kc_flow.health(), log_health.c). */
+typedef enum kc_gauge
+{
+	KC_G_QUEUE_DEPTH = 0,
+	KC_G_DEAD_LETTERS,
+	KC_G_OLDEST_XACT_HOLDING_EVENTS,
+	KC_G_LOG_UNSEQUENCED,
+	KC_G_LOG_UNANNOUNCED,
+	KC_G_NOTIFICATION_QUEUE_USAGE,
+	KC_G_CATCHUP_LAG,
+	KC_G_COUNT
+} kc_gauge;
+
 /* One request answered, counted under its row of the route table (routes.h). */
 void		kc_metrics_request(const struct kc_route *route, int status, double seconds);
 void		kc_metrics_cache(const struct kc_route *route, kc_cache_outcome outcome);
 void		kc_metrics_add(kc_counter c, long long delta);
 long long	kc_metrics_get(kc_counter c);
+void		kc_metrics_set(kc_gauge g, double value);
 /* commit-to-invalidation delay of one event */
 void		kc_metrics_event_lag(double seconds);
 /*

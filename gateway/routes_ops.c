@@ -1,8 +1,9 @@
 /*
  * routes_ops.c - operational routes: /healthz (the process answers),
- * /readyz (Postgres answers, LISTEN is up, not draining; Redis and cache
- * state are reported but not required: without Redis the gateway still serves,
- * bypassing the cache), /metrics (Prometheus text), / (the demo page), and
+ * /readyz (Postgres answers, LISTEN is up, not draining, and the catch-up is
+ * at most READY_MAX_LAG_S behind the log; Redis and cache state are reported
+ * but not required: without Redis the gateway still serves, bypassing the
+ * cache; a 503 says why in "reason"), /metrics (Prometheus text), / (the demo page), and
  * the 404 of every path the route table does not know.
  */
 #include <stdio.h>
@@ -12,6 +13,9 @@
 #include "listen.h"
 #include "metrics.h"
 #include "routes.h"
+
+/* the catch-up may be this far behind the newest committed event and still be ready */
+#define READY_MAX_LAG_S 5.0
 
 void
 kc_route_healthz(kc_request *req, kc_response *resp)
@@ -32,8 +36,14 @@ kc_route_readyz(kc_request *req, kc_response *resp)
 	bool		listening = kc_listener_connected(app->listener);
 	bool		synced = kc_cache_usable(app->cache);
 	bool		draining = atomic_load(&app->draining);
-	bool		ready = pg && listening && !draining;
-	char	   *body = malloc(256);
+	double		lag = 0;
+	bool		lag_known = kc_listener_lag(app->listener, &lag);
+	const char *reason = draining ? "draining" : !pg ? "postgres unavailable" :
+		!listening ? "listen connection down" :
+		lag_known && lag > READY_MAX_LAG_S ? "catch-up behind the newest committed event" : NULL;
+	bool		ready = reason == NULL;
+	char		lag_text[32] = "null";
+	char	   *body = malloc(384);
 	int			n;
 
 	PQclear(res);
@@ -42,13 +52,16 @@ kc_route_readyz(kc_request *req, kc_response *resp)
 		kc_resp_error(resp, 500, "internal", "out of memory");
 		return;
 	}
-	n = snprintf(body, 256,
+	if (lag_known)
+		snprintf(lag_text, sizeof(lag_text), "%.3f", lag);
+	n = snprintf(body, 384,
 				 "{\"status\":\"%s\",\"postgres\":%s,\"redis\":%s,\"listen\":%s,"
-				 "\"cache_synced\":%s,\"draining\":%s,\"watermark\":%lld}",
+				 "\"cache_synced\":%s,\"draining\":%s,\"watermark\":%lld,\"catchup_lag_seconds\":%s%s%s%s}",
 				 ready ? "ready" : "not_ready", pg ? "true" : "false",
 				 redis ? "true" : "false", listening ? "true" : "false",
 				 synced ? "true" : "false", draining ? "true" : "false",
-				 kc_listener_watermark(app->listener));
+				 kc_listener_watermark(app->listener), lag_text,
+				 reason ? ",\"reason\":\"" : "", reason ? reason : "", reason ? "\"" : "");
 	resp->cache_control = "no-store";
 	kc_resp_body(resp, ready ? 200 : 503, "application/json", body, (size_t) n);
 	if (!ready)

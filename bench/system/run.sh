@@ -5,6 +5,7 @@
 # Postgres (synchronous_commit on), Redis and gateway on loopback.
 # The limit beside it: pgbench doing the same writes in one transaction per purchase.
 #   KC_BENCH_PURCHASES (1000)  KC_BENCH_RATES ("50 200 max"; max: saturation)
+#   KC_BENCH_CONF (extra postgresql.conf lines, separated by ';')
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"
@@ -32,7 +33,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" kc_test "synchronous_commit = on"
+IFS=';' read -r -a extra_conf <<< "${KC_BENCH_CONF:-}"
+kc_pg_init "$KC_BENCH_TMP/pg" "$PGPORT" kc_test "synchronous_commit = on" ${extra_conf[@]+"${extra_conf[@]}"}
 kc_pg_start "$KC_BENCH_TMP/pg" "$PGPORT" kc_test
 psql -q -X -d postgres -c "CREATE DATABASE kc_limit"
 psql -q -X -d kc_limit -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"

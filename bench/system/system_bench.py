@@ -63,7 +63,7 @@ def percentile(values, p):
 async def watch(world, tiers, results, stale, reconnects):
     """Operator feed: on each SESSIONS_GENERATED of ours, fetch that student's home.  A
     feed that falls behind is closed by the gateway (1008); like any client, it then
-    reconnects with after= the last id it saw, and misses nothing."""
+    reconnects with after= the last log position it saw, and misses nothing."""
     loop = asyncio.get_running_loop()
     students = set(world.students)
     last = world.after
@@ -97,7 +97,7 @@ def run(conn, rate):
     payments = world.payments()
     world.student_of = {p: s for p, s in zip(payments, world.students)}
     tiers = {p: (10, 20, 30)[i % 3] for i, p in enumerate(payments)}
-    world.after = rows(conn, "SELECT coalesce(max(id), 0) FROM kc_flow.events")[0][0]
+    world.after = rows(conn, "SELECT kc_flow.settled_event_id()")[0][0]     # a log position
     listener = Listener()
     notified = {}
     stop = threading.Event()

@@ -27,13 +27,34 @@ CREATE FUNCTION kc_flow.emit_event(event_type text, correlation_id uuid, student
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'kcf_emit_event_sql';
 COMMENT ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) IS
-    'appends an event to the outbox in the current transaction: bumps the student''s cache version, queues the event for its stage, sends NOTIFY kc_flow_events and wakes the workers at commit; returns the event id';
+    'appends an event to the outbox in the current transaction: bumps the student''s cache version, queues the event for its stage and wakes the workers at commit, which give it its log position and announce it; returns the event id';
 
-CREATE FUNCTION kc_flow.event_horizon() RETURNS bigint
+CREATE FUNCTION kc_flow.sequence_log(OUT first_pos bigint, OUT last_pos bigint) RETURNS record
     LANGUAGE c VOLATILE
-    AS 'MODULE_PATHNAME', 'kcf_event_horizon';
-COMMENT ON FUNCTION kc_flow.event_horizon() IS
-    'the smallest event id that may still commit (NULL: none); events below it that are not visible now never will be';
+    AS 'MODULE_PATHNAME', 'kcf_sequence_sql';
+COMMENT ON FUNCTION kc_flow.sequence_log() IS
+    'one sequencer round in the calling transaction, as the workers and run_pending() do: log positions for every event committed since the last round (and those this transaction wrote), one NOTIFY kc_flow_events "first-last"; holds the log head until the transaction ends';
+
+CREATE FUNCTION kc_flow.log_backlog(OUT unsequenced bigint, OUT oldest_created_at timestamptz) RETURNS record
+    LANGUAGE c STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+    AS 'MODULE_PATHNAME', 'kcf_log_backlog';
+COMMENT ON FUNCTION kc_flow.log_backlog() IS
+    'committed events that have no log position yet, and when the oldest of them was written';
+
+CREATE FUNCTION kc_flow.log_covers(snapshot pg_snapshot) RETURNS boolean
+    LANGUAGE c STABLE STRICT SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+    AS 'MODULE_PATHNAME', 'kcf_log_covers';
+COMMENT ON FUNCTION kc_flow.log_covers(pg_snapshot) IS
+    'true when every event visible in the snapshot (pg_current_snapshot() of an earlier moment) has a log position: reading the log to its end then sees all that had committed';
+
+CREATE FUNCTION kc_flow.oldest_event_writer() RETURNS timestamptz
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+    AS 'MODULE_PATHNAME', 'kcf_oldest_event_writer';
+COMMENT ON FUNCTION kc_flow.oldest_event_writer() IS
+    'the start of the oldest open transaction that has emitted events (the only events still to come), NULL when none';
 
 CREATE FUNCTION kc_flow.run_pending(max_jobs int DEFAULT 1000) RETURNS int
     LANGUAGE c VOLATILE STRICT

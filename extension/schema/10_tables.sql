@@ -160,7 +160,7 @@ COMMENT ON TABLE kc_flow.tutoring_sessions IS
 
 CREATE SEQUENCE kc_flow.events_id_seq AS bigint CACHE 1;
 COMMENT ON SEQUENCE kc_flow.events_id_seq IS
-    'event ids; CACHE must stay 1: events_since relies on ids being handed out in increasing order across sessions';
+    'event ids, taken inside the writing transaction; they may commit in any order: the order of the log is event_log.pos, given after commit';
 
 CREATE TABLE kc_flow.events (
     id             bigint PRIMARY KEY,
@@ -169,15 +169,46 @@ CREATE TABLE kc_flow.events (
     student_id     uuid NOT NULL,
     payload        jsonb NOT NULL DEFAULT '{}',
     version        bigint NOT NULL,
-    created_at     timestamptz NOT NULL DEFAULT now()
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    txid           xid8 DEFAULT pg_current_xact_id()
 );
 CREATE INDEX events_by_student ON kc_flow.events (student_id, id);
 CREATE INDEX events_by_correlation ON kc_flow.events (correlation_id, id);
+CREATE INDEX events_by_txid ON kc_flow.events (txid);
 COMMENT ON TABLE kc_flow.events IS
-    'outbox and event log; written only by kc_flow.emit_event (ids from events_id_seq), read in commit-safe order with kc_flow.events_since';
+    'outbox; written only by kc_flow.emit_event (ids from events_id_seq), in the log (event_log) once committed, read in log order with kc_flow.events_since';
+COMMENT ON COLUMN kc_flow.events.txid IS
+    'the transaction that wrote the event (NULL: written before 0.2.0, in the log from the update on); the sequencer finds committed events by it';
 COMMENT ON COLUMN kc_flow.events.event_type IS
     'one of the types of kc_flow.event_types(), the table in extension/event_types.c';
 COMMENT ON COLUMN kc_flow.events.version IS 'the student''s cache_versions.version after this event''s transaction bumped it';
+
+CREATE TABLE kc_flow.event_log (
+    pos        bigint PRIMARY KEY,
+    event_id   bigint NOT NULL CONSTRAINT event_log_once_per_event UNIQUE,
+    student_id uuid NOT NULL,
+    logged_at  timestamptz NOT NULL
+);
+CREATE INDEX event_log_by_student ON kc_flow.event_log (student_id, pos);
+COMMENT ON TABLE kc_flow.event_log IS
+    'the event log in commit order: a dense position per committed event, given after its commit by a sequencer round (worker or run_pending); insert-only; a reader that sees a position sees every smaller one';
+COMMENT ON COLUMN kc_flow.event_log.pos IS
+    'the public cursor (after= of events_since, the gateway and its clients); events written before 0.2.0 kept their id as position';
+COMMENT ON COLUMN kc_flow.event_log.logged_at IS
+    'when the round gave the position, just before that round committed: the event is readable in the log from about then';
+
+CREATE TABLE kc_flow.log_rounds (
+    last_pos     bigint PRIMARY KEY,
+    first_pos    bigint NOT NULL,
+    snapshot     pg_snapshot NOT NULL,
+    xid          xid8 NOT NULL,
+    announced    boolean NOT NULL,
+    sequenced_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE kc_flow.log_rounds IS
+    'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head';
+INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
+VALUES (0, 1, pg_current_snapshot(), pg_current_xact_id(), true);
 
 CREATE TABLE kc_flow.event_queue (
     event_id      bigint NOT NULL PRIMARY KEY REFERENCES kc_flow.events ON DELETE CASCADE,

@@ -58,35 +58,73 @@ COMMENT ON FUNCTION kc_flow.confirm_payment(uuid) IS
     'marks a pending payment succeeded, which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';
 
 CREATE FUNCTION kc_flow.events_since(after bigint, student uuid DEFAULT NULL, max int DEFAULT 100)
-    RETURNS SETOF kc_flow.events
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    RETURNS TABLE (pos bigint, id bigint, event_type text, correlation_id uuid, student_id uuid,
+                   payload jsonb, version bigint, created_at timestamptz, logged_at timestamptz)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, kc_flow
 AS $$
-DECLARE
-    horizon bigint;
 BEGIN
     IF after IS NULL OR after < 0 THEN
-        RAISE EXCEPTION 'after must be an event id >= 0' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'after must be a log position >= 0' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF max IS NULL OR max < 1 OR max > 10000 THEN
         RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
     END IF;
-    -- taken before the snapshot of the query below: nothing under it can still appear
-    horizon := kc_flow.event_horizon();
+    -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
     IF student IS NULL THEN
-        RETURN QUERY SELECT * FROM kc_flow.events e
-                      WHERE e.id > after AND (horizon IS NULL OR e.id < horizon)
-                      ORDER BY e.id LIMIT max;
+        RETURN QUERY SELECT l.pos, e.id, e.event_type, e.correlation_id, e.student_id, e.payload, e.version,
+                            e.created_at, l.logged_at
+                       FROM kc_flow.event_log l JOIN kc_flow.events e ON e.id = l.event_id
+                      WHERE l.pos > after
+                      ORDER BY l.pos LIMIT max;
     ELSE
-        RETURN QUERY SELECT * FROM kc_flow.events e
-                      WHERE e.student_id = student AND e.id > after AND (horizon IS NULL OR e.id < horizon)
-                      ORDER BY e.id LIMIT max;
+        RETURN QUERY SELECT l.pos, e.id, e.event_type, e.correlation_id, e.student_id, e.payload, e.version,
+                            e.created_at, l.logged_at
+                       FROM kc_flow.event_log l JOIN kc_flow.events e ON e.id = l.event_id
+                      WHERE l.student_id = student AND l.pos > after
+                      ORDER BY l.pos LIMIT max;
     END IF;
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
-    'events after an id, in id order, of one student or (NULL) all; never returns an id while a smaller one may still commit, so a reader that follows "after" misses nothing';
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing';
+
+CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+    WITH head AS (
+        SELECT r.last_pos, r.sequenced_at FROM kc_flow.log_rounds r ORDER BY r.last_pos DESC LIMIT 1
+    ), backlog AS (
+        SELECT * FROM kc_flow.log_backlog()
+    ), writer AS (
+        SELECT kc_flow.oldest_event_writer() AS since
+    )
+    SELECT jsonb_build_object(
+        'queue_depth', (SELECT count(*) FROM kc_flow.event_queue),
+        'dead_letters', (SELECT count(*) FROM kc_flow.dead_letters d WHERE NOT d.resolved),
+        'oldest_xact_holding_events_seconds',
+            coalesce(extract(epoch FROM clock_timestamp() - (SELECT w.since FROM writer w)), 0)::float8,
+        'log_unsequenced', (SELECT b.unsequenced FROM backlog b),
+        'log_oldest_unsequenced_seconds',
+            coalesce(extract(epoch FROM clock_timestamp() - (SELECT b.oldest_created_at FROM backlog b)), 0)::float8,
+        'log_unannounced', h.last_pos - coalesce((SELECT r.last_pos FROM kc_flow.log_rounds r WHERE r.announced
+                                                   ORDER BY r.last_pos DESC LIMIT 1), 0),
+        'notification_queue_usage', pg_notification_queue_usage(),
+        'newest_position', h.last_pos,
+        'newest_committed_at', h.sequenced_at,
+        'reader_position', reader_position,
+        'reader_lag_seconds',
+            CASE WHEN reader_position IS NOT NULL THEN
+                coalesce(extract(epoch FROM clock_timestamp() -
+                                 (SELECT l.logged_at FROM kc_flow.event_log l WHERE l.pos > reader_position
+                                   ORDER BY l.pos LIMIT 1)), 0)::float8
+            END)
+      FROM head h
+$$;
+COMMENT ON FUNCTION kc_flow.health(bigint) IS
+    'the pipeline and its log at a glance: queue depth, unresolved dead letters, age of the oldest open transaction whose events are still to come, committed events without a position (unsequenced) or not announced, NOTIFY queue usage, the newest position and when it was given; with a reader''s position, how long the oldest event it has not read has been in the log (0: none)';
 
 CREATE FUNCTION kc_flow.flow_status(payment uuid) RETURNS jsonb
     LANGUAGE sql STABLE SECURITY DEFINER
@@ -206,5 +244,6 @@ CREATE TRIGGER allocations_count_load AFTER INSERT OR UPDATE OF status, trainer_
 
 REVOKE ALL ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.sequence_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.retry_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.auto_assign(uuid) FROM PUBLIC;

@@ -296,19 +296,10 @@ COMMENT ON FUNCTION kc_flow.student_sessions(uuid, text, timestamptz, timestampt
     'one page of a student''s sessions in start order, filtered by status and [from, to); pass next_after back as after for the next page (null: last page); P0002 for an unknown student, 22023 for a bad status, lim or cursor';
 
 CREATE FUNCTION kc_flow.settled_event_id() RETURNS bigint
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, kc_flow
 AS $$
-DECLARE
-    newest  bigint;
-    horizon bigint;
-BEGIN
-    -- the horizon first, the snapshot after: every id below the horizon is
-    -- decided by then, so the query below sees all that committed
-    horizon := kc_flow.event_horizon();
-    SELECT max(e.id) INTO newest FROM kc_flow.events e;
-    RETURN coalesce(least(newest, horizon - 1), 0);
-END;
+    SELECT coalesce((SELECT r.last_pos FROM kc_flow.log_rounds r ORDER BY r.last_pos DESC LIMIT 1), 0)
 $$;
 COMMENT ON FUNCTION kc_flow.settled_event_id() IS
-    'the largest event id at or below which no event can still commit; a reader with no position starts events_since from it';
+    'the newest log position (every position up to it is readable); a reader with no position starts events_since from it';

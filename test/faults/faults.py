@@ -422,12 +422,13 @@ def check_worlds(conn, worlds, label):
 
 
 def student_ids(conn, student, upto):
-    return [r[0] for r in kt.rows(conn, "SELECT id FROM kc_flow.events WHERE student_id = %s AND id <= %s ORDER BY id",
-                                  (student, upto))]
+    """The student's log positions up to `upto` (what the WebSocket sends as "id")."""
+    return [r[0] for r in kt.rows(conn, "SELECT pos FROM kc_flow.event_log WHERE student_id = %s AND pos <= %s"
+                                  " ORDER BY pos", (student, upto))]
 
 
 def check_ws(conn, wsc, label, timeout=60):
-    """Every client has every event of its student up to the settled id, once, in order."""
+    """Every client has every event of its student up to the newest log position, once, in order."""
     settled = kt.one(conn, "SELECT kc_flow.settled_event_id()")
     want = {c.student: student_ids(conn, c.student, settled) for c in wsc.clients}
     wait_for(lambda: all(set(want[c.student]) <= set(c.ids) for c in wsc.clients), timeout)
@@ -442,7 +443,7 @@ def check_ws(conn, wsc, label, timeout=60):
                        % (c.student[:8], len(upto), len(want[c.student]), missing[:5], extra[:5], c.errors[:3]))
     n = sum(len(v) for v in want.values())
     T.invariant(not bad, "%s: each of %d WebSocket clients has each of its student's events exactly once, in order "
-                "(%d events up to id %d)" % (label, len(wsc.clients), n, settled), "\n".join(bad))
+                "(%d events up to position %d)" % (label, len(wsc.clients), n, settled), "\n".join(bad))
 
 
 def redis_views(r):
@@ -481,8 +482,9 @@ def check_redis(conn, r, label, final=False, timeout=60):
         need = dict(kt.rows(conn, "SELECT student_id::text, version FROM kc_flow.cache_versions"
                                   " WHERE student_id = ANY(%s::uuid[])", (students,)))
     else:
-        need = dict(kt.rows(conn, "SELECT student_id::text, max(version) FROM kc_flow.events"
-                                  " WHERE id <= %s AND student_id = ANY(%s::uuid[]) GROUP BY 1", (wm, students)))
+        need = dict(kt.rows(conn, "SELECT e.student_id::text, max(e.version) FROM kc_flow.event_log l"
+                                  " JOIN kc_flow.events e ON e.id = l.event_id"
+                                  " WHERE l.pos <= %s AND l.student_id = ANY(%s::uuid[]) GROUP BY 1", (wm, students)))
     stale = [(k, v, need[k.rsplit(":", 1)[1]]) for k, v in views.items() if v < need.get(k.rsplit(":", 1)[1], 0)]
     T.invariant(not stale, "%s: no cached view is older than its student's last invalidated version "
                 "(%d views of %d students, watermark %d%s)" % (label, len(views), len(students), wm,
@@ -711,9 +713,11 @@ def run(a, conn, gw, watched, started):
                 "%d not" % check_worlds_end)
     check_ws(conn, wsc, "end")
     check_redis(conn, r, "end", final=True)
-    latest = kt.one(conn, "SELECT coalesce(max(id), 0) FROM kc_flow.events")
+    T.invariant(wait_for(lambda: kt.one(conn, "SELECT (kc_flow.health()->>'log_unsequenced')::int") == 0, 30),
+                "end: every committed event has its log position")
+    latest = kt.one(conn, "SELECT kc_flow.settled_event_id()")
     T.invariant(wait_for(lambda: int(r.cmd("GET", "kc:gateway:watermark") or -1) == latest, 30),
-                "end: the gateway's watermark is the last event (%d)" % latest)
+                "end: the gateway's watermark is the newest log position (%d)" % latest)
     WS_STOP.set()
     wsc.join(10)
     gw.stop()

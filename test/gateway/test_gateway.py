@@ -40,6 +40,7 @@ S3 = "33333333-3333-4333-8333-333333333333"
 UNKNOWN = "99999999-9999-4999-8999-999999999999"
 COURSE_MUSIC = "cccccccc-0000-4000-8000-000000000004"
 COURSE_ALGEBRA = "cccccccc-0000-4000-8000-000000000002"
+COURSE_PYTHON = "cccccccc-0000-4000-8000-000000000003"
 
 failures = 0
 
@@ -689,6 +690,164 @@ def test_ready_means_synced(gw_env, starts=6):
     check(not early, "readyz: ready only after the first catch-up (%d starts, polled every 2 ms)" % starts, early)
 
 
+# ---- an unrelated transaction held open (docs/extension.md, "Gap-free event log") ---------
+
+S4 = "44444444-4444-4444-8444-444444444444"
+S5 = "55555555-5555-4555-8555-555555555555"
+S6 = "66666666-6666-4666-8666-666666666666"
+
+
+class HeldTransaction:
+    """A psql session left in a transaction that emitted an event: a pending payment of S6
+    confirmed and never committed (under 0.1.0 this held back every reader of the log)."""
+
+    def __init__(self):
+        sql("INSERT INTO kc_flow.students (id, display_name) VALUES ('%s', 'S4'), ('%s', 'S5'), ('%s', 'S6') "
+            "ON CONFLICT DO NOTHING" % (S4, S5, S6))
+        self.payment = sql("SELECT kc_flow.create_payment('%s', '%s', 10, "
+                           "'{\"weekdays\":[6],\"start\":\"06:00\",\"timezone\":\"UTC\"}')" % (S6, COURSE_MUSIC))
+        self.proc = subprocess.Popen(as_pg(["psql", "-h", "127.0.0.1", "-p", PG_PORT, "-U", "postgres", "-d", PG_DB,
+                                            "-X", "-q", "-v", "ON_ERROR_STOP=1"]),
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     text=True, env=dict(os.environ, PGAPPNAME="held-open"))
+        self.proc.stdin.write("BEGIN;\nUPDATE kc_flow.payments SET status = 'succeeded' WHERE id = '%s';\n"
+                              % self.payment)
+        self.proc.stdin.flush()
+        self.open = wait_for(lambda: sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'held-open' "
+                                         "AND state = 'idle in transaction'") == "1", 10)
+
+    def close(self):
+        self.proc.stdin.write("ROLLBACK;\n\\q\n")
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def purchase_done(student, after_id):
+    """True once the student's purchase after event after_id reached its last event."""
+    return sql("SELECT count(*) FROM kc_flow.events WHERE student_id = '%s' AND id > %d AND "
+               "event_type IN ('SESSIONS_GENERATED', 'ALLOCATION_PENDING')" % (student, after_id)) != "0"
+
+
+def stale_answers(gw, student, seconds=5.0):
+    """Home answers over `seconds` whose version is below the database's: (stale, total)."""
+    want = db_version(student)
+    tok = token(student)
+    stale = total = 0
+    end = time.time() + seconds
+    while time.time() < end:
+        r = get(gw.port, "/api/v1/students/%s/home" % student, tok)
+        total += 1
+        if r.status != 200 or r.json()["version"] < want:
+            stale += 1
+        time.sleep(0.05)
+    return stale, total
+
+
+def metric(gw, name):
+    m = re.search((r"^%s ([0-9.e+-]+)$" % re.escape(name)).encode(), get(gw.port, "/metrics").body, re.M)
+    return float(m.group(1)) if m else None
+
+
+def warm(gw, student):
+    tok = token(student)
+    get(gw.port, "/api/v1/students/%s/home" % student, tok)
+    return get(gw.port, "/api/v1/students/%s/home" % student, tok).header("x-cache") == "HIT"
+
+
+def test_held_transaction(gw_env):
+    """With a transaction that emitted an event held open: other events are pushed at once, and
+    neither a gateway kill -9, a Redis restart from an older dump, nor the loss of the gateway's
+    Postgres connections leaves a stale view served (0 stale answers over 5 s each)."""
+    held = HeldTransaction()
+    check(held.open, "held xact: a transaction that emitted an event stays open")
+    try:
+        gw = Gateway("held-a", **gw_env)
+        check(gw.ready() is not None and warm(gw, S4), "held xact: gateway ready, S4 home cached")
+        age = wait_for(lambda: (lambda v: v if v and v > 0.5 else None)(
+            metric(gw, "kc_flow_oldest_xact_holding_events_seconds")), 10)
+        check(age is not None, "held xact: kc_flow_oldest_xact_holding_events_seconds shows it", age)
+        start_id = max_event_id()
+        buy(S4, COURSE_ALGEBRA, weekdays="[1]", start="05:00")
+        pushed = wait_for(lambda: purchase_done(S4, start_id) and
+                          get(gw.port, "/api/v1/students/%s/home" % S4, token(S4)).json()["version"]
+                          == db_version(S4), 10)
+        check(pushed, "held xact: a later purchase is applied at once, not held back")
+        # (a) kill -9 the gateway, a purchase completes, start again
+        gw.stop(signal.SIGKILL)
+        start_id = max_event_id()
+        buy(S4, COURSE_MUSIC, weekdays="[2]", start="05:00")
+        check(wait_for(lambda: purchase_done(S4, start_id), 20), "held xact: a purchase completes while the gateway is down")
+        gw = Gateway("held-b", **gw_env)
+        check(gw.ready() is not None, "held xact: gateway ready after kill -9")
+        stale, total = stale_answers(gw, S4)
+        check(stale == 0 and total > 20, "held xact: kill -9 + restart: 0 stale answers (%d of %d)" % (stale, total))
+        # (b) Redis restarted from a dump older than the purchase
+        check(warm(gw, S5), "held xact: S5 home cached")
+        shell("kc_redis_stop '%s'" % REDIS_DIR)
+        old = os.path.join(TMP, "redis-older")
+        subprocess.run(["rm", "-rf", old])
+        subprocess.run(["cp", "-a", REDIS_DIR, old], check=True)
+        shell("kc_redis_start '%s' %s persist" % (REDIS_DIR, REDIS_PORT))
+        wait_for(lambda: warm(gw, S5), 15)
+        start_id = max_event_id()
+        buy(S5, COURSE_ALGEBRA, weekdays="[3]", start="05:00")
+        check(wait_for(lambda: purchase_done(S5, start_id) and
+                       get(gw.port, "/api/v1/students/%s/home" % S5, token(S5)).json()["version"] == db_version(S5), 20)
+              is not None and warm(gw, S5), "held xact: S5 buys, the new view is cached")
+        shell("kc_redis_stop '%s'" % REDIS_DIR)
+        subprocess.run(["rm", "-rf", REDIS_DIR])
+        subprocess.run(["cp", "-a", old, REDIS_DIR], check=True)
+        res = shell("kc_redis_start '%s' %s persist" % (REDIS_DIR, REDIS_PORT))
+        check(res.returncode == 0 and int(redis("HGET", "student:home:" + S5, "v") or 0) < db_version(S5),
+              "held xact: Redis restarted from the older dump (S5's old view in it)", res.stderr)
+        stale, total = stale_answers(gw, S5)
+        check(stale == 0 and total > 20,
+              "held xact: Redis from an older dump: 0 stale answers (%d of %d)" % (stale, total))
+        # (c) the gateway's Postgres connections, LISTEN included, dropped
+        check(warm(gw, S4), "held xact: S4 home cached again")
+        before = metric(gw, "kc_listen_reconnects_total") or 0
+        killed = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                     "WHERE application_name LIKE 'kc-gateway%'")
+        start_id = max_event_id()
+        buy(S4, COURSE_PYTHON, weekdays="[4]", start="05:00")
+        check(int(killed) >= 2 and wait_for(lambda: purchase_done(S4, start_id), 20),
+              "held xact: the gateway's connections are terminated (%s), a purchase completes" % killed)
+        check(wait_for(lambda: (metric(gw, "kc_listen_reconnects_total") or 0) > before and
+                       get(gw.port, "/readyz").json()["cache_synced"], 15),
+              "held xact: LISTEN reconnects and the cache resyncs")
+        stale, total = stale_answers(gw, S4)
+        check(stale == 0 and total > 20,
+              "held xact: connections dropped: 0 stale answers (%d of %d)" % (stale, total))
+        names = ["kc_flow_queue_depth", "kc_flow_dead_letters", "kc_flow_oldest_xact_holding_events_seconds",
+                 "kc_flow_log_unsequenced", "kc_flow_log_unannounced", "kc_flow_notification_queue_usage",
+                 "kc_catchup_lag_seconds"]
+        missing = [n for n in names if metric(gw, n) is None]
+        check(not missing, "metrics: the health gauges are exported", missing)
+        gw.stop()
+    finally:
+        held.close()
+
+
+def test_ready_lag(gw_env):
+    """/readyz turns 503, with a reason, when the catch-up is more than 5 s behind the log
+    (here: Redis away while events enter the log), and 200 again once it caught up."""
+    gw = Gateway("lag", **gw_env)
+    check(gw.ready() is not None, "readyz lag: gateway ready")
+    shell("kc_redis_stop '%s'" % REDIS_DIR)
+    start_id = max_event_id()
+    buy(S5, COURSE_MUSIC, weekdays="[5]", start="05:00")
+    check(wait_for(lambda: purchase_done(S5, start_id), 20), "readyz lag: events enter the log while Redis is away")
+    r = wait_for(lambda: (lambda x: x if x.status == 503 else None)(get(gw.port, "/readyz")), 12, 0.2)
+    check(r is not None and r.json().get("reason") == "catch-up behind the newest committed event" and
+          r.json()["catchup_lag_seconds"] > 5, "readyz lag: 503 with the reason after 5 s behind",
+          r and r.body)
+    check((metric(gw, "kc_catchup_lag_seconds") or 0) > 5, "readyz lag: kc_catchup_lag_seconds shows it")
+    shell("kc_redis_start '%s' %s persist" % (REDIS_DIR, REDIS_PORT))
+    check(gw.ready(15) is not None and get(gw.port, "/readyz").json()["catchup_lag_seconds"] < 5,
+          "readyz lag: ready again once caught up")
+    gw.stop()
+
+
 def main():
     test_help()
     gw_env = {}
@@ -715,6 +874,8 @@ def main():
     test_postgres_restart(gw_env)
     test_local_cache(gw_env)
     test_drain(gw_env)
+    test_held_transaction(gw_env)
+    test_ready_lag(gw_env)
     print("# gateway integration: %d failed" % failures)
     return 1 if failures else 0
 

@@ -392,13 +392,24 @@ test_notify(void)
 {
 	kc_event_note ev;
 	kc_notify_buf buf;
+	long long	first = 0,
+				last = 0;
 
+	check(kc_notify_range("1-1", &first, &last) && first == 1 && last == 1 &&
+		  kc_notify_range("17-9007199254740992", &first, &last) && first == 17 && last == 9007199254740992LL,
+		  "notify: a range of log positions \"first-last\" is read");
+	check(!kc_notify_range("0-3", &first, &last) && !kc_notify_range("5-4", &first, &last) &&
+		  !kc_notify_range("3", &first, &last) && !kc_notify_range("3-", &first, &last) &&
+		  !kc_notify_range("-3-4", &first, &last) && !kc_notify_range("3-4x", &first, &last) &&
+		  !kc_notify_range("3-+4", &first, &last) && !kc_notify_range("1-9007199254740993", &first, &last) &&
+		  !kc_notify_range("", &first, &last) && !kc_notify_range(NULL, &first, &last),
+		  "notify: an empty, reversed, unbounded or malformed range is refused");
 	check(kc_notify_parse("{\"id\":17,\"type\":\"PURCHASE_CONFIRMED\","
 						  "\"student_id\":\"11111111-AAAA-4111-8111-111111111111\","
 						  "\"correlation_id\":\"22222222-2222-4222-8222-222222222222\",\"version\":3}", &ev, &buf) &&
 		  ev.id == 17 && ev.version == 3 && strcmp(ev.type, "PURCHASE_CONFIRMED") == 0 &&
 		  strcmp(ev.student_id, "11111111-aaaa-4111-8111-111111111111") == 0 && ev.correlation_id != NULL,
-		  "notify: a payload of the extension is read");
+		  "notify: a payload of kc_flow 0.1.0 is read");
 	check(kc_notify_parse("{\"id\":1,\"student_id\":\"11111111-1111-4111-8111-111111111111\",\"version\":0}",
 						  &ev, &buf) && strcmp(ev.type, "UNKNOWN") == 0 && ev.correlation_id == NULL,
 		  "notify: type and correlation id are optional");

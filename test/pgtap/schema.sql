@@ -1,12 +1,16 @@
 -- pgTAP: the schema's promises, stated as assertions.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(22);
+SELECT plan(26);
 
 SELECT has_extension('kc_flow');
 SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_courses', 'trainer_availability',
   'payments', 'student_course_purchases', 'trainer_allocations', 'trainer_bookings', 'tutoring_sessions',
-  'events', 'event_queue', 'processed_events', 'dead_letters', 'cache_versions', 'course_trending']);
+  'events', 'event_log', 'log_rounds', 'event_queue', 'processed_events', 'dead_letters', 'cache_versions',
+  'course_trending']);
+SELECT col_is_pk('kc_flow', 'event_log', ARRAY['pos'], 'the log is keyed by position');
+SELECT col_is_unique('kc_flow', 'event_log', ARRAY['event_id'], 'an event has one position at most');
+SELECT has_index('kc_flow', 'events', 'events_by_txid', ARRAY['txid'], 'the sequencer finds committed events by their writer');
 SELECT col_is_pk('kc_flow', 'processed_events', ARRAY['event_id', 'consumer'], 'processed_events is keyed by (event, stage)');
 SELECT col_is_unique('kc_flow', 'student_course_purchases', ARRAY['payment_id'], 'one purchase per payment');
 SELECT col_is_unique('kc_flow', 'trainer_allocations', ARRAY['purchase_id'], 'one allocation per purchase');
@@ -27,6 +31,8 @@ SELECT ok(NOT has_function_privilege('public', 'kc_flow.emit_event(text, uuid, u
           'PUBLIC cannot emit events directly');
 SELECT ok(NOT has_function_privilege('public', 'kc_flow.run_pending(int)', 'EXECUTE'),
           'PUBLIC cannot drive the pipeline');
+SELECT ok(NOT has_function_privilege('public', 'kc_flow.sequence_log()', 'EXECUTE'),
+          'PUBLIC cannot take the log head');
 SELECT ok((SELECT proconfig::text LIKE '%search_path%' FROM pg_proc WHERE oid = 'kc_flow.student_home(uuid)'::regprocedure),
           'student_home pins its search_path');
 

@@ -178,20 +178,39 @@ def check_invariants(conn, course, label):
 
 
 class Listener:
-    """LISTEN kc_flow_events on its own connection; collects parsed payloads."""
+    """LISTEN kc_flow_events on its own connection.  A notification names a range of
+    log positions, "first-last" (docs/design.md §6); the listener reads those events
+    on the same connection and collects (time of the notification, event) with the
+    keys of the 0.1.0 payloads: id (the position), type, student_id, correlation_id,
+    version."""
 
     def __init__(self, **kw):
         self.conn = connect(**kw)
         with self.conn.cursor() as cur:
             cur.execute("LISTEN kc_flow_events")
         self.events = []
+        self.ranges = []
 
     def poll(self, timeout=0.05):
         if select.select([self.conn], [], [], timeout) != ([], [], []):
+            at = time.time()
             self.conn.poll()
+            ranges = []
             while self.conn.notifies:
                 n = self.conn.notifies.pop(0)
-                self.events.append((time.time(), json.loads(n.payload)))
+                ranges.append(tuple(int(x) for x in n.payload.split("-")))
+            if ranges:
+                self.ranges += ranges
+                # one read for everything announced since the last poll
+                self._read(at, min(a for a, _ in ranges), max(b for _, b in ranges))
+
+    def _read(self, at, first, last):
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pos, event_type, student_id::text, correlation_id::text, version"
+                        "  FROM kc_flow.events_since(%s, NULL, %s)", (first - 1, min(last - first + 1, 10000)))
+            for pos, typ, student, corr, version in cur.fetchall():
+                self.events.append((at, {"id": pos, "type": typ, "student_id": student,
+                                         "correlation_id": corr, "version": version}))
 
     def close(self):
         self.conn.close()

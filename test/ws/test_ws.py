@@ -143,7 +143,7 @@ def test_replay(gw, conn, student):
     report(hello == {"type": "hello", "student_id": student, "last_event_id": 0},
            "hello names the student and the starting position", hello)
     got = [e["id"] for e in evs]
-    report(got == log_ids(conn, student, 0), "replay from after=0: every event of the student, in id order", got)
+    report(got == log_ids(conn, student, 0), "replay from after=0: every event of the student, in log order", got)
     e = evs[0] if evs else {}
     report(set(e) == {"type", "id", "event_type", "correlation_id", "version", "created_at", "payload"} and
            e["payload"] == {"n": 0} and e["event_type"] == "SESSIONS_GENERATED",
@@ -200,7 +200,7 @@ def test_live_order(gw, conn, student):
     hello, want, evs, done = asyncio.run(run())
     got = [e["id"] for e in evs]
     report(len(want) == 200 and got == want,
-           "200 live events from 4 concurrent sessions (out-of-order commits): all, in id order, no duplicate",
+           "200 live events from 4 concurrent sessions (out-of-order commits): all, in log order, no duplicate",
            "want %d got %d, first mismatch %s" % (len(want), len(got),
                                                   next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)))
 

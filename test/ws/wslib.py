@@ -63,19 +63,40 @@ def new_student(conn, name="ws"):
         return cur.fetchone()[0]
 
 
+def log_settle(conn, timeout=5.0):
+    """Waits until every event committed so far has its log position (the workers give
+    them within milliseconds of the commit)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_current_snapshot()")
+        snap = cur.fetchone()[0]
+        end = time.time() + timeout
+        while True:
+            cur.execute("SELECT kc_flow.log_covers(%s::pg_snapshot)", (snap,))
+            if cur.fetchone()[0] or time.time() > end:
+                return
+            time.sleep(0.005)
+
+
 def emit(conn, student, n=1, payload=None, event_type="SESSIONS_GENERATED"):
+    """Emits n events, one transaction each; returns their log positions, in order."""
     ids = []
     with conn.cursor() as cur:
         for i in range(n):
             cur.execute("SELECT kc_flow.emit_event(%s, gen_random_uuid(), %s, %s::jsonb)",
                         (event_type, student, json.dumps(payload if payload is not None else {"n": i})))
             ids.append(cur.fetchone()[0])
-    return ids
+    log_settle(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT event_id, pos FROM kc_flow.event_log WHERE event_id = ANY(%s)", (ids,))
+        pos = dict(cur.fetchall())
+    return [pos[i] for i in ids]
 
 
 def log_ids(conn, student, after=0):
+    """The student's log positions after `after`, once everything committed has one."""
+    log_settle(conn)
     with conn.cursor() as cur:
-        cur.execute("SELECT id FROM kc_flow.events WHERE student_id = %s AND id > %s ORDER BY id", (student, after))
+        cur.execute("SELECT pos FROM kc_flow.events_since(%s, %s, 10000)", (after, student))
         return [r[0] for r in cur.fetchall()]
 
 

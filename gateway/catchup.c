@@ -1,0 +1,253 @@
+/*
+ * catchup.c - the listener's replay of the event log into the cache.
+ *
+ * The log (kc_flow.events_since) hands out events by position, in commit
+ * order, and a reader that sees a position sees every smaller one: so the
+ * watermark kept in Redis (the last position applied) only ever moves past
+ * events whose invalidation is applied, and a replay from it misses nothing.
+ * Each event is invalidated first and handed to the subscriber (the
+ * WebSocket push) after, in position order. Invalidation is idempotent (the
+ * fence), so replaying an event twice is harmless.
+ *
+ * After an outage (gateway restart, Redis restart or restore from an older
+ * dump, the LISTEN connection lost) resync replays from the watermark, but
+ * first waits until every event committed before it began has its position
+ * (kc_flow.log_covers of a snapshot taken at the start): only then can "read
+ * to the end of the log" mean "every committed event applied", and only then
+ * is the cache marked synced. Until then requests bypass the cache.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "listen_int.h"
+#include "log.h"
+#include "metrics.h"
+
+#define CATCHUP_BATCH 1000
+#define COVER_WAIT_MS 2000		/* how long resync waits for the sequencer */
+#define COVER_POLL_MS 10
+
+static double
+wall_now(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (double) tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static void
+log_invalidated(const char *student, const char *type, int existed_mask,
+				long long version, double ms)
+{
+	for (int v = 0; v < 2; v++)
+	{
+		kc_logline	l;
+		char		key[128];
+
+		kc_cache_key(key, sizeof(key), (kc_view) v, student);
+		kc_log_begin(&l, KC_LOG_INFO, "Cache INVALIDATED");
+		kc_log_str(&l, "studentId", student);
+		kc_log_str(&l, "cacheKey", key);
+		kc_log_str(&l, "reason", type);
+		kc_log_bool(&l, "existedBefore", (existed_mask & (1 << v)) != 0);
+		kc_log_int(&l, "version", version);
+		kc_log_ms(&l, "durationMs", ms);
+		kc_log_end(&l);
+	}
+}
+
+/* Invalidates for one event; false when Redis failed. */
+static bool
+apply_event(kc_listener *l, const kc_event_note *ev)
+{
+	struct timespec t0,
+				t1;
+	int			mask = 0;
+	int			r;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = kc_cache_invalidate(l->cache, ev->student_id, ev->version, &mask);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (r < 0)
+		return false;
+	if (r == 1)
+	{
+		kc_metrics_add(KC_M_INVALIDATIONS, 1);
+		log_invalidated(ev->student_id, ev->type, mask, ev->version,
+						(t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+	}
+	else
+	{
+		kc_metrics_add(KC_M_INVALIDATIONS_SKIPPED, 1);
+		kc_logf(KC_LOG_DEBUG, "invalidation of %s at version %lld already applied",
+				ev->student_id, ev->version);
+	}
+	return true;
+}
+
+int
+kc_catchup_run(kc_listener *l)
+{
+	for (;;)
+	{
+		char		after[24],
+					batch[16];
+		const char *params[2] = {after, batch};
+		PGresult   *r;
+		int			rows;
+		long long	last = atomic_load(&l->watermark);
+
+		snprintf(after, sizeof(after), "%lld", last);
+		snprintf(batch, sizeof(batch), "%d", CATCHUP_BATCH);
+		r = PQexecParams(l->conn,
+						 "SELECT pos, event_type, student_id, correlation_id, version, "
+						 "extract(epoch from logged_at)::float8, "
+						 "to_json(created_at)#>>'{}', payload::text "
+						 "FROM kc_flow.events_since($1::bigint, NULL, $2::int)",
+						 2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		{
+			kc_logf(KC_LOG_WARN, "catch-up query failed: %s", PQresultErrorMessage(r));
+			PQclear(r);
+			return -1;
+		}
+		rows = PQntuples(r);
+		for (int i = 0; i < rows; i++)
+		{
+			kc_event_note ev;
+
+			ev.id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+			ev.type = PQgetvalue(r, i, 1);
+			ev.student_id = PQgetvalue(r, i, 2);
+			ev.correlation_id = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+			ev.version = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+			ev.created_at = PQgetvalue(r, i, 6);
+			ev.payload = PQgetvalue(r, i, 7);
+			if (!apply_event(l, &ev))
+			{
+				PQclear(r);
+				return 0;
+			}
+			kc_metrics_add(KC_M_EVENTS, 1);
+			/* from the event's entry in the log (about its commit) to its invalidation */
+			kc_metrics_event_lag(wall_now() - strtod(PQgetvalue(r, i, 5), NULL));
+			/* invalidated: the push may go */
+			if (l->on_event)
+				l->on_event(&ev, l->arg);
+			last = ev.id;
+		}
+		PQclear(r);
+		if (rows > 0)
+		{
+			if (kc_cache_set_watermark(l->cache, last) < 0)
+				return 0;
+			atomic_store(&l->watermark, last);
+		}
+		if (rows < CATCHUP_BATCH)
+			return 1;
+	}
+}
+
+/* One-value query on the listener's connection; malloc'd text, NULL on failure. */
+static char *
+query_value(kc_listener *l, const char *sql, const char *param, const char *what)
+{
+	PGresult   *r = PQexecParams(l->conn, sql, param ? 1 : 0, NULL, &param, NULL, NULL, 0);
+	char	   *v = NULL;
+
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+		v = strdup(PQgetvalue(r, 0, 0));
+	else
+		kc_logf(KC_LOG_WARN, "cannot read %s: %s", what, PQresultErrorMessage(r));
+	PQclear(r);
+	return v;
+}
+
+/*
+ * Waits until every event visible in snapshot has a log position (the workers
+ * give them within milliseconds); false when that takes longer than
+ * COVER_WAIT_MS (no sequencer running) or Postgres failed.
+ */
+static bool
+wait_covered(kc_listener *l, const char *snapshot)
+{
+	for (int waited = 0; waited <= COVER_WAIT_MS; waited += COVER_POLL_MS)
+	{
+		char	   *v = query_value(l, "SELECT kc_flow.log_covers($1::pg_snapshot)", snapshot,
+									"whether the log covers the committed events");
+		bool		covered = v && strcmp(v, "t") == 0;
+
+		free(v);
+		if (!v || covered)
+			return covered;
+		if (atomic_load(&l->stop))
+			return false;
+		usleep(COVER_POLL_MS * 1000);
+	}
+	kc_logf(KC_LOG_WARN, "committed events still have no log position after %d ms "
+			"(are the kc_flow workers running?); requests bypass the cache meanwhile", COVER_WAIT_MS);
+	return false;
+}
+
+bool
+kc_catchup_resync(kc_listener *l)
+{
+	unsigned long epoch = kc_cache_down_epoch(l->cache);
+	long long	wm = 0;
+	int			found;
+	int			rc;
+	char	   *snapshot;
+
+	l->synced = false;
+	if (kc_cache_ping(l->cache) < 0)
+		return false;
+	/* every event committed before this moment must be applied before "synced" */
+	snapshot = query_value(l, "SELECT pg_current_snapshot()::text", NULL, "a snapshot");
+	if (!snapshot)
+		return false;
+	if (!wait_covered(l, snapshot))
+	{
+		free(snapshot);
+		return false;
+	}
+	free(snapshot);
+	found = kc_cache_get_watermark(l->cache, &wm);
+	if (found < 0)
+		return false;
+	if (found == 0)
+	{
+		char	   *v = query_value(l, "SELECT kc_flow.settled_event_id()", NULL, "the log position");
+		long long	purged;
+
+		if (!v)
+			return false;
+		wm = strtoll(v, NULL, 10);
+		free(v);
+		purged = kc_cache_purge_views(l->cache);
+		if (purged < 0 || kc_cache_set_watermark(l->cache, wm) < 0)
+			return false;
+		kc_logf(KC_LOG_INFO, "no watermark in redis: starting at log position %lld, %lld stale views purged",
+				wm, purged);
+	}
+	atomic_store(&l->watermark, wm);
+	kc_metrics_add(KC_M_CATCHUPS, 1);
+	rc = kc_catchup_run(l);
+	if (rc <= 0)
+		return false;
+	l->synced = kc_cache_set_synced(l->cache, epoch);
+	if (l->synced)
+	{
+		kc_logline	line;
+
+		kc_log_begin(&line, KC_LOG_INFO, "cache synced");
+		kc_log_int(&line, "watermark", atomic_load(&l->watermark));
+		kc_log_int(&line, "replayedFrom", wm);
+		kc_log_end(&line);
+	}
+	return l->synced;
+}

@@ -1,0 +1,55 @@
+/*
+ * listen_int.h - what the listener's files share (listen.c: the thread, LISTEN
+ * and the notifications; catchup.c: replaying the log into the cache;
+ * log_health.c: kc_flow.health() polled into gauges). Not for other callers:
+ * they use listen.h.
+ */
+#ifndef KC_LISTEN_INT_H
+#define KC_LISTEN_INT_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "listen.h"
+
+struct kc_listener
+{
+	char	   *conninfo;
+	kc_cache   *cache;
+	kc_event_fn on_event;
+	void	   *arg;
+	pthread_t	thread;
+	int			wake[2];		/* pipe: written to stop the thread */
+	_Atomic bool stop;
+	_Atomic bool connected;
+	_Atomic long long watermark;	/* last log position applied */
+	_Atomic long long lag_us;	/* catch-up lag seen by the last health poll */
+	_Atomic bool lag_known;
+	PGconn	   *conn;
+	bool		synced;			/* this thread's view; the cache has the shared one */
+	bool		warned_old_schema;
+};
+
+/* catchup.c */
+
+/*
+ * Replays events_since(watermark) to the end of the log, invalidating and
+ * handing each event to the subscriber, and raises the watermark in Redis
+ * after each batch. Returns 1 done, 0 Redis failed, -1 Postgres failed.
+ */
+int			kc_catchup_run(kc_listener *l);
+
+/*
+ * Makes the cache trustworthy again after any outage: waits until every event
+ * committed before the call has a log position, loads the watermark (or starts
+ * an empty Redis at the newest position after purging stray views), replays,
+ * and marks the cache synced. False when it must be retried.
+ */
+bool		kc_catchup_resync(kc_listener *l);
+
+/* log_health.c: polls kc_flow.health(watermark) into the gauges; false when Postgres failed. */
+bool		kc_log_health_poll(kc_listener *l);
+
+#endif
