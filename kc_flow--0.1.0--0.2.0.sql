@@ -191,6 +191,7 @@ AS $$
         'events', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                        'id', ev.id, 'type', ev.event_type, 'created_at', ev.created_at,
+                       'pos', (SELECT l.pos FROM kc_flow.event_log l WHERE l.event_id = ev.id),
                        'version', ev.version, 'student_id', ev.student_id, 'payload', ev.payload,
                        'stage', ev.stage,
                        'processed_by', (SELECT coalesce(jsonb_agg(jsonb_build_object(

@@ -48,11 +48,12 @@ add_gateway_view(cJSON *story, kc_app *app)
 	kc_admin_trace_window(&w);
 	cJSON_ArrayForEach(ev, events)
 	{
-		const cJSON *idj = cJSON_GetObjectItemCaseSensitive(ev, "id");
+		/* the gateway knows an event by its log position: the id its pushes carry */
+		const cJSON *posj = cJSON_GetObjectItemCaseSensitive(ev, "pos");
 		const cJSON *at = cJSON_GetObjectItemCaseSensitive(ev, "created_at");
-		long long	id = cJSON_IsNumber(idj) ? (long long) idj->valuedouble : 0;
-		kc_trace_entry e;
-		kc_trace_status st = kc_admin_trace_lookup(id, &e);
+		long long	pos = cJSON_IsNumber(posj) ? (long long) posj->valuedouble : 0;
+		kc_trace_entry e = {0};
+		kc_trace_status st = pos > 0 ? kc_admin_trace_lookup(pos, &e) : KC_TRACE_NOT_YET;
 		cJSON	   *g = cJSON_AddObjectToObject(ev, "gateway");
 		double		created = e.created;
 
@@ -75,15 +76,18 @@ add_gateway_view(cJSON *story, kc_app *app)
 					snprintf(why, sizeof(why), "invalidated at or before invalidated_at (the time the listener handed the event over)");
 				break;
 			case KC_TRACE_NOT_YET:
-				snprintf(why, sizeof(why), "this gateway has not applied this event yet (it has applied up to event %lld)", w.newest);
+				if (pos > 0)
+					snprintf(why, sizeof(why), "this gateway has not applied this event yet (it has applied up to position %lld)", w.newest);
+				else
+					snprintf(why, sizeof(why), "committed but not in the log yet: no position, so no gateway has applied it");
 				break;
 			case KC_TRACE_OLDER:
-				snprintf(why, sizeof(why), "older than this gateway's record, which keeps the last %d events it applied (%lld..%lld)",
+				snprintf(why, sizeof(why), "older than this gateway's record, which keeps the last %d events it applied (positions %lld..%lld)",
 						 w.capacity, w.oldest, w.newest);
 				break;
 			case KC_TRACE_BEFORE_START:
 				if (w.first)
-					snprintf(why, sizeof(why), "applied before this gateway's record began (at event %lld, when it started or first saw an event)", w.first);
+					snprintf(why, sizeof(why), "applied before this gateway's record began (at position %lld, when it started or first saw an event)", w.first);
 				else
 					snprintf(why, sizeof(why), "this gateway has applied no event since it started");
 				break;

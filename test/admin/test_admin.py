@@ -168,7 +168,7 @@ check(gw and all(g.get("status") == "recorded" and g.get("invalidated_at") and g
                  for g in gw),
       "each event: when this gateway invalidated the cache, and pushed it after", gw)
 check(all(g.get("invalidated_exact") is True for g in gw), "the invalidation times are the listener's own", gw)
-check(s.get("gateway", {}).get("record_capacity") == 65536 and s["gateway"]["record_newest_event_id"] >= s["events"][-1]["id"],
+check(s.get("gateway", {}).get("record_capacity") == 65536 and s["gateway"]["record_newest_event_id"] >= s["events"][-1]["pos"],
       "the story says what the gateway's record holds", s.get("gateway"))
 
 old = os.environ.get("OLD_PAYMENT")
