@@ -104,11 +104,18 @@ kc_catchup_run(kc_listener *l)
 
 		snprintf(after, sizeof(after), "%lld", last);
 		snprintf(batch, sizeof(batch), "%d", CATCHUP_BATCH);
+		/*
+		 * Written for both logs: 0.2.0's events_since gives pos and logged_at,
+		 * 0.1.0's (between the library's upgrade and ALTER EXTENSION) gives
+		 * neither, and there the id is the cursor. Existing events keep their
+		 * id as position in the update, so one watermark serves both.
+		 */
 		r = PQexecParams(l->conn,
-						 "SELECT pos, event_type, student_id, correlation_id, version, "
-						 "extract(epoch from logged_at)::float8, "
-						 "to_json(created_at)#>>'{}', payload::text "
-						 "FROM kc_flow.events_since($1::bigint, NULL, $2::int)",
+						 "SELECT coalesce((to_jsonb(e)->>'pos')::bigint, e.id), e.event_type, e.student_id, "
+						 "e.correlation_id, e.version, "
+						 "extract(epoch from coalesce((to_jsonb(e)->>'logged_at')::timestamptz, e.created_at))::float8, "
+						 "to_json(e.created_at)#>>'{}', e.payload::text "
+						 "FROM kc_flow.events_since($1::bigint, NULL, $2::int) AS e",
 						 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK)
 		{
@@ -176,6 +183,18 @@ query_value(kc_listener *l, const char *sql, const char *param, const char *what
 static bool
 wait_covered(kc_listener *l, const char *snapshot)
 {
+	char	   *has_log = query_value(l, "SELECT to_regprocedure('kc_flow.log_covers(pg_snapshot)') IS NOT NULL",
+									  NULL, "whether the database has the 0.2.0 log");
+
+	if (!has_log)
+		return false;
+	if (strcmp(has_log, "f") == 0)
+	{
+		/* 0.1.0's events_since is gap-free by its horizon: nothing to wait for */
+		free(has_log);
+		return true;
+	}
+	free(has_log);
 	for (int waited = 0; waited <= COVER_WAIT_MS; waited += COVER_POLL_MS)
 	{
 		char	   *v = query_value(l, "SELECT kc_flow.log_covers($1::pg_snapshot)", snapshot,

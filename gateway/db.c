@@ -35,11 +35,13 @@ static const struct
 	{"kc_learning", "SELECT v::text, (v->>'version')::bigint FROM kc_flow.student_learning($1::uuid) AS v", 1},
 	{"kc_sessions", "SELECT kc_flow.student_sessions($1::uuid, $2::text, $3::timestamptz, "
 	"$4::timestamptz, $5::text, $6::int)::text", 6},
+	/* 0.2.0's log position, or 0.1.0's id until ALTER EXTENSION (catchup.c says why) */
 	{"kc_events",
-		"SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.pos, 'event_type', e.event_type, "
+		"SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.cursor, 'event_type', e.event_type, "
 		"'correlation_id', e.correlation_id, 'student_id', e.student_id, 'version', e.version, "
-		"'created_at', e.created_at, 'payload', e.payload) ORDER BY e.pos), '[]')::text, "
-		"max(e.pos) FROM kc_flow.events_since($1::bigint, $2::uuid, $3::int) AS e", 3},
+		"'created_at', e.created_at, 'payload', e.payload) ORDER BY e.cursor), '[]')::text, "
+		"max(e.cursor) FROM (SELECT s.*, coalesce((to_jsonb(s)->>'pos')::bigint, s.id) AS cursor "
+		"FROM kc_flow.events_since($1::bigint, $2::uuid, $3::int) AS s) AS e", 3},
 	{"kc_ping", "SELECT 1", 0},
 };
 

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "listen_int.h"
 #include "log.h"
@@ -44,7 +45,11 @@ kc_log_health_poll(kc_listener *l)
 	{
 		bool		conn_ok = PQstatus(l->conn) == CONNECTION_OK;
 
-		kc_logf(KC_LOG_WARN, "cannot read kc_flow.health(): %s", PQresultErrorMessage(r));
+		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+		/* 42883: a 0.1.0 schema, which has no health(); the listener says so once */
+		if (!state || strcmp(state, "42883") != 0)
+			kc_logf(KC_LOG_WARN, "cannot read kc_flow.health(): %s", PQresultErrorMessage(r));
 		PQclear(r);
 		atomic_store(&l->lag_known, false);
 		return conn_ok;
