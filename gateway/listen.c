@@ -118,8 +118,8 @@ handle_notify(kc_listener *l, const char *payload)
 	{
 		/* one notification per event, inside the writer's transaction: kc_flow 0.1.0 */
 		if (!l->warned_old_schema)
-			kc_logf(KC_LOG_WARN, "the database runs the kc_flow 0.1.0 schema: this gateway needs 0.2.0 "
-					"(ALTER EXTENSION kc_flow UPDATE)");
+			kc_logf(KC_LOG_WARN, "the database runs the kc_flow 0.1.0 schema: following its event ids "
+					"until ALTER EXTENSION kc_flow UPDATE; no health gauges meanwhile");
 		l->warned_old_schema = true;
 		return true;
 	}
@@ -199,10 +199,18 @@ serve_connection(kc_listener *l)
 			int			rc = kc_catchup_run(l);
 
 			last_catchup = now;
-			if (rc < 0)
+			if (rc < 0 && PQstatus(l->conn) != CONNECTION_OK)
 				break;
-			if (rc == 0)
+			/*
+			 * A query that failed on a healthy connection (say, while ALTER
+			 * EXTENSION replaced the log's functions) keeps LISTEN: the next
+			 * round resyncs, as after any gap, instead of reconnecting.
+			 */
+			if (rc <= 0)
+			{
 				l->synced = false;
+				kc_cache_set_unsynced(l->cache);
+			}
 		}
 		if ((now.tv_sec - last_health.tv_sec) * 1000 + (now.tv_nsec - last_health.tv_nsec) / 1000000
 			>= HEALTH_POLL_MS)
