@@ -99,9 +99,19 @@ check "two payments mid-pipeline as the update starts, their retry due later" \
     JOIN kc_flow.event_queue q ON q.event_id = e.id
    WHERE p.id IN ('00000000-0000-0000-0000-0000000be006', '00000000-0000-0000-0000-0000000be007')")"
 
+# what a client's cursor saw under 0.1.0: the log as events_since returned it
+log_before=$(sql $OLD -c "SELECT count(*) || '|' || coalesce(max(id), 0) FROM kc_flow.events_since(0, NULL, 10000)")
+top=${log_before#*|}
 sql $OLD -c "ALTER EXTENSION kc_flow UPDATE"
 check "ALTER EXTENSION kc_flow UPDATE goes to 0.2.0" "0.2.0" \
   "$(sql $OLD -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
+sql $OLD -c "SELECT kc_flow.sequence_log()" >/dev/null     # the workers' round, as run_pending does
+check "cursors go on across the update: each old event keeps its id as its position, the new ones come after" \
+  "$log_before|true|true" \
+  "$(sql $OLD -c "SELECT count(*) FILTER (WHERE pos <= $top) || '|' || coalesce(max(pos) FILTER (WHERE pos <= $top), 0)
+                         || '|' || coalesce(bool_and(pos = id) FILTER (WHERE pos <= $top), true)
+                         || '|' || (count(*) FILTER (WHERE pos > $top) > 0)
+                    FROM kc_flow.events_since(0, NULL, 10000)")"
 check "after the update the home shows the payment refused before it" \
   "payment received, course already active|00000000-0000-0000-0000-0000000be005" \
   "$(sql $OLD -c "SELECT n->>'message', n->>'payment_id'
