@@ -23,31 +23,34 @@
 #include "log.h"
 #include "websocket.h"
 
-/* Reads dir/index.html into app; a missing page is logged, not fatal. */
+/*
+ * Reads dir/name into *page (NULL when it cannot: logged as what, not fatal).
+ * The pages are read once, at start, so every request serves them from memory.
+ */
 static void
-load_index(kc_app *app, const char *dir)
+load_page(const char *dir, const char *name, const char *what, char **page, size_t *len)
 {
 	char		path[4096];
 	FILE	   *f;
 	long		size;
 
-	snprintf(path, sizeof(path), "%s/index.html", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	f = fopen(path, "rb");
 	if (!f)
 	{
-		kc_logf(KC_LOG_WARN, "demo page %s not readable: %s", path, strerror(errno));
+		kc_logf(KC_LOG_WARN, "%s %s not readable: %s", what, path, strerror(errno));
 		return;
 	}
 	if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && size < (1 << 22) &&
 		fseek(f, 0, SEEK_SET) == 0)
 	{
-		app->index_html = malloc((size_t) size);
-		if (app->index_html && fread(app->index_html, 1, (size_t) size, f) == (size_t) size)
-			app->index_len = (size_t) size;
+		*page = malloc((size_t) size);
+		if (*page && fread(*page, 1, (size_t) size, f) == (size_t) size)
+			*len = (size_t) size;
 		else
 		{
-			free(app->index_html);
-			app->index_html = NULL;
+			free(*page);
+			*page = NULL;
 		}
 	}
 	fclose(f);
@@ -131,7 +134,8 @@ main(int argc, char **argv)
 		kc_logf(KC_LOG_WARN, "AUTHENTICATION IS OFF (KC_AUTH=off): every student's data is served to anyone; local demos only");
 		fprintf(stderr, "\n*** kc-gateway: AUTHENTICATION IS OFF - never run like this outside a local demo ***\n\n");
 	}
-	load_index(&app, cfg.static_dir);
+	load_page(cfg.static_dir, "index.html", "demo page", &app.index_html, &app.index_len);
+	load_page(cfg.static_dir, "admin.html", "operator console", &app.admin_html, &app.admin_len);
 	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms);
 	/* one extra Redis connection for the listener */
 	app.cache = kc_cache_create(cfg.redis_url, cfg.redis_pool + 1, cfg.cache_ttl, err, sizeof(err));
@@ -179,6 +183,7 @@ main(int argc, char **argv)
 	kc_cache_destroy(app.cache);
 	kc_db_destroy(app.db);
 	free(app.index_html);
+	free(app.admin_html);
 	kc_config_free(&cfg);
 	kc_logf(KC_LOG_INFO, "kc-gateway stopped");
 	return 0;

@@ -33,6 +33,8 @@ typedef struct kc_app
 	struct kc_listener *listener;
 	char	   *index_html;		/* GET / */
 	size_t		index_len;
+	char	   *admin_html;		/* GET /admin */
+	size_t		admin_len;
 	_Atomic bool draining;
 	_Atomic int in_flight;
 	struct MHD_Daemon *daemon;

@@ -17,10 +17,8 @@
 #include "routes_admin.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <limits.h>
 #include <microhttpd.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,48 +162,18 @@ kc_admin_add_time(cJSON *o, const char *name, double t)
 
 /* ---- GET /admin ---- */
 
-static pthread_mutex_t page_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *page;				/* static/admin.html, read on first use */
-static size_t page_len;
-
 void
 kc_route_admin_page(kc_request *req, kc_response *resp)
 {
-	pthread_mutex_lock(&page_lock);
-	if (!page)
-	{
-		char		path[4096];
-		FILE	   *f;
-		long		size;
+	kc_app	   *app = req->app;
 
-		snprintf(path, sizeof(path), "%s/admin.html", req->app->cfg->static_dir);
-		f = fopen(path, "rb");
-		if (!f)
-			kc_logf(KC_LOG_WARN, "operator console %s not readable: %s", path, strerror(errno));
-		else
-		{
-			if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && size < (1 << 22) &&
-				fseek(f, 0, SEEK_SET) == 0 && (page = malloc((size_t) size)) != NULL)
-			{
-				if (fread(page, 1, (size_t) size, f) == (size_t) size)
-					page_len = (size_t) size;
-				else
-				{
-					free(page);
-					page = NULL;
-				}
-			}
-			fclose(f);
-		}
-	}
-	pthread_mutex_unlock(&page_lock);
-	if (!page)
+	if (!app->admin_html)
 	{
 		kc_resp_error(resp, 404, "not_found", "the operator console is not installed (see --static-dir)");
 		return;
 	}
 	resp->cache_control = "no-cache";
-	kc_resp_static(resp, 200, "text/html; charset=utf-8", page, page_len);
+	kc_resp_static(resp, 200, "text/html; charset=utf-8", app->admin_html, app->admin_len);
 }
 
 /* ---- GET /api/v1/admin/search?q=&limit= ---- */
