@@ -46,6 +46,13 @@ kc_as_postgres "${PSQL[@]}" -c "
              SELECT 'bench ' || g, 'UTC' FROM generate_series(1, $CONNECTIONS) g RETURNING id)
   INSERT INTO ws_bench_students SELECT row_number() OVER (), id FROM s;"
 kc_as_postgres "${PSQL[@]}" -c "SELECT id FROM ws_bench_students ORDER BY n" >"$WORK/students"
+# Since 0.2.0 an event reaches the log, and so the sockets, through a worker's round. The
+# workers started before kc_bench existed and come back some seconds later: wait for them, or
+# the first seconds of events would measure their restart, not the push.
+for _ in $(seq 1 300); do
+    [ "$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()")" = t ] && break
+    sleep 0.1
+done
 
 SECRET=bench-secret
 kc_gateway_start "$WORK/gw" "127.0.0.1:$GW_PORT" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_bench" \
