@@ -6,10 +6,7 @@ SESSIONS_GENERATED notification straight from Postgres (the pipeline alone).
 
 Run by bench/system/run.sh, which starts Postgres, Redis and the gateway."""
 import asyncio
-import base64
 import faulthandler
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -22,7 +19,9 @@ import websockets
 
 sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "test", "pipeline"))
 sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "bench", "pipeline"))
+sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "test", "lib"))
 from kcflow_test import World, Listener, connect, rows, wait_workers  # noqa: E402
+from kc_client import token  # noqa: E402
 from pipeline_bench import limit_mission, limit_same_writes, pipeline_plan  # noqa: E402
 
 N = int(os.environ.get("KC_BENCH_PURCHASES", "1000"))
@@ -32,16 +31,7 @@ SECRET = os.environ["KC_JWT_SECRET"]
 TMP = os.environ["KC_BENCH_TMP"]
 
 
-def token():
-    def b64(b):
-        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-    head = b64(b'{"alg":"HS256","typ":"JWT"}')
-    body = b64(json.dumps({"sub": "bench", "role": "admin", "exp": int(time.time()) + 3600}).encode())
-    sig = hmac.new(SECRET.encode(), (head + "." + body).encode(), hashlib.sha256).digest()
-    return head + "." + body + "." + b64(sig)
-
-
-TOKEN = token()
+TOKEN = token("bench", "admin", secret=SECRET)
 faulthandler.register(__import__("signal").SIGUSR1)     # kill -USR1 shows where it waits
 
 

@@ -4,18 +4,21 @@ the page, who may call the admin routes (401, 403), a payment's story with the g
 invalidation and push times, search and its bad input, the retry of a dead letter, the
 stats, and the metrics the console adds. OLD_PAYMENT: a payment whose events the gateway
 applied before it started (test/suites/44_admin.sh makes it)."""
-import base64
-import hashlib
-import hmac
+import functools
 import http.client
 import json
 import os
 import re
+import sys
 import time
 import urllib.parse
 import uuid
 
 import psycopg2
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import kc_client  # noqa: E402
+from kc_client import error_code as code  # noqa: E402
 
 PORT = int(os.environ["GW_PORT"])
 SECRET = os.environ["KC_JWT_SECRET"]
@@ -34,18 +37,7 @@ def check(ok, name, detail=""):
             print("#   " + str(detail)[:600].replace("\n", "\n#   "))
 
 
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def token(sub, role=None, ttl=3600):
-    c = {"sub": sub, "exp": int(time.time()) + ttl}
-    if role:
-        c["role"] = role
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps(c).encode())
-    sig = hmac.new(SECRET.encode(), (head + "." + body).encode(), hashlib.sha256).digest()
-    return head + "." + body + "." + b64(sig)
+token = functools.partial(kc_client.token, secret=SECRET)
 
 
 def request(method, path, tok=None, headers=None):
@@ -67,13 +59,6 @@ def get_json(path, tok):
         return st, json.loads(body)
     except ValueError:
         return st, body
-
-
-def code(body):
-    try:
-        return json.loads(body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 db = psycopg2.connect(host=os.environ["PGHOST"], port=os.environ["PGPORT"], user=os.environ["PGUSER"],

@@ -8,9 +8,7 @@ The tests stop and restart those private servers (never the harness's shared one
 Prints one "ok - name" / "not ok - name" line per check; exit status 1 if any failed.
 Python standard library only; tokens are signed here with hmac, independently of the gateway.
 """
-import base64
-import hashlib
-import hmac
+import functools
 import http.client
 import json
 import os
@@ -19,7 +17,11 @@ import signal
 import socket
 import subprocess
 import threading
+import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import kc_client  # noqa: E402
 
 GW_BIN = os.environ["GW_BIN"]
 GW_STATIC = os.environ["GW_STATIC"]
@@ -58,22 +60,7 @@ def check(cond, name, diag=None):
 
 # ---- helpers: tokens, SQL, Redis, HTTP ----------------------------------------------------
 
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def token(sub, role=None, exp_in=3600, alg="HS256", key=SECRET, with_exp=True):
-    header = {"alg": alg, "typ": "JWT"}
-    claims = {"sub": sub}
-    if role:
-        claims["role"] = role
-    if with_exp:
-        claims["exp"] = int(time.time()) + exp_in
-    signing = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
-    if alg == "none":
-        return signing + "."
-    digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}[alg]
-    return signing + "." + b64url(hmac.new(key.encode(), signing.encode(), digest).digest())
+token = functools.partial(kc_client.token, secret=SECRET)
 
 
 def as_pg(cmd):
@@ -260,13 +247,13 @@ def test_routes(gw):
     r = get(p, "/api/v1/students/%s/home" % S1)
     check(r.status == 401 and error_code(r) == "unauthorized" and r.header("www-authenticate"),
           "no token: 401 JSON error with WWW-Authenticate", r.body)
-    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, exp_in=-10))
+    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, ttl=-10))
     check(r.status == 401 and error_code(r) == "token_expired", "expired token: 401 token_expired", r.body)
     r = get(p, "/api/v1/students/%s/home" % S1, token(S1, alg="none"))
     check(r.status == 401, "alg none token: 401", r.body)
     r = get(p, "/api/v1/students/%s/home" % S1, token(S1, alg="HS512"))
     check(r.status == 401, "HS512 token: 401", r.body)
-    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, key="wrong"))
+    r = get(p, "/api/v1/students/%s/home" % S1, token(S1, secret="wrong"))
     check(r.status == 401, "token signed with another secret: 401", r.body)
     r = get(p, "/api/v1/students/%s/home" % S1, token(S1, with_exp=False))
     check(r.status == 401, "token without exp: 401", r.body)

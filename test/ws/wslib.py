@@ -3,18 +3,21 @@ Postgres access, and a raw RFC 6455 client for the frames a polite client never 
 (unmasked, oversized, invalid UTF-8) and for a consumer that stops reading.
 """
 import base64
-import hashlib
-import hmac
+import functools
 import json
 import os
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.request
 
 import psycopg2
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import kc_client  # noqa: E402
 
 ROOT = os.environ.get("KC_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "../..")))
 SECRET = "ws-test-secret"
@@ -29,16 +32,7 @@ def report(ok, name, detail=""):
             print("#   " + line, flush=True)
 
 
-def token(sub, role=None, ttl=3600, secret=SECRET):
-    def b64(b):
-        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"sub": sub, "exp": int(time.time()) + ttl}
-    if role:
-        claims["role"] = role
-    body = b64(json.dumps(claims).encode())
-    sig = hmac.new(secret.encode(), (head + "." + body).encode(), hashlib.sha256).digest()
-    return head + "." + body + "." + b64(sig)
+token = functools.partial(kc_client.token, secret=SECRET)
 
 
 def free_port():
