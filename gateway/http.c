@@ -316,6 +316,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	req.app = app;
 	req.conn = conn;
 	req.route = m.route;
+	req.param = m.param_too_long ? NULL : m.param;
 	dispatch(method, &m, &req, &resp, &preflight);
 	st->held = req.held;
 	return answer(app, conn, req.route, &resp, st, preflight);

@@ -47,6 +47,7 @@ typedef struct kc_request
 	struct MHD_Connection *conn;
 	const struct kc_route *route;	/* its row of the route table (routes.h) */
 	char		student[37];	/* whose data, once the access rule passed; "": every student's */
+	const char *param;			/* the path's {id} segment: "" when none, NULL when too long */
 	kc_principal principal;
 	void	   *held;			/* malloc'd by the route; freed when the request is over */
 } kc_request;

@@ -137,5 +137,4 @@ kc_route_match(const char *path, kc_match *m)
 	}
 	if (!m->route)
 		m->route = &kc_routes[kc_route_count - 1];
-	kc_route_param_set(m->param_too_long ? NULL : m->param);
 }

@@ -67,15 +67,6 @@ typedef struct kc_match
 /* The router: the row for a request path (no query string). */
 void		kc_route_match(const char *path, kc_match *m);
 
-/*
- * The {id} segment of the path this thread's last kc_route_match matched: ""
- * when its row has none, NULL when it was longer than KC_PARAM_MAX - 1 bytes.
- * A route function reads it to learn its id: a request is routed and served in
- * one call on one thread (http.c), and the route checks the id itself (400).
- */
-const char *kc_route_param(void);
-/* route_param.c: kc_route_match records its {id} segment there (param NULL: too long). */
-void		kc_route_param_set(const char *param);
 
 /* routes_student.c */
 void		kc_route_home(kc_request *req, kc_response *resp);

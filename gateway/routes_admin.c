@@ -330,7 +330,7 @@ kc_route_admin_stats(kc_request *req, kc_response *resp)
 void
 kc_route_admin_retry(kc_request *req, kc_response *resp)
 {
-	const char *raw = kc_route_param();
+	const char *raw = req->param;
 	long long	id;
 	char		idbuf[24];
 	const char *params[1] = {idbuf};

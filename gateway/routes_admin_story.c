@@ -120,7 +120,7 @@ add_gateway_view(cJSON *story, kc_app *app)
 void
 kc_route_admin_payment(kc_request *req, kc_response *resp)
 {
-	const char *raw = kc_route_param();
+	const char *raw = req->param;
 	char		id[37];
 	const char *params[1] = {id};
 	PGresult   *res = NULL;

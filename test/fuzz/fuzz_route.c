@@ -70,19 +70,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* an {id} route: its id is the non-empty segment of the path, as sent, or flagged too long */
 	if (m.route->path && strstr(m.route->path, "{id}"))
 	{
-		const char *param = kc_route_param();
-
 		if (m.param_too_long)
-			FUZZ_CHECK(param == NULL && m.param[0] == '\0');
+			FUZZ_CHECK(m.param[0] == '\0');
 		else
 		{
-			FUZZ_CHECK(param && strcmp(param, m.param) == 0 && m.param[0] && !strchr(m.param, '/'));
+			FUZZ_CHECK(m.param[0] && !strchr(m.param, '/'));
 			FUZZ_CHECK(strncmp(path + (strstr(m.route->path, "{id}") - m.route->path),
 							   m.param, strlen(m.param)) == 0);
 		}
 	}
 	else
-		FUZZ_CHECK(!m.param_too_long && m.param[0] == '\0' && kc_route_param() && !kc_route_param()[0]);
+		FUZZ_CHECK(!m.param_too_long && m.param[0] == '\0');
 
 	check_list(inm);
 	check_list(list);
