@@ -136,7 +136,7 @@ main(int argc, char **argv)
 	}
 	load_page(cfg.static_dir, "index.html", "demo page", &app.index_html, &app.index_len);
 	load_page(cfg.static_dir, "admin.html", "operator console", &app.admin_html, &app.admin_len);
-	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms);
+	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms, "postgres");
 	/* one extra Redis connection for the listener */
 	app.cache = kc_cache_create(cfg.redis_url, cfg.redis_pool + 1, cfg.cache_ttl, err, sizeof(err));
 	if (!app.db || !app.cache || !kc_cache_enable_local(app.cache, cfg.local_cache))
