@@ -187,15 +187,15 @@ def stale_answers(gw, port, students, seconds, db="kc_fo"):
 
 
 class Listener:
-    """A WebSocket client of one student on its own thread: every event message with the
-    wall-clock time it arrived."""
+    """A WebSocket client of one student (or, with role "admin", of every student) on its own
+    thread: every event message with the wall-clock time it arrived."""
 
-    def __init__(self, gw, student):
+    def __init__(self, gw, student, role=None):
         self.events = []
         self.hello = None
         self.error = None
         self._stop = False
-        self.url = "ws://127.0.0.1:%d/api/v1/ws?access_token=%s" % (gw.port, token(student))
+        self.url = "ws://127.0.0.1:%d/api/v1/ws?access_token=%s" % (gw.port, token(student, role))
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self.thread.start()
         wait_for(lambda: self.hello is not None or self.error, 10)
