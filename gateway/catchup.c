@@ -221,6 +221,38 @@ wait_covered(kc_listener *l, const char *snapshot)
 	return false;
 }
 
+/*
+ * A log that ends before the Redis watermark was rewound: a failover to a
+ * standby that had not received the primary's last commits (asynchronous
+ * replication), or a database restored from a backup. Positions past its end
+ * will be given again to other events, so neither cursor may skip them:
+ * returns 1 (the caller starts again as with an empty Redis, and the
+ * listener's own cursor is brought back), 0 when not rewound, -1 when
+ * Postgres failed.
+ */
+static int
+check_rewound(kc_listener *l, long long wm)
+{
+	long long	end;
+
+	if (!kc_catchup_start_position(l, &end))
+		return -1;
+	if (wm <= end)
+		return 0;
+	{
+		kc_logline	line;
+
+		kc_log_begin(&line, KC_LOG_WARN, "the event log ends before the watermark in redis "
+					 "(a failover that lost commits, or a restored database): starting again at its end");
+		kc_log_int(&line, "watermark", wm);
+		kc_log_int(&line, "logEnd", end);
+		kc_log_end(&line);
+	}
+	if (atomic_load(&l->watermark) > end)
+		atomic_store(&l->watermark, end);
+	return 1;
+}
+
 kc_resync
 kc_catchup_resync(kc_listener *l)
 {
@@ -247,6 +279,15 @@ kc_catchup_resync(kc_listener *l)
 	found = kc_cache_get_watermark(l->cache, &wm);
 	if (found < 0)
 		return KC_RESYNC_REDIS_DOWN;
+	if (found == 1)
+	{
+		int			rewound = check_rewound(l, wm);
+
+		if (rewound < 0)
+			return KC_RESYNC_FAILED;
+		if (rewound == 1)
+			found = 0;			/* start again as with an empty Redis */
+	}
 	if (found == 0)
 	{
 		long long	purged;
@@ -254,9 +295,9 @@ kc_catchup_resync(kc_listener *l)
 		if (!kc_catchup_start_position(l, &wm))
 			return KC_RESYNC_FAILED;
 		purged = kc_cache_purge_views(l->cache);
-		if (purged < 0 || kc_cache_set_watermark(l->cache, wm) < 0)
+		if (purged < 0 || kc_cache_reset_watermark(l->cache, wm) < 0)
 			return KC_RESYNC_REDIS_DOWN;
-		kc_logf(KC_LOG_INFO, "no watermark in redis: starting at log position %lld, %lld stale views purged",
+		kc_logf(KC_LOG_INFO, "no usable watermark in redis: starting at log position %lld, %lld stale views purged",
 				wm, purged);
 	}
 	/*
