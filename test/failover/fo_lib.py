@@ -78,11 +78,19 @@ def new_student(port, name, db="kc_fo"):
              (name,), db)
 
 
+_slot = [0]
+
+
 def buy(port, student, db="kc_fo"):
-    """A payment confirmed (acknowledged once this returns); its id."""
-    return q(port, "SELECT kc_flow.confirm_payment(kc_flow.create_payment(%s, %s, 10, "
-             "'{\"weekdays\":[1,2,3,4,5],\"start\":\"08:00\",\"timezone\":\"UTC\"}', 100, 'INR'))::text",
-             (student, COURSE), db)
+    """A payment confirmed (acknowledged once this returns); its id. Each purchase asks for a
+    time slot of its own (50 minutes apart, one weekday of five), so that the fixture's three
+    trainers can take every one at once and no allocation waits for a free trainer."""
+    k = _slot[0]
+    _slot[0] += 1
+    slot = json.dumps({"weekdays": [1 + k // 84 % 5], "start": "%02d:%02d" % (k % 28 * 50 // 60, k % 28 * 50 % 60),
+                       "timezone": "UTC"})
+    return q(port, "SELECT kc_flow.confirm_payment(kc_flow.create_payment(%s, %s, 10, %s::jsonb, 100, 'INR'))::text",
+             (student, COURSE, slot), db)
 
 
 def db_version(port, student, db="kc_fo"):
@@ -113,7 +121,8 @@ class Gateway:
         e.update({"KC_LISTEN": "127.0.0.1:%d" % self.port, "KC_JWT_SECRET": SECRET, "KC_THREADS": "4"})
         e.update({k: str(v) for k, v in env.items()})
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([os.path.join(ROOT, "gateway/kc-gateway")], env=e,
+        # KC_GATEWAY_BIN as in test/cluster.sh: another build (an older one, to see a test fail)
+        self.proc = subprocess.Popen([os.environ.get("KC_GATEWAY_BIN", os.path.join(ROOT, "gateway/kc-gateway"))], env=e,
                                      stdout=self.log, stderr=self.log)
         if ready and not wait_for(lambda: self.get("/readyz")[0] == 200, 15):
             raise RuntimeError("gateway %s did not become ready (log: %s)" % (name, self.log_path))
@@ -169,6 +178,14 @@ class Gateway:
         self.log.close()
 
 
+def settled(gw, port, db="kc_fo", timeout=60):
+    """Waits until the workers' queue is empty and the gateway has applied the whole log: from
+    then on an answer older than the database is stale, not merely early."""
+    return wait_for(lambda: int(q(port, "SELECT (kc_flow.health()->>'queue_depth')::int", (), db)) == 0 and
+                    gw.readyz()[1].get("watermark", -1) >= int(q(port, "SELECT kc_flow.settled_event_id()", (), db)),
+                    timeout, 0.2)
+
+
 def stale_answers(gw, port, students, seconds, db="kc_fo"):
     """Home reads over `seconds`: (stale, failed, total). A read is stale when its version is
     below the one the database had before the request was sent."""
@@ -177,12 +194,14 @@ def stale_answers(gw, port, students, seconds, db="kc_fo"):
     while time.time() < end:
         for s in students:
             want = db_version(port, s, db)
-            st, v, _ = gw.home(s)
+            st, v, xc = gw.home(s)
             total += 1
             if st != 200:
                 failed += 1
             elif v < want:
                 stale += 1
+                if stale <= 3:
+                    print("# stale: %s v%s < v%s (X-Cache %s)" % (s, v, want, xc), flush=True)
     return stale, failed, total
 
 

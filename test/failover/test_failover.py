@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fo_lib import (RESULTS, Gateway, Listener, buy, db_version, figure, new_student, purchase_done,  # noqa: E402
-                    q, report, stale_answers, view_version, wait_for)
+                    q, report, settled, stale_answers, view_version, wait_for)
 
 TMP = os.environ["FO_TMP"]
 PG_BIN = os.environ["PG_BIN"]
@@ -45,8 +45,25 @@ def fence(db, student):
     return int(v) if v else -1
 
 
+def replica_lag():
+    """From a purchase's acknowledgement on the primary to its version on the standby, 5 times."""
+    lags = []
+    for i in range(5):
+        s = new_student(P, "fo-lag-%d" % i)
+        buy(P, s)
+        t = time.time()
+        want = db_version(P, s)
+        wait_for(lambda: q(S, "SELECT coalesce((SELECT version FROM kc_flow.cache_versions WHERE student_id = %s), 0)",
+                           (s,)) >= want, 10, 0.001)
+        lags.append(time.time() - t)
+    figure("replica lag (synchronous standby): payment acknowledged on the primary -> its version readable on "
+           "the standby: %s ms (loadavg %s)" % (", ".join("%.1f" % (x * 1e3) for x in lags),
+                                                open("/proc/loadavg").read().split()[0]))
+
+
 def test_replicas(students):
     a, b, c, d = students[:4]
+    replica_lag()
     gw = Gateway(TMP, "replica", KC_DATABASE_URL=URL % P, KC_REPLICA_URL=URL % S, KC_REDIS_URL=REDIS + "0")
     try:
         reads = gw.metric("kc_replica_reads_total")
@@ -181,8 +198,9 @@ def test_failover(students, standby_only):
     if pushed:
         figure("failover: kill -9 -> promote done %.2f s (1.0 s of it waiting before promote), "
                "-> first fresh read %.2f s (%.2f s after promote), -> first purchase committed %.2f s, "
-               "-> its first push %.2f s" % (t_promoted - t0, t_read - t0, t_read - t_promoted,
-                                             t_buy - t0, pushed[0]["_at"] - t0))
+               "-> its first push %.2f s (loadavg %s)" % (t_promoted - t0, t_read - t0, t_read - t_promoted,
+                                                          t_buy - t0, pushed[0]["_at"] - t0,
+                                                          open("/proc/loadavg").read().split()[0]))
     # readyz: 503 while there is no primary, 200 again after
     down = [p for p in polls if t0 + 0.3 < p[0] < t_promoted]
     report(down and all(p[1] == 503 for p in down),
@@ -198,6 +216,7 @@ def test_failover(students, standby_only):
     ws.close()
     report(wait_for(lambda: purchase_done(S, f) == 1, 20),
            "a purchase acknowledged before the kill ends with its sessions exactly once on the new primary")
+    report(settled(gw, S), "the pipeline settles on the new primary: queue empty, the whole log applied")
     stale, failed, total = stale_answers(gw, S, students, 3.0)
     report(stale == 0 and failed == 0 and total > 20,
            "after the failover: 0 stale answers (%d reads, %d failed)" % (total, failed))
