@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "test", "lib"))
 import kc_client  # noqa: E402
 
 SECRET = "failover-test-secret"
-COURSE = "eeeeeeee-0000-4000-8000-0000000000c1"		# test/ws/fixture.sql
+COURSE = "fa110000-0000-4000-8000-0000000000c1"		# test/failover/fixture.sql
 RESULTS = {"ok": 0, "fail": 0}
 
 

@@ -46,7 +46,7 @@ if ! kc_pg_init "$PRIMARY_DIR" "$PRIMARY_PORT" kc_fo "${KC_PG_NO_FSYNC[@]}" \
         "wal_keep_size = 256MB" >"$WORK/start.log" 2>&1 ||
    ! kc_pg_start "$PRIMARY_DIR" "$PRIMARY_PORT" kc_fo >>"$WORK/start.log" 2>&1 ||
    ! kc_as_postgres "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d kc_fo \
-        -v ON_ERROR_STOP=1 -f "$KC_ROOT/test/ws/fixture.sql" >>"$WORK/start.log" 2>&1; then
+        -v ON_ERROR_STOP=1 -f "$KC_ROOT/test/failover/fixture.sql" >>"$WORK/start.log" 2>&1; then
     say "not ok" "the primary starts"; sed 's/^/# /' "$WORK/start.log" | tail -20; exit 0
 fi
 mkdir -p "$STANDBY_DIR" && chown postgres:postgres "$STANDBY_DIR" 2>/dev/null

@@ -25,7 +25,7 @@ if ! $PY -c 'import websockets, psycopg2' 2>/dev/null; then
     say "not ok" "python3-websockets and python3-psycopg2 are installed (test/deps.sh)"; exit 0
 fi
 RO_REDIS_PORT=$(kc_free_port)
-if ! psql -X -q -v ON_ERROR_STOP=1 -f "$KC_ROOT/test/ws/fixture.sql" >"$WORK/fixture.log" 2>&1 ||
+if ! psql -X -q -v ON_ERROR_STOP=1 -f "$KC_ROOT/test/failover/fixture.sql" >"$WORK/fixture.log" 2>&1 ||
    ! kc_redis_start "$RO_REDIS_DIR" "$RO_REDIS_PORT" persist >"$WORK/redis.log" 2>&1; then
     say "not ok" "the fixture loads and Redis starts"; cat "$WORK"/fixture.log "$WORK"/redis.log | sed 's/^/# /'; exit 0
 fi
