@@ -383,6 +383,16 @@ kc_cache_set_watermark(kc_cache *c, long long wm)
 	return ok ? 0 : -1;
 }
 
+int
+kc_cache_reset_watermark(kc_cache *c, long long wm)
+{
+	static const char *const key[] = {WATERMARK_KEY};
+
+	if (kc_redis_delete_matching(c->redis, key, 1) < 0)
+		return -1;
+	return kc_cache_set_watermark(c, wm);
+}
+
 long long
 kc_cache_purge_views(kc_cache *c)
 {

@@ -15,6 +15,14 @@
  * (kc_flow.log_covers of a snapshot taken at the start): only then can "read
  * to the end of the log" mean "every committed event applied", and only then
  * is the cache marked synced. Until then requests bypass the cache.
+ *
+ * Two cursors: the watermark in Redis (invalidations applied) and the
+ * listener's own (events handed to the subscriber). While Redis is away the
+ * listener still replays the log without invalidating, so pushes go on (every
+ * read bypasses Redis meanwhile); the Redis watermark stays where it was, so
+ * the resync that ends the outage re-applies the invalidation of every event
+ * pushed during it before a request may use Redis again, and pushes only the
+ * events past the listener's cursor: none twice.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,8 +99,10 @@ apply_event(kc_listener *l, const kc_event_note *ev)
 }
 
 int
-kc_catchup_run(kc_listener *l)
+kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 {
+	long long	last = from;
+
 	for (;;)
 	{
 		char		after[24],
@@ -100,7 +110,6 @@ kc_catchup_run(kc_listener *l)
 		const char *params[2] = {after, batch};
 		PGresult   *r;
 		int			rows;
-		long long	last = atomic_load(&l->watermark);
 
 		snprintf(after, sizeof(after), "%lld", last);
 		snprintf(batch, sizeof(batch), "%d", CATCHUP_BATCH);
@@ -135,26 +144,25 @@ kc_catchup_run(kc_listener *l)
 			ev.version = strtoll(PQgetvalue(r, i, 4), NULL, 10);
 			ev.created_at = PQgetvalue(r, i, 6);
 			ev.payload = PQgetvalue(r, i, 7);
-			if (!apply_event(l, &ev))
+			if (invalidate && !apply_event(l, &ev))
 			{
 				PQclear(r);
 				return 0;
 			}
+			last = ev.id;
+			if (ev.id <= atomic_load(&l->watermark))
+				continue;		/* pushed before: its invalidation only was owed */
 			kc_metrics_add(KC_M_EVENTS, 1);
 			/* from the event's entry in the log (about its commit) to its invalidation */
 			kc_metrics_event_lag(wall_now() - strtod(PQgetvalue(r, i, 5), NULL));
-			/* invalidated: the push may go */
+			/* invalidated, or Redis away and bypassed by every read: the push may go */
 			if (l->on_event)
 				l->on_event(&ev, l->arg);
-			last = ev.id;
+			atomic_store(&l->watermark, ev.id);
 		}
 		PQclear(r);
-		if (rows > 0)
-		{
-			if (kc_cache_set_watermark(l->cache, last) < 0)
-				return 0;
-			atomic_store(&l->watermark, last);
-		}
+		if (rows > 0 && invalidate && kc_cache_set_watermark(l->cache, last) < 0)
+			return 0;
 		if (rows < CATCHUP_BATCH)
 			return 1;
 	}
@@ -213,60 +221,126 @@ wait_covered(kc_listener *l, const char *snapshot)
 	return false;
 }
 
-bool
+/*
+ * A log that ends before the Redis watermark was rewound: a failover to a
+ * standby that had not received the primary's last commits (asynchronous
+ * replication), or a database restored from a backup. Positions past its end
+ * will be given again to other events, so neither cursor may skip them:
+ * returns 1 (the caller starts again as with an empty Redis, and the
+ * listener's own cursor is brought back), 0 when not rewound, -1 when
+ * Postgres failed.
+ */
+static int
+check_rewound(kc_listener *l, long long wm)
+{
+	long long	end;
+
+	if (!kc_catchup_start_position(l, &end))
+		return -1;
+	if (wm <= end)
+		return 0;
+	{
+		kc_logline	line;
+
+		kc_log_begin(&line, KC_LOG_WARN, "the event log ends before the watermark in redis "
+					 "(a failover that lost commits, or a restored database): starting again at its end");
+		kc_log_int(&line, "watermark", wm);
+		kc_log_int(&line, "logEnd", end);
+		kc_log_end(&line);
+	}
+	if (atomic_load(&l->watermark) > end)
+		atomic_store(&l->watermark, end);
+	return 1;
+}
+
+kc_resync
 kc_catchup_resync(kc_listener *l)
 {
 	unsigned long epoch = kc_cache_down_epoch(l->cache);
-	long long	wm = 0;
+	long long	wm = 0,
+				pushed,
+				from;
 	int			found;
-	int			rc;
 	char	   *snapshot;
 
 	l->synced = false;
 	if (kc_cache_ping(l->cache) < 0)
-		return false;
+		return KC_RESYNC_REDIS_DOWN;
 	/* every event committed before this moment must be applied before "synced" */
 	snapshot = query_value(l, "SELECT pg_current_snapshot()::text", NULL, "a snapshot");
 	if (!snapshot)
-		return false;
+		return KC_RESYNC_FAILED;
 	if (!wait_covered(l, snapshot))
 	{
 		free(snapshot);
-		return false;
+		return KC_RESYNC_FAILED;
 	}
 	free(snapshot);
 	found = kc_cache_get_watermark(l->cache, &wm);
 	if (found < 0)
-		return false;
+		return KC_RESYNC_REDIS_DOWN;
+	if (found == 1)
+	{
+		int			rewound = check_rewound(l, wm);
+
+		if (rewound < 0)
+			return KC_RESYNC_FAILED;
+		if (rewound == 1)
+			found = 0;			/* start again as with an empty Redis */
+	}
 	if (found == 0)
 	{
-		char	   *v = query_value(l, "SELECT kc_flow.settled_event_id()", NULL, "the log position");
 		long long	purged;
 
-		if (!v)
-			return false;
-		wm = strtoll(v, NULL, 10);
-		free(v);
+		if (!kc_catchup_start_position(l, &wm))
+			return KC_RESYNC_FAILED;
 		purged = kc_cache_purge_views(l->cache);
-		if (purged < 0 || kc_cache_set_watermark(l->cache, wm) < 0)
-			return false;
-		kc_logf(KC_LOG_INFO, "no watermark in redis: starting at log position %lld, %lld stale views purged",
+		if (purged < 0 || kc_cache_reset_watermark(l->cache, wm) < 0)
+			return KC_RESYNC_REDIS_DOWN;
+		kc_logf(KC_LOG_INFO, "no usable watermark in redis: starting at log position %lld, %lld stale views purged",
 				wm, purged);
 	}
-	atomic_store(&l->watermark, wm);
+	/*
+	 * Invalidate from the older of the two cursors, push past the listener's:
+	 * a Redis behind it (an outage, an older dump) gets the invalidations of
+	 * the events pushed meanwhile; a Redis ahead of it (another gateway moved
+	 * it) leaves no event of the gap unpushed. A listener that never pushed
+	 * starts at the Redis watermark.
+	 */
+	pushed = atomic_load(&l->watermark);
+	if (pushed == 0)
+		atomic_store(&l->watermark, wm);
+	from = pushed > 0 && pushed < wm ? pushed : wm;
 	kc_metrics_add(KC_M_CATCHUPS, 1);
-	rc = kc_catchup_run(l);
-	if (rc <= 0)
-		return false;
+	switch (kc_catchup_run(l, from, true))
+	{
+		case 0:
+			return KC_RESYNC_REDIS_DOWN;
+		case -1:
+			return KC_RESYNC_FAILED;
+	}
 	l->synced = kc_cache_set_synced(l->cache, epoch);
-	if (l->synced)
+	if (!l->synced)
+		return KC_RESYNC_REDIS_DOWN;
 	{
 		kc_logline	line;
 
 		kc_log_begin(&line, KC_LOG_INFO, "cache synced");
 		kc_log_int(&line, "watermark", atomic_load(&l->watermark));
-		kc_log_int(&line, "replayedFrom", wm);
+		kc_log_int(&line, "replayedFrom", from);
 		kc_log_end(&line);
 	}
-	return l->synced;
+	return KC_RESYNC_OK;
+}
+
+bool
+kc_catchup_start_position(kc_listener *l, long long *pos)
+{
+	char	   *v = query_value(l, "SELECT kc_flow.settled_event_id()", NULL, "the log position");
+
+	if (!v)
+		return false;
+	*pos = strtoll(v, NULL, 10);
+	free(v);
+	return true;
 }

@@ -39,6 +39,8 @@ static const opt_def options[] = {
 	{"database-url", "KC_DATABASE_URL", OPT_STR, OFF(database_url),
 	 "postgresql://127.0.0.1:5432/kc_flow", 0, 0,
 	 "Postgres connection string (libpq URI or key=value)"},
+	{"replica-url", "KC_REPLICA_URL", OPT_STR, OFF(replica_url), "", 0, 0,
+	 "hot standbys that may answer cache misses once replayed far enough: libpq URIs, space-separated (empty: none)"},
 	{"redis-url", "KC_REDIS_URL", OPT_STR, OFF(redis_url),
 	 "redis://127.0.0.1:6379/0", 0, 0, "Redis URL redis://[:password@]host[:port][/db]"},
 	{"listen", "KC_LISTEN", OPT_STR, OFF(listen), "127.0.0.1:8080", 0, 0,

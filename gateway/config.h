@@ -15,6 +15,7 @@
 typedef struct kc_config
 {
 	char	   *database_url;	/* libpq connection string or URI */
+	char	   *replica_url;	/* hot standbys for cache misses: libpq URIs, space-separated; "" none */
 	char	   *redis_url;		/* redis://[:password@]host[:port][/db] */
 	char	   *listen;			/* host:port the HTTP server binds */
 	char	   *jwt_secret;		/* HS256 key */

@@ -8,6 +8,7 @@
  */
 #include "db.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +22,10 @@
 struct kc_db
 {
 	char	   *conninfo;
+	const char *name;			/* "postgres" or "replica": the words of its log lines */
 	int			stmt_timeout_ms;
 	kc_pool    *pool;
+	_Atomic int down;			/* a kc_db_down: why the last connect failed */
 };
 
 static const struct
@@ -107,9 +110,12 @@ conn_usable(void *conn)
 static void
 on_up(void *arg, kc_pool_state prev)
 {
+	kc_db	   *db = arg;
+
+	atomic_store(&db->down, KC_DB_DOWN_NONE);
 	if (prev == KC_POOL_DOWN)
 	{
-		kc_logf(KC_LOG_INFO, "postgres reconnected");
+		kc_logf(KC_LOG_INFO, "%s reconnected", db->name);
 		kc_metrics_add(KC_M_PG_RECONNECTS, 1);
 	}
 }
@@ -117,25 +123,101 @@ on_up(void *arg, kc_pool_state prev)
 static void
 on_down(void *arg, kc_pool_state prev, const char *why)
 {
-	if (prev != KC_POOL_DOWN)
+	kc_db	   *db = arg;
+	kc_db_down	kind = kc_db_why_down(why);
+	kc_db_down	before = (kc_db_down) atomic_exchange(&db->down, kind);
+
+	if (kind == KC_DB_DOWN_STANDBYS && before != kind)
+		kc_db_log_standbys(db->name, db->conninfo, why);
+	else if (prev != KC_POOL_DOWN)
 	{
 		kc_logline	l;
+		char		msg[64];
 
-		kc_log_begin(&l, KC_LOG_WARN, "postgres unavailable");
+		snprintf(msg, sizeof(msg), "%s unavailable", db->name);
+		kc_log_begin(&l, KC_LOG_WARN, msg);
 		kc_log_str(&l, "error", why);
 		kc_log_end(&l);
+	}
+}
+
+kc_db_down
+kc_db_why_down(const char *err)
+{
+	int			standbys = 0,
+				others = 0;
+
+	/* libpq writes one "connection to server at ... failed: reason" line per host tried */
+	for (const char *line = err; line && *line;)
+	{
+		const char *end = strchr(line, '\n');
+		size_t		len = end ? (size_t) (end - line) : strlen(line);
+		char		buf[512];
+
+		snprintf(buf, sizeof(buf), "%.*s", (int) len, line);
+		line = end ? end + 1 : NULL;
+		if (strncmp(buf, "connection to server", 20) != 0)
+			continue;
+		if (strstr(buf, "session is read-only") || strstr(buf, "server is in hot standby mode"))
+			standbys++;
+		else
+			others++;
+	}
+	if (standbys == 0)
+		return KC_DB_DOWN_UNREACHABLE;
+	return others == 0 ? KC_DB_DOWN_STANDBYS : KC_DB_DOWN_STANDBYS_AND_UNREACHABLE;
+}
+
+void
+kc_db_log_standbys(const char *name, const char *conninfo, const char *err)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	const char *hosts = NULL,
+			   *ports = NULL;
+	kc_logline	l;
+	char		msg[160];
+
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+	{
+		if (strcmp(o->keyword, "host") == 0)
+			hosts = o->val;
+		else if (strcmp(o->keyword, "port") == 0)
+			ports = o->val;
+	}
+	snprintf(msg, sizeof(msg), "%s: no read-write server, only standbys; retrying until one is promoted",
+			 name);
+	kc_log_begin(&l, KC_LOG_WARN, msg);
+	kc_log_str(&l, "hosts", hosts ? hosts : "(default)");
+	kc_log_str(&l, "ports", ports ? ports : "(default)");
+	kc_log_str(&l, "error", err);
+	kc_log_end(&l);
+	PQconninfoFree(opts);
+}
+
+const char *
+kc_db_down_reason(kc_db *db)
+{
+	switch ((kc_db_down) atomic_load(&db->down))
+	{
+		case KC_DB_DOWN_STANDBYS:
+			return "postgres: no read-write server (only standbys)";
+		case KC_DB_DOWN_STANDBYS_AND_UNREACHABLE:
+			return "postgres: no read-write server (standbys and unreachable hosts)";
+		default:
+			return "postgres unavailable";
 	}
 }
 
 static const kc_pool_ops pg_ops = {open_conn, close_conn, conn_usable, on_up, on_down};
 
 kc_db *
-kc_db_create(const char *conninfo, int size, int stmt_timeout_ms)
+kc_db_create(const char *conninfo, int size, int stmt_timeout_ms, const char *name)
 {
 	kc_db	   *db = calloc(1, sizeof(*db));
 
 	if (!db)
 		return NULL;
+	db->name = name;
 	db->conninfo = strdup(conninfo);
 	db->stmt_timeout_ms = stmt_timeout_ms;
 	/* a request waits for a connection at most as long as a statement may run */

@@ -36,7 +36,8 @@ typedef enum kc_db_stmt
 	KC_STMT_COUNT
 } kc_db_stmt;
 
-kc_db	   *kc_db_create(const char *conninfo, int size, int stmt_timeout_ms);
+/* name ("postgres", "replica") starts its log lines; a static string. */
+kc_db	   *kc_db_create(const char *conninfo, int size, int stmt_timeout_ms, const char *name);
 void		kc_db_destroy(kc_db *db);
 
 /*
@@ -51,6 +52,21 @@ kc_db_status kc_db_exec(kc_db *db, kc_db_stmt stmt, int nparams,
 
 /* True when the last attempt to use Postgres succeeded. */
 bool		kc_db_up(kc_db *db);
+
+/* Why connecting failed, from libpq's message (one line per host it tried). */
+typedef enum kc_db_down
+{
+	KC_DB_DOWN_NONE = 0,		/* not down */
+	KC_DB_DOWN_UNREACHABLE,		/* no server answered as wanted, none a standby */
+	KC_DB_DOWN_STANDBYS,		/* every server that answered is a standby (read-only) */
+	KC_DB_DOWN_STANDBYS_AND_UNREACHABLE /* standbys, and hosts that did not answer */
+} kc_db_down;
+
+kc_db_down	kc_db_why_down(const char *err);
+/* Says, naming the URL's hosts, that only standbys answered and that the gateway keeps retrying. */
+void		kc_db_log_standbys(const char *name, const char *conninfo, const char *err);
+/* The reason /readyz gives while the pool cannot connect. */
+const char *kc_db_down_reason(kc_db *db);
 
 /* Opens a standalone connection with the pool's settings (NULL on failure). */
 PGconn	   *kc_db_connect_raw(const char *conninfo, const char *appname, char *err, size_t errlen);

@@ -10,7 +10,8 @@
  * waits for every committed event to have its position before it reports the
  * cache synced). About once a second kc_flow.health() is read into the gauges
  * (log_health.c). While not caught up, the cache is marked unsynced and
- * requests bypass it.
+ * requests bypass it. While Redis is away, the events are still pushed, read
+ * from the log without invalidating (catchup.c says why that is safe).
  */
 #include "listen_int.h"
 
@@ -137,6 +138,28 @@ nap(kc_listener *l, int ms)
 	return !atomic_load(&l->stop);
 }
 
+/*
+ * Redis is away: every request bypasses it, so invalidating is moot, and the
+ * events go to the subscriber straight from the log (the resync that ends the
+ * outage applies their invalidations before Redis is used again). A listener
+ * that never pushed starts at the log's settled position. False when the
+ * connection failed.
+ */
+static bool
+push_without_redis(kc_listener *l)
+{
+	long long	start;
+
+	if (atomic_load(&l->watermark) == 0)
+	{
+		if (!kc_catchup_start_position(l, &start))
+			return PQstatus(l->conn) == CONNECTION_OK;
+		atomic_store(&l->watermark, start);
+	}
+	return kc_catchup_run(l, atomic_load(&l->watermark), false) >= 0 ||
+		PQstatus(l->conn) == CONNECTION_OK;
+}
+
 /* Serves one connection until it fails or the listener stops. */
 static void
 serve_connection(kc_listener *l)
@@ -165,7 +188,11 @@ serve_connection(kc_listener *l)
 
 		if (!l->synced || !kc_cache_usable(l->cache))
 		{
-			if (!kc_catchup_resync(l))
+			kc_resync rs = kc_catchup_resync(l);
+
+			if (rs == KC_RESYNC_REDIS_DOWN && !push_without_redis(l))
+				break;
+			if (rs == KC_RESYNC_FAILED)
 			{
 				if (PQstatus(l->conn) != CONNECTION_OK)
 					break;
@@ -196,7 +223,7 @@ serve_connection(kc_listener *l)
 		if (l->synced && (notified ||
 						  (now.tv_sec - last_catchup.tv_sec) * 1000 > IDLE_CATCHUP_MS))
 		{
-			int			rc = kc_catchup_run(l);
+			int			rc = kc_catchup_run(l, atomic_load(&l->watermark), true);
 
 			last_catchup = now;
 			if (rc < 0 && PQstatus(l->conn) != CONNECTION_OK)
@@ -233,16 +260,22 @@ listener_main(void *arg)
 	kc_listener *l = arg;
 	int			backoff = 100;
 	bool		ever = false;
+	kc_db_down	down = KC_DB_DOWN_NONE;
 
 	while (!atomic_load(&l->stop))
 	{
-		char		err[512];
+		char		err[1024];
 
 		l->conn = kc_db_connect_raw(l->conninfo, "kc-gateway-listener", err, sizeof(err));
 		if (!l->conn)
 		{
 			kc_logline	line;
+			kc_db_down	was = down;
 
+			/* only standbys (a URL of standbys, or a failover under way): said once, retried */
+			down = kc_db_why_down(err);
+			if (down == KC_DB_DOWN_STANDBYS && was != down)
+				kc_db_log_standbys("listen", l->conninfo, err);
 			kc_log_begin(&line, KC_LOG_WARN, "listen connection failed");
 			kc_log_str(&line, "error", err);
 			kc_log_int(&line, "retryMs", backoff);
@@ -252,6 +285,7 @@ listener_main(void *arg)
 			backoff = backoff * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 2;
 			continue;
 		}
+		down = KC_DB_DOWN_NONE;
 		if (ever)
 			kc_metrics_add(KC_M_LISTEN_RECONNECTS, 1);
 		ever = true;
@@ -323,8 +357,14 @@ kc_listener_watermark(kc_listener *l)
 bool
 kc_listener_lag(kc_listener *l, double *seconds)
 {
+	struct timespec now;
+	long long	age_ms;
+
 	if (!atomic_load(&l->lag_known))
 		return false;
-	*seconds = atomic_load(&l->lag_us) / 1e6;
+	/* a listener stuck in a query polls no more: the lag grows by the poll's age */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	age_ms = (long long) now.tv_sec * 1000 + now.tv_nsec / 1000000 - atomic_load(&l->lag_polled_ms);
+	*seconds = atomic_load(&l->lag_us) / 1e6 + (age_ms > 2 * HEALTH_POLL_MS ? age_ms / 1e3 : 0);
 	return true;
 }

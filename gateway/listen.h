@@ -73,7 +73,9 @@ long long	kc_listener_watermark(kc_listener *l);
  * How long the oldest event in the log that the listener has not applied has
  * been there, as of the last health poll (about a second old at most); false
  * when unknown (not connected, or the poll failed). It grows whatever keeps
- * the listener from applying events: Redis away, a slow catch-up.
+ * the listener from applying events: a long catch-up, a query blocked by a
+ * lock (a poll older than two seconds adds its age). Redis away does not
+ * hold it back: the events are pushed all the same.
  */
 bool		kc_listener_lag(kc_listener *l, double *seconds);
 

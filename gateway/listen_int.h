@@ -27,6 +27,7 @@ struct kc_listener
 	_Atomic long long watermark;	/* last log position applied */
 	_Atomic long long lag_us;	/* catch-up lag seen by the last health poll */
 	_Atomic bool lag_known;
+	_Atomic long long lag_polled_ms;	/* CLOCK_MONOTONIC of that poll */
 	PGconn	   *conn;
 	bool		synced;			/* this thread's view; the cache has the shared one */
 	bool		warned_old_schema;
@@ -35,19 +36,33 @@ struct kc_listener
 /* catchup.c */
 
 /*
- * Replays events_since(watermark) to the end of the log, invalidating and
- * handing each event to the subscriber, and raises the watermark in Redis
- * after each batch. Returns 1 done, 0 Redis failed, -1 Postgres failed.
+ * Replays events_since(from) to the end of the log. Each event past the
+ * listener's watermark is handed to the subscriber, and the watermark raised
+ * to it. With invalidate, every event read is first invalidated in Redis and
+ * the Redis watermark raised after each batch; without (Redis away: every
+ * read bypasses it), Redis is not touched. Returns 1 done, 0 Redis failed,
+ * -1 Postgres failed.
  */
-int			kc_catchup_run(kc_listener *l);
+int			kc_catchup_run(kc_listener *l, long long from, bool invalidate);
+
+typedef enum kc_resync
+{
+	KC_RESYNC_OK,				/* replayed, cache synced */
+	KC_RESYNC_REDIS_DOWN,		/* Redis failed: pushes may go on without it */
+	KC_RESYNC_FAILED			/* Postgres failed, or the log is not settled yet */
+} kc_resync;
 
 /*
  * Makes the cache trustworthy again after any outage: waits until every event
  * committed before the call has a log position, loads the watermark (or starts
- * an empty Redis at the newest position after purging stray views), replays,
- * and marks the cache synced. False when it must be retried.
+ * an empty Redis at the newest position after purging stray views), replays
+ * (invalidating from the older of the Redis watermark and the listener's,
+ * pushing past the listener's), and marks the cache synced.
  */
-bool		kc_catchup_resync(kc_listener *l);
+kc_resync	kc_catchup_resync(kc_listener *l);
+
+/* The log position a new reader starts at (kc_flow.settled_event_id()); false when Postgres failed. */
+bool		kc_catchup_start_position(kc_listener *l, long long *pos);
 
 /* log_health.c: polls kc_flow.health(watermark) into the gauges; false when Postgres failed. */
 bool		kc_log_health_poll(kc_listener *l);

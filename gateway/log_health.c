@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "listen_int.h"
 #include "log.h"
@@ -66,7 +67,11 @@ kc_log_health_poll(kc_listener *l)
 	lag = cJSON_GetObjectItemCaseSensitive(h, "reader_lag_seconds");
 	if (cJSON_IsNumber(lag))
 	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
 		atomic_store(&l->lag_us, (long long) (lag->valuedouble * 1e6));
+		atomic_store(&l->lag_polled_ms, (long long) now.tv_sec * 1000 + now.tv_nsec / 1000000);
 		atomic_store(&l->lag_known, true);
 	}
 	else

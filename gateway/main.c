@@ -21,6 +21,7 @@
 #include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "replica.h"
 #include "websocket.h"
 
 /*
@@ -136,12 +137,18 @@ main(int argc, char **argv)
 	}
 	load_page(cfg.static_dir, "index.html", "demo page", &app.index_html, &app.index_len);
 	load_page(cfg.static_dir, "admin.html", "operator console", &app.admin_html, &app.admin_len);
-	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms);
+	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms, "postgres");
 	/* one extra Redis connection for the listener */
 	app.cache = kc_cache_create(cfg.redis_url, cfg.redis_pool + 1, cfg.cache_ttl, err, sizeof(err));
 	if (!app.db || !app.cache || !kc_cache_enable_local(app.cache, cfg.local_cache))
 	{
 		fprintf(stderr, "kc-gateway: %s\n", app.cache ? "out of memory" : err);
+		return 2;
+	}
+	app.replicas = kc_replicas_create(cfg.replica_url, cfg.pg_pool, cfg.pg_timeout_ms, err, sizeof(err));
+	if (!app.replicas && err[0])
+	{
+		fprintf(stderr, "kc-gateway: %s\n", err);
 		return 2;
 	}
 	raise_open_files(&cfg);
@@ -171,6 +178,7 @@ main(int argc, char **argv)
 		kc_log_bool(&l, "auth", cfg.auth);
 		kc_log_int(&l, "cacheTtl", cfg.cache_ttl);
 		kc_log_int(&l, "localCache", cfg.local_cache);
+		kc_log_bool(&l, "replicas", app.replicas != NULL);
 		kc_log_end(&l);
 	}
 
@@ -181,6 +189,7 @@ main(int argc, char **argv)
 	kc_listener_stop(app.listener);
 	kc_ws_free(&app);
 	kc_cache_destroy(app.cache);
+	kc_replicas_destroy(app.replicas);
 	kc_db_destroy(app.db);
 	free(app.index_html);
 	free(app.admin_html);

@@ -232,6 +232,9 @@ static const struct
 	"sessions new purchases call for (purchase_tier of PURCHASE_CREATED events applied)"},
 	{KC_M_SESSIONS_CREATED, "kc_sessions_created_total", "counter",
 	"sessions generated (count of SESSIONS_GENERATED events applied)"},
+	{KC_M_REPLICA_READS, "kc_replica_reads_total", "counter", "cache misses answered by a read replica"},
+	{KC_M_REPLICA_BEHIND, "kc_replica_fallbacks_total", "counter",
+	"cache misses sent to the primary: the replicas were behind the version needed, down or failing"},
 };
 
 char *

@@ -38,6 +38,9 @@ typedef enum kc_counter
 	KC_M_INVALIDATION_ERRORS,	/* invalidations Redis failed (retried by the next catch-up) */
 	KC_M_SESSIONS_EXPECTED,		/* sessions new purchases call for (PURCHASE_CREATED purchase_tier) */
 	KC_M_SESSIONS_CREATED,		/* sessions generated (SESSIONS_GENERATED count) */
+	/* replica.c, routes_student.c */
+	KC_M_REPLICA_READS,			/* misses answered by a replica */
+	KC_M_REPLICA_BEHIND,		/* misses a replica could not answer (behind, down, failing) */
 	KC_M_COUNTER_COUNT
 } kc_counter;
 

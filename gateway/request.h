@@ -29,6 +29,7 @@ typedef struct kc_app
 {
 	const kc_config *cfg;
 	kc_db	   *db;
+	struct kc_replicas *replicas;	/* NULL without --replica-url (replica.h) */
 	kc_cache   *cache;
 	struct kc_listener *listener;
 	char	   *index_html;		/* GET / */

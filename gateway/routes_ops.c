@@ -38,7 +38,7 @@ kc_route_readyz(kc_request *req, kc_response *resp)
 	bool		draining = atomic_load(&app->draining);
 	double		lag = 0;
 	bool		lag_known = kc_listener_lag(app->listener, &lag);
-	const char *reason = draining ? "draining" : !pg ? "postgres unavailable" :
+	const char *reason = draining ? "draining" : !pg ? kc_db_down_reason(app->db) :
 		!listening ? "listen connection down" :
 		lag_known && lag > READY_MAX_LAG_S ? "catch-up behind the newest committed event" : NULL;
 	bool		ready = reason == NULL;

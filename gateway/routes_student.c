@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "parse.h"
+#include "replica.h"
 #include "routes.h"
 
 static double
@@ -64,6 +65,50 @@ answer_view(kc_request *req, kc_response *resp, kc_body *body)
 	kc_resp_shared(resp, 200, "application/json", body);
 }
 
+/* ?min_version=V: the version the client needs at least (a push named it); 0 when absent or invalid. */
+static long long
+min_version(const kc_request *req)
+{
+	const char *s = kc_req_query(req, "min_version");
+	long long	v = 0;
+
+	if (!s || !kc_parse_int_param(s, 0, 9007199254740992LL, &v))
+		return 0;
+	return v;
+}
+
+/*
+ * A miss read on a replica: answered (true) only when the replica's view is
+ * at least min_version and the fenced fill stored it, i.e. no invalidation
+ * the replica has not replayed yet raised the fence above it. Otherwise the
+ * caller reads the primary.
+ */
+static bool
+serve_from_replica(kc_request *req, kc_response *resp, kc_view view, uint64_t ticket,
+				   const struct timespec *start)
+{
+	kc_app	   *app = req->app;
+	kc_body    *body = kc_replicas_read(app->replicas, view == KC_VIEW_HOME ? KC_STMT_HOME : KC_STMT_LEARNING,
+										req->student, min_version(req));
+
+	if (!body)
+		return false;
+	if (kc_cache_store(app->cache, view, req->student, ticket, body) != 1)
+	{
+		kc_metrics_add(KC_M_REPLICA_BEHIND, 1);
+		kc_body_unref(body);
+		return false;
+	}
+	kc_metrics_add(KC_M_FILLS, 1);
+	kc_metrics_add(KC_M_REPLICA_READS, 1);
+	log_cache(KC_LOG_INFO, "Cache SET", req->student, view, "filled_from_replica", false, body->version,
+			  ms_since(start));
+	kc_metrics_cache(req->route, KC_CACHE_OUT_MISS);
+	resp->x_cache = "MISS";
+	answer_view(req, resp, body);
+	return true;
+}
+
 static void
 serve_view(kc_request *req, kc_response *resp, kc_view view)
 {
@@ -97,6 +142,8 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 		{
 			outcome = KC_CACHE_OUT_MISS;
 			log_cache(KC_LOG_DEBUG, "Cache MISS", student, view, "not_cached", false, -1, ms_since(&start));
+			if (app->replicas && serve_from_replica(req, resp, view, ticket, &start))
+				return;
 		}
 	}
 	st = kc_db_exec(app->db, view == KC_VIEW_HOME ? KC_STMT_HOME : KC_STMT_LEARNING,

@@ -181,7 +181,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	kc_log_set_level(KC_LOG_ERROR);
-	db = kc_db_create(dburl, 1, 5000);
+	db = kc_db_create(dburl, 1, 5000, "postgres");
 	if (!db)
 	{
 		printf("not ok - race: setup\n");

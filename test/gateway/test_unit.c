@@ -423,6 +423,24 @@ test_notify(void)
 		  !kc_notify_parse("not json", &ev, &buf), "notify: a student that is not a uuid is refused");
 }
 
+/* libpq's message for a multi-host URL: one line per host it tried */
+static void
+test_why_down(void)
+{
+	check(kc_db_why_down("connection to server at \"127.0.0.1\", port 5433 failed: session is read-only\n") ==
+		  KC_DB_DOWN_STANDBYS, "why down: a read-only session is a standby");
+	check(kc_db_why_down("connection to server at \"a\" (10.0.0.1), port 5432 failed: server is in hot standby mode\n"
+						 "connection to server at \"b\" (10.0.0.2), port 5432 failed: session is read-only\n") ==
+		  KC_DB_DOWN_STANDBYS, "why down: every host a standby");
+	check(kc_db_why_down("connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n"
+						 "\tIs the server running on that host and accepting TCP/IP connections?\n"
+						 "connection to server at \"127.0.0.1\", port 5433 failed: session is read-only\n") ==
+		  KC_DB_DOWN_STANDBYS_AND_UNREACHABLE, "why down: a standby and a host that did not answer");
+	check(kc_db_why_down("connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n") ==
+		  KC_DB_DOWN_UNREACHABLE && kc_db_why_down("") == KC_DB_DOWN_UNREACHABLE,
+		  "why down: no standby among the hosts");
+}
+
 int
 main(void)
 {
@@ -436,6 +454,7 @@ main(void)
 	test_auth();
 	test_queries();
 	test_notify();
+	test_why_down();
 	printf("# unit: %d failed\n", failures);
 	return failures ? 1 : 0;
 }
