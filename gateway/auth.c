@@ -3,9 +3,10 @@
  * the token header before any signature work: "none", RS*, ES* and HS384/512
  * tokens are refused whatever the library would accept.
  *
- * A verified token is remembered per thread (small direct-mapped table keyed
- * by the whole token text), so a client that sends the same token on every
- * request pays for the HMAC once; exp is still checked on every request.
+ * A verified token is remembered (auth_cache.c: one table for every thread,
+ * keyed by the whole token text and the secret), so a client that sends the
+ * same token again pays for the HMAC once; exp is still checked on every
+ * request.
  */
 #include "auth.h"
 
@@ -17,26 +18,9 @@
 #include <strings.h>
 #include <stdint.h>
 
+#include "auth_cache.h"
+
 #define MAX_TOKEN 4096
-#define VERIFIED_SLOTS 64		/* per thread */
-#define VERIFIED_MAX_LEN 1024	/* longer tokens are verified every time */
-
-/* A token that passed every check, with what it proved. */
-typedef struct verified_token
-{
-	size_t		len;			/* 0: empty slot */
-	long		exp;
-	kc_principal principal;
-	char		token[VERIFIED_MAX_LEN];
-} verified_token;
-
-typedef struct verified_cache
-{
-	uint64_t	secret_hash;	/* the table is emptied when the secret changes */
-	verified_token slots[VERIFIED_SLOTS];
-} verified_cache;
-
-static __thread verified_cache verified;	/* thread storage: nothing to free */
 
 bool
 kc_uuid_normalize(const char *s, char out[37])
@@ -124,37 +108,6 @@ header_is_hs256(const char *token)
 	ok = cJSON_IsString(alg) && strcmp(alg->valuestring, "HS256") == 0;
 	cJSON_Delete(h);
 	return ok;
-}
-
-/* FNV-1a: spreads tokens over the slots; equality is always checked on the text. */
-static uint64_t
-hash_bytes(const char *s, size_t len)
-{
-	uint64_t	h = 1469598103934665603ULL;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		h ^= (unsigned char) s[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
-/* The slot token would use in this thread's table (NULL when it cannot be cached). */
-static verified_token *
-verified_slot(const char *secret, const char *token, size_t len)
-{
-	uint64_t	sh;
-
-	if (len >= VERIFIED_MAX_LEN)
-		return NULL;
-	sh = hash_bytes(secret, strlen(secret)) | 1;
-	if (verified.secret_hash != sh)
-	{
-		memset(verified.slots, 0, sizeof(verified.slots));
-		verified.secret_hash = sh;
-	}
-	return &verified.slots[hash_bytes(token, len) % VERIFIED_SLOTS];
 }
 
 /*
@@ -263,7 +216,7 @@ kc_auth_verify(const char *secret, const char *authorization, time_t now,
 {
 	const char *token;
 	size_t		len;
-	verified_token *slot;
+	uint64_t	secret_hash;
 	kc_auth_result res;
 	long		exp = 0;
 
@@ -282,27 +235,22 @@ kc_auth_verify(const char *secret, const char *authorization, time_t now,
 		*why = "token too long";
 		return KC_AUTH_INVALID;
 	}
-	slot = verified_slot(secret, token, len);
-	if (slot && slot->len == len && memcmp(slot->token, token, len) == 0)
+	secret_hash = kc_auth_hash(secret, strlen(secret));
+	if (kc_auth_cache_get(secret_hash, token, len, &exp, p))
 	{
 		/* the very same text passed every check before; only time can have changed */
-		if (slot->exp <= now)
+		if (exp <= now)
 		{
-			slot->len = 0;
+			kc_auth_cache_forget(secret_hash, token, len);
+			memset(p, 0, sizeof(*p));
 			*why = "token expired";
 			return KC_AUTH_EXPIRED;
 		}
-		*p = slot->principal;
 		return KC_AUTH_OK;
 	}
 	res = verify_token(secret, token, now, p, why, &exp);
-	if (res == KC_AUTH_OK && slot)
-	{
-		memcpy(slot->token, token, len);
-		slot->len = len;
-		slot->exp = exp;
-		slot->principal = *p;
-	}
+	if (res == KC_AUTH_OK)
+		kc_auth_cache_put(secret_hash, token, len, exp, p);
 	return res;
 }
 

@@ -255,11 +255,12 @@ done:
 }
 
 kc_get_result
-kc_cache_lookup(kc_cache *c, kc_view view, const char *student, kc_body **body,
-				uint64_t *ticket, bool *local_hit)
+kc_cache_lookup(kc_cache *c, kc_view view, const char *student, long long min_version,
+				kc_body **body, uint64_t *ticket, bool *local_hit)
 {
 	char		key[128];
 	kc_get_result res;
+	bool		too_old = false;
 
 	*body = NULL;
 	*ticket = 0;
@@ -267,18 +268,28 @@ kc_cache_lookup(kc_cache *c, kc_view view, const char *student, kc_body **body,
 	if (c->local)
 	{
 		*body = kc_local_get(c->local, view, student, now_ms());
-		if (*body)
+		if (*body && (*body)->version >= min_version)
 		{
 			*local_hit = true;
 			return KC_GET_HIT;
 		}
+		/* older than the client already saw pushed: this gateway's listener is behind */
+		too_old = *body != NULL;
+		kc_body_unref(*body);
+		*body = NULL;
 		*ticket = kc_local_ticket(c->local, student);
 	}
 	kc_cache_key(key, sizeof(key), view, student);
 	res = redis_get_body(c, key, body);
+	if (res == KC_GET_HIT && (*body)->version < min_version)
+	{
+		kc_body_unref(*body);
+		*body = NULL;
+		return KC_GET_TOO_OLD;
+	}
 	if (res == KC_GET_HIT && c->local)
 		kc_local_put(c->local, view, student, *ticket, *body);
-	return res;
+	return res == KC_GET_MISS && too_old ? KC_GET_TOO_OLD : res;
 }
 
 int

@@ -33,6 +33,7 @@ typedef enum kc_get_result
 {
 	KC_GET_HIT,
 	KC_GET_MISS,
+	KC_GET_TOO_OLD,				/* cached, but older than the request needs: a miss */
 	KC_GET_ERROR				/* Redis failed: the caller bypasses */
 } kc_get_result;
 
@@ -59,11 +60,14 @@ bool		kc_cache_enable_local(kc_cache *c, int students);
 
 /*
  * The request path. HIT: *body holds a reference (kc_body_unref it), from this
- * process (*local_hit) or from Redis. MISS: read the view from Postgres, then
- * hand it to kc_cache_store with *ticket. ERROR: Redis failed, bypass.
+ * process (*local_hit) or from Redis, at version min_version or later. MISS, or
+ * TOO_OLD (what this process or Redis holds is older than min_version): read the
+ * view from Postgres, then hand it to kc_cache_store with *ticket. ERROR: Redis
+ * failed, bypass.
  */
 kc_get_result kc_cache_lookup(kc_cache *c, kc_view view, const char *student,
-							  struct kc_body **body, uint64_t *ticket, bool *local_hit);
+							  long long min_version, struct kc_body **body, uint64_t *ticket,
+							  bool *local_hit);
 /* kc_cache_fill of body, kept in process too when stored; same answers as kc_cache_fill. */
 int			kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket,
 						   struct kc_body *body);

@@ -2,11 +2,14 @@
  * cache_local.c - the in-process front of the Redis cache (see cache_local.h
  * for the freshness rules; cache.c is its only caller besides the routes).
  *
- * A direct-mapped table of buckets, one student per bucket, both views side by
- * side. Each bucket has a generation that every invalidation of a student
- * mapped to it (and every flush) increments; a ticket is that generation, so a
- * store is refused after any invalidation that could concern its student.
- * Buckets are guarded by striped mutexes held for a few loads and stores only.
+ * Sets of WAYS students each (both views of a student side by side), a power
+ * of two of them, picked by the student's hash; within a set the least
+ * recently used student makes room for a new one, so a working set up to the
+ * configured size stays in memory instead of two students thrashing one slot.
+ * Each set has a generation that every invalidation of a student mapped to it
+ * (and every flush) increments; a ticket is that generation, so a store is
+ * refused after any invalidation that could concern its student. Sets are
+ * guarded by striped mutexes held for a few loads and stores only.
  */
 #include "cache_local.h"
 
@@ -15,18 +18,26 @@
 #include <string.h>
 
 #define STRIPES 64
+#define WAYS 4
 
-typedef struct bucket
+typedef struct way
 {
 	char		student[37];	/* empty: free */
+	uint32_t	stamp;			/* last use, for the least recently used */
 	kc_body    *views[2];
+} way;
+
+typedef struct set
+{
 	uint64_t	gen;
-} bucket;
+	way			ways[WAYS];
+} set;
 
 struct kc_local
 {
-	size_t		mask;			/* buckets - 1 */
-	bucket	   *buckets;
+	size_t		mask;			/* sets - 1 */
+	set		   *sets;
+	_Atomic uint32_t clock;
 	pthread_mutex_t locks[STRIPES];
 };
 
@@ -68,10 +79,10 @@ kc_local_create(int students)
 
 	if (!l)
 		return NULL;
-	while (n < (size_t) students)
+	while (n * WAYS < (size_t) students)
 		n <<= 1;
-	l->buckets = calloc(n, sizeof(bucket));
-	if (!l->buckets)
+	l->sets = calloc(n, sizeof(set));
+	if (!l->sets)
 	{
 		free(l);
 		return NULL;
@@ -83,14 +94,14 @@ kc_local_create(int students)
 }
 
 static void
-clear_bucket(bucket *b)
+clear_way(way *w)
 {
 	for (int v = 0; v < 2; v++)
 	{
-		kc_body_unref(b->views[v]);
-		b->views[v] = NULL;
+		kc_body_unref(w->views[v]);
+		w->views[v] = NULL;
 	}
-	b->student[0] = '\0';
+	w->student[0] = '\0';
 }
 
 void
@@ -99,15 +110,16 @@ kc_local_destroy(kc_local *l)
 	if (!l)
 		return;
 	for (size_t i = 0; i <= l->mask; i++)
-		clear_bucket(&l->buckets[i]);
+		for (int w = 0; w < WAYS; w++)
+			clear_way(&l->sets[i].ways[w]);
 	for (int i = 0; i < STRIPES; i++)
 		pthread_mutex_destroy(&l->locks[i]);
-	free(l->buckets);
+	free(l->sets);
 	free(l);
 }
 
 static size_t
-bucket_of(const kc_local *l, const char *student)
+set_of(const kc_local *l, const char *student)
 {
 	uint64_t	h = 1469598103934665603ULL;
 
@@ -125,23 +137,37 @@ lock_of(kc_local *l, size_t i)
 	return &l->locks[i % STRIPES];
 }
 
+/* The way holding student in s, or NULL. */
+static way *
+way_of(set *s, const char *student)
+{
+	for (int w = 0; w < WAYS; w++)
+		if (strcmp(s->ways[w].student, student) == 0)
+			return &s->ways[w];
+	return NULL;
+}
+
 kc_body *
 kc_local_get(kc_local *l, kc_view view, const char *student, long long now_ms)
 {
-	size_t		i = bucket_of(l, student);
-	bucket	   *b = &l->buckets[i];
+	size_t		i = set_of(l, student);
+	way		   *w;
 	kc_body    *body = NULL;
 
 	pthread_mutex_lock(lock_of(l, i));
-	if (b->views[view] && strcmp(b->student, student) == 0)
+	w = way_of(&l->sets[i], student);
+	if (w && w->views[view])
 	{
-		if (b->views[view]->expires_ms && b->views[view]->expires_ms <= now_ms)
+		if (w->views[view]->expires_ms && w->views[view]->expires_ms <= now_ms)
 		{
-			kc_body_unref(b->views[view]);
-			b->views[view] = NULL;
+			kc_body_unref(w->views[view]);
+			w->views[view] = NULL;
 		}
 		else
-			body = kc_body_ref(b->views[view]);
+		{
+			body = kc_body_ref(w->views[view]);
+			w->stamp = atomic_fetch_add_explicit(&l->clock, 1, memory_order_relaxed);
+		}
 	}
 	pthread_mutex_unlock(lock_of(l, i));
 	return body;
@@ -150,35 +176,57 @@ kc_local_get(kc_local *l, kc_view view, const char *student, long long now_ms)
 uint64_t
 kc_local_ticket(kc_local *l, const char *student)
 {
-	size_t		i = bucket_of(l, student);
+	size_t		i = set_of(l, student);
 	uint64_t	gen;
 
 	pthread_mutex_lock(lock_of(l, i));
-	gen = l->buckets[i].gen;
+	gen = l->sets[i].gen;
 	pthread_mutex_unlock(lock_of(l, i));
 	return gen;
+}
+
+/* The way student may take in s: its own, a free one, or the least recently used (evicted). */
+static way *
+way_for(kc_local *l, set *s, const char *student)
+{
+	uint32_t	now = atomic_load_explicit(&l->clock, memory_order_relaxed);
+	way		   *w = way_of(s, student);
+
+	if (w)
+		return w;
+	for (int i = 0; i < WAYS; i++)
+		if (!s->ways[i].student[0])
+			w = &s->ways[i];
+	if (!w)
+	{
+		w = &s->ways[0];
+		for (int i = 1; i < WAYS; i++)
+			if ((uint32_t) (now - s->ways[i].stamp) > (uint32_t) (now - w->stamp))
+				w = &s->ways[i];
+		/* another student lived here: evict it (its tickets stay valid, harmlessly) */
+		clear_way(w);
+	}
+	memcpy(w->student, student, sizeof(w->student));
+	return w;
 }
 
 void
 kc_local_put(kc_local *l, kc_view view, const char *student, uint64_t ticket, kc_body *body)
 {
-	size_t		i = bucket_of(l, student);
-	bucket	   *b = &l->buckets[i];
+	size_t		i = set_of(l, student);
+	set		   *s = &l->sets[i];
 
 	pthread_mutex_lock(lock_of(l, i));
-	if (b->gen == ticket)
+	if (s->gen == ticket)
 	{
-		if (strcmp(b->student, student) != 0)
+		way		   *w = way_for(l, s, student);
+
+		if (!w->views[view] || w->views[view]->version <= body->version)
 		{
-			/* another student lived here: evict it (its tickets stay valid, harmlessly) */
-			clear_bucket(b);
-			memcpy(b->student, student, sizeof(b->student));
+			kc_body_unref(w->views[view]);
+			w->views[view] = kc_body_ref(body);
 		}
-		if (!b->views[view] || b->views[view]->version <= body->version)
-		{
-			kc_body_unref(b->views[view]);
-			b->views[view] = kc_body_ref(body);
-		}
+		w->stamp = atomic_fetch_add_explicit(&l->clock, 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(lock_of(l, i));
 }
@@ -186,13 +234,14 @@ kc_local_put(kc_local *l, kc_view view, const char *student, uint64_t ticket, kc
 void
 kc_local_invalidate(kc_local *l, const char *student)
 {
-	size_t		i = bucket_of(l, student);
-	bucket	   *b = &l->buckets[i];
+	size_t		i = set_of(l, student);
+	way		   *w;
 
 	pthread_mutex_lock(lock_of(l, i));
-	b->gen++;
-	if (strcmp(b->student, student) == 0)
-		clear_bucket(b);
+	l->sets[i].gen++;
+	w = way_of(&l->sets[i], student);
+	if (w)
+		clear_way(w);
 	pthread_mutex_unlock(lock_of(l, i));
 }
 
@@ -204,8 +253,9 @@ kc_local_flush(kc_local *l)
 		pthread_mutex_lock(&l->locks[s]);
 		for (size_t i = (size_t) s; i <= l->mask; i += STRIPES)
 		{
-			l->buckets[i].gen++;
-			clear_bucket(&l->buckets[i]);
+			l->sets[i].gen++;
+			for (int w = 0; w < WAYS; w++)
+				clear_way(&l->sets[i].ways[w]);
 		}
 		pthread_mutex_unlock(&l->locks[s]);
 	}

@@ -42,7 +42,7 @@ void		kc_body_unref(kc_body *b);
 
 typedef struct kc_local kc_local;
 
-/* Room for about `students` students (rounded up to a power of two). */
+/* Room for `students` students (rounded up to a power of two), in sets of four, least recently used out. */
 kc_local   *kc_local_create(int students);
 void		kc_local_destroy(kc_local *l);
 

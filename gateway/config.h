@@ -22,6 +22,7 @@ typedef struct kc_config
 	bool		auth;			/* false only for local demos */
 	int			cache_ttl;		/* seconds, safety net only */
 	int			local_cache;	/* students kept in process too; 0: off */
+	int			token_cache;	/* verified tokens remembered; 0: off */
 	char	   *cors_origins;	/* comma list, "*" or empty (no CORS) */
 	kc_log_level log_level;
 	int			threads;		/* HTTP worker threads */

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 
 #include "auth.h"
+#include "auth_cache.h"
 #include "cache.h"
 #include "config.h"
 #include "db.h"
@@ -140,7 +141,8 @@ main(int argc, char **argv)
 	app.db = kc_db_create(cfg.database_url, cfg.pg_pool, cfg.pg_timeout_ms, "postgres");
 	/* one extra Redis connection for the listener */
 	app.cache = kc_cache_create(cfg.redis_url, cfg.redis_pool + 1, cfg.cache_ttl, err, sizeof(err));
-	if (!app.db || !app.cache || !kc_cache_enable_local(app.cache, cfg.local_cache))
+	if (!app.db || !app.cache || !kc_cache_enable_local(app.cache, cfg.local_cache) ||
+		!kc_auth_cache_init(cfg.token_cache))
 	{
 		fprintf(stderr, "kc-gateway: %s\n", app.cache ? "out of memory" : err);
 		return 2;
@@ -179,6 +181,7 @@ main(int argc, char **argv)
 		kc_log_int(&l, "cacheTtl", cfg.cache_ttl);
 		kc_log_int(&l, "localCache", cfg.local_cache);
 		kc_log_bool(&l, "replicas", app.replicas != NULL);
+		kc_log_int(&l, "tokenCache", cfg.token_cache);
 		kc_log_end(&l);
 	}
 
@@ -190,6 +193,7 @@ main(int argc, char **argv)
 	kc_ws_free(&app);
 	kc_cache_destroy(app.cache);
 	kc_replicas_destroy(app.replicas);
+	kc_auth_cache_free();
 	kc_db_destroy(app.db);
 	free(app.index_html);
 	free(app.admin_html);

@@ -152,7 +152,7 @@ add_cors(kc_app *app, struct MHD_Connection *conn, struct MHD_Response *resp,
 	if (preflight)
 	{
 		MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
-		MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, If-None-Match");
+		MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, If-None-Match, KC-Min-Version");
 		MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
 	}
 }

@@ -49,6 +49,12 @@ typedef struct kc_request
 	const struct kc_route *route;	/* its row of the route table (routes.h) */
 	char		student[37];	/* whose data, once the access rule passed; "": every student's */
 	const char *param;			/* the path's {id} segment: "" when none, NULL when too long */
+	/*
+	 * The view version this request needs (docs/design.md §6, version tokens):
+	 * an answer must show at least this version; 0: any. Set by the view routes
+	 * from ?min_version= or the KC-Min-Version header before they read.
+	 */
+	long long	min_version;
 	kc_principal principal;
 	void	   *held;			/* malloc'd by the route; freed when the request is over */
 } kc_request;

@@ -5,6 +5,10 @@
  *   usable cache, hit   -> body from this process (--local-cache) or Redis  HIT
  *   usable cache, miss  -> kc_flow.student_home(id), then a fenced fill  MISS
  *   cache not usable or Redis failing -> Postgres only           BYPASS
+ * A client that was pushed an event names its version (?min_version=V or the
+ * KC-Min-Version header; docs/design.md §6, version tokens): a cached view older
+ * than V is not answered, the request reads Postgres as on a miss, so a gateway
+ * whose listener is behind another's never shows a view older than a push.
  * The ETag is "v{version}" of the body, so a client's If-None-Match turns into a
  * 304 without sending the body again. sessions is paginated and never cached.
  */
@@ -19,6 +23,9 @@
 #include "parse.h"
 #include "replica.h"
 #include "routes.h"
+
+/* One below bigint's largest: any version a student's views can reach. */
+#define MAX_VERSION 9223372036854775806LL
 
 static double
 ms_since(const struct timespec *start)
@@ -50,6 +57,35 @@ log_cache(kc_log_level level, const char *msg, const char *student, kc_view view
 	kc_log_end(&l);
 }
 
+/*
+ * Reads the version the request needs into req->min_version: the larger of
+ * ?min_version= and the KC-Min-Version header, 0 when neither is given; false
+ * with a 400 in resp when either is not a non-negative integer.
+ */
+static bool
+read_min_version(kc_request *req, kc_response *resp)
+{
+	const char *sources[2] = {kc_req_query(req, "min_version"), kc_req_header(req, "KC-Min-Version")};
+	long long	v;
+
+	req->min_version = 0;
+	for (int i = 0; i < 2; i++)
+	{
+		if (!sources[i])
+			continue;
+		if (!kc_parse_int_param(sources[i], 0, MAX_VERSION, &v))
+		{
+			kc_resp_error(resp, 400, "bad_request",
+						  i == 0 ? "min_version must be a non-negative integer"
+						  : "KC-Min-Version must be a non-negative integer");
+			return false;
+		}
+		if (v > req->min_version)
+			req->min_version = v;
+	}
+	return true;
+}
+
 /* Answers 304 when the client already holds this version, else 200 with body (one reference, taken over). */
 static void
 answer_view(kc_request *req, kc_response *resp, kc_body *body)
@@ -65,18 +101,6 @@ answer_view(kc_request *req, kc_response *resp, kc_body *body)
 	kc_resp_shared(resp, 200, "application/json", body);
 }
 
-/* ?min_version=V: the version the client needs at least (a push named it); 0 when absent or invalid. */
-static long long
-min_version(const kc_request *req)
-{
-	const char *s = kc_req_query(req, "min_version");
-	long long	v = 0;
-
-	if (!s || !kc_parse_int_param(s, 0, 9007199254740992LL, &v))
-		return 0;
-	return v;
-}
-
 /*
  * A miss read on a replica: answered (true) only when the replica's view is
  * at least min_version and the fenced fill stored it, i.e. no invalidation
@@ -89,7 +113,7 @@ serve_from_replica(kc_request *req, kc_response *resp, kc_view view, uint64_t ti
 {
 	kc_app	   *app = req->app;
 	kc_body    *body = kc_replicas_read(app->replicas, view == KC_VIEW_HOME ? KC_STMT_HOME : KC_STMT_LEARNING,
-										req->student, min_version(req));
+										req->student, req->min_version);
 
 	if (!body)
 		return false;
@@ -123,25 +147,31 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 	kc_body    *body = NULL;
 	uint64_t	ticket = 0;
 
+	if (!read_min_version(req, resp))
+		return;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	if (kc_cache_usable(app->cache))
 	{
 		bool		local;
-		kc_get_result g = kc_cache_lookup(app->cache, view, student, &body, &ticket, &local);
+		kc_get_result g = kc_cache_lookup(app->cache, view, student, req->min_version,
+										  &body, &ticket, &local);
 
 		if (g == KC_GET_HIT)
 		{
-			log_cache(KC_LOG_DEBUG, "Cache HIT", student, view, local ? "cached_in_process" : "cached",
-					  true, body->version, ms_since(&start));
+			if (kc_log_enabled(KC_LOG_DEBUG))	/* the hot path: no clock read for a line not written */
+				log_cache(KC_LOG_DEBUG, "Cache HIT", student, view, local ? "cached_in_process" : "cached",
+						  true, body->version, ms_since(&start));
 			kc_metrics_cache(req->route, KC_CACHE_OUT_HIT);
 			resp->x_cache = "HIT";
 			answer_view(req, resp, body);
 			return;
 		}
-		if (g == KC_GET_MISS)
+		if (g == KC_GET_MISS || g == KC_GET_TOO_OLD)
 		{
 			outcome = KC_CACHE_OUT_MISS;
-			log_cache(KC_LOG_DEBUG, "Cache MISS", student, view, "not_cached", false, -1, ms_since(&start));
+			log_cache(KC_LOG_DEBUG, "Cache MISS", student, view,
+					  g == KC_GET_MISS ? "not_cached" : "older_than_min_version", g == KC_GET_TOO_OLD, -1,
+					  ms_since(&start));
 			if (app->replicas && serve_from_replica(req, resp, view, ticket, &start))
 				return;
 		}

@@ -86,7 +86,7 @@ lookup(kc_cache *cache, const char *student, long long *version, uint64_t *ticke
 {
 	kc_body    *body;
 	bool		local;
-	kc_get_result g = kc_cache_lookup(cache, KC_VIEW_HOME, student, &body, ticket, &local);
+	kc_get_result g = kc_cache_lookup(cache, KC_VIEW_HOME, student, 0, &body, ticket, &local);
 
 	*version = g == KC_GET_HIT ? body->version : -1;
 	kc_body_unref(body);

@@ -14,6 +14,7 @@
 #include <jwt.h>
 
 #include "auth.h"
+#include "auth_cache.h"
 #include "cache.h"
 #include "config.h"
 #include "listen.h"
@@ -297,7 +298,7 @@ test_auth(void)
 	}
 	free(t);
 	{
-		/* a verified token is remembered per thread: same answers, exp still enforced */
+		/* a verified token is remembered: same answers, exp still enforced */
 		char		header[8192];
 
 		t = kc_auth_issue("k3y", s1, "student", 60);
@@ -351,6 +352,51 @@ test_auth(void)
 		check(!kc_uuid_normalize("abcdef01-2345-6789-abcd-ef012345678g", uuid), "uuid: non-hex refused");
 		check(!kc_uuid_normalize("abcdef01x2345-6789-abcd-ef0123456789", uuid), "uuid: bad dash refused");
 	}
+}
+
+/* The table of verified tokens: it holds its working set, and forgets the least recently used. */
+static void
+test_token_table(void)
+{
+	kc_principal p = {.authenticated = true};
+	kc_principal got;
+	long		exp;
+	char		tok[64];
+	int			found = 0;
+	uint64_t	secret = kc_auth_hash("k3y", 3);
+
+	check(kc_auth_cache_init(65536), "token table: made for 65536 tokens (the default)");
+	for (int i = 0; i < 10000; i++)
+	{
+		snprintf(tok, sizeof(tok), "token-%d", i);
+		snprintf(p.sub, sizeof(p.sub), "sub-%d", i);
+		kc_auth_cache_put(secret, tok, strlen(tok), 1000 + i, &p);
+	}
+	for (int i = 0; i < 10000; i++)
+	{
+		char		sub[64];
+
+		snprintf(tok, sizeof(tok), "token-%d", i);
+		snprintf(sub, sizeof(sub), "sub-%d", i);
+		if (kc_auth_cache_get(secret, tok, strlen(tok), &exp, &got) && exp == 1000 + i &&
+			strcmp(got.sub, sub) == 0)
+			found++;
+	}
+	check(found >= 9990, "token table: 10,000 tokens in a table of 65,536 are all (>= 99.9%) remembered");
+	check(!kc_auth_cache_get(kc_auth_hash("other", 5), "token-1", 7, &exp, &got),
+		  "token table: a token is not found under another secret");
+	check(kc_auth_cache_init(4), "token table: made for 4 tokens (one set)");
+	for (int i = 0; i < 4; i++)
+	{
+		snprintf(tok, sizeof(tok), "t%d", i);
+		kc_auth_cache_put(secret, tok, strlen(tok), 1, &p);
+	}
+	kc_auth_cache_get(secret, "t0", 2, &exp, &got);	/* t1 is now the least recently used */
+	kc_auth_cache_put(secret, "t4", 2, 1, &p);
+	check(kc_auth_cache_get(secret, "t0", 2, &exp, &got) && !kc_auth_cache_get(secret, "t1", 2, &exp, &got) &&
+		  kc_auth_cache_get(secret, "t4", 2, &exp, &got), "token table: the least recently used token goes first");
+	kc_auth_cache_forget(secret, "t4", 2);
+	check(!kc_auth_cache_get(secret, "t4", 2, &exp, &got), "token table: a forgotten token is gone");
 }
 
 static void
@@ -451,7 +497,9 @@ main(void)
 	test_config();
 	test_redis_url();
 	test_log_escape();
+	check(kc_auth_cache_init(64), "auth: the table of verified tokens is made");
 	test_auth();
+	test_token_table();
 	test_queries();
 	test_notify();
 	test_why_down();
