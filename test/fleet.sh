@@ -42,23 +42,27 @@ KC_FLEET_MONITOR_PG_BIN=${KC_FLEET_MONITOR_PG_BIN:-/usr/lib/postgresql/15/bin}
 # runs a command as postgres in the same process (exec, unlike runuser), so its pid is known
 KC_FLEET_AS=()
 [ "$(id -u)" = 0 ] && KC_FLEET_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+# pg_autoctl connects to its nodes with libpq: the caller's PG* defaults (a test harness's
+# database, port) must not leak into those connections
+KC_FLEET_CLEAN_ENV=(-u PGHOST -u PGPORT -u PGDATABASE -u PGUSER -u PGDATA -u PGSERVICE)
 
 # _kc_fleet_autoctl FLEET ARG...: pg_autoctl as postgres, its files under FLEET/autoctl
 _kc_fleet_autoctl() {
     local fleet=$1
     shift
-    kc_as_postgres env XDG_CONFIG_HOME="$fleet/autoctl/config" XDG_DATA_HOME="$fleet/autoctl/data" \
-        XDG_RUNTIME_DIR="$fleet/autoctl/run" pg_autoctl "$@"
+    kc_as_postgres env "${KC_FLEET_CLEAN_ENV[@]}" XDG_CONFIG_HOME="$fleet/autoctl/config" \
+        XDG_DATA_HOME="$fleet/autoctl/data" XDG_RUNTIME_DIR="$fleet/autoctl/run" pg_autoctl "$@"
 }
 
 # _kc_fleet_run FLEET NAME: starts `pg_autoctl run` of FLEET/NAME in a session of its own;
 # its pid in FLEET/NAME/autoctl.pid, its log in FLEET/NAME/autoctl.log
 _kc_fleet_run() {
     local fleet=$1 name=$2
-    (cd "$fleet" && exec "${KC_FLEET_AS[@]}" env XDG_CONFIG_HOME="$fleet/autoctl/config" \
+    (cd "$fleet" && exec "${KC_FLEET_AS[@]}" env "${KC_FLEET_CLEAN_ENV[@]}" XDG_CONFIG_HOME="$fleet/autoctl/config" \
         XDG_DATA_HOME="$fleet/autoctl/data" XDG_RUNTIME_DIR="$fleet/autoctl/run" \
         setsid pg_autoctl run --pgdata "$fleet/$name/data") </dev/null >>"$fleet/$name/autoctl.log" 2>&1 &
     echo $! >"$fleet/$name/autoctl.pid"
+    disown $!               # stopped by its pid, and killed on purpose: no job report
 }
 
 # _kc_fleet_get FLEET NAME: prints the value of NAME in FLEET/fleet.env
@@ -160,6 +164,7 @@ _kc_fleet_haproxy() {
     (cd "$dir" && exec "${KC_FLEET_AS[@]}" setsid haproxy -db -f "$dir/haproxy.cfg") </dev/null \
         >"$dir/haproxy.log" 2>&1 &
     echo $! >"$dir/haproxy.pid"
+    disown $!
     for _ in $(seq 1 100); do
         curl -sf --cacert "$dir/cert.pem" -o /dev/null "https://127.0.0.1:$HAPROXY_PORT/readyz" && return 0
         sleep 0.1
