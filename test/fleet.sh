@@ -89,7 +89,7 @@ kc_fleet_wait() {
         [ $ok = 1 ] && return 0
         sleep 0.25
     done
-    echo "kc_fleet_wait: after $seconds s the monitor says:" $state "(wanted $*)" >&2
+    echo "kc_fleet_wait: after $seconds s the monitor says: $(paste -sd, <<<"$state") (wanted $*)" >&2
     return 1
 }
 
