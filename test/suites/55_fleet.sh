@@ -59,9 +59,9 @@ else
     echo "not ok - fleet: the primary runs the 2 kc_flow workers, the standby (in recovery) none (primary: $workers, standby: $standby)"
 fi
 
-FLEET=$FLEET KC_JWT_SECRET=$SECRET timeout 300 $PY "$KC_ROOT/test/fleet/test_fleet.py"
+FLEET=$FLEET KC_JWT_SECRET=$SECRET timeout 240 $PY "$KC_ROOT/test/fleet/test_fleet.py"
 rc=$?
-[ $rc -eq 124 ] && echo "not ok - fleet: the checks finished within 300 s"
+[ $rc -eq 124 ] && echo "not ok - fleet: the checks finished within 240 s"
 [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "not ok - fleet: test program exited with $rc"
 if [ -n "${KC_FLEET_KEEP_LOGS:-}" ]; then cp -r "$FLEET" "$KC_FLEET_KEEP_LOGS" 2>/dev/null; fi
 exit 0
