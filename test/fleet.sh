@@ -21,8 +21,8 @@
 #       stops everything kc_fleet_start started (HAProxy, gateways, Redis, the nodes and
 #       the monitor); safe to call twice, and on a fleet that started part-way.
 #   kc_fleet_node_kill FLEET NODE
-#       the machine of NODE (node1|node2) dies: SIGKILL to its pg_autoctl and its Postgres,
-#       the whole session at once, so that nothing restarts Postgres behind the monitor.
+#       the machine of NODE (node1|node2) dies: SIGKILL at once to its pg_autoctl (whose
+#       keeper would otherwise restart Postgres in place), its postmaster and its backends.
 #   kc_fleet_node_start FLEET NODE
 #       starts NODE's pg_autoctl again (it rejoins: an old primary comes back as a standby).
 #   kc_fleet_state FLEET
@@ -38,6 +38,8 @@
 # primary_demote_timeout (8 s) stays above each keeper's network_partition_timeout (5 s), so
 # an isolated primary has demoted itself before the monitor promotes the standby.
 
+# the monitor's Postgres: the Debian one, where postgresql-15-auto-failover put its extension
+# (the data nodes use PG_BIN, where kc_flow is installed; on a CI machine both are the same)
 KC_FLEET_MONITOR_PG_BIN=${KC_FLEET_MONITOR_PG_BIN:-/usr/lib/postgresql/15/bin}
 # runs a command as postgres in the same process (exec, unlike runuser), so its pid is known
 KC_FLEET_AS=()
