@@ -3,6 +3,7 @@
 #   make install    install the extension into the server found by PG_CONFIG
 #   make test       everything (installs what it needs, starts throwaway servers)
 #   make run        the system with demo data
+#   make run-fleet  the same on a fleet: failover Postgres, Redis, 3 gateways, HAProxy (TLS)
 #   make bench      every benchmark, beside the machine's own limits (docs/benchmarks.md)
 
 EXTENSION   = kc_flow
@@ -26,7 +27,7 @@ kc_flow--0.2.0.sql: $(sort $(wildcard extension/schema/*.sql))
 	cat $^ > $@
 
 all: gateway
-.PHONY: gateway test run bench
+.PHONY: gateway test run run-fleet bench
 gateway:
 	@if [ -f gateway/Makefile ] && [ -z "$(NO_GATEWAY)" ]; then $(MAKE) -C gateway; fi
 
@@ -35,6 +36,9 @@ test:
 
 run:
 	bash scripts/run-demo.sh
+
+run-fleet:
+	bash scripts/run-fleet.sh
 
 bench:
 	bash bench/run_all.sh

@@ -4,7 +4,9 @@
 # single suite needs beyond the list: chromium for the browser suite, clang for the fuzzers),
 # that are not installed yet. Safe to run again; installing needs root, or sudo.
 #   run   build the extension and the gateway, and run them: `make run` (scripts/run-demo.sh)
-#   test  that, plus what the test suites and the benchmarks use (test/run.sh, bench/)
+#   fleet `run`, plus the fleet's parts: `make run-fleet` (scripts/run-fleet.sh, test/fleet.sh:
+#         pg_auto_failover, HAProxy, openssl for its certificate)
+#   test  `fleet`, plus what the test suites and the benchmarks use (test/run.sh, bench/)
 #   deb   `run`, plus what building and checking the Debian packages takes (debian/,
 #         dpkg-buildpackage -b; test/suites/85_debian.sh)
 set -euo pipefail
@@ -15,6 +17,9 @@ run_packages=(
   libmicrohttpd-dev libhiredis-dev libcjson-dev libjwt-dev libwslay-dev libssl-dev
   curl procps python3
 )
+fleet_packages=(
+  postgresql-15-auto-failover haproxy openssl
+)
 test_packages=(
   postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk python3-psycopg2 python3-websockets
 )
@@ -24,9 +29,10 @@ deb_packages=(
 
 case "${1:-}" in
   run)  packages=("${run_packages[@]}") ;;
-  test) packages=("${run_packages[@]}" "${test_packages[@]}") ;;
+  fleet) packages=("${run_packages[@]}" "${fleet_packages[@]}") ;;
+  test) packages=("${run_packages[@]}" "${fleet_packages[@]}" "${test_packages[@]}") ;;
   deb)  packages=("${run_packages[@]}" "${deb_packages[@]}") ;;
-  *)    echo "usage: test/deps.sh run|test|deb [PACKAGE...]" >&2; exit 2 ;;
+  *)    echo "usage: test/deps.sh run|fleet|test|deb [PACKAGE...]" >&2; exit 2 ;;
 esac
 shift
 packages+=("$@")
