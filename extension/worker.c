@@ -232,7 +232,12 @@ kcf_worker_main(Datum main_arg)
 
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{
-		/* an error escaped a round: report it, clean up, pause, go on */
+		/*
+		 * an error escaped a round: report it, clean up, pause, go on.  The
+		 * error context stack still names frames of the failed round; left
+		 * alone, the next error would walk into them.
+		 */
+		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
 		AbortCurrentTransaction();
