@@ -42,10 +42,10 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 
 /*
  * Whether trainer <t> has a booking overlapping plan times $2: one probe of
- * the exclusion constraint's index with the plan as a multirange, which the
- * index checks exactly against each of the trainer's booked times in the
- * plan's span, so that no booking row is fetched unless it overlaps.  OFFSET
- * 0 keeps it a per-candidate probe, evaluated lazily.
+ * the exclusion constraint's index with the plan as a multirange.  It finds
+ * the trainer's bookings whose span meets the plan's, one row per allocation
+ * (so at most the trainer's capacity), and compares each exactly.  OFFSET 0
+ * keeps it a per-candidate probe, evaluated lazily.
  */
 #define BOOKED_SQL(t) \
 	"EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b" \
