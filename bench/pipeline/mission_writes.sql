@@ -103,7 +103,8 @@ $$;
 -- with a free place in order of load, then id; the first not booked at any planned time (one
 -- probe of the sessions' exclusion index with the plan as a multirange) and available at
 -- every planned session in its own zone; locked, skipping trainers another transaction is
--- booking. The same rules as kc_flow's stage, with nothing of kc_flow's in it.
+-- booking, and its bookings checked again once locked. The same rules as kc_flow's stage,
+-- with nothing of kc_flow's in it.
 
 CREATE TABLE mission.trainers (
     id        uuid PRIMARY KEY,
@@ -156,11 +157,14 @@ BEGIN
                    AND a.start_time <= (s AT TIME ZONE candidate.timezone)::time
                    AND (s + make_interval(mins => p.minutes)) AT TIME ZONE candidate.timezone
                        <= (s AT TIME ZONE candidate.timezone)::date + a.end_time));
-        UPDATE mission.trainers t SET load = t.load + 1
-         WHERE t.id = (SELECT x.id FROM mission.trainers x WHERE x.id = candidate.id AND x.load < x.capacity
-                        FOR NO KEY UPDATE SKIP LOCKED)
-        RETURNING t.id INTO trainer;
-        EXIT WHEN trainer IS NOT NULL;
+        PERFORM FROM mission.trainers x WHERE x.id = candidate.id AND x.load < x.capacity
+            FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        -- locked: checked again with a fresh snapshot, since a booking may have committed meanwhile
+        CONTINUE WHEN EXISTS (SELECT 1 FROM mission.sessions s
+                               WHERE s.trainer_id = candidate.id AND s.during && plan);
+        UPDATE mission.trainers t SET load = t.load + 1 WHERE t.id = candidate.id RETURNING t.id INTO trainer;
+        EXIT;
     END LOOP;
     IF trainer IS NULL THEN
         RAISE EXCEPTION 'no trainer for payment %', p.id;
