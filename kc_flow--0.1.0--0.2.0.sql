@@ -387,6 +387,31 @@ REVOKE ALL ON FUNCTION kc_flow.payment_story(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.admin_search(text, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.admin_queue_counts() FROM PUBLIC;
 
+-- ---- allocation (issue 10): one booking row per allocation --------------------------
+-- trainer_bookings held a row per planned session; 0.2.0 keeps one per allocation with its
+-- whole plan as a tstzmultirange under the same exclusion constraint.  The 0.1.0 rows are
+-- merged per allocation (the times of one allocation never overlap: the constraint held).
+ALTER TABLE kc_flow.trainer_bookings RENAME TO trainer_bookings_0_1_0;
+ALTER INDEX kc_flow.trainer_bookings_pkey RENAME TO trainer_bookings_0_1_0_pkey;
+ALTER INDEX kc_flow.bookings_no_trainer_double_booking RENAME TO trainer_bookings_0_1_0_excl;
+ALTER TABLE kc_flow.trainer_bookings_0_1_0
+    RENAME CONSTRAINT trainer_bookings_allocation_id_fkey TO trainer_bookings_0_1_0_allocation_fkey;
+ALTER TABLE kc_flow.trainer_bookings_0_1_0
+    RENAME CONSTRAINT trainer_bookings_trainer_id_fkey TO trainer_bookings_0_1_0_trainer_fkey;
+CREATE TABLE kc_flow.trainer_bookings (
+    allocation_id uuid PRIMARY KEY REFERENCES kc_flow.trainer_allocations ON DELETE CASCADE,
+    trainer_id    uuid NOT NULL REFERENCES kc_flow.trainers,
+    during        tstzmultirange NOT NULL CONSTRAINT bookings_not_empty CHECK (NOT isempty(during)),
+    CONSTRAINT bookings_no_trainer_double_booking EXCLUDE USING gist (trainer_id WITH =, during WITH &&)
+);
+COMMENT ON TABLE kc_flow.trainer_bookings IS
+    'the session times an allocation reserves on its trainer, one row per allocation holding its whole plan (kc_flow.purchase_plan), generated or not yet (rolling mode); the exclusion constraint makes double booking impossible';
+INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)
+SELECT allocation_id, trainer_id, range_agg(during)
+  FROM kc_flow.trainer_bookings_0_1_0 GROUP BY allocation_id, trainer_id;
+DROP TABLE kc_flow.trainer_bookings_0_1_0;
+-- ---- end of allocation (issue 10) ----------------------------------------------------
+
 -- 0.2.0's event log: positions given after commit by a sequencer (docs/extension.md,
 -- "Gap-free event log").  The writers of events are waited for first (ADD COLUMN
 -- takes an ACCESS EXCLUSIVE lock), so every event is decided when the log is

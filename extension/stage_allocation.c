@@ -16,10 +16,12 @@
  */
 #include "kc_flow.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(kcf_auto_assign);
@@ -31,29 +33,27 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 #define MAX_CANDIDATES 16
 
 /*
- * The plan of purchase $1: its session times as a multirange and as arrays,
- * and the range from first start to last end.
+ * The plan of purchase $1: its session times as a multirange and as arrays.
  */
 #define PLAN_SQL \
 	"SELECT range_agg(tstzrange(starts_at, ends_at)), array_agg(starts_at ORDER BY seq)," \
-	"       array_agg(ends_at ORDER BY seq), count(*), tstzrange(min(starts_at), max(ends_at))" \
+	"       array_agg(ends_at ORDER BY seq), count(*)" \
 	"  FROM kc_flow.purchase_plan($1)"
 
 /*
- * Whether trainer <t> has a booking overlapping plan times $2 within span
- * <span>: the index is probed for the trainer and the span (one cheap
- * range), and the exact multirange test, written as a function call so that
- * it stays out of the index condition where it is costly, filters what the
- * probe finds.  OFFSET 0 keeps it a per-candidate probe, evaluated lazily.
+ * Whether trainer <t> has a booking overlapping plan times $2: one probe of
+ * the exclusion constraint's index with the plan as a multirange.  It finds
+ * the trainer's bookings whose span meets the plan's, one row per allocation
+ * (so at most the trainer's capacity), and compares each exactly.  OFFSET 0
+ * keeps it a per-candidate probe, evaluated lazily.
  */
-#define BOOKED_SQL(t, span) \
+#define BOOKED_SQL(t) \
 	"EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b" \
-	"         WHERE b.trainer_id = " t " AND b.during && " span \
-	"           AND multirange_overlaps_range($2, b.during) OFFSET 0)"
+	"         WHERE b.trainer_id = " t " AND b.during && $2 OFFSET 0)"
 
 /*
  * The best trainer eligible for course $1 with planned times $2 (the same as
- * arrays $3/$4, spanning $6), leaving out the trainers in $5.  Candidates are
+ * arrays $3/$4), leaving out the trainers in $5.  Candidates are
  * ranked by load and checked lazily in that order, so the usual case checks
  * one.
  */
@@ -64,7 +64,7 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"    WHERE tc.course_id = $1 AND t.is_active AND t.active_students < t.max_active_students" \
 	"      AND t.id <> ALL ($5)" \
 	"    ORDER BY t.active_students, t.id OFFSET 0) c" \
-	" WHERE NOT " BOOKED_SQL("c.id", "$6") \
+	" WHERE NOT " BOOKED_SQL("c.id") \
 	"   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
 	"        WHERE NOT EXISTS (" \
 	"          SELECT 1 FROM kc_flow.trainer_availability av" \
@@ -84,7 +84,7 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"  FROM kc_flow.trainers WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
 
 /* Whether trainer $1 has a booking overlapping $2 (run after the lock: fresh snapshot). */
-#define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1", "$3")
+#define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1")
 
 typedef struct Allocation
 {
@@ -146,7 +146,6 @@ typedef struct SessionPlan
 	Datum		starts;			/* timestamptz[] */
 	Datum		ends;			/* timestamptz[] */
 	int64		sessions;
-	Datum		span;			/* tstzrange from the first start to the last end */
 } SessionPlan;
 
 /* The planned session times of the allocation's purchase. */
@@ -164,7 +163,6 @@ load_plan(const Allocation *alloc, SessionPlan *plan)
 	plan->starts = kcf_get_datum(0, 2, &isnull);
 	plan->ends = kcf_get_datum(0, 3, &isnull);
 	plan->sessions = kcf_get_int64(0, 4, &isnull);
-	plan->span = kcf_get_datum(0, 5, &isnull);
 }
 
 /* The best trainer eligible for the plan right now, other than those tried; 0 if none. */
@@ -172,18 +170,17 @@ static Datum
 best_trainer(const Allocation *alloc, const SessionPlan *plan, Datum *tried, int ntried)
 {
 	static SPIPlanPtr stmt = NULL;
-	Oid			types[6] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	UUIDARRAYOID, TSTZRANGEOID};
-	Datum		values[6];
+	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+	UUIDARRAYOID};
+	Datum		values[5];
 	bool		isnull;
 
-	kcf_plan(&stmt, ELIGIBLE_TRAINERS_SQL, 6, types);
+	kcf_plan(&stmt, ELIGIBLE_TRAINERS_SQL, 5, types);
 	values[0] = alloc->course_id;
 	values[1] = plan->times;
 	values[2] = plan->starts;
 	values[3] = plan->ends;
 	values[4] = PointerGetDatum(construct_array(tried, ntried, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	values[5] = plan->span;
 	if (kcf_exec(stmt, values, NULL, 1) == 0)
 		return (Datum) 0;
 	return kcf_get_datum(0, 1, &isnull);
@@ -202,12 +199,12 @@ lock_trainer(Datum trainer_id, const SessionPlan *plan)
 {
 	static SPIPlanPtr lock_stmt = NULL;
 	static SPIPlanPtr overlap_stmt = NULL;
-	Oid			types[3] = {UUIDOID, TSTZMULTIRANGEOID, TSTZRANGEOID};
-	Datum		values[3] = {trainer_id, plan->times, plan->span};
+	Oid			types[2] = {UUIDOID, TSTZMULTIRANGEOID};
+	Datum		values[2] = {trainer_id, plan->times};
 	bool		isnull;
 
 	kcf_plan(&lock_stmt, LOCK_TRAINER_SQL, 1, types);
-	kcf_plan(&overlap_stmt, OVERLAPS_SQL, 3, types);
+	kcf_plan(&overlap_stmt, OVERLAPS_SQL, 2, types);
 	if (kcf_exec(lock_stmt, values, NULL, 1) == 0)
 		return LOCK_BUSY;
 	if (!kcf_get_bool(0, 1, &isnull))
@@ -216,27 +213,58 @@ lock_trainer(Datum trainer_id, const SessionPlan *plan)
 	return kcf_get_bool(0, 1, &isnull) ? LOCK_UNFIT : LOCK_TAKEN;
 }
 
-/* Books every planned session on the trainer and approves the allocation. */
-static int64
-book_trainer(const Allocation *alloc, Datum trainer_id)
+/*
+ * Whether trainer_bookings holds one row per allocation (0.2.0) rather than
+ * one per planned session (0.1.0's, until ALTER EXTENSION kc_flow UPDATE).
+ */
+static bool
+bookings_per_allocation(void)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {UUIDOID, UUIDOID};
-	Datum		values[2] = {alloc->id, trainer_id};
+	Oid			nsp = get_namespace_oid("kc_flow", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("trainer_bookings", nsp) : InvalidOid;
 
-	kcf_plan(&plan,
-			 "WITH b AS ("
-			 "  INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)"
-			 "  SELECT a.id, pl.seq, $2, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)"
-			 "    FROM kc_flow.trainer_allocations a, kc_flow.purchase_plan(a.purchase_id) pl"
-			 "   WHERE a.id = $1)"
-			 " UPDATE kc_flow.trainer_allocations"
-			 "    SET trainer_id = $2, status = 'approved', allocated_at = now(), updated_at = now()"
-			 "  WHERE id = $1"
-			 " RETURNING jsonb_build_object('allocation_id', id, 'purchase_id', purchase_id,"
-			 "   'trainer_id', trainer_id, 'course_id', course_id)::text",
-			 2, types);
-	kcf_exec(plan, values, NULL, 1);
+	return OidIsValid(rel) && get_attnum(rel, "seq") == InvalidAttrNumber;
+}
+
+/* Approves the allocation with trainer $2 and says so in TRAINER_ALLOCATED's payload. */
+#define APPROVE_SQL \
+	" UPDATE kc_flow.trainer_allocations" \
+	"    SET trainer_id = $2, status = 'approved', allocated_at = now(), updated_at = now()" \
+	"  WHERE id = $1" \
+	" RETURNING jsonb_build_object('allocation_id', id, 'purchase_id', purchase_id," \
+	"   'trainer_id', trainer_id, 'course_id', course_id)::text"
+
+/* Books the plan on the trainer (one row) and approves the allocation. */
+static int64
+book_trainer(const Allocation *alloc, Datum trainer_id, const SessionPlan *plan)
+{
+	static SPIPlanPtr book_stmt = NULL;
+	static SPIPlanPtr book_sessions_stmt = NULL;
+	Oid			types[3] = {UUIDOID, UUIDOID, TSTZMULTIRANGEOID};
+	Datum		values[3] = {alloc->id, trainer_id, plan->times};
+
+	if (bookings_per_allocation())
+	{
+		kcf_plan(&book_stmt,
+				 "WITH b AS ("
+				 "  INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during) VALUES ($1, $2, $3))"
+				 APPROVE_SQL,
+				 3, types);
+		kcf_exec(book_stmt, values, NULL, 1);
+	}
+	else
+	{
+		/* the 0.1.0 schema: a booking row per planned session */
+		kcf_plan(&book_sessions_stmt,
+				 "WITH b AS ("
+				 "  INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)"
+				 "  SELECT a.id, pl.seq, $2, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)"
+				 "    FROM kc_flow.trainer_allocations a, kc_flow.purchase_plan(a.purchase_id) pl"
+				 "   WHERE a.id = $1)"
+				 APPROVE_SQL,
+				 2, types);
+		kcf_exec(book_sessions_stmt, values, NULL, 1);
+	}
 	return kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id, kcf_get_text(0, 1));
 }
 
@@ -304,7 +332,7 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 			case LOCK_UNFIT:
 				break;
 			case LOCK_TAKEN:
-				*next_event = book_trainer(&alloc, candidate);
+				*next_event = book_trainer(&alloc, candidate, &plan);
 				*trainer = candidate;
 				return ALLOC_ASSIGNED;
 		}

@@ -2,9 +2,12 @@
  * stage_sessions.c
  *      TRAINER_ALLOCATED -> the tutoring sessions, then SESSIONS_GENERATED.
  *
- * Sessions are materialised from the allocation's bookings, which already
- * hold every planned time: in full mode all of them at once, in rolling mode
- * only enough to keep kc_flow.rolling_window upcoming sessions scheduled.
+ * Sessions are materialised from the purchase's plan (kc_flow.purchase_plan,
+ * the times the allocation booked) once the allocation holds its booking: in
+ * full mode all of them at once, in rolling mode only enough to keep
+ * kc_flow.rolling_window upcoming sessions scheduled.  The same statements
+ * serve the 0.1.0 schema's booking rows (one per session) until ALTER
+ * EXTENSION kc_flow UPDATE.
  * kcf_top_up_rolling_sessions() adds the next ones as sessions pass; it runs
  * in the first worker's loop and in kc_flow.run_pending().
  */
@@ -32,19 +35,21 @@ generate_sessions(Datum allocation_id)
 			 " upcoming AS ("
 			 "  SELECT count(*) AS n FROM kc_flow.tutoring_sessions"
 			 "   WHERE allocation_id = $1 AND status = 'scheduled' AND ends_at > now()),"
+			 " plan AS ("
+			 "  SELECT pl.* FROM a, kc_flow.purchase_plan(a.purchase_id) pl"
+			 "   WHERE EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)),"
 			 " due AS ("
-			 "  SELECT b.* FROM kc_flow.trainer_bookings b"
-			 "   WHERE b.allocation_id = $1"
-			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.tutoring_sessions s"
-			 "                      WHERE s.allocation_id = b.allocation_id AND s.seq = b.seq)"
-			 "   ORDER BY b.seq"
+			 "  SELECT pl.* FROM plan pl"
+			 "   WHERE NOT EXISTS (SELECT 1 FROM kc_flow.tutoring_sessions s"
+			 "                      WHERE s.allocation_id = $1 AND s.seq = pl.seq)"
+			 "   ORDER BY pl.seq"
 			 "   LIMIT (SELECT CASE a.session_mode WHEN 'full' THEN 30"
 			 "                 ELSE greatest(0, $2 - (SELECT n FROM upcoming)) END FROM a)),"
 			 " ins AS ("
 			 "  INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id,"
 			 "         seq, scheduled_date, scheduled_time, starts_at, ends_at)"
-			 "  SELECT a.id, a.student_id, a.course_id, t.trainer_id, t.seq, t.local_date, t.local_time,"
-			 "         lower(t.during), upper(t.during)"
+			 "  SELECT a.id, a.student_id, a.course_id, a.trainer_id, t.seq, t.local_date, t.local_time,"
+			 "         t.starts_at, t.ends_at"
 			 "    FROM due t, a"
 			 "  RETURNING seq)"
 			 " SELECT (SELECT pu.payment_id FROM kc_flow.student_course_purchases pu WHERE pu.id = a.purchase_id),"
@@ -53,7 +58,7 @@ generate_sessions(Datum allocation_id)
 			 "          'trainer_id', a.trainer_id, 'mode', a.session_mode,"
 			 "          'count', (SELECT count(*) FROM ins),"
 			 "          'first_seq', (SELECT min(seq) FROM ins), 'last_seq', (SELECT max(seq) FROM ins),"
-			 "          'total', (SELECT count(*) FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)"
+			 "          'total', (SELECT count(*) FROM plan)"
 			 "        )::text,"
 			 "        (SELECT count(*) FROM ins)"
 			 "   FROM a",
@@ -88,9 +93,10 @@ kcf_top_up_rolling_sessions(void)
 
 	kcf_plan(&plan,
 			 "SELECT a.id FROM kc_flow.trainer_allocations a"
+			 "  JOIN kc_flow.student_course_purchases pu ON pu.id = a.purchase_id"
 			 " WHERE a.session_mode = 'rolling' AND a.status IN ('approved', 'active')"
 			 "   AND (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id)"
-			 "       < (SELECT count(*) FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)"
+			 "       < pu.purchase_tier"
 			 "   AND (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id"
 			 "         AND s.status = 'scheduled' AND s.ends_at > now()) < $1"
 			 " FOR UPDATE OF a SKIP LOCKED",

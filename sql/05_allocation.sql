@@ -62,11 +62,9 @@ SELECT pay('00000000-0000-0000-0000-0000000be204', '00000000-0000-0000-0000-0000
 SELECT run_pending(10) > 0 AS ran, trainer_of('00000000-0000-0000-0000-0000000be204');
 UPDATE trainers SET is_active = true WHERE id = '00000000-0000-0000-0000-00000000d002';
 \set VERBOSITY terse
-INSERT INTO trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)
-SELECT allocation_id, 99, trainer_id, local_date, local_time, during FROM trainer_bookings LIMIT 1;
-INSERT INTO trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)
-SELECT allocation_id, 30, trainer_id, local_date, local_time, during FROM trainer_bookings b
- WHERE seq = 1 AND (SELECT count(*) FROM trainer_bookings x WHERE x.allocation_id = b.allocation_id) = 10 LIMIT 1;
+UPDATE trainer_bookings SET during = '{}' WHERE allocation_id = (SELECT allocation_id FROM trainer_bookings LIMIT 1);
+UPDATE trainer_bookings b SET during = b.during + x.during
+  FROM trainer_bookings x WHERE x.trainer_id = b.trainer_id AND x.allocation_id <> b.allocation_id;
 \set VERBOSITY default
 
 -- no trainer anywhere is double-booked, in bookings or sessions

@@ -45,7 +45,7 @@ VALUES ('00000000-0000-0000-0000-0000000be302', '00000000-0000-0000-0000-0000000
         '00000000-0000-0000-0000-00000000c010', 10,
         '{"weekdays":[1,4],"start":"07:00","timezone":"Europe/Berlin","starts_on":"2030-01-07"}', 100, 'succeeded');
 SELECT run_pending(10) > 0 AS ran;
-SELECT a.session_mode, count(s.*) AS sessions, (SELECT count(*) FROM trainer_bookings b WHERE b.allocation_id = a.id) AS booked
+SELECT a.session_mode, count(s.*) AS sessions, (SELECT count(*) FROM trainer_bookings b, unnest(b.during) WHERE b.allocation_id = a.id) AS booked
   FROM trainer_allocations a LEFT JOIN tutoring_sessions s ON s.allocation_id = a.id
  WHERE a.student_id = '00000000-0000-0000-0000-00000000a003' AND a.course_id = '00000000-0000-0000-0000-00000000c010'
  GROUP BY a.id;

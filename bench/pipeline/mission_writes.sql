@@ -96,3 +96,95 @@ BEGIN
             jsonb_build_object('allocation_id', allocation, 'sessions', cardinality(p.starts)));
 END;
 $$;
+
+-- The same writes with the allocation search in the transaction (the benchmark's second
+-- limit): the trainers of the course with their load, capacity, zone and weekly windows, and
+-- for each payment only its plan (mission.request). The search is the mission's: trainers
+-- with a free place in order of load, then id; the first not booked at any planned time (one
+-- probe of the sessions' exclusion index with the plan as a multirange) and available at
+-- every planned session in its own zone; locked, skipping trainers another transaction is
+-- booking, and its bookings checked again once locked. The same rules as kc_flow's stage,
+-- with nothing of kc_flow's in it.
+
+CREATE TABLE mission.trainers (
+    id        uuid PRIMARY KEY,
+    timezone  text NOT NULL,
+    capacity  int NOT NULL,
+    load      int NOT NULL DEFAULT 0 CHECK (load <= capacity)
+);
+
+CREATE TABLE mission.availability (
+    trainer_id uuid NOT NULL REFERENCES mission.trainers,
+    weekday    int NOT NULL,
+    start_time time NOT NULL,
+    end_time   time NOT NULL
+);
+CREATE INDEX availability_by_trainer ON mission.availability (trainer_id, weekday);
+
+CREATE TABLE mission.request (
+    payment_id  bigint PRIMARY KEY REFERENCES mission.payments,
+    starts      timestamptz[] NOT NULL,
+    minutes     int NOT NULL
+);
+
+CREATE FUNCTION mission.confirm_one_searching() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    p record;
+    plan tstzmultirange;
+    trainer uuid;
+    candidate record;
+    purchase bigint;
+    allocation bigint;
+BEGIN
+    SELECT x.id, x.student_id, x.course_id, x.tier, r.starts, r.minutes INTO p
+      FROM mission.payments x JOIN mission.request r ON r.payment_id = x.id
+     WHERE x.status = 'pending' LIMIT 1 FOR UPDATE OF x SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT range_agg(tstzrange(s, s + make_interval(mins => p.minutes))) INTO plan FROM unnest(p.starts) s;
+    FOR candidate IN
+        SELECT t.id, t.timezone FROM mission.trainers t WHERE t.load < t.capacity ORDER BY t.load, t.id
+    LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM mission.sessions s
+                               WHERE s.trainer_id = candidate.id AND s.during && plan);
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM unnest(p.starts) s
+             WHERE NOT EXISTS (
+                SELECT 1 FROM mission.availability a
+                 WHERE a.trainer_id = candidate.id
+                   AND a.weekday = extract(isodow FROM s AT TIME ZONE candidate.timezone)::int
+                   AND a.start_time <= (s AT TIME ZONE candidate.timezone)::time
+                   AND (s + make_interval(mins => p.minutes)) AT TIME ZONE candidate.timezone
+                       <= (s AT TIME ZONE candidate.timezone)::date + a.end_time));
+        PERFORM FROM mission.trainers x WHERE x.id = candidate.id AND x.load < x.capacity
+            FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        -- locked: checked again with a fresh snapshot, since a booking may have committed meanwhile
+        CONTINUE WHEN EXISTS (SELECT 1 FROM mission.sessions s
+                               WHERE s.trainer_id = candidate.id AND s.during && plan);
+        UPDATE mission.trainers t SET load = t.load + 1 WHERE t.id = candidate.id RETURNING t.id INTO trainer;
+        EXIT;
+    END LOOP;
+    IF trainer IS NULL THEN
+        RAISE EXCEPTION 'no trainer for payment %', p.id;
+    END IF;
+    UPDATE mission.payments SET status = 'succeeded', succeeded_at = now() WHERE id = p.id;
+    INSERT INTO mission.events (type, payment_id, student_id, payload)
+    VALUES ('PURCHASE_CONFIRMED', p.id, p.student_id, jsonb_build_object('tier', p.tier));
+    INSERT INTO mission.purchases (payment_id, student_id, course_id, tier)
+    VALUES (p.id, p.student_id, p.course_id, p.tier) RETURNING id INTO purchase;
+    INSERT INTO mission.events (type, payment_id, student_id, payload)
+    VALUES ('PURCHASE_CREATED', p.id, p.student_id, jsonb_build_object('purchase_id', purchase));
+    INSERT INTO mission.allocations (purchase_id, trainer_id) VALUES (purchase, trainer)
+    RETURNING id INTO allocation;
+    INSERT INTO mission.events (type, payment_id, student_id, payload)
+    VALUES ('TRAINER_ALLOCATED', p.id, p.student_id, jsonb_build_object('allocation_id', allocation));
+    INSERT INTO mission.sessions (allocation_id, seq, trainer_id, student_id, during)
+    SELECT allocation, s.seq, trainer, p.student_id, tstzrange(s.starts_at, s.starts_at + make_interval(mins => p.minutes))
+      FROM unnest(p.starts) WITH ORDINALITY AS s(starts_at, seq);
+    INSERT INTO mission.events (type, payment_id, student_id, payload)
+    VALUES ('SESSIONS_GENERATED', p.id, p.student_id,
+            jsonb_build_object('allocation_id', allocation, 'sessions', cardinality(p.starts)));
+END;
+$$;

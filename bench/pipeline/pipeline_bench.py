@@ -2,9 +2,16 @@
 latency of the kc_flow pipeline, beside the machine's own limits measured in
 the same run, each pgbench doing one transaction per purchase with the
 pipeline's own spread over trainers and times: the writes the mission
-requires (mission_writes.sql), kc_flow's own writes (same_writes.sql), and
+requires (mission_writes.sql), the same with the mission's allocation search
+(each payment finding its trainer), kc_flow's own writes (same_writes.sql), and
 kc_flow's stages with their allocation search (run_pending in the payment's
-transaction). Ends with one line of JSON holding the figures.
+transaction). Then the allocation on its own: allocations/s of
+kc_flow.auto_assign, rolled back, over a fixed set of plans and the trainers
+the third limit loaded. Ends with one line of JSON holding the figures.
+
+KC_BENCH_PROFILE=FILE: perf records the kc_flow workers during the
+saturation run (call graphs, dwarf) and writes its report, inclusive time
+per symbol, to FILE.
 
 Run by bench/pipeline/run.sh, which starts the throwaway cluster."""
 import json
@@ -15,12 +22,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "test", "pipeline"))
-from kcflow_test import World, Listener, connect, one, rows, wait_workers  # noqa: E402
+from kcflow_test import World, Listener, connect, one, rows, run, wait_workers  # noqa: E402
 
 N = int(os.environ.get("KC_BENCH_PURCHASES", "2000"))
 CLIENTS = int(os.environ.get("KC_BENCH_CLIENTS", "8"))
 TRAINERS = max(100, N // 10)
 TMP = os.environ.get("KC_BENCH_TMP", "/tmp")
+PROFILE = os.environ.get("KC_BENCH_PROFILE")
 
 
 def pgbench(db, script, transactions, clients, rate=None, define=None):
@@ -70,6 +78,7 @@ def run_pipeline(conn, label, rate=None):
     th = threading.Thread(target=listen, daemon=True)
     th.start()
     per_client = N // CLIENTS
+    perf = start_profile(conn) if PROFILE and rate is None else None
     t0 = time.time()
     try:
         confirm_secs, _ = pgbench(os.environ["PGDATABASE"], script, per_client, CLIENTS, rate,
@@ -77,6 +86,8 @@ def run_pipeline(conn, label, rate=None):
         th.join(timeout=120)
     finally:
         stop.set()
+        if perf:
+            stop_profile(perf)
     total = per_client * CLIENTS
     if len(done) < total:
         raise SystemExit("%s: only %d of %d purchases finished" % (label, len(done), total))
@@ -88,6 +99,46 @@ def run_pipeline(conn, label, rate=None):
     return {"label": label, "purchases": total, "secs": end - t0, "rate": total / (end - t0),
             "confirm_secs": confirm_secs, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
             "max": max(lat)}, world
+
+
+def start_profile(conn):
+    """perf record on the workers' backends (the saturation run's CPU is theirs)."""
+    pids = ",".join(str(r[0]) for r in rows(conn, "SELECT pid FROM kc_flow.worker_status() WHERE pid <> 0"))
+    data = os.path.join(TMP, "perf.data")
+    return subprocess.Popen(["perf", "record", "-q", "-F", "250", "--call-graph", "dwarf,16384",
+                             "-o", data, "-p", pids], stdout=subprocess.DEVNULL), data
+
+
+# the parts of a worker's time the profile reports (inclusive: a sample counts for every
+# part on its call chain): the stages, the allocation stage's steps, emitting, committing
+PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_allocation", "lock_allocation",
+                 "load_plan", "best_trainer", "lock_trainer", "book_trainer", "kcf_stage_sessions",
+                 "kcf_emit", "CommitTransaction"]
+
+
+def stop_profile(perf):
+    """Stops perf and writes to PROFILE the share of the workers' samples in each of
+    PROFILE_PARTS, then perf's own report (inclusive share per symbol)."""
+    proc, data = perf
+    proc.send_signal(2)
+    proc.wait()
+    script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True, text=True).stdout
+    samples, hits, chain = 0, dict.fromkeys(PROFILE_PARTS, 0), set()
+    for line in script.splitlines() + [""]:
+        if line.strip():
+            chain.add((line.split() + ["?"])[1].split("+")[0])
+        elif chain:
+            samples += 1
+            for part in PROFILE_PARTS:
+                hits[part] += part in chain
+            chain = set()
+    with open(PROFILE, "w") as f:
+        f.write("workers' samples: %d\n" % samples)
+        for part in PROFILE_PARTS:
+            f.write("%-24s %5.1f%%\n" % (part, 100.0 * hits[part] / max(samples, 1)))
+        f.flush()
+        subprocess.run(["perf", "report", "-i", data, "--stdio", "--children", "-g", "none",
+                        "--percent-limit", "0.5", "--sort", "symbol"], stdout=f, stderr=subprocess.DEVNULL)
 
 
 def pipeline_plan(conn, world):
@@ -134,6 +185,34 @@ def limit_mission(limit_db, plan):
     return r
 
 
+def limit_mission_search(limit_db, plan):
+    """The mission's writes with the mission's allocation search in the same transaction
+    (mission.confirm_one_searching): the same plans, trainers like the pipeline's (TRAINERS,
+    capacity 20, Europe/Berlin, 07:00-22:00 every day), each payment finding its own."""
+    conn = connect(dbname=limit_db)
+    course = "00000000-0000-4000-8000-00000000c0df"
+    base = len(plan)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO mission.trainers (id, timezone, capacity)"
+                    " SELECT ('00000000-0000-4000-9000-' || lpad(g::text, 12, '0'))::uuid, 'Europe/Berlin', 20"
+                    "   FROM generate_series(0, %s - 1) g", (TRAINERS,))
+        cur.execute("INSERT INTO mission.availability SELECT id, d, '07:00', '22:00'"
+                    "  FROM mission.trainers, generate_series(1, 7) d")
+        for i, (_, starts) in enumerate(plan):
+            cur.execute("INSERT INTO mission.payments (id, student_id, course_id, tier) VALUES (%s, gen_random_uuid(), %s, %s)",
+                        (base + i, course, len(starts)))
+            cur.execute("INSERT INTO mission.request VALUES (%s, %s, 45)", (base + i, starts))
+    r = limit_run(limit_db, "SELECT mission.confirm_one_searching();\n", len(plan),
+                  "limit: the mission's writes + search")
+    made = one(conn, "SELECT count(*) FROM mission.sessions s JOIN mission.allocations a ON a.id = s.allocation_id"
+                     " JOIN mission.purchases pu ON pu.id = a.purchase_id WHERE pu.course_id = %s", (course,))
+    expect = one(conn, "SELECT sum(tier) FROM mission.payments WHERE status = 'succeeded' AND course_id = %s", (course,))
+    if made != expect:
+        raise SystemExit("mission search limit wrote %s sessions, expected %s" % (made, expect))
+    conn.close()
+    return r
+
+
 def limit_same_writes(limit_db, plan):
     """kc_flow's own writes for a purchase (same_writes.sql), with the pipeline's trainer choices."""
     conn = connect(dbname=limit_db)
@@ -170,6 +249,44 @@ def limit_one_transaction(limit_db):
     if made != expect:
         raise SystemExit("one-transaction limit wrote %s sessions, expected %s" % (made, expect))
     conn.close()
+    return r, world.course
+
+
+def search_run(limit_db, course):
+    """The allocation stage on its own: pgbench calling kc_flow.auto_assign on one of 200
+    fixed purchases (the world's slots, not yet allocated) and rolling back, so that every
+    call searches the same trainers with the same load and bookings: search, lock, book."""
+    conn = connect(dbname=limit_db)
+    run(conn, """
+        CREATE TABLE search_probe (i int PRIMARY KEY, purchase_id uuid NOT NULL);
+        WITH s AS (INSERT INTO kc_flow.students (display_name, timezone)
+                   SELECT 'probe ' || g, 'Europe/Berlin' FROM generate_series(0, 199) g RETURNING id),
+        n AS (SELECT id, row_number() OVER () - 1 AS i FROM s),
+        p AS (INSERT INTO kc_flow.payments (student_id, course_id, amount_cents, purchase_tier, time_slot)
+              SELECT n.id, %(course)s, 100, (ARRAY[10, 20, 30])[1 + n.i %% 3],
+                     jsonb_build_object('weekdays', jsonb_build_array(1 + n.i %% 7),
+                                        'start', lpad((7 + (n.i / 7) %% 14)::text, 2, '0') || ':00',
+                                        'timezone', 'Europe/Berlin', 'starts_on', '2031-01-06')
+                FROM n RETURNING id, student_id, course_id, purchase_tier),
+        pu AS (INSERT INTO kc_flow.student_course_purchases (payment_id, student_id, course_id, purchase_tier)
+               SELECT id, student_id, course_id, purchase_tier FROM p RETURNING id, student_id)
+        INSERT INTO search_probe SELECT n.i, pu.id FROM pu JOIN n ON n.id = pu.student_id""", {"course": course})
+    found = one(conn, "SELECT count(kc_flow.auto_assign(purchase_id)) FROM search_probe")
+    if found != 200:
+        raise SystemExit("allocation run: %s of 200 probes found a trainer" % found)
+    run(conn, "DELETE FROM kc_flow.trainer_allocations a USING search_probe p WHERE a.purchase_id = p.purchase_id;"
+             " DELETE FROM kc_flow.event_queue")
+    script = os.path.join(TMP, "search.sql")
+    with open(script, "w") as f:
+        f.write("\\set i random(0, 199)\nBEGIN;\n"
+                "SELECT kc_flow.auto_assign(purchase_id) FROM search_probe WHERE i = :i;\nROLLBACK;\n")
+    r = {}
+    for clients in (1, CLIENTS):
+        # each rolled-back booking leaves dead index entries that the next probes would read
+        run(conn, "VACUUM kc_flow.trainer_bookings, kc_flow.trainer_allocations, kc_flow.events")
+        secs, tps = pgbench(limit_db, script, 2000 // clients, clients)
+        r[clients] = tps
+    conn.close()
     return r
 
 
@@ -181,28 +298,37 @@ def main():
     sat, world = run_pipeline(conn, "saturation (%d clients)" % CLIENTS)
     plan = pipeline_plan(conn, world)
     mission = limit_mission(os.environ["KC_LIMIT_DB"], plan)
+    searching = limit_mission_search(os.environ["KC_LIMIT_DB"], plan)
     same = limit_same_writes(os.environ["KC_LIMIT_DB"], plan)
-    whole = limit_one_transaction(os.environ["KC_LIMIT_DB"])
+    whole, whole_course = limit_one_transaction(os.environ["KC_LIMIT_DB"])
+    search = search_run(os.environ["KC_LIMIT_DB"], whole_course)
     fixed = [run_pipeline(conn, "offered load %d/s" % rate, rate=rate)[0] for rate in rates]
     print()
     print("kc_flow pipeline, %d purchases per run (tiers 10/20/30), synchronous_commit=%s, %s workers,"
           " batch_size %s, %d trainers" % (N, one(conn, "SHOW synchronous_commit"), one(conn, "SHOW kc_flow.workers"),
                                            one(conn, "SHOW kc_flow.batch_size"), TRAINERS))
     print("%-34s %12s %10s %10s %10s" % ("run", "purchases/s", "p50 ms", "p99 ms", "max ms"))
-    for lim in (mission, same, whole):
+    for lim in (mission, searching, same, whole):
         print("%-34s %12.0f %10s %10s %10s" % (lim["label"], lim["rate"], "-", "-", "-"))
     for r in [sat] + fixed:
         print("%-34s %12.0f %10.1f %10.1f %10.1f" % (r["label"], r["rate"], r["p50"], r["p99"], r["max"]))
+    print("allocation alone (auto_assign, rolled back, fixed plans): %.0f/s with 1 client, %.0f/s with %d"
+          % (search[1], search[CLIENTS], CLIENTS))
     print("the limits get the pipeline's own spread: each student's trainer and session times as the"
           " saturation run chose them (the third limit searches for itself)")
-    print("ratio at saturation: %.2f of the mission's writes, %.2f of kc_flow's writes, %.2f of kc_flow's stages in"
-          " one transaction (latency: payment commit -> SESSIONS_GENERATED notification)"
-          % (sat["rate"] / mission["rate"], sat["rate"] / same["rate"], sat["rate"] / whole["rate"]))
+    print("ratio at saturation: %.2f of the mission's writes, %.2f of the mission's writes + search, %.2f of kc_flow's"
+          " writes, %.2f of kc_flow's stages in one transaction (latency: payment commit -> SESSIONS_GENERATED"
+          " notification)" % (sat["rate"] / mission["rate"], sat["rate"] / searching["rate"],
+                              sat["rate"] / same["rate"], sat["rate"] / whole["rate"]))
     figures = {"bench": "pipeline", "purchases": N, "saturation_rps": round(sat["rate"], 1),
                "limit_mission_rps": round(mission["rate"], 1), "limit_same_writes_rps": round(same["rate"], 1),
                "limit_one_txn_rps": round(whole["rate"], 1), "ratio": round(sat["rate"] / mission["rate"], 3),
+               "limit_mission_search_rps": round(searching["rate"], 1),
+               "ratio_mission_search": round(sat["rate"] / searching["rate"], 3),
                "ratio_same_writes": round(sat["rate"] / same["rate"], 3),
-               "ratio_one_txn": round(sat["rate"] / whole["rate"], 3)}
+               "ratio_one_txn": round(sat["rate"] / whole["rate"], 3),
+               "allocations_1_client_rps": round(search[1], 1),
+               "allocations_%d_clients_rps" % CLIENTS: round(search[CLIENTS], 1)}
     for r in fixed:
         key = r["label"].split()[-1].replace("/s", "")
         figures["offered_%s" % key] = {"rps": round(r["rate"], 1), "p50_ms": round(r["p50"], 1),

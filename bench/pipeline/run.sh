@@ -3,6 +3,7 @@
 # (kc_flow preloaded, synchronous_commit on), measures the limit with pgbench
 # and then the pipeline, and prints a table with the ratio.
 #   KC_BENCH_CONF (extra postgresql.conf lines)  KC_BENCH_PURCHASES (2000)  KC_BENCH_CLIENTS (8)  KC_BENCH_RATES ("100 300": offered loads, purchases/s)
+#   KC_BENCH_PROFILE (a file: perf profile of the workers at saturation, see pipeline_bench.py)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"

@@ -1,7 +1,7 @@
 -- same_writes.sql: the machine's limit for kc_flow's own writes of a purchase.
 -- One transaction per purchase doing the writes the pipeline does for it: the
 -- payment update (with its real trigger: event, queue row, cache version), the
--- purchase, the allocation, the bookings, the sessions, the three further events
+-- purchase, the allocation, its booking, the sessions, the three further events
 -- and the processed_events rows, with the same tables, indexes and constraints.
 -- The trainer is precomputed (bench_plan: the pipeline's own choices), so the
 -- allocation search, which only reads, is not part of the limit. Nor are the
@@ -37,8 +37,8 @@ BEGIN
 
     INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, trainer_id, status, allocated_at)
     VALUES (purchase, p.student_id, p.course_id, p.trainer_id, 'approved', now()) RETURNING id INTO allocation;
-    INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)
-    SELECT allocation, pl.seq, p.trainer_id, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)
+    INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)
+    SELECT allocation, p.trainer_id, range_agg(tstzrange(pl.starts_at, pl.ends_at))
       FROM kc_flow.purchase_plan(purchase) pl;
     ev := kc_flow.emit_event('TRAINER_ALLOCATED', p.id, p.student_id, jsonb_build_object('allocation_id', allocation));
     DELETE FROM kc_flow.event_queue WHERE event_id = ev;
@@ -46,9 +46,9 @@ BEGIN
 
     INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id, seq,
                                            scheduled_date, scheduled_time, starts_at, ends_at)
-    SELECT allocation, p.student_id, p.course_id, p.trainer_id, b.seq, b.local_date, b.local_time,
-           lower(b.during), upper(b.during)
-      FROM kc_flow.trainer_bookings b WHERE b.allocation_id = allocation;
+    SELECT allocation, p.student_id, p.course_id, p.trainer_id, pl.seq, pl.local_date, pl.local_time,
+           pl.starts_at, pl.ends_at
+      FROM kc_flow.purchase_plan(purchase) pl;
     PERFORM kc_flow.emit_event('SESSIONS_GENERATED', p.id, p.student_id, jsonb_build_object('allocation_id', allocation));
 END;
 $$;

@@ -122,17 +122,13 @@ COMMENT ON TABLE kc_flow.trainer_allocations IS
     'which trainer teaches a purchase; pending while no trainer is free (retried), approved once booked';
 
 CREATE TABLE kc_flow.trainer_bookings (
-    allocation_id    uuid NOT NULL REFERENCES kc_flow.trainer_allocations ON DELETE CASCADE,
-    seq              int  NOT NULL CONSTRAINT bookings_seq_in_range CHECK (seq BETWEEN 1 AND 30),
-    trainer_id       uuid NOT NULL REFERENCES kc_flow.trainers,
-    local_date       date NOT NULL,
-    local_time       time NOT NULL,
-    during           tstzrange NOT NULL,
-    PRIMARY KEY (allocation_id, seq),
+    allocation_id uuid PRIMARY KEY REFERENCES kc_flow.trainer_allocations ON DELETE CASCADE,
+    trainer_id    uuid NOT NULL REFERENCES kc_flow.trainers,
+    during        tstzmultirange NOT NULL CONSTRAINT bookings_not_empty CHECK (NOT isempty(during)),
     CONSTRAINT bookings_no_trainer_double_booking EXCLUDE USING gist (trainer_id WITH =, during WITH &&)
 );
 COMMENT ON TABLE kc_flow.trainer_bookings IS
-    'every session time an allocation reserves on its trainer, generated or not yet (rolling mode); the exclusion constraint makes double booking impossible';
+    'the session times an allocation reserves on its trainer, one row per allocation holding its whole plan (kc_flow.purchase_plan), generated or not yet (rolling mode); the exclusion constraint makes double booking impossible';
 
 CREATE TABLE kc_flow.tutoring_sessions (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,7 +1,7 @@
 -- pgTAP: the pipeline's invariants after a mixed batch of payments, driven by run_pending().
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(12);
+SELECT plan(15);
 SET LOCAL kc_flow.retry_base_ms = 0;
 
 INSERT INTO kc_flow.courses (id, title, session_minutes, is_published)
@@ -39,6 +39,22 @@ SELECT is((SELECT count(*) FROM kc_flow.tutoring_sessions s JOIN kc_flow.trainer
 SELECT is((SELECT count(*) FROM kc_flow.tutoring_sessions a JOIN kc_flow.tutoring_sessions b
             ON a.trainer_id = b.trainer_id AND a.id < b.id
            AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at)), 0::bigint, 'no trainer overlap');
+SELECT is((SELECT count(*) FROM kc_flow.trainer_allocations a
+             LEFT JOIN kc_flow.trainer_bookings b ON b.allocation_id = a.id AND b.trainer_id = a.trainer_id
+            WHERE a.course_id = '00000000-0000-0000-0000-0000000c0001' AND a.status = 'approved'
+              AND b.during IS DISTINCT FROM (SELECT range_agg(tstzrange(pl.starts_at, pl.ends_at))
+                                               FROM kc_flow.purchase_plan(a.purchase_id) pl)), 0::bigint,
+          'every approved allocation has one booking holding exactly its plan');
+SELECT is((SELECT count(*) FROM kc_flow.trainer_bookings b
+            WHERE b.during IS DISTINCT FROM (SELECT range_agg(tstzrange(s.starts_at, s.ends_at))
+                                               FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = b.allocation_id)),
+          0::bigint, 'each booking is its sessions'' times, no more, no less');
+SELECT throws_ok($$
+    INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)
+    SELECT p.id, b.trainer_id, tstzmultirange(tstzrange(upper(b.during) - interval '1 minute', upper(b.during)))
+      FROM kc_flow.trainer_bookings b, kc_flow.trainer_allocations p
+     WHERE p.status = 'pending' AND p.course_id = '00000000-0000-0000-0000-0000000c0001' LIMIT 1$$,
+    '23P01', NULL, 'a booking overlapping another allocation''s last minute on the same trainer is refused');
 SELECT is((SELECT count(*) FROM kc_flow.dead_letters WHERE NOT resolved), 0::bigint, 'no dead letters');
 SELECT is((SELECT count(*) FROM kc_flow.processed_events GROUP BY event_id, consumer HAVING count(*) > 1 LIMIT 1), NULL,
           'no event handled twice by a stage');

@@ -143,7 +143,7 @@ check "every payment completes after the update: purchase, trainer, 10 sessions,
   SELECT string_agg(format('%s %s %s %s %s', right(p.id::text, 5),
                            (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id),
                            a.status, (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id),
-                           (SELECT count(*) FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)),
+                           (SELECT count(*) FROM kc_flow.trainer_bookings b, unnest(b.during::tstzmultirange) WHERE b.allocation_id = a.id)),
                     ',' ORDER BY p.id)
     FROM kc_flow.payments p
     JOIN kc_flow.student_course_purchases pu ON pu.payment_id = p.id

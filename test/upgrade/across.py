@@ -233,7 +233,7 @@ def completed(conn):
                                       (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id),
                                       coalesce(a.status, 'no allocation'),
                                       (SELECT count(*) FROM kc_flow.tutoring_sessions s WHERE s.allocation_id = a.id),
-                                      (SELECT count(*) FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id))
+                                      (SELECT count(*) FROM kc_flow.trainer_bookings b, unnest(b.during::tstzmultirange) WHERE b.allocation_id = a.id))
                                    AS outcome
                           FROM kc_flow.payments p
                           LEFT JOIN kc_flow.student_course_purchases pu ON pu.payment_id = p.id
