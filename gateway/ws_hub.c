@@ -16,7 +16,7 @@
 
 #include "metrics.h"
 
-#define TICK_MS 500
+#define TICK_MS 100			/* small, so that the pings due in one turn are few */
 
 typedef enum item_kind
 {
