@@ -138,7 +138,7 @@ msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *ar
 {
 	kc_ws_conn *c = user;
 
-	kc_ws_stream_alive(c->hub, c);
+	c->heard = true;
 }
 
 /* Advances the frame tracker over n bytes handed to wslay. */

@@ -70,6 +70,7 @@ struct kc_ws_conn
 	bool		awaiting_ready; /* an HTTP thread still holds a pointer */
 	bool		dirty;			/* has output to try */
 	bool		ping_out;
+	bool		heard;			/* a message came in since the hub last looked */
 	bool		overflow;		/* the replay's keep-aside list filled up */
 	long long	after;			/* -1: none given */
 	long long	last_sent;		/* id of the last event queued */
@@ -135,8 +136,6 @@ void		kc_ws_stream_tick(kc_ws_hub *h);
 void		kc_ws_stream_close(kc_ws_hub *h, kc_ws_conn *c, uint16_t code, const char *reason,
 							   double grace);
 void		kc_ws_stream_kill(kc_ws_hub *h, kc_ws_conn *c);
-/* A sign of life from the peer: back to the tail of the quiet clock. */
-void		kc_ws_stream_alive(kc_ws_hub *h, kc_ws_conn *c);
 /* No connection is left on any clock. */
 bool		kc_ws_stream_empty(kc_ws_hub *h);
 /* Tries the output of every connection that has some, then frees the dead. */

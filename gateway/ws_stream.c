@@ -31,6 +31,7 @@ static void link_conn(kc_ws_hub *h, kc_ws_conn *c);
 static void unlink_conn(kc_ws_hub *h, kc_ws_conn *c);
 static void clock_unlink(kc_ws_hub *h, kc_ws_conn *c);
 static void clock_append(kc_ws_hub *h, kc_ws_conn *c, kc_ws_clock clock);
+static void alive(kc_ws_hub *h, kc_ws_conn *c);
 static void mark_dirty(kc_ws_hub *h, kc_ws_conn *c);
 static void drop_pending(kc_ws_conn *c);
 static void bury_later(kc_ws_hub *h, kc_ws_conn *c);
@@ -136,8 +137,9 @@ unlink_conn(kc_ws_hub *h, kc_ws_conn *c)
 	clock_unlink(h, c);
 }
 
-void
-kc_ws_stream_alive(kc_ws_hub *h, kc_ws_conn *c)
+/* A sign of life from the peer: back to the tail of the quiet clock. */
+static void
+alive(kc_ws_hub *h, kc_ws_conn *c)
 {
 	c->last_rx = kc_evloop_now(h->loop);
 	c->ping_out = false;
@@ -374,8 +376,18 @@ kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay ho
 void
 kc_ws_stream_io(kc_ws_hub *h, kc_ws_conn *c, int ready)
 {
-	if (!c->dead && !kc_ws_conn_pump(c, (ready & KC_EV_READ) != 0))
+	if (c->dead)
+		return;
+	if (!kc_ws_conn_pump(c, (ready & KC_EV_READ) != 0))
+	{
 		kc_ws_stream_kill(h, c);
+		return;
+	}
+	if (c->heard)
+	{
+		c->heard = false;
+		alive(h, c);
+	}
 }
 
 /* Pings idle peers, drops the ones that stopped answering, ends late closes. */
