@@ -13,9 +13,9 @@ Pings are answered (masked pongs), as a browser would.
 A process holds at most what its open-files limit allows; run.sh starts as many as the
 connections need, each with its slice of the students (FIRST, COUNT).
 
-usage: client.py PORT SECRET STUDENTS_FILE FIRST COUNT READY_FILE DURATION_S LAT_FILE [SOURCE_ADDR ...]
+usage: client.py PORT SECRET STUDENTS_FILE FIRST COUNT READY_FILE STOP_FILE LAT_FILE [SOURCE_ADDR ...]
 Writes the number of open connections to READY_FILE once all are open (or failed), keeps
-them DURATION_S more seconds, writes every latency (ms, one a line) to LAT_FILE, then
+them until STOP_FILE exists, writes every latency (ms, one a line) to LAT_FILE, then
 prints one JSON line with the counts.
 """
 import base64
@@ -95,7 +95,7 @@ def frames(conn, data):
 
 def main():
     port, secret, sfile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    first, n, ready_file, duration = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], float(sys.argv[7])
+    first, n, ready_file, stop_file = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
     lat_file = sys.argv[8]
     sources = sys.argv[9:] or ["127.0.0.1"]
     want = n + 64
@@ -109,7 +109,8 @@ def main():
     conns = {}                     # fd -> [socket, state, buffered bytes, request]
     nxt = 0
     t0 = time.time()
-    deadline = None
+    ready = False
+    next_check = 0
     errors = {}
 
     def fail(fd, why):
@@ -141,12 +142,14 @@ def main():
                 ep.register(s.fileno(), select.EPOLLOUT)
                 in_progress += 1
             nxt += 1
-        if deadline is None and ((nxt >= len(students) and in_progress == 0) or now - t0 > 600):
+        if not ready and ((nxt >= len(students) and in_progress == 0) or now - t0 > 600):
             connect_s = now - t0
             open(ready_file, "w").write("%d\n" % counts["open"])
-            deadline = now + duration
-        if deadline is not None and now >= deadline:
-            break
+            ready = True
+        if ready and now >= next_check:
+            if os.path.exists(stop_file):
+                break
+            next_check = now + 0.5
         for fd, ev in ep.poll(0.05, 4096):
             c = conns.get(fd)
             if c is None:

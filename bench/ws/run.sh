@@ -33,6 +33,7 @@ fi
 ulimit -n "$(ulimit -Hn)"
 PER_CLIENT=$(( $(ulimit -n) - 1000 ))
 CLIENTS=$(( (CONNECTIONS + PER_CLIENT - 1) / PER_CLIENT ))
+CHUNK=$(( (CONNECTIONS + CLIENTS - 1) / CLIENTS ))     # the same share for each
 . "$ROOT/test/cluster.sh"
 
 exec 9>/tmp/kc_bench.lock
@@ -83,10 +84,10 @@ RSS0=$(rss)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for c in $(seq 0 $((CLIENTS - 1))); do
-    first=$((c * PER_CLIENT)); count=$((CONNECTIONS - first < PER_CLIENT ? CONNECTIONS - first : PER_CLIENT))
+    first=$((c * CHUNK)); count=$((CONNECTIONS - first < CHUNK ? CONNECTIONS - first : CHUNK))
     # shellcheck disable=SC2086  # one argument per source address
     "$PY" "$ROOT/bench/ws/client.py" "$GW_PORT" "$SECRET" "$WORK/students" "$first" "$count" "$WORK/ready.$c" \
-        $((DURATION + 5)) "$WORK/lat.$c" $SOURCES >"$WORK/client.$c.json" &
+        "$WORK/stop" "$WORK/lat.$c" $SOURCES >"$WORK/client.$c.json" &
     CL_PIDS="$CL_PIDS $!"
 done
 HELD=0
@@ -103,6 +104,8 @@ kc_as_postgres "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -c 4 
     -D students="$CONNECTIONS" -f "$ROOT/bench/ws/emit.sql" kc_bench >"$WORK/pgbench.log" 2>&1 || true
 EMITTED=$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.events WHERE payload ? 'bench'")
 RSS2=$(rss)
+sleep 3                          # the last events' way to the clients
+touch "$WORK/stop"
 for p in $CL_PIDS; do wait "$p" || true; done
 CL_PIDS=""
 CPU=$(ps -o times= -p "$GW_PID")
