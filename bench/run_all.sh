@@ -12,7 +12,7 @@ out="bench/results-$stamp.txt"
 json="bench/results-$stamp.json"
 : >"$out"
 lines=()
-for b in pipeline system read_scale home ws; do
+for b in pipeline system read_scale home ws browser; do
   echo "== bench/$b" | tee -a "$out"
   load=$(cut -d' ' -f1 /proc/loadavg)
   log=$(mktemp)

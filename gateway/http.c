@@ -35,9 +35,8 @@
  * not fit a connection's memory never reaches the gateway: libmicrohttpd
  * answers it by itself (414 or 431, with an HTML body of its own). That memory
  * stays at 64 KiB, well above the limits: libmicrohttpd clears all of it
- * between two requests of a keep-alive connection, and an upgraded WebSocket
- * keeps it for its whole life (160 KiB doubled the gateway's memory at 10,000
- * sockets, 926 MiB against 457, in bench/ws).
+ * between two requests of a keep-alive connection. A WebSocket gives it back
+ * right after its 101 (websocket.c takes the socket away from libmicrohttpd).
  */
 #define MAX_URL			8192	/* bytes of path and query string */
 #define MAX_HEADERS		100
@@ -383,9 +382,8 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 								   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, app,
 								   MHD_OPTION_SOCK_ADDR, addr,
 								   MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) cfg->threads,
-								   /* upgraded WebSockets stay counted; MHD splits this among its threads */
-								   MHD_OPTION_CONNECTION_LIMIT,
-								   (unsigned int) (2 * (4096 + cfg->ws_max_connections)),
+								   /* HTTP only: a WebSocket leaves MHD after its 101 (websocket.c) */
+								   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) KC_HTTP_MAX_CONNECTIONS,
 								   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
 								   MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,
 								   MHD_OPTION_URI_LOG_CALLBACK, uri_received, app,

@@ -12,6 +12,9 @@
 
 #include "request.h"
 
+/* HTTP connections libmicrohttpd holds at most (WebSockets leave it after their 101). */
+#define KC_HTTP_MAX_CONNECTIONS 8192
+
 /* Starts the daemon on cfg->listen; false with err on failure. */
 bool		kc_http_start(kc_app *app, char *err, size_t errlen);
 /* Stops accepting, waits up to timeout_s for requests in flight, stops. */

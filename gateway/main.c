@@ -58,23 +58,38 @@ load_page(const char *dir, const char *name, const char *what, char **page, size
 	fclose(f);
 }
 
-/* Every WebSocket holds a descriptor: lift the soft limit to the hard one. */
+/*
+ * Every socket holds a descriptor: the soft open-files limit is lifted to the
+ * hard one, and the hard one to --open-files (or to what the WebSockets and
+ * the HTTP connections need) when that is allowed (root); else a warning says
+ * what is short.
+ */
 static void
 raise_open_files(const kc_config *cfg)
 {
 	struct rlimit rl;
-	rlim_t		want = (rlim_t) cfg->ws_max_connections + 4096 + 64;
+	rlim_t		want = cfg->open_files > 0 ? (rlim_t) cfg->open_files :
+		(rlim_t) cfg->ws_max_connections + KC_HTTP_MAX_CONNECTIONS + 64;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
+	if (rl.rlim_max < want)
+	{
+		struct rlimit up = {want, want};
+
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
 	if (rl.rlim_cur < rl.rlim_max)
 	{
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (rl.rlim_cur < want)
-		kc_logf(KC_LOG_WARN, "open-files limit %llu is below what %d WebSockets need (%llu): raise it (ulimit -n)",
-				(unsigned long long) rl.rlim_cur, cfg->ws_max_connections, (unsigned long long) want);
+		kc_logf(KC_LOG_WARN, "open-files limit %llu is below the %llu wanted for %d WebSockets: "
+				"raise the hard limit (ulimit -Hn, or run as root; fs.nr_open bounds it)",
+				(unsigned long long) rl.rlim_cur, (unsigned long long) want, cfg->ws_max_connections);
 }
 
 static int

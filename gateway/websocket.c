@@ -10,7 +10,12 @@
  * (400), that the student exists (404), capacity (503). Then 101.
  *
  * After the 101 (in the libmicrohttpd thread that served the request) the
- * socket is registered with the hub first and the replay read second:
+ * socket leaves libmicrohttpd: the hub takes a duplicate of the descriptor
+ * and MHD's upgrade handle is closed at once, which frees MHD's connection
+ * and its 64 KiB memory pool (libmicrohttpd 0.9.75 closes an upgraded
+ * plain-TCP socket without shutdown(), so the duplicate stays usable; the
+ * WebSocket suite checks it). A socket then costs the hub's small state only.
+ * It is registered with the hub first and the replay read second:
  * events_since(after, student, ws-queue). Registering first is what makes the
  * stream gap-free: an event posted to the hub after the registration is kept
  * for the connection, and one posted before it had been read by the listener
@@ -24,6 +29,7 @@
 #include "websocket.h"
 
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -32,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -52,12 +59,6 @@ typedef struct ws_state
 	long long	after;			/* -1: none */
 } ws_state;
 
-static void
-release_socket(void *handle)
-{
-	MHD_upgrade_action(handle, MHD_UPGRADE_ACTION_CLOSE);
-}
-
 static long long
 listener_position(void *arg)
 {
@@ -76,7 +77,7 @@ kc_ws_start(kc_app *app)
 	lim.ping_interval_s = app->cfg->ws_ping_interval;
 	lim.pong_timeout_s = app->cfg->ws_pong_timeout;
 	lim.max_frame = MAX_CLIENT_MESSAGE;
-	app->ws = kc_ws_hub_start(&lim, release_socket, listener_position, app);
+	app->ws = kc_ws_hub_start(&lim, listener_position, app);
 	return app->ws != NULL;
 }
 
@@ -207,6 +208,7 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 	ws_state	w = *(ws_state *) cls;	/* cls lives until the connection ends; copy anyway */
 	kc_app	   *app = w.app;
 	kc_ws_conn *c;
+	int			fd;
 	int			one = 1;
 	char		after[24],
 				limit[16];
@@ -219,12 +221,17 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 	cJSON	   *arr;
 	const cJSON *it;
 
-	/* pushes are small and latency matters: no Nagle */
-	setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c = kc_ws_hub_register(app->ws, sock, urh, w.all ? NULL : w.student, w.after, extra, extra_len);
+	/* the socket becomes ours; MHD frees its connection (extra lives in it: copied first) */
+	fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+	if (fd >= 0)				/* pushes are small and latency matters: no Nagle */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = fd < 0 ? NULL : kc_ws_hub_register(app->ws, fd, w.all ? NULL : w.student, w.after,
+										   extra, extra_len);
+	MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 	if (!c)
 	{
-		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+		if (fd >= 0)
+			close(fd);
 		return;
 	}
 	if (w.after < 0)

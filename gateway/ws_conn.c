@@ -2,11 +2,19 @@
  * ws_conn.c - one WebSocket connection of the hub on the wire (see
  * ws_hub_int.h), and the messages the hub sends.
  *
- * Each connection has a wslay server context that frames, masks/unmasks,
- * validates (UTF-8 of text, masked client frames, sizes) and runs the close
- * handshake; this file only moves bytes between it and the socket and keeps
- * the socket's interest with the loop in step. It never decides what to send
- * or when to give up on a peer: ws_stream.c does.
+ * A wslay server context frames, masks/unmasks, validates (UTF-8 of text,
+ * masked client frames, sizes) and runs the close handshake; this file only
+ * moves bytes between it and the socket and keeps the socket's interest with
+ * the loop in step. It never decides what to send or when to give up on a
+ * peer: ws_stream.c does.
+ *
+ * The context costs about 8.5 KiB (wslay keeps a 4 KiB input and a 4 KiB
+ * output buffer in it), which would be most of an idle socket's memory. So a
+ * connection has one only while it is busy: it is created when the socket
+ * turns readable or something is queued, and freed when nothing is queued or
+ * half sent, no close is under way, and the bytes read so far end on a frame
+ * boundary outside a fragmented message (kc_ws_inframe follows the frame
+ * lengths for that). A fresh context is then in the same state as the old.
  */
 #include "ws_hub_int.h"
 
@@ -14,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -25,6 +34,9 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 					   void *user);
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
 				   void *user);
+static void follow_frames(kc_ws_inframe *in, const uint8_t *p, size_t n);
+static bool ensure_ctx(kc_ws_conn *c);
+static bool quiet(kc_ws_conn *c);
 
 static const struct wslay_event_callbacks callbacks = {
 	recv_cb, send_cb, NULL, NULL, NULL, NULL, msg_cb
@@ -82,11 +94,21 @@ recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *
 			take = len;
 		memcpy(buf, c->extra + c->extra_off, take);
 		c->extra_off += take;
+		if (c->extra_off == c->extra_len)
+		{
+			free(c->extra);
+			c->extra = NULL;
+			c->extra_len = c->extra_off = 0;
+		}
+		follow_frames(&c->in, buf, take);
 		return (ssize_t) take;
 	}
 	n = recv(c->fd, buf, len, 0);
 	if (n > 0)
+	{
+		follow_frames(&c->in, buf, (size_t) n);
 		return n;
+	}
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 	else
@@ -116,14 +138,78 @@ msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *ar
 {
 	kc_ws_conn *c = user;
 
-	c->last_rx = kc_evloop_now(c->hub->loop);
-	c->ping_out = false;
+	c->heard = true;
+}
+
+/* Advances the frame tracker over n bytes handed to wslay. */
+static void
+follow_frames(kc_ws_inframe *in, const uint8_t *p, size_t n)
+{
+	while (n > 0)
+	{
+		size_t		need,
+					take;
+
+		if (in->left > 0)
+		{
+			take = in->left < n ? (size_t) in->left : n;
+			in->left -= take;
+			p += take;
+			n -= take;
+			continue;
+		}
+		/* a header: 2 bytes, then 0, 2 or 8 of length, then 4 of mask if set */
+		in->head[in->head_len++] = *p++;
+		n--;
+		if (in->head_len < 2)
+			continue;
+		need = 2 + ((in->head[1] & 0x7f) == 126 ? 2 : (in->head[1] & 0x7f) == 127 ? 8 : 0) +
+			((in->head[1] & 0x80) ? 4 : 0);
+		if (in->head_len < need)
+			continue;
+		if ((in->head[1] & 0x7f) == 126)
+			in->left = ((uint64_t) in->head[2] << 8) | in->head[3];
+		else if ((in->head[1] & 0x7f) == 127)
+		{
+			in->left = 0;
+			for (int i = 2; i < 10; i++)
+				in->left = (in->left << 8) | in->head[i];
+		}
+		else
+			in->left = in->head[1] & 0x7f;
+		if ((in->head[0] & 0x0f) < 8)	/* data or continuation: FIN ends the message */
+			in->fragmented = (in->head[0] & 0x80) == 0;
+		in->head_len = 0;
+	}
+}
+
+static bool
+ensure_ctx(kc_ws_conn *c)
+{
+	if (c->ctx)
+		return true;
+	if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0)
+	{
+		c->ctx = NULL;
+		return false;
+	}
+	wslay_event_config_set_max_recv_msg_length(c->ctx, (uint64_t) c->hub->lim.max_frame);
+	return true;
+}
+
+/* Nothing in flight either way: the context can go. */
+static bool
+quiet(kc_ws_conn *c)
+{
+	return c->state != KC_WS_CLOSING && c->extra == NULL &&
+		c->in.head_len == 0 && c->in.left == 0 && !c->in.fragmented &&
+		!wslay_event_want_write(c->ctx) && wslay_event_get_queued_msg_count(c->ctx) == 0;
 }
 
 /* ---- a connection ------------------------------------------------------- */
 
 kc_ws_conn *
-kc_ws_conn_new(kc_ws_hub *h, int fd, void *handle, const char *student, long long after,
+kc_ws_conn_new(kc_ws_hub *h, int fd, const char *student, long long after,
 			   const char *extra, size_t extra_len)
 {
 	kc_ws_conn *c = calloc(1, sizeof(*c));
@@ -143,7 +229,6 @@ kc_ws_conn_new(kc_ws_hub *h, int fd, void *handle, const char *student, long lon
 		return NULL;
 	c->hub = h;
 	c->fd = fd;
-	c->handle = handle;
 	c->all = student == NULL;
 	snprintf(c->student, sizeof(c->student), "%s", student ? student : "");
 	c->after = after;
@@ -162,16 +247,7 @@ kc_ws_conn_free(kc_ws_conn *c)
 bool
 kc_ws_conn_attach(kc_ws_conn *c)
 {
-	kc_evloop  *lp = c->hub->loop;
-
-	c->last_rx = kc_evloop_now(lp);
-	if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0)
-	{
-		c->ctx = NULL;
-		return false;
-	}
-	wslay_event_config_set_max_recv_msg_length(c->ctx, (uint64_t) c->hub->lim.max_frame);
-	if (!kc_evloop_watch(lp, c->fd, c, KC_EV_READ))
+	if (!kc_evloop_watch(c->hub->loop, c->fd, c, KC_EV_READ))
 	{
 		kc_logf(KC_LOG_WARN, "websocket: epoll_ctl: %s", strerror(errno));
 		return false;
@@ -189,6 +265,8 @@ kc_ws_conn_detach(kc_ws_conn *c)
 	if (c->ctx)
 		wslay_event_context_free(c->ctx);
 	c->ctx = NULL;
+	close(c->fd);
+	c->fd = -1;
 }
 
 bool
@@ -196,7 +274,12 @@ kc_ws_conn_pump(kc_ws_conn *c, bool readable)
 {
 	int			want;
 
-	if ((readable || c->extra_off < c->extra_len) && wslay_event_recv(c->ctx) != 0)
+	readable = readable || c->extra != NULL;
+	if (!c->ctx && !readable)
+		return true;			/* quiet: nothing to read or send */
+	if (!ensure_ctx(c))
+		return false;
+	if (readable && wslay_event_recv(c->ctx) != 0)
 		return false;
 	if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
 		return false;
@@ -204,6 +287,11 @@ kc_ws_conn_pump(kc_ws_conn *c, bool readable)
 		(wslay_event_want_write(c->ctx) ? KC_EV_WRITE : 0);
 	if (want == 0)
 		return false;			/* close handshake done (or both sides shut) */
+	if (quiet(c))
+	{
+		wslay_event_context_free(c->ctx);
+		c->ctx = NULL;
+	}
 	if (want != c->interest)
 	{
 		if (!kc_evloop_change(c->hub->loop, c->fd, c, want))
@@ -218,7 +306,7 @@ kc_ws_conn_queue_text(kc_ws_conn *c, const char *text, size_t len)
 {
 	struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *) text, len};
 
-	if (wslay_event_queue_msg(c->ctx, &m) != 0)
+	if (!ensure_ctx(c) || wslay_event_queue_msg(c->ctx, &m) != 0)
 		return false;
 	kc_metrics_add(KC_M_WS_MESSAGES, 1);
 	return true;
@@ -227,21 +315,20 @@ kc_ws_conn_queue_text(kc_ws_conn *c, const char *text, size_t len)
 size_t
 kc_ws_conn_queued(kc_ws_conn *c)
 {
-	return wslay_event_get_queued_msg_count(c->ctx);
+	return c->ctx ? wslay_event_get_queued_msg_count(c->ctx) : 0;
 }
 
-void
+bool
 kc_ws_conn_queue_close(kc_ws_conn *c, uint16_t code, const char *reason)
 {
-	wslay_event_queue_close(c->ctx, code, (const uint8_t *) reason, strlen(reason));
+	return ensure_ctx(c) &&
+		wslay_event_queue_close(c->ctx, code, (const uint8_t *) reason, strlen(reason)) == 0;
 }
 
-void
+bool
 kc_ws_conn_queue_ping(kc_ws_conn *c)
 {
 	struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *) "kc", 2};
 
-	wslay_event_queue_msg(c->ctx, &ping);
-	c->ping_out = true;
-	c->ping_at = kc_evloop_now(c->hub->loop);
+	return ensure_ctx(c) && wslay_event_queue_msg(c->ctx, &ping) == 0;
 }

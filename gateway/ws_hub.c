@@ -12,10 +12,11 @@
 #include "ws_hub_int.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "metrics.h"
 
-#define TICK_MS 500
+#define TICK_MS 100			/* small, so that the pings due in one turn are few */
 
 typedef enum item_kind
 {
@@ -93,22 +94,20 @@ after_turn(void *arg)
 	kc_ws_hub  *h = arg;
 
 	kc_ws_stream_flush(h);
-	if (h->stop_req && (h->all == NULL || kc_evloop_now(h->loop) > h->stop_deadline))
+	if (h->stop_req && (kc_ws_stream_empty(h) || kc_evloop_now(h->loop) > h->stop_deadline))
 		kc_evloop_quit(h->loop);
 }
 
 static void
 start_stop(kc_ws_hub *h)
 {
-	kc_ws_conn *next;
+	kc_ws_conn *c;
 
 	h->stop_req = true;
 	h->stop_deadline = kc_evloop_now(h->loop) + h->stop_timeout_ms / 1000.0;
-	for (kc_ws_conn *c = h->all; c; c = next)
-	{
-		next = c->anext;
+	/* each close moves its connection to the closing list */
+	while ((c = h->quiet.head) || (c = h->pinged.head))
 		kc_ws_stream_close(h, c, 1001, "server shutting down", h->stop_timeout_ms / 1000.0);
-	}
 }
 
 static void
@@ -116,8 +115,10 @@ on_hub_exit(void *arg)
 {
 	kc_ws_hub  *h = arg;
 
-	while (h->all)
-		kc_ws_stream_kill(h, h->all);
+	kc_ws_conn *c;
+
+	while ((c = h->quiet.head) || (c = h->pinged.head) || (c = h->closing.head))
+		kc_ws_stream_kill(h, c);
 	kc_ws_stream_flush(h);
 }
 
@@ -135,7 +136,7 @@ on_drop(void *arg, kc_evmsg *m)
 	if (it->kind == ITEM_REGISTER)
 	{
 		it->conn->dead = true;
-		h->release(it->conn->handle);
+		close(it->conn->fd);
 		atomic_fetch_sub(&h->count, 1);
 		kc_metrics_add(KC_M_WS_CONNECTIONS, -1);
 	}
@@ -166,15 +167,13 @@ post(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay 
 }
 
 kc_ws_hub *
-kc_ws_hub_start(const kc_ws_limits *limits, kc_ws_release_fn release,
-				kc_ws_position_fn position, void *position_arg)
+kc_ws_hub_start(const kc_ws_limits *limits, kc_ws_position_fn position, void *position_arg)
 {
 	kc_ws_hub  *h = calloc(1, sizeof(*h));
 
 	if (!h)
 		return NULL;
 	h->lim = *limits;
-	h->release = release;
 	h->position = position;
 	h->position_arg = position_arg;
 	h->loop = kc_evloop_create(&handlers, h, TICK_MS);
@@ -218,8 +217,8 @@ kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m)
 }
 
 kc_ws_conn *
-kc_ws_hub_register(kc_ws_hub *h, int fd, void *handle, const char *student,
-				   long long after, const char *extra, size_t extra_len)
+kc_ws_hub_register(kc_ws_hub *h, int fd, const char *student, long long after,
+				   const char *extra, size_t extra_len)
 {
 	kc_ws_conn *c;
 
@@ -230,7 +229,7 @@ kc_ws_hub_register(kc_ws_hub *h, int fd, void *handle, const char *student,
 		atomic_fetch_sub(&h->count, 1);
 		return NULL;
 	}
-	c = kc_ws_conn_new(h, fd, handle, student, after, extra, extra_len);
+	c = kc_ws_conn_new(h, fd, student, after, extra, extra_len);
 	if (!c)
 	{
 		atomic_fetch_sub(&h->count, 1);

@@ -43,8 +43,6 @@ typedef struct kc_ws_limits
 	int			max_frame;		/* largest client message accepted (1009 above) */
 } kc_ws_limits;
 
-/* Releases an upgraded socket to its owner (MHD_upgrade_action CLOSE). */
-typedef void (*kc_ws_release_fn) (void *handle);
 /* The id up to which every event has been posted (the listener's watermark). */
 typedef long long (*kc_ws_position_fn) (void *arg);
 
@@ -56,8 +54,8 @@ typedef enum kc_ws_replay
 	KC_WS_REPLAY_FAILED			/* Postgres unavailable: close 1013 (try again later) */
 } kc_ws_replay;
 
-kc_ws_hub  *kc_ws_hub_start(const kc_ws_limits *limits, kc_ws_release_fn release,
-							 kc_ws_position_fn position, void *position_arg);
+kc_ws_hub  *kc_ws_hub_start(const kc_ws_limits *limits, kc_ws_position_fn position,
+							 void *position_arg);
 /* Closes every connection with 1001 (waits up to timeout_ms), stops the thread. */
 void		kc_ws_hub_stop(kc_ws_hub *h, int timeout_ms);
 void		kc_ws_hub_free(kc_ws_hub *h);
@@ -70,13 +68,14 @@ void		kc_ws_msg_free_list(kc_ws_msg *m);
 void		kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m);
 
 /*
- * Any thread: hands an upgraded socket to the hub. student NULL: every
- * student's events (admins). after < 0: no replay, the stream starts at the
- * hub's current position. extra is data read past the HTTP request. Returns
- * NULL when the hub is full or stopping (the caller releases the socket).
+ * Any thread: hands an upgraded socket to the hub, which owns the descriptor
+ * from then on and closes it at the end. student NULL: every student's events
+ * (admins). after < 0: no replay, the stream starts at the hub's current
+ * position. extra is data read past the HTTP request (copied). Returns NULL
+ * when the hub is full or stopping (the caller keeps and closes fd).
  */
-kc_ws_conn *kc_ws_hub_register(kc_ws_hub *h, int fd, void *handle, const char *student,
-							   long long after, const char *extra, size_t extra_len);
+kc_ws_conn *kc_ws_hub_register(kc_ws_hub *h, int fd, const char *student, long long after,
+							   const char *extra, size_t extra_len);
 /* Any thread: the replay of a registered connection is complete (takes msgs). */
 void		kc_ws_hub_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how);
 

@@ -11,6 +11,10 @@
  * no duplicate, and since the hub receives events in gap-free order it has no
  * gap either. A connection whose queue is full is closed with 1008 and told
  * where to resume.
+ *
+ * Liveness runs on three clock lists (ws_hub_int.h): quiet connections in the
+ * order of their last sign of life, pinged ones in the order of their ping,
+ * and closing ones. The tick takes what is due from the heads only.
  */
 #include "ws_hub_int.h"
 
@@ -25,6 +29,9 @@ static unsigned hash_student(const char *s);
 static kc_ws_conn **chain_of(kc_ws_hub *h, kc_ws_conn *c);
 static void link_conn(kc_ws_hub *h, kc_ws_conn *c);
 static void unlink_conn(kc_ws_hub *h, kc_ws_conn *c);
+static void clock_unlink(kc_ws_hub *h, kc_ws_conn *c);
+static void clock_append(kc_ws_hub *h, kc_ws_conn *c, kc_ws_clock clock);
+static void alive(kc_ws_hub *h, kc_ws_conn *c);
 static void mark_dirty(kc_ws_hub *h, kc_ws_conn *c);
 static void drop_pending(kc_ws_conn *c);
 static void bury_later(kc_ws_hub *h, kc_ws_conn *c);
@@ -49,6 +56,58 @@ chain_of(kc_ws_hub *h, kc_ws_conn *c)
 	return c->all ? &h->firehose : &h->buckets[hash_student(c->student)];
 }
 
+static kc_ws_list *
+clock_list(kc_ws_hub *h, kc_ws_clock clock)
+{
+	switch (clock)
+	{
+		case KC_WS_CLOCK_QUIET:
+			return &h->quiet;
+		case KC_WS_CLOCK_PINGED:
+			return &h->pinged;
+		case KC_WS_CLOCK_CLOSING:
+			return &h->closing;
+		default:
+			return NULL;
+	}
+}
+
+static void
+clock_unlink(kc_ws_hub *h, kc_ws_conn *c)
+{
+	kc_ws_list *l = clock_list(h, (kc_ws_clock) c->clock);
+
+	if (!l)
+		return;
+	if (c->tprev)
+		c->tprev->tnext = c->tnext;
+	else
+		l->head = c->tnext;
+	if (c->tnext)
+		c->tnext->tprev = c->tprev;
+	else
+		l->tail = c->tprev;
+	c->tnext = c->tprev = NULL;
+	c->clock = KC_WS_CLOCK_NONE;
+}
+
+/* Puts c at the tail of clock's list (its time is the latest there). */
+static void
+clock_append(kc_ws_hub *h, kc_ws_conn *c, kc_ws_clock clock)
+{
+	kc_ws_list *l = clock_list(h, clock);
+
+	clock_unlink(h, c);
+	c->tprev = l->tail;
+	c->tnext = NULL;
+	if (l->tail)
+		l->tail->tnext = c;
+	else
+		l->head = c;
+	l->tail = c;
+	c->clock = clock;
+}
+
 static void
 link_conn(kc_ws_hub *h, kc_ws_conn *c)
 {
@@ -58,13 +117,11 @@ link_conn(kc_ws_hub *h, kc_ws_conn *c)
 	if (*head)
 		(*head)->bprev = c;
 	*head = c;
-	c->anext = h->all;
-	if (h->all)
-		h->all->aprev = c;
-	h->all = c;
+	c->last_rx = kc_evloop_now(h->loop);
+	clock_append(h, c, KC_WS_CLOCK_QUIET);
 }
 
-/* Takes c out of its chain and of the list of all (a no-op when it was never in). */
+/* Takes c out of its chain and off its clock (a no-op when it was never on them). */
 static void
 unlink_conn(kc_ws_hub *h, kc_ws_conn *c)
 {
@@ -76,12 +133,24 @@ unlink_conn(kc_ws_hub *h, kc_ws_conn *c)
 		*head = c->bnext;
 	if (c->bnext)
 		c->bnext->bprev = c->bprev;
-	if (c->aprev)
-		c->aprev->anext = c->anext;
-	else if (h->all == c)
-		h->all = c->anext;
-	if (c->anext)
-		c->anext->aprev = c->aprev;
+	c->bnext = c->bprev = NULL;
+	clock_unlink(h, c);
+}
+
+/* A sign of life from the peer: back to the tail of the quiet clock. */
+static void
+alive(kc_ws_hub *h, kc_ws_conn *c)
+{
+	c->last_rx = kc_evloop_now(h->loop);
+	c->ping_out = false;
+	if (c->clock == KC_WS_CLOCK_QUIET || c->clock == KC_WS_CLOCK_PINGED)
+		clock_append(h, c, KC_WS_CLOCK_QUIET);
+}
+
+bool
+kc_ws_stream_empty(kc_ws_hub *h)
+{
+	return !h->quiet.head && !h->pinged.head && !h->closing.head;
 }
 
 static void
@@ -121,7 +190,6 @@ kc_ws_stream_kill(kc_ws_hub *h, kc_ws_conn *c)
 		return;
 	c->dead = true;
 	kc_ws_conn_detach(c);
-	h->release(c->handle);
 	unlink_conn(h, c);
 	drop_pending(c);
 	atomic_fetch_sub(&h->count, 1);
@@ -138,8 +206,13 @@ kc_ws_stream_close(kc_ws_hub *h, kc_ws_conn *c, uint16_t code, const char *reaso
 		return;
 	c->state = KC_WS_CLOSING;
 	c->deadline = kc_evloop_now(h->loop) + grace;
+	clock_append(h, c, KC_WS_CLOCK_CLOSING);
 	drop_pending(c);
-	kc_ws_conn_queue_close(c, code, reason);
+	if (!kc_ws_conn_queue_close(c, code, reason))
+	{
+		kc_ws_stream_kill(h, c);	/* out of memory: no close frame then */
+		return;
+	}
 	mark_dirty(h, c);
 }
 
@@ -271,7 +344,12 @@ kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay ho
 	else
 		n = snprintf(hello, sizeof(hello), "{\"type\":\"hello\",\"student_id\":\"%s\",\"last_event_id\":%lld}",
 					 c->student, c->after);
-	kc_ws_conn_queue_text(c, hello, (size_t) n);
+	if (!kc_ws_conn_queue_text(c, hello, (size_t) n))
+	{
+		kc_ws_msg_free_list(msgs);
+		kc_ws_stream_kill(h, c);
+		return;
+	}
 	mark_dirty(h, c);
 	if (how == KC_WS_REPLAY_FAILED)
 	{
@@ -298,8 +376,18 @@ kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay ho
 void
 kc_ws_stream_io(kc_ws_hub *h, kc_ws_conn *c, int ready)
 {
-	if (!c->dead && !kc_ws_conn_pump(c, (ready & KC_EV_READ) != 0))
+	if (c->dead)
+		return;
+	if (!kc_ws_conn_pump(c, (ready & KC_EV_READ) != 0))
+	{
 		kc_ws_stream_kill(h, c);
+		return;
+	}
+	if (c->heard)
+	{
+		c->heard = false;
+		alive(h, c);
+	}
 }
 
 /* Pings idle peers, drops the ones that stopped answering, ends late closes. */
@@ -307,31 +395,33 @@ void
 kc_ws_stream_tick(kc_ws_hub *h)
 {
 	double		now = kc_evloop_now(h->loop);
-	kc_ws_conn *next;
+	kc_ws_conn *c,
+			   *next;
 
-	for (kc_ws_conn *c = h->all; c; c = next)
+	for (c = h->closing.head; c; c = next)
 	{
-		next = c->anext;
-		if (c->state == KC_WS_CLOSING)
+		next = c->tnext;
+		if (now > c->deadline)
+			kc_ws_stream_kill(h, c);
+	}
+	while ((c = h->pinged.head) && now - c->ping_at > h->lim.pong_timeout_s)
+	{
+		kc_metrics_add(KC_M_WS_DEAD_CLOSED, 1);
+		kc_logf(KC_LOG_INFO, "websocket of %s dropped: no answer to ping in %d s",
+				c->all ? "admin" : c->student, h->lim.pong_timeout_s);
+		kc_ws_stream_kill(h, c);
+	}
+	while ((c = h->quiet.head) && now - c->last_rx >= h->lim.ping_interval_s)
+	{
+		if (!kc_ws_conn_queue_ping(c))
 		{
-			if (now > c->deadline)
-				kc_ws_stream_kill(h, c);
+			kc_ws_stream_kill(h, c);
+			continue;
 		}
-		else if (c->ping_out)
-		{
-			if (now - c->ping_at > h->lim.pong_timeout_s)
-			{
-				kc_metrics_add(KC_M_WS_DEAD_CLOSED, 1);
-				kc_logf(KC_LOG_INFO, "websocket of %s dropped: no answer to ping in %d s",
-						c->all ? "admin" : c->student, h->lim.pong_timeout_s);
-				kc_ws_stream_kill(h, c);
-			}
-		}
-		else if (now - c->last_rx >= h->lim.ping_interval_s)
-		{
-			kc_ws_conn_queue_ping(c);
-			mark_dirty(h, c);
-		}
+		c->ping_out = true;
+		c->ping_at = now;
+		clock_append(h, c, KC_WS_CLOCK_PINGED);
+		mark_dirty(h, c);
 	}
 }
 

@@ -2,17 +2,38 @@
 # bench/ws/run.sh - WebSocket fan-out benchmark of kc-gateway: holds CONNECTIONS sockets
 # (one per student, default 10000), emits RATE events/s (default 1000) for DURATION s
 # with pgbench calling kc_flow.emit_event for random students, and reports: connections
-# held, commit-to-delivery latency p50/p90/p99/max (measured by the client, bench/ws/client.py),
-# events delivered vs emitted, gateway RSS before and with the connections open.
+# held, commit-to-delivery latency p50/p90/p99/max and events/s delivered (measured by the
+# client, bench/ws/client.py, one epoll set), events delivered vs emitted, gateway RSS
+# before and with the connections open, and RSS per connection.
+# The open-files limits are raised for the client (ulimit -n here) and the gateway (its own
+# setrlimit, --open-files); both need root above the hard limit. One loopback source
+# address gives about 28,000 ports towards the gateway (ip_local_port_range), so the
+# client spreads its sockets over 127.0.0.1, 127.0.0.2, ... (SOURCES to choose them).
 # Starts its own throwaway Postgres and Redis on loopback and stops them. Takes the
 # machine-wide benchmark lock (/tmp/kc_bench.lock).
 #   CONNECTIONS=10000 RATE=1000 DURATION=20 bash bench/ws/run.sh
+#   CONNECTIONS=100000 bash bench/ws/run.sh          # issue 10's target
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CONNECTIONS=${CONNECTIONS:-10000}
 RATE=${RATE:-1000}
 DURATION=${DURATION:-20}
 PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+if [ -z "${SOURCES:-}" ]; then
+    SOURCES=""
+    for i in $(seq 1 $(( (CONNECTIONS + 24999) / 25000 ))); do SOURCES="$SOURCES 127.0.0.$i"; done
+fi
+# Without CAP_SYS_RESOURCE (e.g. in a container) the hard limit stays: then the client runs
+# as several processes, and the gateway holds what its own limit allows (it says so in its log).
+NOFILE=$((CONNECTIONS + 10000))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$NOFILE" ]; then
+    ulimit -Hn "$NOFILE" 2>/dev/null ||
+        echo "bench/ws: the hard open-files limit stays $(ulimit -Hn) (no CAP_SYS_RESOURCE): the gateway can hold about that many sockets"
+fi
+ulimit -n "$(ulimit -Hn)"
+PER_CLIENT=$(( $(ulimit -n) - 1000 ))
+CLIENTS=$(( (CONNECTIONS + PER_CLIENT - 1) / PER_CLIENT ))
+CHUNK=$(( (CONNECTIONS + CLIENTS - 1) / CLIENTS ))     # the same share for each
 . "$ROOT/test/cluster.sh"
 
 exec 9>/tmp/kc_bench.lock
@@ -23,10 +44,10 @@ make -s -C "$ROOT" >/dev/null
 make -s -C "$ROOT" install >/dev/null
 WORK=$(mktemp -d /tmp/kc-wsbench.XXXXXX)
 chmod 755 "$WORK"
-CL_PID=
+CL_PIDS=""
 cleanup() {
     set +e
-    [ -n "$CL_PID" ] && kill "$CL_PID" 2>/dev/null && wait "$CL_PID" 2>/dev/null
+    for p in $CL_PIDS; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     kc_gateway_stop "$WORK/gw"
     kc_redis_stop "$WORK/redis"
     kc_pg_stop "$WORK/pg" immediate
@@ -60,40 +81,64 @@ kc_gateway_start "$WORK/gw" "127.0.0.1:$GW_PORT" KC_DATABASE_URL="postgresql://p
 GW_PID=$(cat "$WORK/gw/gateway.pid")
 rss() { awk '/VmRSS/ {print $2 / 1024 " MiB"}' /proc/$GW_PID/status; }
 RSS0=$(rss)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-"$PY" "$ROOT/bench/ws/client.py" "$GW_PORT" "$SECRET" "$WORK/students" "$CONNECTIONS" "$WORK/ready" \
-    $((DURATION + 5)) >"$WORK/client.json" &
-CL_PID=$!
-for _ in $(seq 1 1200); do [ -s "$WORK/ready" ] && break; sleep 0.1; done
-HELD=$(cat "$WORK/ready" 2>/dev/null || echo 0)
+for c in $(seq 0 $((CLIENTS - 1))); do
+    first=$((c * CHUNK)); count=$((CONNECTIONS - first < CHUNK ? CONNECTIONS - first : CHUNK))
+    # shellcheck disable=SC2086  # one argument per source address
+    "$PY" "$ROOT/bench/ws/client.py" "$GW_PORT" "$SECRET" "$WORK/students" "$first" "$count" "$WORK/ready.$c" \
+        "$WORK/stop" "$WORK/lat.$c" $SOURCES >"$WORK/client.$c.json" &
+    CL_PIDS="$CL_PIDS $!"
+done
+HELD=0
+for c in $(seq 0 $((CLIENTS - 1))); do
+    for _ in $(seq 1 6100); do [ -s "$WORK/ready.$c" ] && break; sleep 0.1; done
+    HELD=$((HELD + $(cat "$WORK/ready.$c" 2>/dev/null || echo 0)))
+done
 sleep 1
 RSS1=$(rss)
 WS_GAUGE=$(curl -s "http://127.0.0.1:$GW_PORT/metrics" | awk '$1 == "kc_ws_connections" {print $2}')
-echo "bench/ws: $HELD connections open (gateway gauge $WS_GAUGE), emitting $RATE events/s for $DURATION s"
+echo "bench/ws: $HELD connections open by $CLIENTS client process(es) (gateway gauge $WS_GAUGE), emitting $RATE events/s for $DURATION s"
 
 kc_as_postgres "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -c 4 -j 2 -R "$RATE" -T "$DURATION" \
     -D students="$CONNECTIONS" -f "$ROOT/bench/ws/emit.sql" kc_bench >"$WORK/pgbench.log" 2>&1 || true
 EMITTED=$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.events WHERE payload ? 'bench'")
 RSS2=$(rss)
-wait "$CL_PID" || true
-CL_PID=
+sleep 3                          # the last events' way to the clients
+touch "$WORK/stop"
+for p in $CL_PIDS; do wait "$p" || true; done
+CL_PIDS=""
 CPU=$(ps -o times= -p "$GW_PID")
 
 echo
 echo "== bench/ws on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "connections requested:        $CONNECTIONS"
-echo "client result:                $(cat "$WORK/client.json")"
+echo "client results:               $(cat "$WORK"/client.*.json | tr '\n' ' ')"
 echo "events emitted (committed):   $EMITTED at a target of $RATE/s ($(grep -E '^tps' "$WORK/pgbench.log" | head -1))"
 echo "gateway RSS:                  $RSS0 idle, $RSS1 with the connections, $RSS2 after the run"
 echo "gateway CPU time (s):         $CPU"
+echo "gateway open-files limit:     $(awk '/Max open files/ {print $4}' /proc/$GW_PID/limits)"
+echo "load average:                 $LOAD0 before the run, $(cut -d' ' -f1-3 /proc/loadavg) after"
 grep -E '"level":"(warn|error)"' "$WORK/gw/gateway.log" | head -5 || true
-python3 - "$WORK/client.json" "$CONNECTIONS" "$RATE" "$EMITTED" "$RSS0" "$RSS1" <<'PY'
+python3 - "$WORK" "$CLIENTS" "$CONNECTIONS" "$RATE" "$EMITTED" "$RSS0" "$RSS1" "$LOAD0" <<'PY'
 import json, sys
-client = json.load(open(sys.argv[1]))
-held, rss1 = client["connections_open"], float(sys.argv[6].split()[0])
-print(json.dumps({"bench": "ws", "connections": int(sys.argv[2]), "held": held, "rate": int(sys.argv[3]),
-                  "emitted": int(sys.argv[4]), "received": client["events_received"],
-                  "p50_ms": client["latency_ms"]["p50"], "p99_ms": client["latency_ms"]["p99"],
-                  "rss_idle_mib": round(float(sys.argv[5].split()[0]), 1), "rss_mib": round(rss1, 1),
-                  "kib_per_connection": round((rss1 - float(sys.argv[5].split()[0])) * 1024 / max(held, 1), 1)}))
+work, clients = sys.argv[1], int(sys.argv[2])
+res = [json.load(open("%s/client.%d.json" % (work, c))) for c in range(clients)]
+lat = sorted(float(x) for c in range(clients) for x in open("%s/lat.%d" % (work, c)))
+pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
+held = sum(r["connections_open"] for r in res)
+received = sum(r["events_received"] for r in res)
+firsts = [r["first_event"] for r in res if r["first_event"]]
+lasts = [r["last_event"] for r in res if r["last_event"]]
+span = max(lasts) - min(firsts) if firsts and lasts else 0
+rss0, rss1 = float(sys.argv[6].split()[0]), float(sys.argv[7].split()[0])
+print("latency (ms):                 p50 %s, p90 %s, p99 %s, max %s over %d events; closed by the server %d"
+      % (pct(0.5), pct(0.9), pct(0.99), pct(1.0), len(lat), sum(r["closed_by_server"] for r in res)))
+print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, "rate": int(sys.argv[4]),
+                  "emitted": int(sys.argv[5]), "received": received,
+                  "delivered_per_s": round(received / span, 1) if span else None,
+                  "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+                  "rss_idle_mib": round(rss0, 1), "rss_mib": round(rss1, 1),
+                  "kib_per_connection": round((rss1 - rss0) * 1024 / max(held, 1), 2),
+                  "client_processes": clients, "loadavg": sys.argv[8]}))
 PY

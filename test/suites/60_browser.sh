@@ -3,9 +3,13 @@
 # (gateway/static/index.html) in headless Chromium, driven by playwright-core from npm
 # (test/e2e; no browser is downloaded: Debian's /usr/bin/chromium is used). A payment
 # confirmed in SQL must make the sessions appear on the open page, without a reload,
-# within 1 s. Then the operator console (gateway/static/admin.html, test/e2e/admin_test.js):
-# search, a payment's story, Retry of a dead letter. The screenshots are kept under
-# test/e2e/artifacts/ (their paths are printed).
+# within 1 s. Then commit -> browser as a measurement (test/e2e/latency_test.js): 200
+# purchases at an offered 20/s over 10 students, each page open in Chromium; every purchase
+# must be rendered with its sessions (asserted), and p50/p99 from the payment's commit to
+# the render are reported (a JSON line; P99_LIMIT_MS asserts a limit when set). Then the
+# operator console (gateway/static/admin.html, test/e2e/admin_test.js): search, a payment's
+# story, Retry of a dead letter. The screenshots are kept under test/e2e/artifacts/ (their
+# paths are printed).
 #
 # Installs what it needs when missing: Debian's chromium (and nodejs/npm), then
 # `npm ci` in test/e2e. Uses the harness's Postgres and Redis (another db number) and
@@ -54,6 +58,22 @@ PSQL="psql -X -Atq -v ON_ERROR_STOP=1" timeout 120 node "$E2E/home_test.js"
 rc=$?
 [ $rc -ne 0 ] && echo "not ok - browser: the test program exited with $rc" && tail -5 "$WORK/gw/gateway.log" | sed 's/^/# /'
 echo "# screenshot: $SHOT"
+
+# Commit -> browser (test/e2e/latency_test.js): students of its own, courses and trainers of
+# test/e2e/latency_fixture.sql.
+PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3   # the Debian one has psycopg2
+if psql_q -f "$E2E/latency_fixture.sql" >"$WORK/latency_fixture.log" 2>&1; then
+    LSTUDENTS=$(psql_q -c "INSERT INTO kc_flow.students (display_name, timezone)
+                           SELECT 'Latency ' || g, 'UTC' FROM generate_series(1, 10) g RETURNING id" | tr '\n' ' ')
+    LTOKENS=""
+    for s in $LSTUDENTS; do LTOKENS="$LTOKENS $("$KC_ROOT/gateway/kc-gateway" --issue-token="$s")"; done
+    GW_URL="http://127.0.0.1:$PORT" DB_URL="$DB_URL" STUDENTS="$LSTUDENTS" TOKENS="$LTOKENS" PYTHON=$PY \
+        PURCHASES=200 RATE=20 timeout 180 node "$E2E/latency_test.js"
+    rc=$?
+    [ $rc -ne 0 ] && echo "not ok - browser latency: the test program exited with $rc" && tail -5 "$WORK/gw/gateway.log" | sed 's/^/# /'
+else
+    echo "not ok - browser latency: test/e2e/latency_fixture.sql loads"; sed 's/^/# /' "$WORK/latency_fixture.log" | tail
+fi
 
 # The operator console (test/e2e/admin_test.js): a student of its own, an admin token.
 NAME="Console Test $RANDOM$RANDOM"

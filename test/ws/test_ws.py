@@ -130,6 +130,63 @@ def test_bad_frames(gw, student):
     report(op == 10 and p == b"p1", "client ping answered with pong, client text ignored", (op, p))
 
 
+def test_split_frames(gw, student):
+    """The hub keeps a socket's wslay context only while a frame or a message is half read."""
+    path = "/api/v1/ws?access_token=" + token(student)
+    st, h, s, rest = handshake(gw.port, path)
+    r = FrameReader(s, rest)
+    r.next()
+    ping = frame(9, b"split")
+    s.sendall(ping[:3])
+    time.sleep(0.3)
+    s.sendall(ping[3:])
+    op, p = r.next()
+    report(st == 101 and op == 10 and p == b"split", "a ping that arrives in two pieces is answered", (op, p))
+    # a message in two fragments, a pause between them: still one message to wslay
+    s.sendall(frame(1, b"a" * 3000, fin=False))
+    time.sleep(0.3)
+    s.sendall(frame(0, b"b" * 3000))
+    code, _ = r.until_close()
+    s.close()
+    report(code == 1009, "a fragmented client message above 4 KiB across a pause: close 1009 (not 1002)", code)
+
+
+def gateway_rss_kib(gw):
+    with open("/proc/%d/status" % gw.proc.pid) as f:
+        return int(f.read().split("VmRSS:")[1].split()[0])
+
+
+def test_idle_memory(gw, conn, student):
+    """Idle sockets cost the gateway little: libmicrohttpd's connection memory is given back."""
+    n = 400
+    path = "/api/v1/ws?access_token=" + token(student)
+    socks = []
+    before = gateway_rss_kib(gw)
+    try:
+        for _ in range(n):
+            st, h, s, rest = handshake(gw.port, path)
+            r = FrameReader(s, rest)
+            if st == 101 and r.next()[0] == 1:
+                socks.append(r)
+            else:
+                s.close()
+        time.sleep(0.5)
+        per = (gateway_rss_kib(gw) - before) / n
+        report(len(socks) == n and per < 10, "%d idle sockets: %.1f KiB of gateway RSS each (limit 10)" % (n, per),
+               (len(socks), per))
+        ids = emit(conn, student, 1)
+        got = 0
+        for r in socks:
+            op, p = r.next()
+            while op != 1:
+                op, p = r.next()
+            got += json.loads(p)["id"] == ids[0]
+        report(got == n, "every one of the %d idle sockets receives the next event" % n, got)
+    finally:
+        for r in socks:
+            r.s.close()
+
+
 def test_replay(gw, conn, student):
     ids = emit(conn, student, 12)
     t = token(student)
@@ -429,6 +486,8 @@ def main():
     try:
         check("handshakes", lambda: test_handshakes(gw, s1, s2))
         check("bad frames", lambda: test_bad_frames(gw, s1))
+        check("split frames", lambda: test_split_frames(gw, s1))
+        check("idle memory", lambda: test_idle_memory(gw, conn, new_student(conn, "ws idle")))
         check("replay", lambda: test_replay(gw, conn, s1))
         check("live order", lambda: test_live_order(gw, conn, s2))
         check("reconnect", lambda: test_reconnect(gw, conn, s3))
