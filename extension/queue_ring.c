@@ -10,7 +10,7 @@
  * bounds that, as PgQ rotates its event tables: once the current slot's file
  * is larger than kc_flow.queue_rotation_size, the slot after it (the oldest,
  * whose rows had two generations to be handled) is locked ACCESS EXCLUSIVE
- * with a short lock_timeout, the rows still in it (waiting for a retry or a
+ * with a short lock_timeout (200 ms), the rows still in it (waiting for a retry or a
  * trainer, or not claimed yet) are copied into the current slot, it is
  * TRUNCATEd, and it becomes the current slot.
  *
@@ -38,8 +38,13 @@
 
 #define RING_SLOTS 3
 
-/* how long rotation waits for the oldest slot's lock, in ms: the longest the workers may queue behind it */
-#define ROTATE_LOCK_TIMEOUT "50"
+/*
+ * How long rotation waits for the oldest slot's lock, in ms: the longest the
+ * workers may queue behind it.  Usually it waits for the other workers'
+ * batches to commit; when a long transaction holds the lock it gives up, and
+ * worker 0 backs off (worker.c).
+ */
+#define ROTATE_LOCK_TIMEOUT "200"
 
 /* more rows than this left in the oldest slot: the workers are behind, copying them would not help */
 #define ROTATE_MAX_MOVE 20000

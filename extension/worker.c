@@ -45,6 +45,7 @@ bool		kcf_am_worker = false;
 
 /* how often worker 0 looks whether the queue's ring must rotate (queue_ring.c) */
 #define ROTATION_CHECK_MS 1000
+#define ROTATION_MAX_BACKOFF_MS (60 * 1000)
 
 static void
 forget_latch(int code, Datum arg)
@@ -113,21 +114,28 @@ refresh_trending(void)
  * sleep, in milliseconds (0: more work is waiting).
  */
 /*
- * Worker 0, at most every ROTATION_CHECK_MS: rotates the queue's ring when its
- * current table has grown, in a short transaction of its own (the truncated
- * table stays locked until it commits).
+ * Worker 0, every ROTATION_CHECK_MS: rotates the queue's ring when its current
+ * table has grown, in a short transaction of its own (the truncated table
+ * stays locked until it commits).  When it could not (a long transaction holds
+ * a lock on the oldest table, and each try makes the claims wait behind it for
+ * up to its lock_timeout), the next try waits twice as long, up to a minute.
  */
 static void
 rotate_queue(TimestampTz *last_rotation)
 {
-	if (!TimestampDifferenceExceeds(*last_rotation, GetCurrentTimestamp(), ROTATION_CHECK_MS))
+	static int	wait_ms = ROTATION_CHECK_MS;
+
+	if (!TimestampDifferenceExceeds(*last_rotation, GetCurrentTimestamp(), wait_ms))
 		return;
 	pgstat_report_activity(STATE_RUNNING, "kc_flow: rotating the event queue");
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	(void) kcf_rotate_queue();
+	if (kcf_rotate_queue() == KCF_ROTATE_BUSY)
+		wait_ms = Min(wait_ms * 2, ROTATION_MAX_BACKOFF_MS);
+	else
+		wait_ms = ROTATION_CHECK_MS;
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();

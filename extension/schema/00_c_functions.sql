@@ -84,4 +84,4 @@ CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'kcf_rotate_queue_sql';
 COMMENT ON FUNCTION kc_flow.rotate_queue() IS
-    'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 50 ms); call it in a short transaction of its own';
+    'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';
