@@ -55,16 +55,26 @@ def phase(mode, seconds, rate, out):
     if not wait_workers(conn):
         raise SystemExit("the kc_flow workers did not start")
     n = int(seconds * rate * 1.1) + 100
-    world = World(conn, trainers=max(100, n // 10), students=n, capacity=20)
-    # the payments in one statement (the driver confirms them; creating 90,000 one by
-    # one from here would take longer than the run)
+    # worlds the size of bench/pipeline's (2,000 students, 200 trainers, a course of their
+    # own), so that a purchase costs what it costs there however long the run: one world of
+    # 90,000 students would make every allocation rank 9,000 trainers
+    worlds = [World(conn, trainers=200, students=2000, capacity=20) for _ in range(-(-n // 2000))]
+    # the payments in one statement per world (creating 90,000 one by one would take longer
+    # than the run), and the order the driver confirms them in, worlds interleaved: the
+    # driver takes the next one by number rather than searching for a pending payment, a
+    # search that would walk every payment confirmed before
     with conn.cursor() as cur:
-        cur.execute("""SELECT kc_flow.create_payment(s, %s, (ARRAY[10, 20, 30])[1 + (o - 1) %% 3],
-                              jsonb_build_object('weekdays', jsonb_build_array(1 + (o - 1) %% 7),
-                                                 'start', lpad((7 + ((o - 1) / 7) %% 14)::text, 2, '0') || ':00',
-                                                 'timezone', %s, 'starts_on', '2031-01-06'), 1000)
-                         FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(s, o)""",
-                    (world.course, world.zone, world.students))
+        for world in worlds:
+            cur.execute("""SELECT kc_flow.create_payment(s, %s, (ARRAY[10, 20, 30])[1 + (o - 1) %% 3],
+                                  jsonb_build_object('weekdays', jsonb_build_array(1 + (o - 1) %% 7),
+                                                     'start', lpad((7 + ((o - 1) / 7) %% 14)::text, 2, '0') || ':00',
+                                                     'timezone', %s, 'starts_on', '2031-01-06'), 1000)
+                             FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(s, o)""",
+                        (world.course, world.zone, world.students))
+        cur.execute("CREATE TABLE public.soak_order (n int PRIMARY KEY, payment uuid NOT NULL)")
+        cur.execute("INSERT INTO public.soak_order SELECT row_number() OVER (ORDER BY random()), id"
+                    "  FROM kc_flow.payments WHERE status = 'pending'")
+        cur.execute("CREATE SEQUENCE public.soak_next")
     run(conn, "VACUUM ANALYZE")
     held = None
     if mode == "held":
@@ -77,8 +87,8 @@ def phase(mode, seconds, rate, out):
             raise SystemExit("the held session holds no snapshot")
     script = os.path.join(TMP, "soak_confirm.sql")
     with open(script, "w") as f:
-        f.write("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = (SELECT id FROM kc_flow.payments"
-                " WHERE status = 'pending' AND course_id = '%s' LIMIT 1 FOR UPDATE SKIP LOCKED);\n" % world.course)
+        f.write("UPDATE kc_flow.payments SET status = 'succeeded'"
+                " WHERE id = (SELECT payment FROM public.soak_order WHERE n = (SELECT nextval('public.soak_next')));\n")
     listener = Listener()
     done = {}
     stop = threading.Event()
@@ -94,10 +104,10 @@ def phase(mode, seconds, rate, out):
     th = threading.Thread(target=listen, daemon=True)
     th.start()
     t0 = time.time()
-    # pgbench's output goes to a file: a pipe nobody reads until the end would fill and stop it
+    # pgbench's output goes to a file, read at the end
     driver_log = open(os.path.join(TMP, "soak_pgbench.log"), "w+")
-    driver = subprocess.Popen(["pgbench", "-n", "-d", os.environ["PGDATABASE"], "-c", "4", "-j", "2",
-                               "-T", str(seconds), "-R", str(rate), "-f", script],
+    driver = subprocess.Popen(["pgbench", "-n", "-c", "4", "-j", "2", "-T", str(seconds), "-R", str(rate),
+                               "-f", script, os.environ["PGDATABASE"]],
                               stdout=driver_log, stderr=subprocess.STDOUT, text=True)
     samples = []
     minute1 = None
@@ -113,8 +123,7 @@ def phase(mode, seconds, rate, out):
         raise SystemExit("pgbench failed:\n" + driver_log.read()[-4000:])
     driver_log.close()
     t_end = time.time()
-    confirmed = one(conn, "SELECT count(*) FROM kc_flow.payments WHERE course_id = %s AND status = 'succeeded'",
-                    (world.course,))
+    confirmed = one(conn, "SELECT count(*) FROM kc_flow.payments WHERE status = 'succeeded'")
     completed_in_run = len(done)
     # let the pipeline finish what was confirmed (at most a minute), then measure
     deadline = time.time() + 60
@@ -129,7 +138,7 @@ def phase(mode, seconds, rate, out):
         held.rollback()
         held.close()
     succeeded = dict(rows(conn, "SELECT id::text, extract(epoch FROM succeeded_at) FROM kc_flow.payments"
-                                " WHERE course_id = %s AND status = 'succeeded'", (world.course,)))
+                                " WHERE status = 'succeeded'"))
     lat = [(done[p] - float(succeeded[p])) * 1000 for p in done if p in succeeded]
     listener.close()
     result = {"mode": mode, "seconds": seconds, "offered_rps": rate, "confirmed": confirmed,
