@@ -45,7 +45,7 @@ bool		kcf_am_worker = false;
 
 /* how often worker 0 looks whether the queue's ring must rotate (queue_ring.c) */
 #define ROTATION_CHECK_MS 1000
-#define ROTATION_MAX_BACKOFF_MS (60 * 1000)
+#define ROTATION_MAX_BACKOFF_MS (10 * 1000)
 
 static void
 forget_latch(int code, Datum arg)
@@ -118,7 +118,7 @@ refresh_trending(void)
  * table has grown, in a short transaction of its own (the truncated table
  * stays locked until it commits).  When it could not (a long transaction holds
  * a lock on the oldest table, and each try makes the claims wait behind it for
- * up to its lock_timeout), the next try waits twice as long, up to a minute.
+ * up to its lock_timeout), the next try waits twice as long, up to 10 s.
  */
 static void
 rotate_queue(TimestampTz *last_rotation)
