@@ -81,7 +81,8 @@ typedef enum KcfRotation
 {
 	KCF_ROTATE_NOT_DUE,			/* the current slot is small yet (or no ring, or a snapshot too old) */
 	KCF_ROTATE_DONE,			/* the oldest slot was emptied and is current now */
-	KCF_ROTATE_BUSY				/* another rotator, the oldest slot's lock not granted, or a backlog */
+	KCF_ROTATE_BUSY,			/* another rotator, the oldest slot's lock held by a session, or a backlog */
+	KCF_ROTATE_CONTENDED		/* the lock not granted in time, held only by the workers' batches */
 } KcfRotation;
 
 extern bool kcf_queue_ring_installed(void);

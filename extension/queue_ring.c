@@ -52,6 +52,7 @@
 PG_FUNCTION_INFO_V1(kcf_rotate_queue_sql);
 
 static KcfRotation rotate(int64 generation, int current, int oldest);
+static bool held_by_others(int oldest);
 static void exec_sql(const char *sql);
 
 /* Whether the queue is the ring of 0.2.0 (a 0.1.0 schema has one plain table). */
@@ -68,7 +69,8 @@ kcf_queue_ring_installed(void)
  * kc_flow.queue_rotation_size (SPI connected, READ COMMITTED: a transaction
  * snapshot older than the lock could miss rows it must copy).  One rotator at
  * a time: another one busy is KCF_ROTATE_BUSY, as is a lock not granted in
- * time.  The slot's lock is held until the transaction ends: call it at the
+ * time because some other session holds it; KCF_ROTATE_CONTENDED when only
+ * the workers' own batches held it.  The slot's lock is held until the transaction ends: call it at the
  * end of a short transaction.
  */
 KcfRotation
@@ -160,6 +162,10 @@ rotate(int64 generation, int current, int oldest)
 	}
 	PG_END_TRY();
 
+	/* only the workers' batches held it (a long one, under load): no reason to back off */
+	if (result == KCF_ROTATE_BUSY && !held_by_others(oldest))
+		result = KCF_ROTATE_CONTENDED;
+
 	if (result == KCF_ROTATE_DONE)
 		ereport(DEBUG1,
 				(errmsg("kc_flow: event queue rotated, slot %d truncated and current", oldest)));
@@ -173,7 +179,7 @@ rotate(int64 generation, int current, int oldest)
 Datum
 kcf_rotate_queue_sql(PG_FUNCTION_ARGS)
 {
-	static const char *const answers[] = {"not due", "rotated", "busy"};
+	static const char *const answers[] = {"not due", "rotated", "busy", "busy"};
 	KcfRotation result;
 
 	if (!kcf_queue_ring_installed())
@@ -191,6 +197,20 @@ kcf_rotate_queue_sql(PG_FUNCTION_ARGS)
 	result = kcf_rotate_queue();
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(answers[result]));
+}
+
+/* Whether a session other than us and the workers holds a lock on the oldest table. */
+static bool
+held_by_others(int oldest)
+{
+	bool		isnull;
+
+	exec_sql(psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l"
+					  "  WHERE l.relation = 'kc_flow.event_queue_%d'::regclass AND l.granted"
+					  "    AND l.pid <> pg_backend_pid()"
+					  "    AND l.pid <> ALL (SELECT w.pid FROM kc_flow.worker_status() w))",
+					  oldest));
+	return kcf_get_bool(0, 1, &isnull);
 }
 
 /* Runs one statement built for this rotation (the slot is in its name, so it is not kept prepared). */

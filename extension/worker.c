@@ -118,7 +118,8 @@ refresh_trending(void)
  * table has grown, in a short transaction of its own (the truncated table
  * stays locked until it commits).  When it could not (a long transaction holds
  * a lock on the oldest table, and each try makes the claims wait behind it for
- * up to its lock_timeout), the next try waits twice as long, up to 10 s.
+ * up to its lock_timeout), the next try waits twice as long, up to 10 s; when
+ * only another worker's batch held it, the next try comes sooner.
  */
 static void
 rotate_queue(TimestampTz *last_rotation)
@@ -132,10 +133,19 @@ rotate_queue(TimestampTz *last_rotation)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	if (kcf_rotate_queue() == KCF_ROTATE_BUSY)
-		wait_ms = Min(wait_ms * 2, ROTATION_MAX_BACKOFF_MS);
-	else
-		wait_ms = ROTATION_CHECK_MS;
+	switch (kcf_rotate_queue())
+	{
+		case KCF_ROTATE_BUSY:
+			wait_ms = Min(wait_ms * 2, ROTATION_MAX_BACKOFF_MS);
+			break;
+		case KCF_ROTATE_CONTENDED:
+			/* another worker's batch outlasted the lock timeout: soon again */
+			wait_ms = ROTATION_CHECK_MS / 4;
+			break;
+		default:
+			wait_ms = ROTATION_CHECK_MS;
+			break;
+	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
