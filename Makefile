@@ -46,3 +46,8 @@ bench:
 .PHONY: soak
 soak:
 	bash test/faults/soak.sh
+
+# kc_flow's storage under a held xmin horizon, beside the same run without (docs/benchmarks.md)
+.PHONY: soak-horizon
+soak-horizon:
+	bash bench/soak/run.sh

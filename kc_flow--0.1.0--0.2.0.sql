@@ -8,6 +8,11 @@
 
 \echo Use "ALTER EXTENSION kc_flow UPDATE TO '0.2.0'" to load this file. \quit
 
+-- storage (issue 9): the queue is rebuilt at the end of this script; its lock comes first,
+-- before events', in the order the workers take them (claim: queue, then events), so that
+-- the update waits for the workers' batches instead of deadlocking with one
+LOCK TABLE kc_flow.event_queue IN ACCESS EXCLUSIVE MODE;
+
 -- one table of event types, in the library: the events_type_known check asks it
 -- instead of a list of its own (so PURCHASE_ALREADY_ACTIVE and VIEWS_REFRESHED are known)
 CREATE FUNCTION kc_flow.event_types(OUT event_type text, OUT consumer text, OUT emitted_by text, OUT meaning text)
@@ -599,3 +604,85 @@ SELECT count(kc_flow.emit_event('PURCHASE_ALREADY_ACTIVE', p.id, p.student_id,
 SELECT count(kc_flow.emit_event('VIEWS_REFRESHED', s.id, s.id,
                                 jsonb_build_object('from_version', '0.1.0', 'to_version', '0.2.0')))
   FROM kc_flow.students s;
+
+-- ==== storage (issue 9): the event queue as a ring of three tables ====
+-- The 0.1.0 queue, one table emptied with DELETE, becomes kc_flow.event_queue partitioned
+-- by slot (extension/queue_ring.c, docs/extension.md "Storage under a held horizon"). Its
+-- rows are copied with their attempts and run_after; the workers wait for the lock the
+-- DROP takes (the 0.2.0 library reads either queue: it rotates only when the ring exists).
+ALTER TABLE kc_flow.event_queue RENAME TO event_queue_010;
+ALTER INDEX kc_flow.event_queue_pkey RENAME TO event_queue_010_pkey;
+ALTER INDEX kc_flow.event_queue_due RENAME TO event_queue_010_due;
+ALTER TABLE kc_flow.event_queue_010 RENAME CONSTRAINT event_queue_event_id_fkey TO event_queue_010_event_id_fkey;
+
+CREATE SEQUENCE kc_flow.event_queue_generation AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.event_queue_generation IS
+    'the generation of the event queue''s ring: new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/queue_ring.c)';
+
+CREATE FUNCTION kc_flow.event_queue_slot() RETURNS smallint
+    LANGUAGE sql VOLATILE
+AS $$ SELECT (last_value % 3)::smallint FROM kc_flow.event_queue_generation $$;
+COMMENT ON FUNCTION kc_flow.event_queue_slot() IS
+    'the slot of the event queue''s ring that new rows go to (the default of event_queue.slot)';
+
+CREATE TABLE kc_flow.event_queue (
+    event_id      bigint NOT NULL REFERENCES kc_flow.events ON DELETE CASCADE,
+    consumer      text NOT NULL,
+    attempts      int NOT NULL DEFAULT 0,
+    deferrals     int NOT NULL DEFAULT 0,
+    run_after     timestamptz NOT NULL DEFAULT now(),
+    last_sqlstate text,
+    last_error    text,
+    slot          smallint NOT NULL DEFAULT kc_flow.event_queue_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.event_queue_0 PARTITION OF kc_flow.event_queue FOR VALUES IN (0);
+CREATE TABLE kc_flow.event_queue_1 PARTITION OF kc_flow.event_queue FOR VALUES IN (1);
+CREATE TABLE kc_flow.event_queue_2 PARTITION OF kc_flow.event_queue FOR VALUES IN (2);
+CREATE INDEX event_queue_due ON kc_flow.event_queue (run_after, event_id);
+CREATE INDEX event_queue_by_event ON kc_flow.event_queue (event_id);
+COMMENT ON TABLE kc_flow.event_queue IS
+    'work still to do: one row per event that a stage must handle, claimed with FOR UPDATE SKIP LOCKED, deleted when handled or dead-lettered; a ring of three tables (slot), the oldest truncated when the current one has grown (extension/queue_ring.c), so that dead rows do not pile up while something holds the xmin horizon';
+COMMENT ON COLUMN kc_flow.event_queue.slot IS
+    'the table of the ring the row is in; rotation copies what is left in the oldest table into the current one before truncating it';
+COMMENT ON TABLE kc_flow.event_queue_0 IS 'slot 0 of the event queue''s ring (kc_flow.event_queue)';
+COMMENT ON TABLE kc_flow.event_queue_1 IS 'slot 1 of the event queue''s ring (kc_flow.event_queue)';
+COMMENT ON TABLE kc_flow.event_queue_2 IS 'slot 2 of the event queue''s ring (kc_flow.event_queue)';
+
+INSERT INTO kc_flow.event_queue (event_id, consumer, attempts, deferrals, run_after, last_sqlstate, last_error)
+SELECT event_id, consumer, attempts, deferrals, run_after, last_sqlstate, last_error FROM kc_flow.event_queue_010;
+DROP TABLE kc_flow.event_queue_010;
+
+-- the ring has no unique index on event_id: a retried dead letter updates or inserts
+CREATE OR REPLACE FUNCTION kc_flow.retry_dead_letter(dead_letter_id bigint) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    d kc_flow.dead_letters;
+BEGIN
+    SELECT * INTO d FROM kc_flow.dead_letters WHERE id = dead_letter_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dead letter % does not exist', dead_letter_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF d.resolved THEN
+        RETURN false;
+    END IF;
+    UPDATE kc_flow.dead_letters SET resolved = true, resolved_at = now() WHERE id = dead_letter_id;
+    -- the queue's ring has no unique index on event_id (its key includes the slot)
+    UPDATE kc_flow.event_queue SET attempts = 0, run_after = now() WHERE event_id = d.event_id;
+    IF NOT FOUND THEN
+        INSERT INTO kc_flow.event_queue (event_id, consumer) VALUES (d.event_id, d.consumer);
+    END IF;
+    PERFORM kc_flow.wake_workers();
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.retry_dead_letter(bigint) IS
+    'marks a dead letter resolved and queues its event again with a fresh set of attempts; false if it was already resolved';
+CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_rotate_queue_sql';
+COMMENT ON FUNCTION kc_flow.rotate_queue() IS
+    'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';
+REVOKE ALL ON FUNCTION kc_flow.rotate_queue() FROM PUBLIC;
+-- ==== end of storage (issue 9) ====

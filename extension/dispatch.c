@@ -419,6 +419,8 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 			break;
 	}
 	handled += kcf_top_up_rolling_sessions();
+	/* as worker 0 does: the queue's ring rotates once its current table has grown */
+	(void) kcf_rotate_queue();
 	/* as the workers do: positions for what committed, and for what this transaction wrote */
 	if (kcf_log_installed())
 	{

@@ -27,6 +27,7 @@ int			kcf_session_generation = KCF_SESSIONS_FULL;
 int			kcf_rolling_window = 7;
 int			kcf_event_retention_s = 7 * 24 * 3600;
 bool		kcf_sequence_in_batch = true;
+int			kcf_queue_rotation_size = 128;
 
 static const struct config_enum_entry session_mode_options[] = {
 	{"full", KCF_SESSIONS_FULL, false},
@@ -95,6 +96,11 @@ define_gucs(void)
 							 "On saves a commit per batch; see docs/extension.md, \"Gap-free event log\".",
 							 &kcf_sequence_in_batch, true,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.queue_rotation_size",
+							"Size of the event queue's current table above which the ring rotates.",
+							"Rotation truncates the oldest of the three tables; see docs/extension.md, \"Storage under a held horizon\".",
+							&kcf_queue_rotation_size, 128, 8, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("kc_flow");
 }
 

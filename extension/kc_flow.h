@@ -30,6 +30,7 @@ extern int	kcf_session_generation;
 extern int	kcf_rolling_window;
 extern int	kcf_event_retention_s;
 extern bool kcf_sequence_in_batch;
+extern int	kcf_queue_rotation_size;
 
 /* values of kcf_session_generation (kc_flow.session_generation) */
 enum
@@ -61,6 +62,7 @@ extern TimestampTz kcf_oldest_writer(void);
 #define KCF_LOCK_KEY1 0x6b63666c	/* "kcfl" */
 #define KCF_LOCK_WRITER 1		/* shared: an open transaction emitted events (no preload) */
 #define KCF_LOCK_SEQUENCER 2	/* exclusive: the log head, one sequencer at a time */
+#define KCF_LOCK_ROTATOR 3		/* exclusive: one rotation of the queue's ring at a time */
 
 /* log.c: the commit-ordered event log (0.2.0) */
 typedef struct KcfRound
@@ -73,6 +75,18 @@ typedef struct KcfRound
 
 extern bool kcf_log_installed(void);
 extern bool kcf_sequence(KcfRound *round, bool wait);
+
+/* queue_ring.c: the event queue as a ring of three tables (0.2.0) */
+typedef enum KcfRotation
+{
+	KCF_ROTATE_NOT_DUE,			/* the current slot is small yet (or no ring, or a snapshot too old) */
+	KCF_ROTATE_DONE,			/* the oldest slot was emptied and is current now */
+	KCF_ROTATE_BUSY,			/* another rotator, the oldest slot's lock held by a session, or a backlog */
+	KCF_ROTATE_CONTENDED		/* the lock not granted in time, held only by the workers' batches */
+} KcfRotation;
+
+extern bool kcf_queue_ring_installed(void);
+extern KcfRotation kcf_rotate_queue(void);
 
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);

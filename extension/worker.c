@@ -9,7 +9,8 @@
  * on its latch until a committing transaction that emitted events wakes it,
  * the next retry is due, or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling sessions
  * and, every minute, trims the event log and refreshes the trending
- * courses.  An error outside the per-event subtransactions is logged and
+ * courses, and every second rotates the event queue's ring when its current
+ * table has grown (queue_ring.c).  An error outside the per-event subtransactions is logged and
  * the loop goes on after a pause; a worker that dies is restarted by the
  * postmaster five seconds later.
  */
@@ -41,6 +42,10 @@ bool		kcf_am_worker = false;
 #define HEAD_BUSY_RETRY_MS 5
 
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
+
+/* how often worker 0 looks whether the queue's ring must rotate (queue_ring.c) */
+#define ROTATION_CHECK_MS 1000
+#define ROTATION_MAX_BACKOFF_MS (10 * 1000)
 
 static void
 forget_latch(int code, Datum arg)
@@ -108,8 +113,48 @@ refresh_trending(void)
  * One round of work in its own transaction.  Returns how long the worker may
  * sleep, in milliseconds (0: more work is waiting).
  */
+/*
+ * Worker 0, every ROTATION_CHECK_MS: rotates the queue's ring when its current
+ * table has grown, in a short transaction of its own (the truncated table
+ * stays locked until it commits).  When it could not (a long transaction holds
+ * a lock on the oldest table, and each try makes the claims wait behind it for
+ * up to its lock_timeout), the next try waits twice as long, up to 10 s; when
+ * only another worker's batch held it, the next try comes sooner.
+ */
+static void
+rotate_queue(TimestampTz *last_rotation)
+{
+	static int	wait_ms = ROTATION_CHECK_MS;
+
+	if (!TimestampDifferenceExceeds(*last_rotation, GetCurrentTimestamp(), wait_ms))
+		return;
+	pgstat_report_activity(STATE_RUNNING, "kc_flow: rotating the event queue");
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	switch (kcf_rotate_queue())
+	{
+		case KCF_ROTATE_BUSY:
+			wait_ms = Min(wait_ms * 2, ROTATION_MAX_BACKOFF_MS);
+			break;
+		case KCF_ROTATE_CONTENDED:
+			/* another worker's batch outlasted the lock timeout: soon again */
+			wait_ms = ROTATION_CHECK_MS / 4;
+			break;
+		default:
+			wait_ms = ROTATION_CHECK_MS;
+			break;
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	*last_rotation = GetCurrentTimestamp();
+}
+
 static long
-work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, bool *warned_missing)
+work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
+		  TimestampTz *last_rotation, bool *warned_missing)
 {
 	long		sleep_ms = kcf_poll_interval_ms;
 	int			claimed;
@@ -201,6 +246,8 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping, 
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
+	if (worker == 0)
+		rotate_queue(last_rotation);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return sleep_ms;
@@ -212,6 +259,7 @@ kcf_worker_main(Datum main_arg)
 	int			worker = DatumGetInt32(main_arg);
 	static TimestampTz last_top_up = 0;
 	static TimestampTz last_housekeeping = 0;
+	static TimestampTz last_rotation = 0;
 	static bool warned_missing = false;
 	static long sleep_ms = 0;
 	sigjmp_buf	local_sigjmp_buf;
@@ -266,7 +314,7 @@ kcf_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		MemoryContextSwitchTo(loop_context);
-		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &warned_missing);
+		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &last_rotation, &warned_missing);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);
 	}

@@ -79,3 +79,9 @@ CREATE FUNCTION kc_flow.wake_workers() RETURNS void
     AS 'MODULE_PATHNAME', 'kcf_wake_workers_sql';
 COMMENT ON FUNCTION kc_flow.wake_workers() IS
     'asks the background workers to look at the queue as soon as the current transaction commits';
+
+CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_rotate_queue_sql';
+COMMENT ON FUNCTION kc_flow.rotate_queue() IS
+    'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';

@@ -206,18 +206,38 @@ COMMENT ON TABLE kc_flow.log_rounds IS
 INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
 VALUES (0, 1, pg_current_snapshot(), pg_current_xact_id(), true);
 
+CREATE SEQUENCE kc_flow.event_queue_generation AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.event_queue_generation IS
+    'the generation of the event queue''s ring: new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/queue_ring.c)';
+
+CREATE FUNCTION kc_flow.event_queue_slot() RETURNS smallint
+    LANGUAGE sql VOLATILE
+AS $$ SELECT (last_value % 3)::smallint FROM kc_flow.event_queue_generation $$;
+COMMENT ON FUNCTION kc_flow.event_queue_slot() IS
+    'the slot of the event queue''s ring that new rows go to (the default of event_queue.slot)';
+
 CREATE TABLE kc_flow.event_queue (
-    event_id      bigint NOT NULL PRIMARY KEY REFERENCES kc_flow.events ON DELETE CASCADE,
+    event_id      bigint NOT NULL REFERENCES kc_flow.events ON DELETE CASCADE,
     consumer      text NOT NULL,
     attempts      int NOT NULL DEFAULT 0,
     deferrals     int NOT NULL DEFAULT 0,
     run_after     timestamptz NOT NULL DEFAULT now(),
     last_sqlstate text,
-    last_error    text
-);
+    last_error    text,
+    slot          smallint NOT NULL DEFAULT kc_flow.event_queue_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.event_queue_0 PARTITION OF kc_flow.event_queue FOR VALUES IN (0);
+CREATE TABLE kc_flow.event_queue_1 PARTITION OF kc_flow.event_queue FOR VALUES IN (1);
+CREATE TABLE kc_flow.event_queue_2 PARTITION OF kc_flow.event_queue FOR VALUES IN (2);
 CREATE INDEX event_queue_due ON kc_flow.event_queue (run_after, event_id);
+CREATE INDEX event_queue_by_event ON kc_flow.event_queue (event_id);
 COMMENT ON TABLE kc_flow.event_queue IS
-    'work still to do: one row per event that a stage must handle, claimed with FOR UPDATE SKIP LOCKED, deleted when handled or dead-lettered';
+    'work still to do: one row per event that a stage must handle, claimed with FOR UPDATE SKIP LOCKED, deleted when handled or dead-lettered; a ring of three tables (slot), the oldest truncated when the current one has grown (extension/queue_ring.c), so that dead rows do not pile up while something holds the xmin horizon';
+COMMENT ON COLUMN kc_flow.event_queue.slot IS
+    'the table of the ring the row is in; rotation copies what is left in the oldest table into the current one before truncating it';
+COMMENT ON TABLE kc_flow.event_queue_0 IS 'slot 0 of the event queue''s ring (kc_flow.event_queue)';
+COMMENT ON TABLE kc_flow.event_queue_1 IS 'slot 1 of the event queue''s ring (kc_flow.event_queue)';
+COMMENT ON TABLE kc_flow.event_queue_2 IS 'slot 2 of the event queue''s ring (kc_flow.event_queue)';
 
 CREATE TABLE kc_flow.processed_events (
     event_id     bigint NOT NULL,

@@ -183,8 +183,11 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE kc_flow.dead_letters SET resolved = true, resolved_at = now() WHERE id = dead_letter_id;
-    INSERT INTO kc_flow.event_queue (event_id, consumer) VALUES (d.event_id, d.consumer)
-        ON CONFLICT (event_id) DO UPDATE SET attempts = 0, run_after = now();
+    -- the queue's ring has no unique index on event_id (its key includes the slot)
+    UPDATE kc_flow.event_queue SET attempts = 0, run_after = now() WHERE event_id = d.event_id;
+    IF NOT FOUND THEN
+        INSERT INTO kc_flow.event_queue (event_id, consumer) VALUES (d.event_id, d.consumer);
+    END IF;
     PERFORM kc_flow.wake_workers();
     RETURN true;
 END;
@@ -245,5 +248,6 @@ CREATE TRIGGER allocations_count_load AFTER INSERT OR UPDATE OF status, trainer_
 REVOKE ALL ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.sequence_log() FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.rotate_queue() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.retry_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.auto_assign(uuid) FROM PUBLIC;

@@ -6,7 +6,8 @@ SELECT plan(26);
 SELECT has_extension('kc_flow');
 SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_courses', 'trainer_availability',
   'payments', 'student_course_purchases', 'trainer_allocations', 'trainer_bookings', 'tutoring_sessions',
-  'events', 'event_log', 'log_rounds', 'event_queue', 'processed_events', 'dead_letters', 'cache_versions',
+  'events', 'event_log', 'log_rounds', 'event_queue', 'event_queue_0', 'event_queue_1', 'event_queue_2',
+  'processed_events', 'dead_letters', 'cache_versions',
   'course_trending']);
 SELECT col_is_pk('kc_flow', 'event_log', ARRAY['pos'], 'the log is keyed by position');
 SELECT col_is_unique('kc_flow', 'event_log', ARRAY['event_id'], 'an event has one position at most');

@@ -1,0 +1,220 @@
+"""soak: kc_flow's storage under a held xmin horizon (issue 9).
+
+One phase per call (bench/soak/run.sh gives each phase a fresh cluster):
+  soak.py phase held|free SECONDS RATE OUT.json
+    drives RATE purchases/s with pgbench -R for SECONDS (the purchase driver of
+    bench/pipeline: pending payments of a World confirmed one per transaction),
+    "held": beside a session that holds a REPEATABLE READ snapshot and a
+    transaction id the whole time; collects commit -> SESSIONS_GENERATED per
+    payment from the notifications (bench/pipeline's Listener), the size of
+    every kc_flow table and index and its dead tuples after the first minute
+    and at the end, and the claim time of the workers' queue query.
+  soak.py report FREE.json HELD.json
+    prints both phases side by side, the ratios against the targets (held
+    within 10% of free; no queue or log table or index above 1.2x its size
+    after minute 1) and ends with one line of JSON."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.environ.get("KC_ROOT", "."), "bench", "pipeline"))
+sys.path.insert(0, os.path.join(os.environ.get("KC_ROOT", "."), "test", "pipeline"))
+from kcflow_test import World, Listener, connect, one, rows, run, wait_workers  # noqa: E402
+from pipeline_bench import percentile  # noqa: E402
+
+TMP = os.environ.get("KC_BENCH_TMP", "/tmp")
+
+def sizes(conn):
+    """Every kc_flow relation with storage: {name: [bytes, dead tuples or None, kind]}."""
+    return {r[0]: [r[1], r[2], r[3]] for r in rows(conn, """
+        SELECT c.relname, pg_relation_size(c.oid), s.n_dead_tup,
+               CASE c.relkind WHEN 'i' THEN 'index' ELSE 'table' END
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+         WHERE n.nspname = 'kc_flow' AND c.relkind IN ('r', 'i', 'm')""")}
+
+
+def is_bounded(name):
+    """Queue relations: the partitions, their indexes and the 0.1.0-shaped table."""
+    return name.startswith("event_queue")
+
+
+def claim_ms(conn):
+    """Time of the workers' claim query (without its locks), as the queue is now."""
+    t0 = time.time()
+    one(conn, "SELECT count(*) FROM (SELECT q.event_id FROM kc_flow.event_queue q"
+              " WHERE q.run_after <= clock_timestamp() ORDER BY q.run_after, q.event_id LIMIT 32) x")
+    return (time.time() - t0) * 1000
+
+
+def phase(mode, seconds, rate, out):
+    conn = connect()
+    if not wait_workers(conn):
+        raise SystemExit("the kc_flow workers did not start")
+    n = int(seconds * rate * 1.1) + 100
+    # worlds the size of bench/pipeline's (2,000 students, 200 trainers, a course of their
+    # own), so that a purchase costs what it costs there however long the run: one world of
+    # 90,000 students would make every allocation rank 9,000 trainers
+    worlds = [World(conn, trainers=200, students=2000, capacity=20) for _ in range(-(-n // 2000))]
+    # the payments in one statement per world (creating 90,000 one by one would take longer
+    # than the run), and the order the driver confirms them in, worlds interleaved: the
+    # driver takes the next one by number rather than searching for a pending payment, a
+    # search that would walk every payment confirmed before
+    with conn.cursor() as cur:
+        for world in worlds:
+            cur.execute("""SELECT kc_flow.create_payment(s, %s, (ARRAY[10, 20, 30])[1 + (o - 1) %% 3],
+                                  jsonb_build_object('weekdays', jsonb_build_array(1 + (o - 1) %% 7),
+                                                     'start', lpad((7 + ((o - 1) / 7) %% 14)::text, 2, '0') || ':00',
+                                                     'timezone', %s, 'starts_on', '2031-01-06'), 1000)
+                             FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(s, o)""",
+                        (world.course, world.zone, world.students))
+        cur.execute("CREATE TABLE public.soak_order (n int PRIMARY KEY, payment uuid NOT NULL)")
+        cur.execute("INSERT INTO public.soak_order SELECT row_number() OVER (ORDER BY random()), id"
+                    "  FROM kc_flow.payments WHERE status = 'pending'")
+        cur.execute("CREATE SEQUENCE public.soak_next")
+    run(conn, "VACUUM ANALYZE")
+    held = None
+    if mode == "held":
+        held = connect(autocommit=False)
+        with held.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT pg_current_xact_id(), count(*) FROM kc_flow.courses")
+        xmin = one(conn, "SELECT backend_xmin FROM pg_stat_activity WHERE pid = %s", (held.get_backend_pid(),))
+        if xmin is None:
+            raise SystemExit("the held session holds no snapshot")
+    script = os.path.join(TMP, "soak_confirm.sql")
+    with open(script, "w") as f:
+        f.write("UPDATE kc_flow.payments SET status = 'succeeded'"
+                " WHERE id = (SELECT payment FROM public.soak_order WHERE n = (SELECT nextval('public.soak_next')));\n")
+    listener = Listener()
+    done = {}
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            listener.poll(0.05)
+            while listener.events:
+                t, e = listener.events.pop(0)
+                if e["type"] == "SESSIONS_GENERATED":
+                    done.setdefault(e["correlation_id"], t)
+
+    th = threading.Thread(target=listen, daemon=True)
+    th.start()
+    t0 = time.time()
+    # pgbench's output goes to a file, read at the end
+    driver_log = open(os.path.join(TMP, "soak_pgbench.log"), "w+")
+    driver = subprocess.Popen(["pgbench", "-n", "-c", "4", "-j", "2", "-T", str(seconds), "-R", str(rate),
+                               "-f", script, os.environ["PGDATABASE"]],
+                              stdout=driver_log, stderr=subprocess.STDOUT, text=True)
+    samples = []
+    minute1 = None
+    while driver.poll() is None:
+        time.sleep(5)
+        at = time.time() - t0
+        samples.append({"t": round(at), "claim_ms": round(claim_ms(conn), 2), "done": len(done),
+                        "queue": one(conn, "SELECT count(*) FROM kc_flow.event_queue")})
+        if minute1 is None and at >= min(60, seconds / 2):
+            minute1 = sizes(conn)
+    driver_log.seek(0)
+    if driver.returncode != 0:
+        raise SystemExit("pgbench failed:\n" + driver_log.read()[-4000:])
+    driver_log.close()
+    t_end = time.time()
+    confirmed = one(conn, "SELECT count(*) FROM kc_flow.payments WHERE status = 'succeeded'")
+    completed_in_run = len(done)
+    # let the pipeline finish what was confirmed (at most a minute), then measure
+    deadline = time.time() + 60
+    while len(done) < confirmed and time.time() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    th.join(timeout=5)
+    run(conn, "SELECT pg_stat_force_next_flush()")
+    time.sleep(1.5)
+    end = sizes(conn)
+    rotations = None
+    if one(conn, "SELECT to_regclass('kc_flow.event_queue_generation') IS NOT NULL"):
+        rotations = one(conn, "SELECT last_value FROM kc_flow.event_queue_generation")
+    if held is not None:
+        held.rollback()
+        held.close()
+    succeeded = dict(rows(conn, "SELECT id::text, extract(epoch FROM succeeded_at) FROM kc_flow.payments"
+                                " WHERE status = 'succeeded'"))
+    lat = [(done[p] - float(succeeded[p])) * 1000 for p in done if p in succeeded]
+    listener.close()
+    result = {"mode": mode, "seconds": seconds, "offered_rps": rate, "confirmed": confirmed,
+              "confirmed_rps": round(confirmed / (t_end - t0), 1),
+              "completed_in_run_rps": round(completed_in_run / (t_end - t0), 1),
+              "completed": len(done), "p50_ms": round(percentile(lat, 50), 1) if lat else None,
+              "p99_ms": round(percentile(lat, 99), 1) if lat else None,
+              "minute1": minute1, "end": end, "samples": samples, "rotations": rotations}
+    with open(out, "w") as f:
+        json.dump(result, f)
+    conn.close()
+
+
+def report(free_path, held_path):
+    with open(free_path) as f:
+        free = json.load(f)
+    with open(held_path) as f:
+        held = json.load(f)
+    print()
+    print("kc_flow soak: %d s per phase at %d purchases/s offered, each phase on a fresh cluster"
+          % (free["seconds"], free["offered_rps"]))
+    print("%-22s %12s %12s" % ("", "free", "held"))
+    for key, label in (("confirmed_rps", "confirmed/s"), ("completed_in_run_rps", "sessions done/s"),
+                       ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):
+        print("%-22s %12s %12s" % (label, free[key], held[key]))
+    for r in (free, held):
+        claims = [s["claim_ms"] for s in r["samples"]]
+        print("%s: claim query ms first/max/last %.2f / %.2f / %.2f, queue rows at the end of the run %s"
+              % (r["mode"], claims[0], max(claims), claims[-1], r["samples"][-1]["queue"]))
+    print()
+    print("%-48s %10s %10s %6s %10s %10s %6s %9s" % ("relation (size kB after minute 1 -> end)", "free 1m",
+                                                     "free end", "x", "held 1m", "held end", "x", "held dead"))
+    # the queue is judged by the total of its relations: the tables of the ring are
+    # truncated in turn, so one of them alone may be empty after minute 1 and full at the end
+    worst = {}
+    for key, r in (("free", free), ("held", held)):
+        a = sum(v[0] for k, v in (r["minute1"] or {}).items() if is_bounded(k))
+        b = sum(v[0] for k, v in r["end"].items() if is_bounded(k))
+        worst[key] = b / a if a else float("inf")
+    for name in sorted(held["end"]):
+        row = []
+        for r in (free, held):
+            a = (r["minute1"] or {}).get(name, [0])[0]
+            b = r["end"].get(name, [0])[0]
+            x = b / a if a else (1.0 if b == 0 else float("inf"))
+            row.append((a, b, x))
+        dead = held["end"][name][1]
+        print("%-48s %10d %10d %6.2f %10d %10d %6.2f %9s" % (
+            ("* " if is_bounded(name) else "  ") + name, row[0][0] // 1024, row[0][1] // 1024, row[0][2],
+            row[1][0] // 1024, row[1][1] // 1024, row[1][2], "-" if dead is None else dead))
+    rps_ratio = held["completed_in_run_rps"] / free["completed_in_run_rps"] if free["completed_in_run_rps"] else 0
+    p99_ratio = held["p99_ms"] / free["p99_ms"] if free["p99_ms"] and held["p99_ms"] else None
+    print("* the queue's relations: the target is at most 1.2x their total size after minute 1;"
+          " the others grow with the data (kc_flow.event_retention keeps the log for days)")
+    for r in (free, held):
+        print("%s: queue rotations during the run: %s" % (r["mode"], r.get("rotations", "-")))
+    print("held / free: sessions done/s %.3f (target >= 0.9), p99 %s (target <= 1.1);"
+          " the queue's relations end/minute-1: free %.2f, held %.2f (target <= 1.2)"
+          % (rps_ratio, "%.2f" % p99_ratio if p99_ratio else "-", worst["free"], worst["held"]))
+    figures = {"bench": "soak", "seconds": free["seconds"], "offered_rps": free["offered_rps"],
+               "free": {k: free[k] for k in ("confirmed_rps", "completed_in_run_rps", "p50_ms", "p99_ms")},
+               "held": {k: held[k] for k in ("confirmed_rps", "completed_in_run_rps", "p50_ms", "p99_ms")},
+               "rps_ratio": round(rps_ratio, 3), "p99_ratio": round(p99_ratio, 3) if p99_ratio else None,
+               "queue_growth_free": round(worst["free"], 2), "queue_growth_held": round(worst["held"], 2),
+               "targets_met": rps_ratio >= 0.9 and (p99_ratio or 99) <= 1.1 and worst["held"] <= 1.2,
+               "load": open("/proc/loadavg").read().split()[:3]}
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "phase":
+        phase(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    elif sys.argv[1] == "report":
+        report(sys.argv[2], sys.argv[3])
+    else:
+        raise SystemExit(__doc__)

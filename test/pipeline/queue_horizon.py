@@ -1,0 +1,75 @@
+"""queue_horizon: under a held xmin horizon the event queue's tables stop growing.
+
+A session holds a REPEATABLE READ snapshot and a transaction id (as a forgotten
+BEGIN does) while payments are confirmed at a steady rate for 30 s and the
+workers run them through.  Every handled queue row is deleted, and no VACUUM
+may remove a dead row while the horizon is held: a queue emptied row by row
+grows the whole time.  The ring of queue tables (extension/queue_ring.c) is
+rotated and truncated instead, so the size of its tables and indexes levels
+off.  Prints TAP lines; bench/soak/run.sh measures the same for 10 minutes."""
+import time
+
+from kcflow_test import World, connect, one, ok, run, wait_workers, wait_quiet, finish
+
+RATE = 50
+SECONDS = 30
+
+
+def queue_bytes(conn):
+    return one(conn, """SELECT coalesce(sum(pg_relation_size(c.oid)), 0)::bigint
+                          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = 'kc_flow' AND c.relname LIKE 'event_queue%%' AND c.relkind IN ('r', 'i')""")
+
+
+def main():
+    conn = connect()
+    ok(wait_workers(conn), "queue horizon: the workers run")
+    # a small rotation threshold, so that 30 s show several generations of the ring
+    # (a library without the ring has no such setting: the test then shows the old queue)
+    ring = one(conn, "SELECT count(*) > 0 FROM pg_settings WHERE name = 'kc_flow.queue_rotation_size'")
+    if ring:
+        run(conn, "ALTER SYSTEM SET kc_flow.queue_rotation_size = '16kB'")
+        run(conn, "SELECT pg_reload_conf()")
+    n = RATE * SECONDS
+    world = World(conn, trainers=n // 10, students=n, capacity=20)
+    payments = world.payments()
+    held = connect(autocommit=False)
+    with held.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("SELECT pg_current_xact_id(), count(*) FROM kc_flow.courses")
+    ok(one(conn, "SELECT backend_xmin IS NOT NULL FROM pg_stat_activity WHERE pid = %s", (held.get_backend_pid(),)),
+       "queue horizon: a session holds the xmin horizon")
+    sizes = []
+    t0 = time.time()
+    with conn.cursor() as cur:
+        for i, p in enumerate(payments):
+            due = t0 + i / RATE
+            if due > time.time():
+                time.sleep(due - time.time())
+            cur.execute("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = %s", (p,))
+            if i % (RATE // 2) == 0:
+                sizes.append((time.time() - t0, queue_bytes(conn)))
+    quiet = wait_quiet(conn, world.course, n, timeout=120)
+    ok(quiet is not None, "queue horizon: every payment ran through while the horizon was held")
+    # the ring's size goes up and down as its tables fill and are truncated in turn; what
+    # tells a bounded queue from a growing one is its floor: the smallest size seen in the
+    # last 10 s against the smallest between 5 and 15 s (the ring has filled by then)
+    early = min(b for t, b in sizes if 5 <= t <= 15)
+    late = min(b for t, b in sizes if t >= SECONDS - 10)
+    ok(late <= 1.3 * early,
+       "queue horizon: the queue's tables and indexes stop growing (at least %d kB between 5 and 15 s,"
+       " %d kB in the last 10 s)" % (early // 1024, late // 1024))
+    print("# the queue's tables and indexes (s, kB): %s" % [(round(t), b // 1024) for t, b in sizes], flush=True)
+    left = one(conn, "SELECT count(*) FROM kc_flow.event_queue")
+    ok(left == 0, "queue horizon: nothing left in the queue", "%s rows" % left)
+    held.rollback()
+    held.close()
+    if ring:
+        run(conn, "ALTER SYSTEM RESET kc_flow.queue_rotation_size")
+        run(conn, "SELECT pg_reload_conf()")
+    conn.close()
+    finish()
+
+
+if __name__ == "__main__":
+    main()
