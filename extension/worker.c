@@ -33,6 +33,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+/* what a worker is waiting for before it can handle events, so each is logged once */
+typedef enum KcfWaiting
+{
+	KCF_WAITING_NONE,
+	KCF_WAITING_EXTENSION,		/* CREATE EXTENSION kc_flow */
+	KCF_WAITING_READ_ONLY		/* default_transaction_read_only off */
+} KcfWaiting;
+
 PG_FUNCTION_INFO_V1(kcf_worker_status);
 
 /* true in a kc_flow background worker */
@@ -154,7 +162,7 @@ rotate_queue(TimestampTz *last_rotation)
 
 static long
 work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
-		  TimestampTz *last_rotation, bool *warned_missing)
+		  TimestampTz *last_rotation, KcfWaiting *waiting)
 {
 	long		sleep_ms = kcf_poll_interval_ms;
 	int			claimed;
@@ -169,17 +177,39 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 
 	if (!OidIsValid(get_extension_oid("kc_flow", true)))
 	{
-		if (!*warned_missing)
+		if (*waiting != KCF_WAITING_EXTENSION)
 			ereport(LOG,
 					(errmsg("kc_flow worker %d: extension kc_flow is not installed in database \"%s\", waiting",
 							worker, kcf_database),
 					 errhint("Run CREATE EXTENSION kc_flow CASCADE in that database.")));
-		*warned_missing = true;
+		*waiting = KCF_WAITING_EXTENSION;
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		return sleep_ms;
 	}
-	*warned_missing = false;
+	if (XactReadOnly)
+	{
+		/*
+		 * Every claim would fail: a failover tool keeps a promoted node
+		 * read-only for a few seconds (pg_autoctl does), or an operator made
+		 * the database read-only.  Wait quietly instead of failing a round a
+		 * second.
+		 */
+		if (*waiting != KCF_WAITING_READ_ONLY)
+			ereport(LOG,
+					(errmsg("kc_flow worker %d: transactions in database \"%s\" are read-only, waiting",
+							worker, kcf_database),
+					 errdetail("default_transaction_read_only is on for the worker's session."),
+					 errhint("Events are handled again once it is off; nothing is lost meanwhile.")));
+		*waiting = KCF_WAITING_READ_ONLY;
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return sleep_ms;
+	}
+	if (*waiting != KCF_WAITING_NONE)
+		ereport(LOG,
+				(errmsg("kc_flow worker %d: handling events in database \"%s\"", worker, kcf_database)));
+	*waiting = KCF_WAITING_NONE;
 	log = kcf_log_installed();
 
 	pgstat_report_activity(STATE_RUNNING, "kc_flow: handling events");
@@ -260,7 +290,7 @@ kcf_worker_main(Datum main_arg)
 	static TimestampTz last_top_up = 0;
 	static TimestampTz last_housekeeping = 0;
 	static TimestampTz last_rotation = 0;
-	static bool warned_missing = false;
+	static KcfWaiting waiting = KCF_WAITING_NONE;
 	static long sleep_ms = 0;
 	sigjmp_buf	local_sigjmp_buf;
 	MemoryContext loop_context;
@@ -314,7 +344,7 @@ kcf_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		MemoryContextSwitchTo(loop_context);
-		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &last_rotation, &warned_missing);
+		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &last_rotation, &waiting);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);
 	}
