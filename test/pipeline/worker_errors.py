@@ -1,39 +1,70 @@
-"""A worker whose rounds keep failing goes on once the cause is gone: with
-the database read-only (as a failover tool makes a promoted node for a few
-seconds) every round's claim fails; after the second such error the worker
-used to loop for ever inside the error machinery (its error context stack
-pointed at a dead frame of the failed round). Then read-write again: the
-payment confirmed meanwhile completes."""
+"""Workers go on after rounds that cannot run.
+
+1. Read-only: with default_transaction_read_only on (a failover tool keeps a
+   promoted node so for a few seconds; pg_autoctl does) the workers wait
+   without failing a round, and the payment confirmed meanwhile completes
+   once the database is writable again.
+2. Repeated failed rounds: with kc_flow.events locked by another session
+   and lock_timeout set, every round's claim fails. After the second such
+   error the worker used to loop for ever inside the error machinery (its
+   error context stack still named frames of the failed round). Once the
+   lock is gone the payment confirmed meanwhile must complete."""
 import time
 
 from kcflow_test import wait_workers, World, connect, run, one, ok, check_invariants, finish
 
-conn = connect()
-ok(wait_workers(conn), "worker errors: the background workers are attached")
-world = World(conn, trainers=1, students=1)
-payment = world.payments(tiers=(10,))[0]
 
-run(conn, "ALTER SYSTEM SET default_transaction_read_only = on")
-one(conn, "SELECT pg_reload_conf()")
-try:
-    run(conn, "SET default_transaction_read_only = off")
-    one(conn, "SELECT kc_flow.confirm_payment(%s)", (payment,))
-    time.sleep(3.5)     # three or more failed rounds at the default poll interval of 1 s
-    failed = one(conn, "SELECT count(*) FROM kc_flow.student_course_purchases WHERE payment_id = %s", (payment,))
-    ok(failed == 0, "worker errors: nothing is written while the database is read-only", failed)
-finally:
-    run(conn, "ALTER SYSTEM RESET default_transaction_read_only")
+def sessions_of(conn, payment, want, timeout=15):
+    deadline = time.time() + timeout
+    n = 0
+    while time.time() < deadline:
+        n = one(conn, """SELECT count(*) FROM kc_flow.tutoring_sessions s
+                           JOIN kc_flow.student_course_purchases p ON p.student_id = s.student_id
+                          WHERE p.payment_id = %s""", (payment,))
+        if n == want:
+            break
+        time.sleep(0.2)
+    return n
+
+
+def set_system(conn, setting, value):
+    if value is None:
+        run(conn, "ALTER SYSTEM RESET %s" % setting)
+    else:
+        run(conn, "ALTER SYSTEM SET %s = '%s'" % (setting, value))
     one(conn, "SELECT pg_reload_conf()")
 
-deadline = time.time() + 15
-sessions = 0
-while time.time() < deadline:
-    sessions = one(conn, """SELECT count(*) FROM kc_flow.tutoring_sessions s
-                              JOIN kc_flow.student_course_purchases p ON p.student_id = s.student_id
-                             WHERE p.payment_id = %s""", (payment,))
-    if sessions == 10:
-        break
-    time.sleep(0.2)
-ok(sessions == 10, "worker errors: after repeated failed rounds the workers go on (10 sessions)", sessions)
+
+conn = connect()
+ok(wait_workers(conn), "worker errors: the background workers are attached")
+world = World(conn, trainers=2, students=2)
+read_only_payment, locked_payment = world.payments(tiers=(10, 10))
+
+set_system(conn, "default_transaction_read_only", "on")
+try:
+    run(conn, "SET default_transaction_read_only = off")
+    one(conn, "SELECT kc_flow.confirm_payment(%s)", (read_only_payment,))
+    time.sleep(2.5)
+    done = one(conn, "SELECT count(*) FROM kc_flow.student_course_purchases WHERE payment_id = %s",
+               (read_only_payment,))
+    ok(done == 0, "worker errors: nothing is written while the database is read-only", done)
+finally:
+    set_system(conn, "default_transaction_read_only", None)
+n = sessions_of(conn, read_only_payment, 10)
+ok(n == 10, "worker errors: once writable again the workers go on (10 sessions)", n)
+
+holder = connect(autocommit=False)
+set_system(conn, "lock_timeout", "100ms")
+try:
+    run(holder, "SET lock_timeout = 0")
+    run(holder, "LOCK TABLE kc_flow.events IN ACCESS EXCLUSIVE MODE")
+    time.sleep(3.5)     # three or more failed rounds at the default poll interval of 1 s
+    one(holder, "SELECT kc_flow.confirm_payment(%s)", (locked_payment,))
+    holder.commit()
+finally:
+    holder.rollback()
+    set_system(conn, "lock_timeout", None)
+n = sessions_of(conn, locked_payment, 10)
+ok(n == 10, "worker errors: after repeated failed rounds the workers go on (10 sessions)", n)
 check_invariants(conn, world.course, "worker errors")
 finish()
