@@ -407,6 +407,10 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 				 errmsg("max_jobs must be at least 1"),
 				 errdetail("Got %d.", max_jobs)));
 
+	if (kcf_log_installed())
+		kcf_require_read_committed("kc_flow.run_pending()",
+								   "It ends with a round of the log sequencer, which must read the log head "
+								   "with a snapshot taken after it holds the head's lock.");
 	SPI_connect();
 	for (;;)
 	{

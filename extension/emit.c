@@ -212,12 +212,8 @@ kcf_event_horizon(PG_FUNCTION_ARGS)
 {
 	int64		horizon;
 
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("kc_flow.events_since() requires READ COMMITTED isolation"),
-				 errdetail("A transaction snapshot taken before the event horizon could hide events that commit below it."),
-				 errhint("Call it in its own READ COMMITTED transaction.")));
+	kcf_require_read_committed("kc_flow.events_since()",
+							   "A transaction snapshot taken before the event horizon could hide events that commit below it.");
 
 	if (!kcf_shared_ready())
 	{

@@ -187,12 +187,8 @@ kcf_rotate_queue_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the kc_flow schema has no queue ring yet"),
 				 errhint("Run ALTER EXTENSION kc_flow UPDATE.")));
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("kc_flow.rotate_queue() requires READ COMMITTED isolation"),
-				 errdetail("The rows left in the table it truncates are copied with a snapshot taken after its lock."),
-				 errhint("Call it in its own READ COMMITTED transaction.")));
+	kcf_require_read_committed("kc_flow.rotate_queue()",
+							   "The rows left in the table it truncates are copied with a snapshot taken after its lock.");
 	SPI_connect();
 	result = kcf_rotate_queue();
 	SPI_finish();

@@ -1,10 +1,27 @@
 /*
  * spi_util.c
- *      Helpers for the prepared SPI plans every stage keeps across calls.
+ *      Helpers for the prepared SPI plans every stage keeps across calls,
+ *      and for the transactions they run in.
  */
 #include "kc_flow.h"
 
+#include "access/xact.h"
 #include "utils/builtins.h"
+
+/*
+ * Refuses a transaction whose snapshot is taken once (REPEATABLE READ,
+ * SERIALIZABLE): what names the caller, why says what an old snapshot breaks.
+ */
+void
+kcf_require_read_committed(const char *what, const char *why)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s requires READ COMMITTED isolation", what),
+				 errdetail("%s", why),
+				 errhint("Call it in its own READ COMMITTED transaction.")));
+}
 
 /* Prepares and keeps a plan the first time; later calls return the cached one. */
 SPIPlanPtr

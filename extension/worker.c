@@ -29,6 +29,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -300,6 +301,14 @@ kcf_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(kcf_database, NULL, 0);
+
+	/*
+	 * The stages and the sequencer rely on a new snapshot per statement (a
+	 * round reads the log head after taking its lock); a server-wide default
+	 * of REPEATABLE READ or SERIALIZABLE must not reach the workers, so it is
+	 * overridden here as autovacuum does.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 
 	kcf_register_worker_latch(worker, MyLatch);
 	before_shmem_exit(forget_latch, Int32GetDatum(worker));
