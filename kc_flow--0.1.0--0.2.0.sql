@@ -461,8 +461,12 @@ COMMENT ON TABLE kc_flow.log_rounds IS
     'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head';
 INSERT INTO kc_flow.event_log (pos, event_id, student_id, logged_at)
 SELECT e.id, e.id, e.student_id, e.created_at FROM kc_flow.events e;
+-- new positions start above every id 0.1.0 gave out, trimmed events' included: a 0.1.0
+-- cursor may name an id the log no longer holds
 INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
-SELECT coalesce(max(e.id), 0), coalesce(min(e.id), 1), pg_current_snapshot(), pg_current_xact_id(), true
+SELECT greatest(coalesce(max(e.id), 0), (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+                                           FROM kc_flow.events_id_seq s)),
+       coalesce(min(e.id), 1), pg_current_snapshot(), pg_current_xact_id(), true
   FROM kc_flow.events e;
 
 -- no NOTIFY in the writer's transaction any more; the horizon is gone
