@@ -196,8 +196,11 @@ kcf_sequence(KcfRound *round, bool wait)
 	}
 	else
 		ereport(WARNING,
-				(errmsg("kc_flow: log positions " INT64_FORMAT "-" INT64_FORMAT " not announced, the NOTIFY queue is more than %.0f%% full",
-						round->first, round->last, 100 * ANNOUNCE_MAX_QUEUE_USAGE),
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("kc_flow did not announce log positions " INT64_FORMAT "-" INT64_FORMAT,
+						round->first, round->last),
+				 errdetail("The NOTIFY queue is more than %.0f%% full; a full queue would fail the commit.",
+						   100 * ANNOUNCE_MAX_QUEUE_USAGE),
 				 errhint("A session that LISTENs is not reading its notifications; readers still find the events with kc_flow.events_since().")));
 	return true;
 }

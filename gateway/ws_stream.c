@@ -142,7 +142,6 @@ static void
 alive(kc_ws_hub *h, kc_ws_conn *c)
 {
 	c->last_rx = kc_evloop_now(h->loop);
-	c->ping_out = false;
 	if (c->clock == KC_WS_CLOCK_QUIET || c->clock == KC_WS_CLOCK_PINGED)
 		clock_append(h, c, KC_WS_CLOCK_QUIET);
 }
@@ -418,7 +417,6 @@ kc_ws_stream_tick(kc_ws_hub *h)
 			kc_ws_stream_kill(h, c);
 			continue;
 		}
-		c->ping_out = true;
 		c->ping_at = now;
 		clock_append(h, c, KC_WS_CLOCK_PINGED);
 		mark_dirty(h, c);
