@@ -39,4 +39,16 @@ one(conn, "SELECT kc_flow.run_pending(100)")
 got = rows(reader, "SELECT student_id::text FROM kc_flow.events_since(%s, NULL, 100)", (after,))
 ok([g[0] for g in got] == [world.students[1], world.students[0]],
    "once committed and sequenced it follows, in commit order", got)
+
+# a first event in a subtransaction that rolls back, then one that stays: still seen
+writer = connect(autocommit=False)
+run(writer, "SAVEPOINT first")
+one(writer, "SELECT kc_flow.emit_event('ALLOCATION_PENDING', gen_random_uuid(), %s, '{}')", (world.students[0],))
+run(writer, "ROLLBACK TO SAVEPOINT first")
+one(writer, "SELECT kc_flow.emit_event('ALLOCATION_PENDING', gen_random_uuid(), %s, '{}')", (world.students[0],))
+time.sleep(0.05)
+age = one(reader, "SELECT (kc_flow.health()->>'oldest_xact_holding_events_seconds')::float8")
+ok(age is not None and age >= 0.05,
+   "health() still sees a transaction whose first event was in a subtransaction that rolled back", age)
+writer.rollback()
 finish()
