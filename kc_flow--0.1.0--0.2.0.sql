@@ -688,5 +688,9 @@ CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
     AS 'MODULE_PATHNAME', 'kcf_rotate_queue_sql';
 COMMENT ON FUNCTION kc_flow.rotate_queue() IS
     'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';
+
+-- run_pending() now sequences the log and rotates the queue's ring at its end
+COMMENT ON FUNCTION kc_flow.run_pending(int) IS
+    'runs due pipeline work in the calling transaction, as the background workers would: at most max_jobs events, then a round of the log sequencer and, when due, a rotation of the queue''s ring; returns how many were handled. The log head (and a rotated queue table) stay locked until the transaction ends: call it in a short READ COMMITTED transaction of its own';
 REVOKE ALL ON FUNCTION kc_flow.rotate_queue() FROM PUBLIC;
 -- ==== end of storage (issue 9) ====

@@ -60,7 +60,7 @@ CREATE FUNCTION kc_flow.run_pending(max_jobs int DEFAULT 1000) RETURNS int
     LANGUAGE c VOLATILE STRICT
     AS 'MODULE_PATHNAME', 'kcf_run_pending';
 COMMENT ON FUNCTION kc_flow.run_pending(int) IS
-    'runs due pipeline work in the calling transaction, as the background workers would: at most max_jobs events; returns how many were handled';
+    'runs due pipeline work in the calling transaction, as the background workers would: at most max_jobs events, then a round of the log sequencer and, when due, a rotation of the queue''s ring; returns how many were handled. The log head (and a rotated queue table) stay locked until the transaction ends: call it in a short READ COMMITTED transaction of its own';
 
 CREATE FUNCTION kc_flow.auto_assign(purchase_id uuid) RETURNS uuid
     LANGUAGE c VOLATILE STRICT
