@@ -88,6 +88,9 @@ typedef enum KcfRotation
 extern bool kcf_queue_ring_installed(void);
 extern KcfRotation kcf_rotate_queue(void);
 
+/* table_stats.c: ANALYZE of tables whose statistics lag far behind */
+extern void kcf_analyze_grown_tables(void);
+
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern void kcf_require_read_committed(const char *what, const char *why);

@@ -10,7 +10,8 @@
  * the next retry is due, or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling sessions
  * and, every minute, trims the event log and refreshes the trending
  * courses, and every second rotates the event queue's ring when its current
- * table has grown (queue_ring.c).  An error outside the per-event subtransactions is logged and
+ * table has grown (queue_ring.c) and ANALYZEs the tables that outgrew their
+ * statistics (table_stats.c).  An error outside the per-event subtransactions is logged and
  * the loop goes on after a pause; a worker that dies is restarted by the
  * postmaster five seconds later.
  */
@@ -55,6 +56,9 @@ bool		kcf_am_worker = false;
 /* how often worker 0 looks whether the queue's ring must rotate (queue_ring.c) */
 #define ROTATION_CHECK_MS 1000
 #define ROTATION_MAX_BACKOFF_MS (10 * 1000)
+
+/* how often worker 0 looks for tables that outgrew their statistics (table_stats.c) */
+#define STATS_CHECK_MS 1000
 
 static void
 forget_latch(int code, Datum arg)
@@ -119,10 +123,6 @@ refresh_trending(void)
 }
 
 /*
- * One round of work in its own transaction.  Returns how long the worker may
- * sleep, in milliseconds (0: more work is waiting).
- */
-/*
  * Worker 0, every ROTATION_CHECK_MS: rotates the queue's ring when its current
  * table has grown, in a short transaction of its own (the truncated table
  * stays locked until it commits).  When it could not (a long transaction holds
@@ -161,9 +161,35 @@ rotate_queue(TimestampTz *last_rotation)
 	*last_rotation = GetCurrentTimestamp();
 }
 
+/*
+ * Worker 0, every STATS_CHECK_MS: ANALYZEs the kc_flow tables that outgrew
+ * their statistics, in a short transaction of its own (an analyzed table
+ * stays locked against other ANALYZEs and VACUUMs until it commits).
+ */
+static void
+catch_up_statistics(TimestampTz *last_check)
+{
+	if (!TimestampDifferenceExceeds(*last_check, GetCurrentTimestamp(), STATS_CHECK_MS))
+		return;
+	pgstat_report_activity(STATE_RUNNING, "kc_flow: analyzing tables that outgrew their statistics");
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	kcf_analyze_grown_tables();
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	*last_check = GetCurrentTimestamp();
+}
+
+/*
+ * One round of work in its own transaction.  Returns how long the worker may
+ * sleep, in milliseconds (0: more work is waiting).
+ */
 static long
 work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
-		  TimestampTz *last_rotation, KcfWaiting *waiting)
+		  TimestampTz *last_rotation, TimestampTz *last_stats_check, KcfWaiting *waiting)
 {
 	long		sleep_ms = kcf_poll_interval_ms;
 	int			claimed;
@@ -278,7 +304,10 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		CommitTransactionCommand();
 	}
 	if (worker == 0)
+	{
 		rotate_queue(last_rotation);
+		catch_up_statistics(last_stats_check);
+	}
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return sleep_ms;
@@ -291,6 +320,7 @@ kcf_worker_main(Datum main_arg)
 	static TimestampTz last_top_up = 0;
 	static TimestampTz last_housekeeping = 0;
 	static TimestampTz last_rotation = 0;
+	static TimestampTz last_stats_check = 0;
 	static KcfWaiting waiting = KCF_WAITING_NONE;
 	static long sleep_ms = 0;
 	sigjmp_buf	local_sigjmp_buf;
@@ -353,7 +383,8 @@ kcf_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		MemoryContextSwitchTo(loop_context);
-		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &last_rotation, &waiting);
+		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &last_rotation,
+							 &last_stats_check, &waiting);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);
 	}
