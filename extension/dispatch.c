@@ -97,7 +97,10 @@ claim_jobs(KcfJob *jobs, int max)
  * Records the job as handled: its processed_events row and the removal of its
  * queue row, done before the stage runs so that it commits (or rolls back)
  * with the stage's effect.  False when a row was there already: the event was
- * handled before and the stage must not run again.
+ * handled before and the stage must not run again.  processed_events is a
+ * ring of tables (log_ring.c) whose unique key holds within one table only,
+ * so the mark is looked for in all of them first; what makes a stage run once
+ * is the claimed queue row, locked by us and deleted here.
  */
 static bool
 record_handled(const KcfJob *job)
@@ -108,7 +111,9 @@ record_handled(const KcfJob *job)
 	bool		isnull;
 
 	kcf_plan(&plan,
-			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES ($1, $2)"
+			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer)"
+			 "           SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM kc_flow.processed_events x"
+			 "                                            WHERE x.event_id = $1 AND x.consumer = $2)"
 			 "           ON CONFLICT DO NOTHING RETURNING 1),"
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1)"
 			 " SELECT count(*) FROM p",
@@ -419,8 +424,9 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 			break;
 	}
 	handled += kcf_top_up_rolling_sessions();
-	/* as worker 0 does: the queue's ring rotates once its current table has grown */
+	/* as worker 0 does: the queue's ring rotates once its current table has grown, the log's once it has aged */
 	(void) kcf_rotate_queue();
+	(void) kcf_rotate_log();
 	/* as the workers do: positions for what committed, and for what this transaction wrote */
 	if (kcf_log_installed())
 	{

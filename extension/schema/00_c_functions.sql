@@ -85,3 +85,9 @@ CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
     AS 'MODULE_PATHNAME', 'kcf_rotate_queue_sql';
 COMMENT ON FUNCTION kc_flow.rotate_queue() IS
     'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';
+
+CREATE FUNCTION kc_flow.rotate_log() RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_rotate_log_sql';
+COMMENT ON FUNCTION kc_flow.rotate_log() IS
+    'rotates the event log''s ring now if its current tables have been current for half of kc_flow.event_retention, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest tables'' locks or the log head not granted within 200 ms); call it in a short transaction of its own';

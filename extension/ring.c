@@ -1,0 +1,197 @@
+/*
+ * ring.c
+ *      A ring of three tables emptied by TRUNCATE: the mechanics shared by the
+ *      event queue's ring (queue_ring.c) and the event log's (log_ring.c).
+ *
+ * A ring is one or more tables partitioned by a slot column into <table>_0,
+ * _1 and _2, whose default is a generation sequence modulo 3.  Rotating it,
+ * as PgQ rotates its event tables: the slot after the current one (the
+ * oldest) of every table of the ring is locked ACCESS EXCLUSIVE with a short
+ * lock_timeout (200 ms), the ring copies the rows that must stay into the
+ * current slot (its carry function), the oldest slots are TRUNCATEd and the
+ * generation advances, so that they become current.  One rotator per ring at
+ * a time (an advisory lock).  Rotation refuses to run in REPEATABLE READ: the
+ * copy must read with a snapshot taken after the lock, when every writer and
+ * reader of the oldest slots has ended.
+ */
+#include "kc_flow.h"
+
+#include "access/xact.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+/*
+ * How long rotation waits for the oldest slots' locks, in ms: the longest the
+ * workers may queue behind it.  Usually it waits for the other workers'
+ * batches to commit; when a long transaction holds a lock it gives up, and
+ * worker 0 backs off (worker.c).
+ */
+#define ROTATE_LOCK_TIMEOUT "200"
+
+static KcfRotation rotate(const KcfRing *ring, int64 generation);
+static bool held_by_others(const KcfRing *ring, int oldest);
+
+/*
+ * Rotates the ring if ring->due says so (SPI connected, READ COMMITTED).
+ * Another rotator of the ring busy is KCF_ROTATE_BUSY, as is a lock not
+ * granted in time because some other session holds it; KCF_ROTATE_CONTENDED
+ * when only the workers' own batches held it.  The slots' locks are held
+ * until the transaction ends: call it at the end of a short transaction.
+ */
+KcfRotation
+kcf_ring_rotate(const KcfRing *ring)
+{
+	bool		isnull;
+	int64		generation;
+
+	if (IsolationUsesXactSnapshot())
+		return KCF_ROTATE_NOT_DUE;
+	if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
+										  Int32GetDatum(KCF_LOCK_KEY1),
+										  Int32GetDatum(ring->rotator_lock))))
+		return KCF_ROTATE_BUSY;
+	kcf_ring_exec(psprintf("SELECT last_value FROM %s", ring->generation));
+	generation = kcf_get_int64(0, 1, &isnull);
+	if (!ring->due(generation))
+		return KCF_ROTATE_NOT_DUE;
+	return rotate(ring, generation);
+}
+
+/* Refuses a rotation asked for by hand in REPEATABLE READ (see the header). */
+void
+kcf_ring_check_isolation(const char *function)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s requires READ COMMITTED isolation", function),
+				 errdetail("The rows left in the tables it truncates are copied with a snapshot taken after its lock."),
+				 errhint("Call it in its own READ COMMITTED transaction.")));
+}
+
+/*
+ * The rotation itself, in a subtransaction so that a lock not granted in
+ * time (55P03) is given up alone; any other error is the caller's.
+ */
+static KcfRotation
+rotate(const KcfRing *ring, int64 generation)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile KcfRotation result = KCF_ROTATE_DONE;
+	int			current = generation % KCF_RING_SLOTS;
+	int			oldest = (generation + 1) % KCF_RING_SLOTS;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		int			nest = NewGUCNestLevel();
+		StringInfoData tables;
+
+		initStringInfo(&tables);
+		for (const char *const *t = ring->tables; *t; t++)
+			appendStringInfo(&tables, "%s%s_%d", t == ring->tables ? "" : ", ", *t, oldest);
+
+		(void) set_config_option("lock_timeout", ROTATE_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		kcf_ring_exec(psprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", tables.data));
+		if (ring->then_lock != 0)
+			DirectFunctionCall2(pg_advisory_xact_lock_int4,
+								Int32GetDatum(KCF_LOCK_KEY1), Int32GetDatum(ring->then_lock));
+		AtEOXact_GUC(true, nest);
+
+		if (!ring->carry(generation, current, oldest))
+			result = KCF_ROTATE_BUSY;
+		else
+		{
+			kcf_ring_exec(psprintf("TRUNCATE %s", tables.data));
+			kcf_ring_exec(psprintf("SELECT setval('%s', " INT64_FORMAT ")",
+								   ring->generation, generation + 1));
+		}
+		if (result == KCF_ROTATE_DONE)
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		result = KCF_ROTATE_BUSY;
+	}
+	PG_END_TRY();
+
+	/* only the workers' batches held it (a long one, under load): no reason to back off */
+	if (result == KCF_ROTATE_BUSY && !held_by_others(ring, oldest))
+		result = KCF_ROTATE_CONTENDED;
+
+	if (result == KCF_ROTATE_DONE)
+		ereport(DEBUG1,
+				(errmsg("kc_flow: %s rotated, slot %d truncated and current", ring->name, oldest)));
+	else
+		ereport(DEBUG1,
+				(errmsg("kc_flow: %s not rotated, slot %d is locked or still holds many rows",
+						ring->name, oldest)));
+	return result;
+}
+
+/* Whether a session other than us and the workers holds a lock on one of the oldest tables. */
+static bool
+held_by_others(const KcfRing *ring, int oldest)
+{
+	StringInfoData tables;
+	bool		isnull;
+
+	initStringInfo(&tables);
+	for (const char *const *t = ring->tables; *t; t++)
+		appendStringInfo(&tables, "%s'%s_%d'::regclass", t == ring->tables ? "" : ", ", *t, oldest);
+	kcf_ring_exec(psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l"
+						   "  WHERE l.relation IN (%s) AND l.granted"
+						   "    AND l.pid <> pg_backend_pid()"
+						   "    AND l.pid <> ALL (SELECT w.pid FROM kc_flow.worker_status() w))",
+						   tables.data));
+	return kcf_get_bool(0, 1, &isnull);
+}
+
+/* Runs one statement built for a rotation (slots are in the names, so it is not kept prepared). */
+void
+kcf_ring_exec(const char *sql)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+}
+
+/* What kc_flow.rotate_queue() and kc_flow.rotate_log() answer for a rotation's result. */
+const char *
+kcf_rotation_answer(KcfRotation result)
+{
+	switch (result)
+	{
+		case KCF_ROTATE_NOT_DUE:
+			return "not due";
+		case KCF_ROTATE_DONE:
+			return "rotated";
+		case KCF_ROTATE_BUSY:
+		case KCF_ROTATE_CONTENDED:
+			return "busy";
+	}
+	return "busy";				/* keep compiler quiet */
+}
