@@ -185,6 +185,9 @@ CREATE TABLE kc_flow.events_2 PARTITION OF kc_flow.events (CONSTRAINT events_2_p
 CREATE INDEX events_by_student ON kc_flow.events (student_id, id);
 CREATE INDEX events_by_correlation ON kc_flow.events (correlation_id, id);
 CREATE INDEX events_by_txid ON kc_flow.events (txid);
+COMMENT ON TABLE kc_flow.events_0 IS 'slot 0 of the event log''s ring: events (kc_flow.events)';
+COMMENT ON TABLE kc_flow.events_1 IS 'slot 1 of the event log''s ring: events (kc_flow.events)';
+COMMENT ON TABLE kc_flow.events_2 IS 'slot 2 of the event log''s ring: events (kc_flow.events)';
 COMMENT ON TABLE kc_flow.events IS
     'outbox; written only by kc_flow.emit_event (ids from events_id_seq, unique: one sequence, and a primary key per table of the ring), in the log (event_log) once committed, read in log order with kc_flow.events_since; a ring of three tables (slot), the oldest truncated by age (extension/log_ring.c)';
 COMMENT ON COLUMN kc_flow.events.txid IS
@@ -212,6 +215,9 @@ CREATE TABLE kc_flow.event_log_2 PARTITION OF kc_flow.event_log (
     CONSTRAINT event_log_2_pkey PRIMARY KEY (pos),
     CONSTRAINT event_log_2_once_per_event UNIQUE (event_id)) FOR VALUES IN (2);
 CREATE INDEX event_log_by_student ON kc_flow.event_log (student_id, pos);
+COMMENT ON TABLE kc_flow.event_log_0 IS 'slot 0 of the event log''s ring: positions (kc_flow.event_log)';
+COMMENT ON TABLE kc_flow.event_log_1 IS 'slot 1 of the event log''s ring: positions (kc_flow.event_log)';
+COMMENT ON TABLE kc_flow.event_log_2 IS 'slot 2 of the event log''s ring: positions (kc_flow.event_log)';
 COMMENT ON TABLE kc_flow.event_log IS
     'the event log in commit order: a dense position per committed event, given after its commit by a sequencer round (worker or run_pending); insert-only; a reader that sees a position sees every smaller one down to kc_flow.log_floor(); a ring of three tables (slot) rotated with events; positions and event ids are unique per table, and across tables because one sequencer at a time gives them (docs/extension.md)';
 COMMENT ON COLUMN kc_flow.event_log.pos IS
@@ -233,6 +239,9 @@ CREATE TABLE kc_flow.log_rounds (
 CREATE TABLE kc_flow.log_rounds_0 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_0_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (0);
 CREATE TABLE kc_flow.log_rounds_1 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_1_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (1);
 CREATE TABLE kc_flow.log_rounds_2 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_2_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.log_rounds_0 IS 'slot 0 of the event log''s ring: rounds (kc_flow.log_rounds)';
+COMMENT ON TABLE kc_flow.log_rounds_1 IS 'slot 1 of the event log''s ring: rounds (kc_flow.log_rounds)';
+COMMENT ON TABLE kc_flow.log_rounds_2 IS 'slot 2 of the event log''s ring: rounds (kc_flow.log_rounds)';
 COMMENT ON TABLE kc_flow.log_rounds IS
     'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head; a ring of three tables (slot) rotated with events, which keeps the head and the newest announced round';
 INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
@@ -301,6 +310,9 @@ CREATE TABLE kc_flow.processed_events_1 PARTITION OF kc_flow.processed_events (
     CONSTRAINT processed_events_1_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (1);
 CREATE TABLE kc_flow.processed_events_2 PARTITION OF kc_flow.processed_events (
     CONSTRAINT processed_events_2_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.processed_events_0 IS 'slot 0 of the event log''s ring: processed marks (kc_flow.processed_events)';
+COMMENT ON TABLE kc_flow.processed_events_1 IS 'slot 1 of the event log''s ring: processed marks (kc_flow.processed_events)';
+COMMENT ON TABLE kc_flow.processed_events_2 IS 'slot 2 of the event log''s ring: processed marks (kc_flow.processed_events)';
 COMMENT ON TABLE kc_flow.processed_events IS
     'one row per stage that handled an event, written in the same transaction as the stage''s effect and the deletion of its claimed queue row (what makes a stage run once); unique per table of the log''s ring (slot), rotated with events';
 COMMENT ON COLUMN kc_flow.processed_events.slot IS
