@@ -30,8 +30,8 @@
  * snapshot, so a reader whose snapshot is older than the rotation (it saw the
  * emptied slot empty) sees the new floor and refuses a cursor below it
  * instead of returning a page with a hole.  The rotation also takes the log
- * head (the sequencer's lock) after the tables' locks, so that no round reads
- * the head with a snapshot older than the copy of it.
+ * head (the sequencer's lock, without waiting) after the tables' locks, so
+ * that no round reads the head with a snapshot older than the copy of it.
  */
 #include "kc_flow.h"
 

@@ -6,10 +6,12 @@
  * A ring is one or more tables partitioned by a slot column into <table>_0,
  * _1 and _2, whose default is a generation sequence modulo 3.  Rotating it,
  * as PgQ rotates its event tables: the slot after the current one (the
- * oldest) of every table of the ring is locked ACCESS EXCLUSIVE with a short
- * lock_timeout (200 ms), the ring copies the rows that must stay into the
- * current slot (its carry function), the oldest slots are TRUNCATEd and the
- * generation advances, so that they become current.  One rotator per ring at
+ * oldest) of every table of the ring is locked ACCESS EXCLUSIVE (waiting
+ * for the first table's lock with a short lock_timeout, 200 ms, and taking
+ * the others' without waiting, so that it never waits while holding one),
+ * the ring copies the rows that must stay into the current slot (its carry
+ * function), the oldest slots are TRUNCATEd and the generation advances, so
+ * that they become current.  One rotator per ring at
  * a time (an advisory lock).  Rotation refuses to run in REPEATABLE READ: the
  * copy must read with a snapshot taken after the lock, when every writer and
  * reader of the oldest slots has ended.
@@ -97,13 +99,24 @@ rotate(const KcfRing *ring, int64 generation)
 		for (const char *const *t = ring->tables; *t; t++)
 			appendStringInfo(&tables, "%s%s_%d", t == ring->tables ? "" : ", ", *t, oldest);
 
+		/*
+		 * Waits for the first table's lock only and takes the others without
+		 * waiting: holding one while waiting for another could deadlock with
+		 * a reader that locks them in another order (events_since reads
+		 * event_log before events, a claim events first).
+		 */
 		(void) set_config_option("lock_timeout", ROTATE_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-		kcf_ring_exec(psprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", tables.data));
-		if (ring->then_lock != 0)
-			DirectFunctionCall2(pg_advisory_xact_lock_int4,
-								Int32GetDatum(KCF_LOCK_KEY1), Int32GetDatum(ring->then_lock));
+		kcf_ring_exec(psprintf("LOCK TABLE %s_%d IN ACCESS EXCLUSIVE MODE", ring->tables[0], oldest));
 		AtEOXact_GUC(true, nest);
+		kcf_ring_exec(psprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT", tables.data));
+		if (ring->then_lock != 0 &&
+			!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
+											  Int32GetDatum(KCF_LOCK_KEY1),
+											  Int32GetDatum(ring->then_lock))))
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("kc_flow: the %s's rotation could not take advisory lock %d", ring->name, ring->then_lock)));
 
 		if (!ring->carry(generation, current, oldest))
 			result = KCF_ROTATE_BUSY;

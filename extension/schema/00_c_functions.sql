@@ -90,4 +90,4 @@ CREATE FUNCTION kc_flow.rotate_log() RETURNS text
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'kcf_rotate_log_sql';
 COMMENT ON FUNCTION kc_flow.rotate_log() IS
-    'rotates the event log''s ring now if its current tables have been current for half of kc_flow.event_retention, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest tables'' locks or the log head not granted within 200 ms); call it in a short transaction of its own';
+    'rotates the event log''s ring now if its current tables have been current for half of kc_flow.event_retention, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, the first oldest table''s lock not granted within 200 ms, or another one or the log head not free at once); call it in a short transaction of its own';
