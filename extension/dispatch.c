@@ -15,13 +15,10 @@
  */
 #include "kc_flow.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 PG_FUNCTION_INFO_V1(kcf_run_pending);
 
@@ -277,6 +274,38 @@ refuse_job(const KcfJob *job, const KcfStageResult *result)
 			 result->refuse_hint ? errhint("%s", result->refuse_hint) : 0));
 }
 
+/* One job's work, run in a subtransaction of its own by run_job(). */
+typedef struct KcfJobStep
+{
+	const KcfJob *job;
+	KcfStageResult result;
+} KcfJobStep;
+
+/* Records the job as handled and runs its stage, unless it was handled before. */
+static bool
+job_step(void *arg)
+{
+	KcfJobStep *step = (KcfJobStep *) arg;
+	const KcfJob *job = step->job;
+	KcfEvent	event = {job->event_id, job->event_type};
+
+	if (record_handled(job))
+	{
+		switch (stage_for(job->consumer) (&event, &step->result))
+		{
+			case KCF_DONE:
+				break;
+			case KCF_DEFER:
+				defer_job(job, step->result.defer_ms);
+				break;
+			case KCF_REFUSE:
+				refuse_job(job, &step->result);
+				break;
+		}
+	}
+	return true;
+}
+
 /*
  * Handles one job in a subtransaction.  Fills *next with the follow-up job
  * when the stage emitted an event for a later stage, to be handled next in
@@ -286,46 +315,12 @@ refuse_job(const KcfJob *job, const KcfStageResult *result)
 static bool
 run_job(const KcfJob *job, KcfJob *next)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	KcfStageResult result = {0};
+	KcfJobStep	step = {job, {0}};
+	ErrorData  *edata = kcf_in_subtransaction(job_step, &step);
+	KcfStageResult result;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
+	if (edata != NULL)
 	{
-		KcfEvent	event = {job->event_id, job->event_type};
-
-		if (record_handled(job))
-		{
-			switch (stage_for(job->consumer) (&event, &result))
-			{
-				case KCF_DONE:
-					break;
-				case KCF_DEFER:
-					defer_job(job, result.defer_ms);
-					break;
-				case KCF_REFUSE:
-					refuse_job(job, &result);
-					break;
-			}
-		}
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
 		/* a cancel or shutdown request is not the event's fault */
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
@@ -334,7 +329,7 @@ run_job(const KcfJob *job, KcfJob *next)
 		FreeErrorData(edata);
 		return false;
 	}
-	PG_END_TRY();
+	result = step.result;
 
 	if (result.next_event == 0)
 		return false;

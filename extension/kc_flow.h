@@ -100,10 +100,10 @@ typedef struct KcfRing
 	bool		(*carry) (int64 generation, int current, int oldest);
 } KcfRing;
 
+extern bool kcf_ring_installed(const KcfRing *ring);
 extern KcfRotation kcf_ring_rotate(const KcfRing *ring);
-extern void kcf_ring_check_isolation(const char *function);
+extern Datum kcf_ring_rotate_by_hand(const KcfRing *ring, KcfRotation (*rotate) (void), const char *function);
 extern void kcf_ring_exec(const char *sql);
-extern const char *kcf_rotation_answer(KcfRotation result);
 
 /* queue_ring.c: the event queue as a ring of three tables (0.2.0) */
 extern bool kcf_queue_ring_installed(void);
@@ -121,6 +121,7 @@ extern bool kcf_get_bool(int row, int col, bool *isnull);
 extern int64 kcf_get_int64(int row, int col, bool *isnull);
 extern Datum kcf_get_datum(int row, int col, bool *isnull);
 extern char *kcf_get_text(int row, int col);
+extern ErrorData *kcf_in_subtransaction(bool (*work) (void *arg), void *arg);
 
 /* event_types.c: the table of event types */
 extern const char *kcf_consumer_for(const char *event_type);

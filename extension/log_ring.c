@@ -35,9 +35,7 @@
  */
 #include "kc_flow.h"
 
-#include "catalog/namespace.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 
 PG_FUNCTION_INFO_V1(kcf_rotate_log_sql);
 
@@ -62,9 +60,7 @@ static const KcfRing log_ring = {
 bool
 kcf_log_ring_installed(void)
 {
-	Oid			nsp = get_namespace_oid("kc_flow", true);
-
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("events_0", nsp));
+	return kcf_ring_installed(&log_ring);
 }
 
 /*
@@ -148,16 +144,5 @@ log_carry(int64 generation, int current, int oldest)
 Datum
 kcf_rotate_log_sql(PG_FUNCTION_ARGS)
 {
-	KcfRotation result;
-
-	if (!kcf_log_ring_installed())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the kc_flow schema has no log ring yet"),
-				 errhint("Run ALTER EXTENSION kc_flow UPDATE.")));
-	kcf_ring_check_isolation("kc_flow.rotate_log()");
-	SPI_connect();
-	result = kcf_rotate_log();
-	SPI_finish();
-	PG_RETURN_TEXT_P(cstring_to_text(kcf_rotation_answer(result)));
+	return kcf_ring_rotate_by_hand(&log_ring, kcf_rotate_log, "kc_flow.rotate_log()");
 }

@@ -25,9 +25,7 @@
 #include "kc_flow.h"
 
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 
 /* more rows than this left in the oldest slot: the workers are behind, copying them would not help */
 #define ROTATE_MAX_MOVE 20000
@@ -53,9 +51,7 @@ static const KcfRing queue_ring = {
 bool
 kcf_queue_ring_installed(void)
 {
-	Oid			nsp = get_namespace_oid("kc_flow", true);
-
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("event_queue_0", nsp));
+	return kcf_ring_installed(&queue_ring);
 }
 
 /*
@@ -103,16 +99,5 @@ queue_carry(int64 generation, int current, int oldest)
 Datum
 kcf_rotate_queue_sql(PG_FUNCTION_ARGS)
 {
-	KcfRotation result;
-
-	if (!kcf_queue_ring_installed())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the kc_flow schema has no queue ring yet"),
-				 errhint("Run ALTER EXTENSION kc_flow UPDATE.")));
-	kcf_ring_check_isolation("kc_flow.rotate_queue()");
-	SPI_connect();
-	result = kcf_rotate_queue();
-	SPI_finish();
-	PG_RETURN_TEXT_P(cstring_to_text(kcf_rotation_answer(result)));
+	return kcf_ring_rotate_by_hand(&queue_ring, kcf_rotate_queue, "kc_flow.rotate_queue()");
 }

@@ -19,12 +19,12 @@
 #include "kc_flow.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
+#include "utils/lsyscache.h"
 
 /*
  * How long rotation waits for the oldest slots' locks, in ms: the longest the
@@ -63,16 +63,58 @@ kcf_ring_rotate(const KcfRing *ring)
 	return rotate(ring, generation);
 }
 
-/* Refuses a rotation asked for by hand in REPEATABLE READ (see the header). */
-void
-kcf_ring_check_isolation(const char *function)
+/* One rotation's work, run in a subtransaction of its own by rotate(). */
+typedef struct KcfRotationStep
 {
-	if (IsolationUsesXactSnapshot())
+	const KcfRing *ring;
+	int64		generation;
+	bool		done;			/* the oldest slots were emptied */
+} KcfRotationStep;
+
+/*
+ * Locks the oldest slots, copies what stays, truncates them and advances the
+ * generation; false (the subtransaction is rolled back) when the ring's
+ * carry gave up.
+ */
+static bool
+rotation_step(void *arg)
+{
+	KcfRotationStep *step = (KcfRotationStep *) arg;
+	const KcfRing *ring = step->ring;
+	int			current = step->generation % KCF_RING_SLOTS;
+	int			oldest = (step->generation + 1) % KCF_RING_SLOTS;
+	int			nest = NewGUCNestLevel();
+	StringInfoData tables;
+
+	initStringInfo(&tables);
+	for (const char *const *t = ring->tables; *t; t++)
+		appendStringInfo(&tables, "%s%s_%d", t == ring->tables ? "" : ", ", *t, oldest);
+
+	/*
+	 * Waits for the first table's lock only and takes the others without
+	 * waiting: holding one while waiting for another could deadlock with a
+	 * reader that locks them in another order (events_since reads event_log
+	 * before events, a claim events first).
+	 */
+	(void) set_config_option("lock_timeout", ROTATE_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	kcf_ring_exec(psprintf("LOCK TABLE %s_%d IN ACCESS EXCLUSIVE MODE", ring->tables[0], oldest));
+	AtEOXact_GUC(true, nest);
+	kcf_ring_exec(psprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT", tables.data));
+	if (ring->then_lock != 0 &&
+		!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
+										  Int32GetDatum(KCF_LOCK_KEY1),
+										  Int32GetDatum(ring->then_lock))))
 		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s requires READ COMMITTED isolation", function),
-				 errdetail("The rows left in the tables it truncates are copied with a snapshot taken after its lock."),
-				 errhint("Call it in its own READ COMMITTED transaction.")));
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("kc_flow: the %s's rotation could not take advisory lock %d", ring->name, ring->then_lock)));
+
+	if (!ring->carry(step->generation, current, oldest))
+		return false;
+	kcf_ring_exec(psprintf("TRUNCATE %s", tables.data));
+	kcf_ring_exec(psprintf("SELECT setval('%s', " INT64_FORMAT ")", ring->generation, step->generation + 1));
+	step->done = true;
+	return true;
 }
 
 /*
@@ -82,73 +124,19 @@ kcf_ring_check_isolation(const char *function)
 static KcfRotation
 rotate(const KcfRing *ring, int64 generation)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile KcfRotation result = KCF_ROTATE_DONE;
-	int			current = generation % KCF_RING_SLOTS;
+	KcfRotationStep step = {ring, generation, false};
 	int			oldest = (generation + 1) % KCF_RING_SLOTS;
+	KcfRotation result;
+	ErrorData  *edata = kcf_in_subtransaction(rotation_step, &step);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
+	if (edata != NULL)
 	{
-		int			nest = NewGUCNestLevel();
-		StringInfoData tables;
-
-		initStringInfo(&tables);
-		for (const char *const *t = ring->tables; *t; t++)
-			appendStringInfo(&tables, "%s%s_%d", t == ring->tables ? "" : ", ", *t, oldest);
-
-		/*
-		 * Waits for the first table's lock only and takes the others without
-		 * waiting: holding one while waiting for another could deadlock with
-		 * a reader that locks them in another order (events_since reads
-		 * event_log before events, a claim events first).
-		 */
-		(void) set_config_option("lock_timeout", ROTATE_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		kcf_ring_exec(psprintf("LOCK TABLE %s_%d IN ACCESS EXCLUSIVE MODE", ring->tables[0], oldest));
-		AtEOXact_GUC(true, nest);
-		kcf_ring_exec(psprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT", tables.data));
-		if (ring->then_lock != 0 &&
-			!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
-											  Int32GetDatum(KCF_LOCK_KEY1),
-											  Int32GetDatum(ring->then_lock))))
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("kc_flow: the %s's rotation could not take advisory lock %d", ring->name, ring->then_lock)));
-
-		if (!ring->carry(generation, current, oldest))
-			result = KCF_ROTATE_BUSY;
-		else
-		{
-			kcf_ring_exec(psprintf("TRUNCATE %s", tables.data));
-			kcf_ring_exec(psprintf("SELECT setval('%s', " INT64_FORMAT ")",
-								   ring->generation, generation + 1));
-		}
-		if (result == KCF_ROTATE_DONE)
-			ReleaseCurrentSubTransaction();
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
 		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
 			ReThrowError(edata);
 		FreeErrorData(edata);
-		result = KCF_ROTATE_BUSY;
+		step.done = false;
 	}
-	PG_END_TRY();
+	result = step.done ? KCF_ROTATE_DONE : KCF_ROTATE_BUSY;
 
 	/* only the workers' batches held it (a long one, under load): no reason to back off */
 	if (result == KCF_ROTATE_BUSY && !held_by_others(ring, oldest))
@@ -192,19 +180,40 @@ kcf_ring_exec(const char *sql)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
 }
 
-/* What kc_flow.rotate_queue() and kc_flow.rotate_log() answer for a rotation's result. */
-const char *
-kcf_rotation_answer(KcfRotation result)
+/* Whether the database has the ring (a 0.1.0 schema has plain tables): its first table's slot 0. */
+bool
+kcf_ring_installed(const KcfRing *ring)
 {
-	switch (result)
-	{
-		case KCF_ROTATE_NOT_DUE:
-			return "not due";
-		case KCF_ROTATE_DONE:
-			return "rotated";
-		case KCF_ROTATE_BUSY:
-		case KCF_ROTATE_CONTENDED:
-			return "busy";
-	}
-	return "busy";				/* keep compiler quiet */
+	Oid			nsp = get_namespace_oid("kc_flow", true);
+	const char *table = strchr(ring->tables[0], '.') + 1;
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid(psprintf("%s_0", table), nsp));
+}
+
+/*
+ * A rotation asked for by hand (kc_flow.rotate_queue(), rotate_log()): rotate
+ * is the ring's own check; answers 'rotated', 'not due' or 'busy'.  Refused
+ * in REPEATABLE READ (see the header) and before the ring is installed.
+ */
+Datum
+kcf_ring_rotate_by_hand(const KcfRing *ring, KcfRotation (*rotate) (void), const char *function)
+{
+	static const char *const answers[] = {"not due", "rotated", "busy", "busy"};
+	KcfRotation result;
+
+	if (!kcf_ring_installed(ring))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the kc_flow schema has no %s ring yet", ring->name),
+				 errhint("Run ALTER EXTENSION kc_flow UPDATE.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s requires READ COMMITTED isolation", function),
+				 errdetail("The rows left in the tables it truncates are copied with a snapshot taken after its lock."),
+				 errhint("Call it in its own READ COMMITTED transaction.")));
+	SPI_connect();
+	result = rotate();
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(answers[result]));
 }
