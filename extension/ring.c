@@ -34,14 +34,18 @@
  */
 #define ROTATE_LOCK_TIMEOUT "200"
 
+/* a transaction this old holding an oldest table makes worker 0 back off */
+#define LONG_TRANSACTION "1 s"
+
 static KcfRotation rotate(const KcfRing *ring, int64 generation);
 static bool held_by_others(const KcfRing *ring, int oldest);
 
 /*
  * Rotates the ring if ring->due says so (SPI connected, READ COMMITTED).
  * Another rotator of the ring busy is KCF_ROTATE_BUSY, as is a lock not
- * granted in time because some other session holds it; KCF_ROTATE_CONTENDED
- * when only the workers' own batches held it.  The slots' locks are held
+ * granted in time because some other session's long transaction holds it;
+ * KCF_ROTATE_CONTENDED when only the workers' own batches or short
+ * transactions held it.  The slots' locks are held
  * until the transaction ends: call it at the end of a short transaction.
  */
 KcfRotation
@@ -152,7 +156,13 @@ rotate(const KcfRing *ring, int64 generation)
 	return result;
 }
 
-/* Whether a session other than us and the workers holds a lock on one of the oldest tables. */
+/*
+ * Whether a long transaction (older than LONG_TRANSACTION) of a session other
+ * than us and the workers holds a lock on one of the oldest tables: what the
+ * back-off is for.  A short one (a reader's statement that had locked one
+ * table of the log's ring when the rotation took another) is gone by the
+ * next try.
+ */
 static bool
 held_by_others(const KcfRing *ring, int oldest)
 {
@@ -163,9 +173,11 @@ held_by_others(const KcfRing *ring, int oldest)
 	for (const char *const *t = ring->tables; *t; t++)
 		appendStringInfo(&tables, "%s'%s_%d'::regclass", t == ring->tables ? "" : ", ", *t, oldest);
 	kcf_ring_exec(psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l"
+						   "  JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid"
 						   "  WHERE l.relation IN (%s) AND l.granted"
 						   "    AND l.pid <> pg_backend_pid()"
-						   "    AND l.pid <> ALL (SELECT w.pid FROM kc_flow.worker_status() w))",
+						   "    AND l.pid <> ALL (SELECT w.pid FROM kc_flow.worker_status() w)"
+						   "    AND a.xact_start < clock_timestamp() - interval '" LONG_TRANSACTION "')",
 						   tables.data));
 	return kcf_get_bool(0, 1, &isnull);
 }

@@ -120,8 +120,8 @@ typedef struct KcfRingCheck
  * tables stay locked until it commits).  When it could not (a long
  * transaction holds a lock on an oldest table, and each try makes the claims
  * wait behind it for up to its lock_timeout), the next try waits twice as
- * long, up to 10 s; when only another worker's batch held it, the next try
- * comes sooner.
+ * long, up to 10 s; when only another worker's batch or a short transaction
+ * held it, the next try comes sooner.
  */
 static void
 rotate_ring(KcfRingCheck *check)
@@ -141,7 +141,7 @@ rotate_ring(KcfRingCheck *check)
 			check->wait_ms = Min(check->wait_ms * 2, ROTATION_MAX_BACKOFF_MS);
 			break;
 		case KCF_ROTATE_CONTENDED:
-			/* another worker's batch outlasted the lock timeout: soon again */
+			/* a batch or a short transaction was in the way: soon again */
 			check->wait_ms = ROTATION_CHECK_MS / 4;
 			break;
 		default:
