@@ -465,6 +465,36 @@ INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
 SELECT coalesce(max(e.id), 0), coalesce(min(e.id), 1), pg_current_snapshot(), pg_current_xact_id(), true
   FROM kc_flow.events e;
 
+-- the log's floor (issue 9): a cursor below it gets KC410 from events_since, a refetch
+CREATE TABLE kc_flow.log_trims (
+    floor_pos  bigint PRIMARY KEY CONSTRAINT log_trims_floor_positive CHECK (floor_pos > 0),
+    trimmed_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE kc_flow.log_trims IS
+    'one row per trim of the event log that raised its floor: the highest position it removed; insert-only; kc_flow.log_floor() is the highest row';
+
+-- 0.1.0 trimmed the log without a trace, and its cursors (event ids) are the positions
+-- now.  Every event bumped its student's version by one and a rollback undid both, so a
+-- version missing from a student's events is a trimmed event, whose id is below that of
+-- the student's next event left (or, if none is left, at most the head): the floor is
+-- the highest such bound, and a 0.1.0 cursor that a trim could have skipped gets a
+-- refetch instead of a page with a hole.
+WITH kept AS (
+    SELECT e.student_id, e.version,
+           lag(e.version, 1, 0::bigint) OVER w AS prev_version,
+           min(e.id) OVER (PARTITION BY e.student_id ORDER BY e.version DESC
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_id_from_here
+      FROM kc_flow.events e
+    WINDOW w AS (PARTITION BY e.student_id ORDER BY e.version)
+), bound AS (
+    SELECT k.first_id_from_here - 1 AS pos FROM kept k WHERE k.version > k.prev_version + 1
+    UNION ALL
+    SELECT (SELECT max(e.id) FROM kc_flow.events e) FROM kc_flow.cache_versions c
+     WHERE c.version > coalesce((SELECT max(e.version) FROM kc_flow.events e WHERE e.student_id = c.student_id), 0)
+)
+INSERT INTO kc_flow.log_trims (floor_pos)
+SELECT max(b.pos) FROM bound b HAVING max(b.pos) > 0;
+
 -- no NOTIFY in the writer's transaction any more; the horizon is gone
 COMMENT ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) IS
     'appends an event to the outbox in the current transaction: bumps the student''s cache version, queues the event for its stage and wakes the workers at commit, which give it its log position and announce it; returns the event id';
@@ -513,6 +543,13 @@ BEGIN
         RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
     END IF;
+    -- below the floor a trim may have removed events: a page from there would have a hole
+    IF after < kc_flow.log_floor() THEN
+        RAISE EXCEPTION 'position % is no longer in the event log', after USING ERRCODE = 'KC410',
+            DETAIL = format('The log was trimmed up to position %s (kc_flow.event_retention is %s).',
+                            kc_flow.log_floor(), coalesce(current_setting('kc_flow.event_retention', true), 'at its default')),
+            HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
+    END IF;
     -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
     IF student IS NULL THEN
         RETURN QUERY SELECT l.pos, e.id, e.event_type, e.correlation_id, e.student_id, e.payload, e.version,
@@ -530,7 +567,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
-    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing';
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor() is refused with SQLSTATE KC410 (reload, then read on from the head)';
 
 CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -579,6 +616,22 @@ AS $$
 $$;
 COMMENT ON FUNCTION kc_flow.settled_event_id() IS
     'the newest log position (every position up to it is readable); a reader with no position starts events_since from it';
+
+CREATE FUNCTION kc_flow.log_floor() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+    SELECT coalesce((SELECT t.floor_pos FROM kc_flow.log_trims t ORDER BY t.floor_pos DESC LIMIT 1), 0)
+$$;
+COMMENT ON FUNCTION kc_flow.log_floor() IS
+    'the highest log position that may have been removed by a trim (0: none yet); every position above it that was ever given is still readable, and events_since refuses a cursor below it (KC410)';
+
+CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_trim_event_log_sql';
+COMMENT ON FUNCTION kc_flow.trim_event_log(int) IS
+    'trims the event log now, as worker 0 does every minute: handled events older than retention_s seconds (NULL: kc_flow.event_retention) leave the log, and the floor is raised to the highest position removed; returns kc_flow.log_floor()';
+REVOKE ALL ON FUNCTION kc_flow.trim_event_log(int) FROM PUBLIC;
 
 -- Payments that 0.1.0 dead-lettered because the student held the course already (23505)
 -- get the PURCHASE_ALREADY_ACTIVE event 0.2.0 gives such a payment, so the student's home

@@ -76,6 +76,9 @@ typedef struct KcfRound
 extern bool kcf_log_installed(void);
 extern bool kcf_sequence(KcfRound *round, bool wait);
 
+/* log_trim.c: trimming the log, recording its floor */
+extern int	kcf_trim_event_log(int retention_s, bool log);
+
 /* queue_ring.c: the event queue as a ring of three tables (0.2.0) */
 typedef enum KcfRotation
 {

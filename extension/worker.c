@@ -62,51 +62,6 @@ forget_latch(int code, Datum arg)
 	kcf_unregister_worker_latch(DatumGetInt32(arg));
 }
 
-/*
- * Purges handled events older than kc_flow.event_retention; a payment with an
- * unresolved dead letter keeps all its events (flow_status() and the
- * student's home still tell its story).
- */
-#define OLD_EVENTS \
-	"WITH old AS (" \
-	"  DELETE FROM kc_flow.events e" \
-	"   WHERE e.created_at < now() - make_interval(secs => $1)" \
-	"     AND NOT EXISTS (SELECT 1 FROM kc_flow.event_queue q WHERE q.event_id = e.id)" \
-	"     AND e.correlation_id NOT IN (SELECT c.correlation_id FROM kc_flow.dead_letters d" \
-	"                                   JOIN kc_flow.events c ON c.id = d.event_id WHERE NOT d.resolved)" \
-	"  RETURNING e.id)"
-
-static void
-trim_event_log(bool log)
-{
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr plan_010 = NULL;
-	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(kcf_event_retention_s)};
-	int			n;
-
-	if (kcf_event_retention_s <= 0)
-		return;
-	if (log)
-		kcf_plan(&plan,
-				 OLD_EVENTS ","
-				 " p AS (DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id),"
-				 " l AS (DELETE FROM kc_flow.event_log l USING old WHERE l.event_id = old.id),"
-				 " r AS (DELETE FROM kc_flow.log_rounds r"
-				 "        WHERE r.sequenced_at < now() - make_interval(secs => $1)"
-				 "          AND r.last_pos < (SELECT max(x.last_pos) FROM kc_flow.log_rounds x))"
-				 " SELECT 1 FROM old",
-				 1, types);
-	else
-		kcf_plan(&plan_010,
-				 OLD_EVENTS
-				 " DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id",
-				 1, types);
-	n = kcf_exec(log ? plan : plan_010, values, NULL, 0);
-	if (n > 0)
-		ereport(LOG, (errmsg("kc_flow: trimmed the event log of events older than %d s", kcf_event_retention_s)));
-}
-
 /* Rebuilds the trending-courses summary the home screens read. */
 static void
 refresh_trending(void)
@@ -229,7 +184,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	if (worker == 0 && TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), HOUSEKEEPING_INTERVAL_MS))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: trimming the event log, refreshing trending courses");
-		trim_event_log(log);
+		(void) kcf_trim_event_log(kcf_event_retention_s, log);
 		refresh_trending();
 		*last_housekeeping = GetCurrentTimestamp();
 	}

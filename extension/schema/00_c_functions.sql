@@ -85,3 +85,9 @@ CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
     AS 'MODULE_PATHNAME', 'kcf_rotate_queue_sql';
 COMMENT ON FUNCTION kc_flow.rotate_queue() IS
     'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';
+
+CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_trim_event_log_sql';
+COMMENT ON FUNCTION kc_flow.trim_event_log(int) IS
+    'trims the event log now, as worker 0 does every minute: handled events older than retention_s seconds (NULL: kc_flow.event_retention) leave the log, and the floor is raised to the highest position removed; returns kc_flow.log_floor()';

@@ -206,6 +206,13 @@ COMMENT ON TABLE kc_flow.log_rounds IS
 INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
 VALUES (0, 1, pg_current_snapshot(), pg_current_xact_id(), true);
 
+CREATE TABLE kc_flow.log_trims (
+    floor_pos  bigint PRIMARY KEY CONSTRAINT log_trims_floor_positive CHECK (floor_pos > 0),
+    trimmed_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE kc_flow.log_trims IS
+    'one row per trim of the event log that raised its floor: the highest position it removed; insert-only; kc_flow.log_floor() is the highest row';
+
 CREATE SEQUENCE kc_flow.event_queue_generation AS bigint MINVALUE 0 START 0 CACHE 1;
 COMMENT ON SEQUENCE kc_flow.event_queue_generation IS
     'the generation of the event queue''s ring: new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/queue_ring.c)';

@@ -71,6 +71,13 @@ BEGIN
         RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
     END IF;
+    -- below the floor a trim may have removed events: a page from there would have a hole
+    IF after < kc_flow.log_floor() THEN
+        RAISE EXCEPTION 'position % is no longer in the event log', after USING ERRCODE = 'KC410',
+            DETAIL = format('The log was trimmed up to position %s (kc_flow.event_retention is %s).',
+                            kc_flow.log_floor(), coalesce(current_setting('kc_flow.event_retention', true), 'at its default')),
+            HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
+    END IF;
     -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
     IF student IS NULL THEN
         RETURN QUERY SELECT l.pos, e.id, e.event_type, e.correlation_id, e.student_id, e.payload, e.version,
@@ -88,7 +95,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
-    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing';
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor() is refused with SQLSTATE KC410 (reload, then read on from the head)';
 
 CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -249,5 +256,6 @@ REVOKE ALL ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.sequence_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.rotate_queue() FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.trim_event_log(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.retry_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.auto_assign(uuid) FROM PUBLIC;

@@ -1,12 +1,12 @@
 -- pgTAP: the schema's promises, stated as assertions.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(26);
+SELECT plan(28);
 
 SELECT has_extension('kc_flow');
 SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_courses', 'trainer_availability',
   'payments', 'student_course_purchases', 'trainer_allocations', 'trainer_bookings', 'tutoring_sessions',
-  'events', 'event_log', 'log_rounds', 'event_queue', 'event_queue_0', 'event_queue_1', 'event_queue_2',
+  'events', 'event_log', 'log_rounds', 'log_trims', 'event_queue', 'event_queue_0', 'event_queue_1', 'event_queue_2',
   'processed_events', 'dead_letters', 'cache_versions',
   'course_trending']);
 SELECT col_is_pk('kc_flow', 'event_log', ARRAY['pos'], 'the log is keyed by position');
@@ -34,6 +34,9 @@ SELECT ok(NOT has_function_privilege('public', 'kc_flow.run_pending(int)', 'EXEC
           'PUBLIC cannot drive the pipeline');
 SELECT ok(NOT has_function_privilege('public', 'kc_flow.sequence_log()', 'EXECUTE'),
           'PUBLIC cannot take the log head');
+SELECT ok(NOT has_function_privilege('public', 'kc_flow.trim_event_log(int)', 'EXECUTE'),
+          'PUBLIC cannot trim the log');
+SELECT col_is_pk('kc_flow', 'log_trims', ARRAY['floor_pos'], 'a trim is recorded by the floor it left');
 SELECT ok((SELECT proconfig::text LIKE '%search_path%' FROM pg_proc WHERE oid = 'kc_flow.student_home(uuid)'::regprocedure),
           'student_home pins its search_path');
 
