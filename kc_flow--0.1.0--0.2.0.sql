@@ -527,6 +527,30 @@ INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
 SELECT coalesce(max(e.id), 0), coalesce(min(e.id), 1), pg_current_snapshot(), pg_current_xact_id(), true
   FROM kc_flow.events e;
 
+-- the log's floor (issue 9): a cursor below it gets KC410 from events_since, a refetch.
+-- 0.1.0 trimmed the log without a trace, and its cursors (event ids) are the positions
+-- now.  Every event bumped its student's version by one and a rollback undid both, so a
+-- version missing from a student's events is a trimmed event, whose id is below that of
+-- the student's next event left (or, if none is left, at most the head): the floor is
+-- the highest such bound, and a 0.1.0 cursor that a trim could have skipped gets a
+-- refetch instead of a page with a hole.
+WITH kept AS (
+    SELECT e.student_id, e.version,
+           lag(e.version, 1, 0::bigint) OVER w AS prev_version,
+           min(e.id) OVER (PARTITION BY e.student_id ORDER BY e.version DESC
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_id_from_here
+      FROM kc_flow.events e
+    WINDOW w AS (PARTITION BY e.student_id ORDER BY e.version)
+), bound AS (
+    SELECT k.first_id_from_here - 1 AS pos FROM kept k WHERE k.version > k.prev_version + 1
+    UNION ALL
+    SELECT (SELECT max(e.id) FROM kc_flow.events e) FROM kc_flow.cache_versions c
+     WHERE c.version > coalesce((SELECT max(e.version) FROM kc_flow.events e WHERE e.student_id = c.student_id), 0)
+)
+SELECT setval('kc_flow.log_floor_position', max(b.pos)) FROM bound b HAVING max(b.pos) > 0;
+UPDATE kc_flow.log_rotations SET floor_pos = (SELECT last_value FROM kc_flow.log_floor_position)
+ WHERE generation = 0;
+
 -- no NOTIFY in the writer's transaction any more; the horizon is gone
 COMMENT ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) IS
     'appends an event to the outbox in the current transaction: bumps the student''s cache version, queues the event for its stage and wakes the workers at commit, which give it its log position and announce it; returns the event id';
@@ -659,6 +683,14 @@ AS $$
 $$;
 COMMENT ON FUNCTION kc_flow.settled_event_id() IS
     'the newest log position (every position up to it is readable); a reader with no position starts events_since from it';
+
+
+CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS bigint
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_trim_event_log_sql';
+COMMENT ON FUNCTION kc_flow.trim_event_log(int) IS
+    'trims the event log now by rotating its ring by hand: each of its three tables whose events are all older than retention_s seconds (NULL: kc_flow.event_retention) is emptied in turn, the rows that stay copied forward as a rotation does (at most three rotations, each retried briefly while busy); returns kc_flow.log_floor(); call it in a short READ COMMITTED transaction of its own';
+REVOKE ALL ON FUNCTION kc_flow.trim_event_log(int) FROM PUBLIC;
 
 -- Payments that 0.1.0 dead-lettered because the student held the course already (23505)
 -- get the PURCHASE_ALREADY_ACTIVE event 0.2.0 gives such a payment, so the student's home

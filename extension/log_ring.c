@@ -19,7 +19,8 @@
  *     the sequencer reads.
  * Resolved dead letters whose event goes are deleted with it (the foreign
  * key's ON DELETE CASCADE did that before: a TRUNCATE cannot cascade to
- * them).
+ * them).  kc_flow.trim_event_log(retention_s) rotates by hand, emptying in
+ * turn each oldest table whose events are all older than retention_s.
  *
  * The floor: every position the emptied slot held is at most the highest of
  * them, and every position above it is in a slot the rotation did not touch.
@@ -35,9 +36,22 @@
  */
 #include "kc_flow.h"
 
+#include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(kcf_rotate_log_sql);
+PG_FUNCTION_INFO_V1(kcf_trim_event_log_sql);
+
+/* kc_flow.trim_event_log(): how often a busy rotation is tried again, and how long it waits */
+#define TRIM_TRIES 10
+#define TRIM_RETRY_US 100000L
+
+/*
+ * -1, or during kc_flow.trim_event_log() its retention: the oldest table may
+ * then go as soon as its events are all older than that.
+ */
+static int	trim_retention_s = -1;
 
 static bool log_due(int64 generation);
 static bool log_carry(int64 generation, int current, int oldest);
@@ -81,6 +95,13 @@ log_due(int64 generation)
 {
 	bool		isnull;
 
+	if (trim_retention_s >= 0)
+	{
+		kcf_ring_exec(psprintf("SELECT NOT EXISTS (SELECT 1 FROM kc_flow.events_%d e"
+							   "                    WHERE e.created_at > now() - make_interval(secs => %d))",
+							   (int) ((generation + 1) % KCF_RING_SLOTS), trim_retention_s));
+		return kcf_get_bool(0, 1, &isnull);
+	}
 	kcf_ring_exec(psprintf("SELECT coalesce((SELECT clock_timestamp() - r.rotated_at >= make_interval(secs => %d / 2.0)"
 						   "                   FROM kc_flow.log_rotations r ORDER BY r.generation DESC LIMIT 1), true)",
 						   kcf_event_retention_s));
@@ -145,4 +166,70 @@ Datum
 kcf_rotate_log_sql(PG_FUNCTION_ARGS)
 {
 	return kcf_ring_rotate_by_hand(&log_ring, kcf_rotate_log, "kc_flow.rotate_log()");
+}
+
+/*
+ * kc_flow.trim_event_log(retention_s): the log's ring rotated by hand as far
+ * as a retention allows (NULL: kc_flow.event_retention, 0 of which keeps
+ * everything): the oldest table is emptied when its events are all older
+ * than retention_s, at most three times, so that what is older than it is
+ * gone but for what stays.  A busy rotation is tried again a few times.
+ * Returns the log's floor.
+ */
+Datum
+kcf_trim_event_log_sql(PG_FUNCTION_ARGS)
+{
+	int32		retention_s = PG_ARGISNULL(0) ? kcf_event_retention_s : PG_GETARG_INT32(0);
+	bool		isnull;
+	int64		floor_pos;
+
+	if (!kcf_log_ring_installed())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the kc_flow schema has no log ring yet"),
+				 errhint("Run ALTER EXTENSION kc_flow UPDATE.")));
+	if (!PG_ARGISNULL(0) && retention_s < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retention_s must be at least 1"),
+				 errdetail("Got %d.", retention_s),
+				 errhint("Pass NULL to use kc_flow.event_retention.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("kc_flow.trim_event_log() requires READ COMMITTED isolation"),
+				 errdetail("The rows left in the tables it truncates are copied with a snapshot taken after its lock."),
+				 errhint("Call it in its own READ COMMITTED transaction.")));
+	SPI_connect();
+	if (retention_s > 0)
+	{
+		trim_retention_s = retention_s;
+		PG_TRY();
+		{
+			for (int i = 0; i < KCF_RING_SLOTS; i++)
+			{
+				KcfRotation result;
+
+				for (int try = 1;; try++)
+				{
+					result = kcf_ring_rotate(&log_ring);
+					if ((result != KCF_ROTATE_BUSY && result != KCF_ROTATE_CONTENDED) || try == TRIM_TRIES)
+						break;
+					CHECK_FOR_INTERRUPTS();
+					pg_usleep(TRIM_RETRY_US);
+				}
+				if (result != KCF_ROTATE_DONE)
+					break;
+			}
+		}
+		PG_FINALLY();
+		{
+			trim_retention_s = -1;
+		}
+		PG_END_TRY();
+	}
+	kcf_ring_exec("SELECT kc_flow.log_floor()");
+	floor_pos = kcf_get_int64(0, 1, &isnull);
+	SPI_finish();
+	PG_RETURN_INT64(floor_pos);
 }

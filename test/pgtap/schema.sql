@@ -1,7 +1,7 @@
 -- pgTAP: the schema's promises, stated as assertions.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(26);
+SELECT plan(28);
 
 SELECT has_extension('kc_flow');
 SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_courses', 'trainer_availability',
@@ -39,6 +39,9 @@ SELECT ok(NOT has_function_privilege('public', 'kc_flow.run_pending(int)', 'EXEC
           'PUBLIC cannot drive the pipeline');
 SELECT ok(NOT has_function_privilege('public', 'kc_flow.sequence_log()', 'EXECUTE'),
           'PUBLIC cannot take the log head');
+SELECT ok(NOT has_function_privilege('public', 'kc_flow.trim_event_log(int)', 'EXECUTE'),
+          'PUBLIC cannot trim the log');
+SELECT col_is_pk('kc_flow', 'log_rotations', ARRAY['generation'], 'a rotation of the log is recorded by the generation it made current');
 SELECT ok((SELECT proconfig::text LIKE '%search_path%' FROM pg_proc WHERE oid = 'kc_flow.student_home(uuid)'::regprocedure),
           'student_home pins its search_path');
 
