@@ -2,7 +2,8 @@
  * emit.c
  *      The outbox: appending an event in the current transaction.
  *
- * kcf_emit() is the only writer of kc_flow.events.  In one statement it bumps
+ * kcf_emit() is the only writer of new kc_flow.events (the rotation of the
+ * log's ring only copies rows forward, log_ring.c).  In one statement it bumps
  * the student's cache version, inserts the event (with the writing
  * transaction's id, the txid column's default) and, when a stage consumes
  * that type (the table of event types, event_types.c), queues it.  A

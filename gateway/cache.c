@@ -432,6 +432,8 @@ kc_cache_purge_views(kc_cache *c)
 {
 	static const char *const patterns[] = {"student:home:*", "student:learning:*"};
 
+	if (c->local)
+		kc_local_flush(c->local);
 	return kc_redis_delete_matching(c->redis, patterns, 2);
 }
 

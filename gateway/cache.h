@@ -99,7 +99,7 @@ int			kc_cache_get_watermark(kc_cache *c, long long *wm);
 int			kc_cache_set_watermark(kc_cache *c, long long wm);
 /* Sets the watermark to wm, lower than it was too (the log was rewound); 0 ok, -1 error. */
 int			kc_cache_reset_watermark(kc_cache *c, long long wm);
-/* Deletes every cached view (not the fences); number deleted or -1. */
+/* Deletes every cached view (not the fences), in Redis and in this process; number deleted in Redis or -1. */
 long long	kc_cache_purge_views(kc_cache *c);
 /* 0 when Redis answers PING, -1 otherwise. */
 int			kc_cache_ping(kc_cache *c);
