@@ -84,7 +84,7 @@ typedef enum KcfRotation
 {
 	KCF_ROTATE_NOT_DUE,			/* not due yet (or no ring, or a snapshot too old) */
 	KCF_ROTATE_DONE,			/* the oldest slot was emptied and is current now */
-	KCF_ROTATE_BUSY,			/* another rotator, the oldest slot's lock held by a session, or a backlog */
+	KCF_ROTATE_BUSY,			/* another rotator, the oldest slot's lock held by a session, or a backlog come meanwhile */
 	KCF_ROTATE_CONTENDED		/* a lock not free in time, held only by the workers' batches or short transactions */
 } KcfRotation;
 

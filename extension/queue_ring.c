@@ -67,7 +67,13 @@ kcf_rotate_queue(void)
 	return kcf_ring_rotate(&queue_ring);
 }
 
-/* Due when the current slot's file is larger than kc_flow.queue_rotation_size. */
+/*
+ * Due when the current slot's file is larger than kc_flow.queue_rotation_size,
+ * unless the oldest slot still holds a backlog (more than ROTATE_MAX_MOVE rows
+ * not handled yet): copying it forward would not help, and asking for its
+ * lock would only make the workers' claims wait behind the request. Counted
+ * without that lock, and at most to one row past the limit.
+ */
 static bool
 queue_due(int64 generation)
 {
@@ -75,7 +81,11 @@ queue_due(int64 generation)
 
 	kcf_ring_exec(psprintf("SELECT pg_relation_size('kc_flow.event_queue_%d')",
 						   (int) (generation % KCF_RING_SLOTS)));
-	return kcf_get_int64(0, 1, &isnull) >= (int64) kcf_queue_rotation_size * 1024;
+	if (kcf_get_int64(0, 1, &isnull) < (int64) kcf_queue_rotation_size * 1024)
+		return false;
+	kcf_ring_exec(psprintf("SELECT count(*) FROM (SELECT 1 FROM kc_flow.event_queue_%d LIMIT %d) x",
+						   (int) ((generation + 1) % KCF_RING_SLOTS), ROTATE_MAX_MOVE + 1));
+	return kcf_get_int64(0, 1, &isnull) <= ROTATE_MAX_MOVE;
 }
 
 /* Copies the rows left in the oldest slot into the current one; false with a backlog. */
