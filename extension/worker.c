@@ -177,6 +177,47 @@ catch_up_statistics(TimestampTz *last_check)
 	*last_check = GetCurrentTimestamp();
 }
 
+/* kcf_sequence for kcf_in_subtransaction: the round and whether to wait for the head. */
+typedef struct KcfGuardedRound
+{
+	KcfRound   *round;
+	bool		wait;
+} KcfGuardedRound;
+
+static bool
+sequence_step(void *arg)
+{
+	KcfGuardedRound *g = (KcfGuardedRound *) arg;
+
+	(void) kcf_sequence(g->round, g->wait);
+	return true;
+}
+
+/*
+ * The batch's own round in a subtransaction: when it fails (a lock_timeout
+ * while another session holds the log head, say) the batch's effects still
+ * commit, and false asks for a round of its own after the commit.  A cancel
+ * is the whole batch's.
+ */
+static bool
+sequence_guarded(KcfRound *round, bool wait)
+{
+	KcfGuardedRound g = {round, wait};
+	ErrorData  *edata = kcf_in_subtransaction(sequence_step, &g);
+
+	if (edata == NULL)
+		return true;
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		ReThrowError(edata);
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("kc_flow: the batch's round of the event log failed, sequencing after its commit instead"),
+			 errdetail("%s", edata->message)));
+	FreeErrorData(edata);
+	memset(round, 0, sizeof(*round));
+	return false;
+}
+
 /*
  * One round of work in its own transaction.  Returns how long the worker may
  * sleep, in milliseconds (0: more work is waiting).
@@ -186,6 +227,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		  KcfRingCheck *rings, TimestampTz *last_stats_check, KcfWaiting *waiting)
 {
 	long		sleep_ms = kcf_poll_interval_ms;
+	bool		apart = false;	/* the in-batch round failed: one of its own after the commit */
 	int			claimed;
 	int			handled;
 	int64		due_ms;
@@ -273,8 +315,9 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
 		if (handled > 0 || !kcf_other_in_batch(worker))
 		{
-			(void) kcf_sequence(&round, handled > 0);
-			if (round.busy)
+			if (!sequence_guarded(&round, handled > 0))
+				apart = true;
+			else if (round.busy)
 				sleep_ms = Min(sleep_ms, HEAD_BUSY_RETRY_MS);
 		}
 		kcf_set_in_batch(worker, false);
@@ -284,7 +327,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	if (log && !kcf_sequence_in_batch)
+	if (log && (!kcf_sequence_in_batch || apart))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
 		SetCurrentStatementStartTimestamp();
