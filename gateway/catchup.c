@@ -26,7 +26,9 @@
  *
  * A cursor below the log's floor (kc_flow.log_floor(): a trim removed events
  * this gateway never applied) cannot be replayed: every cached view is purged
- * and both cursors start again at the log's head, as for an empty Redis.
+ * and both cursors start again at the log's head, as for an empty Redis; when
+ * the listener's own cursor was below, the subscriber is told (on_skip), so
+ * that the WebSocket clients refetch.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,6 +272,29 @@ check_rewound(kc_listener *l, long long wm)
  * moves both cursors to the log's head and returns it in *from; false when
  * Postgres (-1) or Redis (0, in *rc) failed.
  */
+void
+kc_catchup_skip_to(kc_listener *l, long long head)
+{
+	char	   *floor_pos;
+
+	if (atomic_load(&l->watermark) >= head)
+		return;
+	floor_pos = query_value(l, "SELECT kc_flow.log_floor()", NULL, "the log's floor");
+	{
+		kc_logline	line;
+
+		kc_log_begin(&line, KC_LOG_WARN, "events were trimmed before this gateway pushed them: "
+					 "live WebSockets told to refetch");
+		kc_log_int(&line, "pushed", atomic_load(&l->watermark));
+		kc_log_int(&line, "logHead", head);
+		kc_log_end(&line);
+	}
+	if (l->on_skip)
+		l->on_skip(floor_pos ? strtoll(floor_pos, NULL, 10) : head, head, l->arg);
+	free(floor_pos);
+	atomic_store(&l->watermark, head);
+}
+
 static bool
 restart_at_head(kc_listener *l, long long *from, int *rc)
 {
@@ -294,8 +319,8 @@ restart_at_head(kc_listener *l, long long *from, int *rc)
 		kc_log_int(&line, "purged", purged);
 		kc_log_end(&line);
 	}
-	if (atomic_load(&l->watermark) < head)
-		atomic_store(&l->watermark, head);
+	/* the subscriber may have missed events too: then its clients must refetch */
+	kc_catchup_skip_to(l, head);
 	*from = head;
 	return true;
 }

@@ -19,6 +19,7 @@ struct kc_listener
 	char	   *conninfo;
 	kc_cache   *cache;
 	kc_event_fn on_event;
+	kc_skip_fn	on_skip;
 	void	   *arg;
 	pthread_t	thread;
 	int			wake[2];		/* pipe: written to stop the thread */
@@ -60,6 +61,13 @@ typedef enum kc_resync
  * pushing past the listener's), and marks the cache synced.
  */
 kc_resync	kc_catchup_resync(kc_listener *l);
+
+/*
+ * The listener's own cursor below the log's floor (kc_catchup_run said -2):
+ * when it is behind head (the log's), tells the subscriber (on_skip) and
+ * moves it there.
+ */
+void		kc_catchup_skip_to(kc_listener *l, long long head);
 
 /* The log position a new reader starts at (kc_flow.settled_event_id()); false when Postgres failed. */
 bool		kc_catchup_start_position(kc_listener *l, long long *pos);
