@@ -81,7 +81,10 @@ KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
 # KC_GATEWAY_BIN: another build of the gateway to test (test/suites/45_gateway_asan.sh)
 GW_BIN="${KC_GATEWAY_BIN:-$KC_ROOT/gateway/kc-gateway}" GW_STATIC="$KC_ROOT/gateway/static" GW_TMP="$WORK" \
 PG_PORT=$PG_PORT PG_DIR=$PG_DIR PG_DB=kc_test REDIS_PORT=$REDIS_PORT REDIS_DIR=$REDIS_DIR ENV_SH=$ENV_SH \
-    timeout 600 python3 "$KC_ROOT/test/gateway/test_gateway.py"
-rc=$?
+    timeout 600 python3 "$KC_ROOT/test/gateway/test_gateway.py" | tee "$WORK/integration.out"
+rc=${PIPESTATUS[0]}
 [ $rc -eq 124 ] && say "not ok" "gateway: integration tests finished in time"
+# a failed check exits 1 after its "not ok" line; a crash (a traceback) has none
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && ! grep -q '^not ok' "$WORK/integration.out" &&
+    say "not ok" "gateway: integration tests ran to their end (exit status $rc)"
 exit 0
