@@ -62,9 +62,9 @@ def main():
     t0 = time.time()
     with conn.cursor() as cur:
         for i, p in enumerate(payments):
-            due = t0 + i / RATE
-            if due > time.time():
-                time.sleep(due - time.time())
+            wait = t0 + i / RATE - time.time()
+            if wait > 0:
+                time.sleep(wait)
             cur.execute("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = %s", (p,))
             if i % (RATE // 2) == 0:
                 sizes.append((time.time() - t0, queue_bytes(conn), log_bytes(conn)))
