@@ -95,13 +95,21 @@ def main():
     ok(left == 0, "queue horizon: nothing left in the queue", "%s rows" % left)
     held.rollback()
     held.close()
-    if ring:
-        run(conn, "ALTER SYSTEM RESET kc_flow.queue_rotation_size")
-    run(conn, "ALTER SYSTEM RESET kc_flow.event_retention")
-    run(conn, "SELECT pg_reload_conf()")
     conn.close()
     finish()
 
 
+def reset_settings():
+    """The suites after this one share the cluster: its settings go, whatever happened."""
+    conn = connect()
+    run(conn, "ALTER SYSTEM RESET kc_flow.queue_rotation_size")
+    run(conn, "ALTER SYSTEM RESET kc_flow.event_retention")
+    run(conn, "SELECT pg_reload_conf()")
+    conn.close()
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        reset_settings()
