@@ -6,6 +6,9 @@
  * has a free place, is available at every planned session (checked in the
  * trainer's own zone, one session at a time, so daylight saving is right) and
  * has no booking overlapping any of them; least loaded first, ties by id.
+ * A new allocation is inserted with its final state, approved with its
+ * booking in one statement, or pending when nobody is free; the plan it booked
+ * is handed over to the sessions stage (session_plan.c).
  *
  * Concurrent allocations serialize per trainer on the trainer's row: the
  * candidate is locked (skipping trainers another allocation holds right now),
@@ -31,14 +34,6 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 #define KCF_BUSY_TRAINER_RETRY_MS 20
 /* candidates tried per attempt before deferring */
 #define MAX_CANDIDATES 16
-
-/*
- * The plan of purchase $1: its session times as a multirange and as arrays.
- */
-#define PLAN_SQL \
-	"SELECT range_agg(tstzrange(starts_at, ends_at)), array_agg(starts_at ORDER BY seq)," \
-	"       array_agg(ends_at ORDER BY seq), count(*)" \
-	"  FROM kc_flow.purchase_plan($1)"
 
 /*
  * Whether trainer <t> has a booking overlapping plan times $2: one probe of
@@ -88,24 +83,27 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 
 typedef struct Allocation
 {
-	Datum		id;
+	Datum		id;				/* 0 while the allocation does not exist yet */
 	Datum		purchase_id;
 	Datum		payment_id;		/* the correlation id of every event */
 	Datum		student_id;
 	Datum		course_id;
 	bool		pending;
-	bool		created;
 	Datum		trainer_id;		/* when not pending */
 } Allocation;
 
-/* Creates or finds the allocation row of a purchase, locked by this transaction. */
+/*
+ * Finds the allocation of a purchase and locks it, or, when there is none yet,
+ * reads the active purchase it is to be made for (alloc->id stays 0: it is
+ * inserted once its state is known, booked or pending).  False when neither.
+ */
 static bool
-lock_allocation(Datum purchase_id, Allocation *alloc)
+find_allocation(Datum purchase_id, Allocation *alloc)
 {
 	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr insert_plan = NULL;
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2];
+	static SPIPlanPtr purchase_plan = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {purchase_id};
 	bool		isnull;
 
 	kcf_plan(&find_plan,
@@ -115,22 +113,17 @@ lock_allocation(Datum purchase_id, Allocation *alloc)
 			 "  JOIN kc_flow.student_course_purchases pu ON pu.id = a.purchase_id"
 			 " WHERE a.purchase_id = $1 FOR UPDATE OF a",
 			 1, types);
-	kcf_plan(&insert_plan,
-			 "INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, session_mode)"
-			 " SELECT pu.id, pu.student_id, pu.course_id, $2"
-			 "   FROM kc_flow.student_course_purchases pu WHERE pu.id = $1 AND pu.is_active"
-			 " ON CONFLICT (purchase_id) DO NOTHING"
-			 " RETURNING id, purchase_id, student_id, course_id, true, trainer_id,"
-			 "   (SELECT payment_id FROM kc_flow.student_course_purchases WHERE id = $1)",
-			 2, types);
+	kcf_plan(&purchase_plan,
+			 "SELECT NULL::uuid, pu.id, pu.student_id, pu.course_id, true, NULL::uuid, pu.payment_id"
+			 "  FROM kc_flow.student_course_purchases pu WHERE pu.id = $1 AND pu.is_active",
+			 1, types);
 
-	values[0] = purchase_id;
-	values[1] = CStringGetTextDatum(kcf_session_generation == KCF_SESSIONS_ROLLING ? "rolling" : "full");
-	/* usually the allocation is new: try to create it first */
-	alloc->created = kcf_exec(insert_plan, values, NULL, 1) > 0;
-	if (!alloc->created && kcf_exec(find_plan, values, NULL, 1) == 0)
+	if (kcf_exec(find_plan, values, NULL, 1) == 0 &&
+		kcf_exec(purchase_plan, values, NULL, 1) == 0)
 		return false;			/* no active purchase: nothing to allocate */
 	alloc->id = kcf_get_datum(0, 1, &isnull);
+	if (isnull)
+		alloc->id = (Datum) 0;
 	alloc->purchase_id = kcf_get_datum(0, 2, &isnull);
 	alloc->student_id = kcf_get_datum(0, 3, &isnull);
 	alloc->course_id = kcf_get_datum(0, 4, &isnull);
@@ -140,34 +133,39 @@ lock_allocation(Datum purchase_id, Allocation *alloc)
 	return true;
 }
 
-typedef struct SessionPlan
+/* the session mode of a new allocation */
+static Datum
+session_mode(void)
 {
-	Datum		times;			/* tstzmultirange of every planned session */
-	Datum		starts;			/* timestamptz[] */
-	Datum		ends;			/* timestamptz[] */
-	int64		sessions;
-} SessionPlan;
+	return CStringGetTextDatum(kcf_session_generation == KCF_SESSIONS_ROLLING ? "rolling" : "full");
+}
 
-/* The planned session times of the allocation's purchase. */
-static void
-load_plan(const Allocation *alloc, SessionPlan *plan)
+/*
+ * Inserts the pending allocation of a purchase nobody can take now; false
+ * when another transaction made its allocation meanwhile.
+ */
+static bool
+insert_pending(Allocation *alloc)
 {
 	static SPIPlanPtr stmt = NULL;
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1] = {alloc->purchase_id};
+	Oid			types[4] = {UUIDOID, UUIDOID, UUIDOID, TEXTOID};
+	Datum		values[4] = {alloc->purchase_id, alloc->student_id, alloc->course_id, session_mode()};
 	bool		isnull;
 
-	kcf_plan(&stmt, PLAN_SQL, 1, types);
-	kcf_exec(stmt, values, NULL, 1);
-	plan->times = kcf_get_datum(0, 1, &isnull);
-	plan->starts = kcf_get_datum(0, 2, &isnull);
-	plan->ends = kcf_get_datum(0, 3, &isnull);
-	plan->sessions = kcf_get_int64(0, 4, &isnull);
+	kcf_plan(&stmt,
+			 "INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, session_mode)"
+			 " VALUES ($1, $2, $3, $4)"
+			 " ON CONFLICT (purchase_id) DO NOTHING RETURNING id",
+			 4, types);
+	if (kcf_exec(stmt, values, NULL, 1) == 0)
+		return false;
+	alloc->id = kcf_get_datum(0, 1, &isnull);
+	return true;
 }
 
 /* The best trainer eligible for the plan right now, other than those tried; 0 if none. */
 static Datum
-best_trainer(const Allocation *alloc, const SessionPlan *plan, Datum *tried, int ntried)
+best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *tried, int ntried)
 {
 	static SPIPlanPtr stmt = NULL;
 	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
@@ -195,7 +193,7 @@ typedef enum LockResult
 
 /* Locks a candidate and checks it again against the latest committed state. */
 static LockResult
-lock_trainer(Datum trainer_id, const SessionPlan *plan)
+lock_trainer(Datum trainer_id, const KcfPlan *plan)
 {
 	static SPIPlanPtr lock_stmt = NULL;
 	static SPIPlanPtr overlap_stmt = NULL;
@@ -226,46 +224,74 @@ bookings_per_allocation(void)
 	return OidIsValid(rel) && get_attnum(rel, "seq") == InvalidAttrNumber;
 }
 
-/* Approves the allocation with trainer $2 and says so in TRAINER_ALLOCATED's payload. */
-#define APPROVE_SQL \
-	" UPDATE kc_flow.trainer_allocations" \
-	"    SET trainer_id = $2, status = 'approved', allocated_at = now(), updated_at = now()" \
-	"  WHERE id = $1" \
-	" RETURNING jsonb_build_object('allocation_id', id, 'purchase_id', purchase_id," \
-	"   'trainer_id', trainer_id, 'course_id', course_id)::text"
+/*
+ * The allocation, approved with the trainer: inserted with its final state
+ * (a new allocation, $1 its purchase) or updated from pending ($1 its id).
+ * $2..$4: student, course, session mode; $5 the trainer.
+ */
+#define INSERT_APPROVED_SQL \
+	"INSERT INTO kc_flow.trainer_allocations" \
+	"   (purchase_id, student_id, course_id, session_mode, trainer_id, status, allocated_at)" \
+	" VALUES ($1, $2, $3, $4, $5, 'approved', now())" \
+	" ON CONFLICT (purchase_id) DO NOTHING" \
+	" RETURNING id, purchase_id, trainer_id, course_id"
+#define UPDATE_APPROVED_SQL \
+	"UPDATE kc_flow.trainer_allocations" \
+	"   SET trainer_id = $5, status = 'approved', allocated_at = now(), updated_at = now()" \
+	" WHERE id = $1" \
+	" RETURNING id, purchase_id, trainer_id, course_id"
 
-/* Books the plan on the trainer (one row) and approves the allocation. */
-static int64
-book_trainer(const Allocation *alloc, Datum trainer_id, const SessionPlan *plan)
+/* The booking of allocation a: one row with the plan $6, or 0.1.0's row per session ($7..$10). */
+#define BOOK_ALLOCATION_SQL \
+	"INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)" \
+	" SELECT a.id, a.trainer_id, $6 FROM a"
+#define BOOK_SESSIONS_SQL \
+	"INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)" \
+	" SELECT a.id, pl.seq, a.trainer_id, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)" \
+	"   FROM a, unnest($7, $8, $9, $10) WITH ORDINALITY AS pl(local_date, local_time, starts_at, ends_at, seq)"
+
+#define BOOK_SQL(approve, book) \
+	"WITH a AS (" approve "), b AS (" book ")" \
+	" SELECT a.id, jsonb_build_object('allocation_id', a.id, 'purchase_id', a.purchase_id," \
+	"   'trainer_id', a.trainer_id, 'course_id', a.course_id)::text FROM a"
+
+/*
+ * Books the plan on the trainer and approves the allocation, in one statement
+ * with the allocation's insert or update; emits TRAINER_ALLOCATED.  False
+ * when a new allocation was made by another transaction meanwhile.
+ */
+static bool
+book_trainer(Allocation *alloc, Datum trainer_id, const KcfPlan *plan, int64 *next_event)
 {
-	static SPIPlanPtr book_stmt = NULL;
-	static SPIPlanPtr book_sessions_stmt = NULL;
-	Oid			types[3] = {UUIDOID, UUIDOID, TSTZMULTIRANGEOID};
-	Datum		values[3] = {alloc->id, trainer_id, plan->times};
+	static SPIPlanPtr stmts[2][2];
+	static const char *const sql[2][2] = {
+		{BOOK_SQL(UPDATE_APPROVED_SQL, BOOK_SESSIONS_SQL), BOOK_SQL(UPDATE_APPROVED_SQL, BOOK_ALLOCATION_SQL)},
+		{BOOK_SQL(INSERT_APPROVED_SQL, BOOK_SESSIONS_SQL), BOOK_SQL(INSERT_APPROVED_SQL, BOOK_ALLOCATION_SQL)},
+	};
+	Oid			types[10] = {UUIDOID, UUIDOID, UUIDOID, TEXTOID, UUIDOID, TSTZMULTIRANGEOID,
+		DATEARRAYOID, TIMEARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		values[10];
+	bool		is_new = alloc->id == (Datum) 0;
+	bool		per_allocation = bookings_per_allocation();
+	bool		isnull;
 
-	if (bookings_per_allocation())
-	{
-		kcf_plan(&book_stmt,
-				 "WITH b AS ("
-				 "  INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during) VALUES ($1, $2, $3))"
-				 APPROVE_SQL,
-				 3, types);
-		kcf_exec(book_stmt, values, NULL, 1);
-	}
-	else
-	{
-		/* the 0.1.0 schema: a booking row per planned session */
-		kcf_plan(&book_sessions_stmt,
-				 "WITH b AS ("
-				 "  INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)"
-				 "  SELECT a.id, pl.seq, $2, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)"
-				 "    FROM kc_flow.trainer_allocations a, kc_flow.purchase_plan(a.purchase_id) pl"
-				 "   WHERE a.id = $1)"
-				 APPROVE_SQL,
-				 2, types);
-		kcf_exec(book_sessions_stmt, values, NULL, 1);
-	}
-	return kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id, kcf_get_text(0, 1));
+	kcf_plan(&stmts[is_new][per_allocation], sql[is_new][per_allocation], 10, types);
+	values[0] = is_new ? alloc->purchase_id : alloc->id;
+	values[1] = alloc->student_id;
+	values[2] = alloc->course_id;
+	values[3] = session_mode();
+	values[4] = trainer_id;
+	values[5] = plan->times;
+	values[6] = plan->dates;
+	values[7] = plan->local_times;
+	values[8] = plan->starts;
+	values[9] = plan->ends;
+	if (kcf_exec(stmts[is_new][per_allocation], values, NULL, 1) == 0)
+		return false;
+	alloc->id = kcf_get_datum(0, 1, &isnull);
+	kcf_plan_hand_over(alloc->id, plan);
+	*next_event = kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id, kcf_get_text(0, 2));
+	return true;
 }
 
 static void
@@ -285,24 +311,24 @@ typedef enum AllocResult
 	ALLOC_ASSIGNED,				/* a trainer is (now or already) allocated */
 	ALLOC_NO_PURCHASE,			/* the purchase is gone or ended: nothing to do */
 	ALLOC_PENDING,				/* nobody is free: the allocation stays pending */
-	ALLOC_BUSY					/* candidates are being booked by others right now */
+	ALLOC_BUSY,					/* candidates are being booked by others right now */
+	ALLOC_RACED					/* another transaction made the allocation meanwhile */
 } AllocResult;
 
 /*
- * Allocates a trainer to a purchase if one is free; *trainer is the trainer,
- * *next_event the TRAINER_ALLOCATED event emitted (0 if none).
+ * One attempt at allocate(); ALLOC_RACED when another transaction made the
+ * purchase's allocation between our look and our insert.
  */
 static AllocResult
-allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
+try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 {
 	Allocation	alloc;
-	SessionPlan plan;
+	KcfPlan		plan;
 	Datum		tried[MAX_CANDIDATES];
 	int			ntried;
 	bool		busy = false;
 
-	*next_event = 0;
-	if (!lock_allocation(purchase_id, &alloc))
+	if (!find_allocation(purchase_id, &alloc))
 		return ALLOC_NO_PURCHASE;
 	if (!alloc.pending)
 	{
@@ -310,7 +336,7 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 		return ALLOC_ASSIGNED;
 	}
 
-	load_plan(&alloc, &plan);
+	kcf_plan_of_purchase(alloc.purchase_id, &plan);
 	if (plan.sessions == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
@@ -332,16 +358,40 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 			case LOCK_UNFIT:
 				break;
 			case LOCK_TAKEN:
-				*next_event = book_trainer(&alloc, candidate, &plan);
+				if (!book_trainer(&alloc, candidate, &plan, next_event))
+					return ALLOC_RACED;
 				*trainer = candidate;
 				return ALLOC_ASSIGNED;
 		}
 	}
-	if (busy || ntried == MAX_CANDIDATES)
-		return ALLOC_BUSY;		/* others are booking right now: try again soon */
-	if (alloc.created)
-		emit_pending(&alloc, "no_trainer_available");
-	return ALLOC_PENDING;
+	busy = busy || ntried == MAX_CANDIDATES;
+	/* a new allocation not booked now is made pending (the student told, unless others are booking) */
+	if (alloc.id == (Datum) 0)
+	{
+		if (!insert_pending(&alloc))
+			return ALLOC_RACED;
+		if (!busy)
+			emit_pending(&alloc, "no_trainer_available");
+	}
+	return busy ? ALLOC_BUSY : ALLOC_PENDING;	/* busy: others are booking, try again soon */
+}
+
+/*
+ * Allocates a trainer to a purchase if one is free; *trainer is the trainer,
+ * *next_event the TRAINER_ALLOCATED event emitted (0 if none).  A race for a
+ * new allocation (kc_flow.auto_assign() beside a worker) is lost once: the
+ * other transaction has committed by then, and a second look finds its row.
+ */
+static AllocResult
+allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
+{
+	AllocResult res;
+
+	*next_event = 0;
+	res = try_allocate(purchase_id, trainer, next_event);
+	if (res == ALLOC_RACED)
+		res = try_allocate(purchase_id, trainer, next_event);
+	return res == ALLOC_RACED ? ALLOC_BUSY : res;
 }
 
 KcfOutcome
@@ -357,6 +407,7 @@ kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result)
 		case ALLOC_NO_PURCHASE:
 			return KCF_DONE;
 		case ALLOC_BUSY:
+		case ALLOC_RACED:
 			result->defer_ms = KCF_BUSY_TRAINER_RETRY_MS;
 			return KCF_DEFER;
 		case ALLOC_PENDING:
@@ -435,6 +486,8 @@ kcf_auto_assign(PG_FUNCTION_ARGS)
 			ereport(NOTICE,
 					(errmsg("no trainer is free for this purchase, the allocation stays pending")));
 			break;
+		case ALLOC_RACED:
+			break;				/* allocate() never returns it */
 	}
 	PG_RETURN_NULL();
 }
