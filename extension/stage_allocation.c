@@ -48,35 +48,31 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 
 /*
  * The best trainer eligible for course $1 with planned times $2 (the same as
- * arrays $3/$4), leaving out the trainers in $5.  Candidates are
- * ranked by load and checked lazily in that order, so the usual case checks
- * one.
+ * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not.  The
+ * free trainers come in order of load, then id, from the index
+ * trainers_free_by_load, and each is checked lazily in that order (OFFSET 0
+ * keeps the checks per-candidate subplans, the course's first as it costs
+ * least), so the usual case reads and checks one trainer rather than ranking
+ * all of the course's.  With the lock, a fitting trainer that another
+ * transaction holds (a worker's batch that booked it and has not committed)
+ * is passed over for the next in the same scan; the lock re-reads the latest
+ * version of the row and checks its capacity again.
  */
-#define ELIGIBLE_TRAINERS_SQL \
-	"SELECT c.id FROM (" \
-	"   SELECT t.id, t.timezone FROM kc_flow.trainers t" \
-	"     JOIN kc_flow.trainer_courses tc ON tc.trainer_id = t.id" \
-	"    WHERE tc.course_id = $1 AND t.is_active AND t.active_students < t.max_active_students" \
-	"      AND t.id <> ALL ($5)" \
-	"    ORDER BY t.active_students, t.id OFFSET 0) c" \
-	" WHERE NOT " BOOKED_SQL("c.id") \
+#define ELIGIBLE_TRAINERS_SQL(lock) \
+	"SELECT t.id FROM kc_flow.trainers t" \
+	" WHERE t.is_active AND t.active_students < t.max_active_students AND t.id <> ALL ($5)" \
+	"   AND EXISTS (SELECT 1 FROM kc_flow.trainer_courses tc" \
+	"                WHERE tc.trainer_id = t.id AND tc.course_id = $1 OFFSET 0)" \
+	"   AND NOT " BOOKED_SQL("t.id") \
 	"   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
 	"        WHERE NOT EXISTS (" \
 	"          SELECT 1 FROM kc_flow.trainer_availability av" \
-	"           WHERE av.trainer_id = c.id" \
-	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE c.timezone)::int" \
-	"             AND av.start_time <= (pl.starts_at AT TIME ZONE c.timezone)::time" \
-	"             AND pl.ends_at AT TIME ZONE c.timezone" \
-	"                 <= (pl.starts_at AT TIME ZONE c.timezone)::date + av.end_time) OFFSET 0)" \
-	" LIMIT 1"
-
-/*
- * Locks a trainer unless another transaction holds it; true when locked and
- * still below capacity (the locked row is the latest version).
- */
-#define LOCK_TRAINER_SQL \
-	"SELECT active_students < max_active_students AND is_active" \
-	"  FROM kc_flow.trainers WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
+	"           WHERE av.trainer_id = t.id" \
+	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE t.timezone)::int" \
+	"             AND av.start_time <= (pl.starts_at AT TIME ZONE t.timezone)::time" \
+	"             AND pl.ends_at AT TIME ZONE t.timezone" \
+	"                 <= (pl.starts_at AT TIME ZONE t.timezone)::date + av.end_time) OFFSET 0)" \
+	" ORDER BY t.active_students, t.id LIMIT 1" lock
 
 /* Whether trainer $1 has a booking overlapping $2 (run after the lock: fresh snapshot). */
 #define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1")
@@ -163,52 +159,44 @@ insert_pending(Allocation *alloc)
 	return true;
 }
 
-/* The best trainer eligible for the plan right now, other than those tried; 0 if none. */
+/*
+ * The best trainer eligible for the plan right now, other than those tried,
+ * locked by this transaction (lock) or not; 0 if none.
+ */
 static Datum
-best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *tried, int ntried)
+best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *tried, int ntried, bool lock)
 {
-	static SPIPlanPtr stmt = NULL;
+	static SPIPlanPtr stmts[2];
 	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
 	UUIDARRAYOID};
 	Datum		values[5];
 	bool		isnull;
 
-	kcf_plan(&stmt, ELIGIBLE_TRAINERS_SQL, 5, types);
+	kcf_plan(&stmts[lock],
+			 lock ? ELIGIBLE_TRAINERS_SQL(" FOR NO KEY UPDATE OF t SKIP LOCKED") : ELIGIBLE_TRAINERS_SQL(""),
+			 5, types);
 	values[0] = alloc->course_id;
 	values[1] = plan->times;
 	values[2] = plan->starts;
 	values[3] = plan->ends;
 	values[4] = PointerGetDatum(construct_array(tried, ntried, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	if (kcf_exec(stmt, values, NULL, 1) == 0)
+	if (kcf_exec(stmts[lock], values, NULL, 1) == 0)
 		return (Datum) 0;
 	return kcf_get_datum(0, 1, &isnull);
 }
 
-typedef enum LockResult
+/* Whether locked trainer trainer_id was booked over the plan since the search's snapshot. */
+static bool
+booked_meanwhile(Datum trainer_id, const KcfPlan *plan)
 {
-	LOCK_BUSY,					/* another transaction holds the trainer */
-	LOCK_TAKEN,					/* locked, and the trainer can take the plan */
-	LOCK_UNFIT					/* locked, but full or booked in the meantime */
-} LockResult;
-
-/* Locks a candidate and checks it again against the latest committed state. */
-static LockResult
-lock_trainer(Datum trainer_id, const KcfPlan *plan)
-{
-	static SPIPlanPtr lock_stmt = NULL;
-	static SPIPlanPtr overlap_stmt = NULL;
+	static SPIPlanPtr stmt = NULL;
 	Oid			types[2] = {UUIDOID, TSTZMULTIRANGEOID};
 	Datum		values[2] = {trainer_id, plan->times};
 	bool		isnull;
 
-	kcf_plan(&lock_stmt, LOCK_TRAINER_SQL, 1, types);
-	kcf_plan(&overlap_stmt, OVERLAPS_SQL, 2, types);
-	if (kcf_exec(lock_stmt, values, NULL, 1) == 0)
-		return LOCK_BUSY;
-	if (!kcf_get_bool(0, 1, &isnull))
-		return LOCK_UNFIT;
-	kcf_exec(overlap_stmt, values, NULL, 1);
-	return kcf_get_bool(0, 1, &isnull) ? LOCK_UNFIT : LOCK_TAKEN;
+	kcf_plan(&stmt, OVERLAPS_SQL, 2, types);
+	kcf_exec(stmt, values, NULL, 1);
+	return kcf_get_bool(0, 1, &isnull);
 }
 
 /*
@@ -326,7 +314,7 @@ try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 	KcfPlan		plan;
 	Datum		tried[MAX_CANDIDATES];
 	int			ntried;
-	bool		busy = false;
+	bool		busy;
 
 	if (!find_allocation(purchase_id, &alloc))
 		return ALLOC_NO_PURCHASE;
@@ -342,29 +330,23 @@ try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("purchase %s has no session times",
 						DatumGetCString(DirectFunctionCall1(uuid_out, purchase_id)))));
-	/* candidates busy or changed since the search are passed over, a few at most */
+	/* candidates booked since the search's snapshot are passed over, a few at most */
 	for (ntried = 0; ntried < MAX_CANDIDATES; ntried++)
 	{
-		Datum		candidate = best_trainer(&alloc, &plan, tried, ntried);
+		Datum		candidate = best_trainer(&alloc, &plan, tried, ntried, true);
 
 		if (candidate == (Datum) 0)
-			break;				/* nobody else qualifies */
+			break;				/* nobody else qualifies, or the rest are held */
 		tried[ntried] = candidate;
-		switch (lock_trainer(candidate, &plan))
-		{
-			case LOCK_BUSY:
-				busy = true;
-				break;
-			case LOCK_UNFIT:
-				break;
-			case LOCK_TAKEN:
-				if (!book_trainer(&alloc, candidate, &plan, next_event))
-					return ALLOC_RACED;
-				*trainer = candidate;
-				return ALLOC_ASSIGNED;
-		}
+		if (booked_meanwhile(candidate, &plan))
+			continue;
+		if (!book_trainer(&alloc, candidate, &plan, next_event))
+			return ALLOC_RACED;
+		*trainer = candidate;
+		return ALLOC_ASSIGNED;
 	}
-	busy = busy || ntried == MAX_CANDIDATES;
+	/* busy: a trainer would fit but another transaction holds it, or too many changed */
+	busy = ntried == MAX_CANDIDATES || best_trainer(&alloc, &plan, tried, ntried, false) != (Datum) 0;
 	/* a new allocation not booked now is made pending (the student told, unless others are booking) */
 	if (alloc.id == (Datum) 0)
 	{
