@@ -127,8 +127,8 @@ def start_profile(conn):
 
 # the parts of a worker's time the profile reports (inclusive: a sample counts for every
 # part on its call chain): the stages, the allocation stage's steps, emitting, committing
-PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_allocation", "lock_allocation",
-                 "load_plan", "best_trainer", "lock_trainer", "book_trainer", "kcf_stage_sessions",
+PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_allocation", "kcf_plan_of_purchase",
+                 "best_trainer", "book_trainer", "kcf_stage_sessions", "kcf_plan_of_allocation",
                  "kcf_emit", "CommitTransaction"]
 
 
