@@ -160,11 +160,11 @@ insert_pending(Allocation *alloc)
 }
 
 /*
- * The best trainer eligible for the plan right now, other than those tried,
+ * The best trainer eligible for the plan right now, other than those in skip,
  * locked by this transaction (lock) or not; 0 if none.
  */
 static Datum
-best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *tried, int ntried, bool lock)
+best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nskip, bool lock)
 {
 	static SPIPlanPtr stmts[2];
 	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
@@ -179,7 +179,7 @@ best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *tried, int ntr
 	values[1] = plan->times;
 	values[2] = plan->starts;
 	values[3] = plan->ends;
-	values[4] = PointerGetDatum(construct_array(tried, ntried, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[4] = PointerGetDatum(construct_array(skip, nskip, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 	if (kcf_exec(stmts[lock], values, NULL, 1) == 0)
 		return (Datum) 0;
 	return kcf_get_datum(0, 1, &isnull);
@@ -312,7 +312,10 @@ try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 {
 	Allocation	alloc;
 	KcfPlan		plan;
-	Datum		tried[MAX_CANDIDATES];
+	Datum	   *held;
+	Datum	   *skip;			/* held, then tried */
+	Datum	   *tried;
+	int			nheld;
 	int			ntried;
 	bool		busy;
 
@@ -330,14 +333,30 @@ try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("purchase %s has no session times",
 						DatumGetCString(DirectFunctionCall1(uuid_out, purchase_id)))));
-	/* candidates booked since the search's snapshot are passed over, a few at most */
+	/*
+	 * The trainers other workers' batches hold are passed over before they
+	 * are checked (the lock would skip them anyway); candidates booked since
+	 * the search's snapshot are passed over too, a few at most.
+	 */
+	nheld = kcf_held_by_others(&held);
+	skip = palloc(sizeof(Datum) * (nheld + MAX_CANDIDATES));
+	memcpy(skip, held, sizeof(Datum) * nheld);
+	tried = skip + nheld;
 	for (ntried = 0; ntried < MAX_CANDIDATES; ntried++)
 	{
-		Datum		candidate = best_trainer(&alloc, &plan, tried, ntried, true);
+		Datum		candidate = best_trainer(&alloc, &plan, skip, nheld + ntried, true);
 
+		if (candidate == (Datum) 0 && nheld > 0)
+		{
+			/* the others' list may be a moment old (a batch that ended): the locks decide */
+			skip = tried;
+			nheld = 0;
+			candidate = best_trainer(&alloc, &plan, skip, ntried, true);
+		}
 		if (candidate == (Datum) 0)
 			break;				/* nobody else qualifies, or the rest are held */
 		tried[ntried] = candidate;
+		kcf_held_note(candidate);
 		if (booked_meanwhile(candidate, &plan))
 			continue;
 		if (!book_trainer(&alloc, candidate, &plan, next_event))
