@@ -15,7 +15,13 @@
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 
-/* Reads the event's payment into SPI_tuptable; false when it does not exist. */
+/*
+ * Reads the event's payment into SPI_tuptable; false when it does not exist.
+ * Whether it has a purchase is a scalar subquery (one probe of the unique
+ * index), not EXISTS, which the planner may turn into a hash of every
+ * purchase built per call when it guesses several events for the id (one per
+ * table of the log's ring).
+ */
 static bool
 find_payment(const KcfEvent *event)
 {
@@ -25,7 +31,7 @@ find_payment(const KcfEvent *event)
 
 	kcf_plan(&plan,
 			 "SELECT p.id, p.status,"
-			 "       EXISTS (SELECT 1 FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id),"
+			 "       (SELECT x.id FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id) IS NOT NULL,"
 			 "       (SELECT x.id FROM kc_flow.student_course_purchases x"
 			 "         WHERE x.student_id = p.student_id AND x.course_id = p.course_id AND x.is_active),"
 			 "       p.student_id, p.course_id"

@@ -23,6 +23,10 @@
  * the resync that ends the outage re-applies the invalidation of every event
  * pushed during it before a request may use Redis again, and pushes only the
  * events past the listener's cursor: none twice.
+ *
+ * A cursor below the log's floor (kc_flow.log_floor(): a trim removed events
+ * this gateway never applied) cannot be replayed: every cached view is purged
+ * and both cursors start again at the log's head, as for an empty Redis.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +132,13 @@ kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 						 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK)
 		{
+			const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+			if (state && strcmp(state, "KC410") == 0)
+			{
+				PQclear(r);
+				return -2;
+			}
 			kc_logf(KC_LOG_WARN, "catch-up query failed: %s", PQresultErrorMessage(r));
 			PQclear(r);
 			return -1;
@@ -253,6 +264,42 @@ check_rewound(kc_listener *l, long long wm)
 	return 1;
 }
 
+/*
+ * A cursor below the log's floor: a trim removed events it had not applied,
+ * so no replay can tell which views they made stale. Purges every cached view,
+ * moves both cursors to the log's head and returns it in *from; false when
+ * Postgres (-1) or Redis (0, in *rc) failed.
+ */
+static bool
+restart_at_head(kc_listener *l, long long *from, int *rc)
+{
+	long long	head;
+	long long	purged;
+
+	*rc = -1;
+	if (!kc_catchup_start_position(l, &head))
+		return false;
+	purged = kc_cache_purge_views(l->cache);
+	*rc = 0;
+	if (purged < 0 || kc_cache_reset_watermark(l->cache, head) < 0)
+		return false;
+	kc_metrics_add(KC_M_CATCHUPS_BELOW_FLOOR, 1);
+	{
+		kc_logline	line;
+
+		kc_log_begin(&line, KC_LOG_WARN, "the watermark is below the event log's floor (events trimmed "
+					 "before this gateway applied them): cached views purged, resuming at the log's head");
+		kc_log_int(&line, "watermark", *from);
+		kc_log_int(&line, "logHead", head);
+		kc_log_int(&line, "purged", purged);
+		kc_log_end(&line);
+	}
+	if (atomic_load(&l->watermark) < head)
+		atomic_store(&l->watermark, head);
+	*from = head;
+	return true;
+}
+
 kc_resync
 kc_catchup_resync(kc_listener *l)
 {
@@ -261,6 +308,7 @@ kc_catchup_resync(kc_listener *l)
 				pushed,
 				from;
 	int			found;
+	int			rc;
 	char	   *snapshot;
 
 	l->synced = false;
@@ -312,11 +360,15 @@ kc_catchup_resync(kc_listener *l)
 		atomic_store(&l->watermark, wm);
 	from = pushed > 0 && pushed < wm ? pushed : wm;
 	kc_metrics_add(KC_M_CATCHUPS, 1);
-	switch (kc_catchup_run(l, from, true))
+	rc = kc_catchup_run(l, from, true);
+	if (rc == -2 && restart_at_head(l, &from, &rc))
+		rc = kc_catchup_run(l, from, true);
+	switch (rc)
 	{
 		case 0:
 			return KC_RESYNC_REDIS_DOWN;
 		case -1:
+		case -2:
 			return KC_RESYNC_FAILED;
 	}
 	l->synced = kc_cache_set_synced(l->cache, epoch);

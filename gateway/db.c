@@ -259,15 +259,21 @@ kc_db_classify(PGconn *conn, const PGresult *res)
 		return KC_DB_NOT_FOUND;
 	if (strncmp(state, "22", 2) == 0)
 		return KC_DB_BAD_INPUT;
+	if (strcmp(state, "KC410") == 0)
+		return KC_DB_GONE;
 	if (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0 ||
 		strncmp(state, "53", 2) == 0)
 		return KC_DB_UNAVAILABLE;
 	return KC_DB_ERROR;
 }
 
-kc_db_status
-kc_db_exec(kc_db *db, kc_db_stmt stmt, int nparams, const char *const *params,
-		   PGresult **res, char *msg, size_t msglen)
+/*
+ * Runs a prepared statement (stmt) or, with stmt < 0, the text sql, on a
+ * pooled connection: kc_db_exec's promises.
+ */
+static kc_db_status
+run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params,
+	PGresult **res, char *msg, size_t msglen)
 {
 	kc_pool_lease l;
 	kc_db_status st = KC_DB_UNAVAILABLE;
@@ -281,8 +287,9 @@ kc_db_exec(kc_db *db, kc_db_stmt stmt, int nparams, const char *const *params,
 	}
 	for (int attempt = 0; attempt < 2; attempt++)
 	{
-		PGresult   *r = PQexecPrepared(l.conn, statements[stmt].name, nparams, params,
-									   NULL, NULL, 0);
+		PGresult   *r = stmt >= 0 ?
+			PQexecPrepared(l.conn, statements[stmt].name, nparams, params, NULL, NULL, 0) :
+			PQexecParams(l.conn, sql, nparams, NULL, params, NULL, NULL, 0);
 
 		if (PQresultStatus(r) == PGRES_TUPLES_OK)
 		{
@@ -311,4 +318,26 @@ kc_db_exec(kc_db *db, kc_db_stmt stmt, int nparams, const char *const *params,
 	else
 		kc_pool_discard(db->pool, &l);
 	return st;
+}
+
+kc_db_status
+kc_db_exec(kc_db *db, kc_db_stmt stmt, int nparams, const char *const *params,
+		   PGresult **res, char *msg, size_t msglen)
+{
+	return run(db, (int) stmt, NULL, nparams, params, res, msg, msglen);
+}
+
+/* Not prepared: a 0.1.0 schema, which the gateway also serves, has no log_floor(). */
+bool
+kc_db_log_bounds(kc_db *db, long long *floor_pos, long long *head_pos)
+{
+	PGresult   *res;
+
+	if (run(db, -1, "SELECT kc_flow.log_floor(), kc_flow.settled_event_id()", 0, NULL,
+			&res, NULL, 0) != KC_DB_OK)
+		return false;
+	*floor_pos = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	*head_pos = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	PQclear(res);
+	return true;
 }

@@ -22,6 +22,7 @@ typedef enum kc_db_status
 	KC_DB_NOT_FOUND,			/* SQLSTATE P0002: unknown student */
 	KC_DB_BAD_INPUT,			/* SQLSTATE class 22: a parameter was invalid */
 	KC_DB_UNAVAILABLE,			/* Postgres down, restarting or timing out */
+	KC_DB_GONE,					/* SQLSTATE KC410: a cursor below the log's floor (refetch) */
 	KC_DB_ERROR					/* anything else: a bug or a schema mismatch */
 } kc_db_status;
 
@@ -49,6 +50,12 @@ void		kc_db_destroy(kc_db *db);
 kc_db_status kc_db_exec(kc_db *db, kc_db_stmt stmt, int nparams,
 						const char *const *params, PGresult **res,
 						char *msg, size_t msglen);
+
+/*
+ * The log's floor (kc_flow.log_floor()) and head (kc_flow.settled_event_id()),
+ * what a reader told KC_DB_GONE needs to start again; false when Postgres failed.
+ */
+bool		kc_db_log_bounds(kc_db *db, long long *floor_pos, long long *head_pos);
 
 /* True when the last attempt to use Postgres succeeded. */
 bool		kc_db_up(kc_db *db);

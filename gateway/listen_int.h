@@ -41,7 +41,7 @@ struct kc_listener
  * to it. With invalidate, every event read is first invalidated in Redis and
  * the Redis watermark raised after each batch; without (Redis away: every
  * read bypasses it), Redis is not touched. Returns 1 done, 0 Redis failed,
- * -1 Postgres failed.
+ * -1 Postgres failed, -2 from is below the log's floor (KC410: resync).
  */
 int			kc_catchup_run(kc_listener *l, long long from, bool invalidate);
 

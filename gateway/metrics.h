@@ -26,6 +26,8 @@ typedef enum kc_counter
 	KC_M_FILLS_REFUSED,			/* fills refused by the fence */
 	KC_M_EVENTS,				/* events seen by the listener */
 	KC_M_CATCHUPS,				/* catch-up runs */
+	KC_M_CATCHUPS_BELOW_FLOOR,	/* catch-ups whose cursor was below the log's floor: views purged */
+	KC_M_REFETCHES,				/* clients told to refetch: 410 on /events/recent, "refetch" on the socket */
 	KC_M_PG_RECONNECTS,
 	KC_M_REDIS_RECONNECTS,
 	KC_M_LISTEN_RECONNECTS,

@@ -113,6 +113,7 @@ kc_resp_db_error(const kc_request *req, kc_response *r, kc_db_status st,
 	switch (st)
 	{
 		case KC_DB_OK:
+		case KC_DB_GONE:		/* only events_since refuses a cursor */
 		case KC_DB_ERROR:
 			break;
 		case KC_DB_NOT_FOUND:

@@ -117,6 +117,7 @@ kc_admin_db_error(kc_request *req, kc_response *resp, kc_db_status st, const cha
 			kc_resp_error(resp, 400, "bad_request", msg);
 			return;
 		case KC_DB_OK:
+		case KC_DB_GONE:		/* only events_since refuses a cursor */
 		case KC_DB_ERROR:
 			break;
 	}

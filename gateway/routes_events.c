@@ -6,13 +6,46 @@
  * commit. Whose events: req->student, set by the access rule from student=
  * (a student always gets their own; an admin, or anyone when auth is off,
  * names a student or reads every student's events).
+ *
+ * A cursor below the log's floor (events a trim removed, SQLSTATE KC410) is
+ * answered 410 "refetch" with the floor and the head: the client reloads its
+ * views and reads on with after=log_head (docs/gateway.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "parse.h"
 #include "routes.h"
+
+/* The 410 of a cursor below the log's floor: what to reload, and where to read on. */
+static void
+refetch(kc_request *req, kc_response *resp, long long after)
+{
+	long long	floor_pos,
+				head_pos;
+	char	   *body;
+	int			n;
+
+	if (!kc_db_log_bounds(req->app->db, &floor_pos, &head_pos))
+	{
+		kc_resp_unavailable(resp, req->app);
+		return;
+	}
+	kc_metrics_add(KC_M_REFETCHES, 1);
+	body = malloc(384);
+	if (!body)
+	{
+		kc_resp_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	n = snprintf(body, 384, "{\"error\":{\"code\":\"refetch\",\"message\":\"position %lld is no longer "
+				 "in the event log: reload the views and read on with after=log_head\","
+				 "\"log_floor\":%lld,\"log_head\":%lld}}", after, floor_pos, head_pos);
+	resp->cache_control = "private, no-store";
+	kc_resp_body(resp, 410, "application/json", body, (size_t) n);
+}
 
 void
 kc_route_events_recent(kc_request *req, kc_response *resp)
@@ -43,6 +76,11 @@ kc_route_events_recent(kc_request *req, kc_response *resp)
 	params[1] = req->student[0] ? req->student : NULL;
 	params[2] = limit_buf;
 	st = kc_db_exec(req->app->db, KC_STMT_EVENTS, 3, params, &res, msg, sizeof(msg));
+	if (st == KC_DB_GONE)
+	{
+		refetch(req, resp, after);
+		return;
+	}
 	if (st != KC_DB_OK)
 	{
 		kc_resp_db_error(req, resp, st, "invalid parameter", msg);

@@ -20,7 +20,9 @@
  * stream gap-free: an event posted to the hub after the registration is kept
  * for the connection, and one posted before it had been read by the listener
  * from events_since already, so it lies below the horizon of the replay query,
- * which therefore returns it. The hub drops duplicates by id.
+ * which therefore returns it. The hub drops duplicates by id. An after below
+ * the log's floor gets a "refetch" message instead of a replay, then the live
+ * events past the log's head.
  *
  * Who sees what: a student token sees that student's events only; an admin
  * token (or anyone when KC_AUTH=off) names a student with ?student=, or omits
@@ -200,6 +202,28 @@ accept_value(const char *key, char out[32])
 	return true;
 }
 
+/*
+ * The replay of a cursor below the log's floor (KC410): one "refetch" message
+ * in place of the events, carrying the log's head as its id, so that the
+ * stream goes on with the live events past the head (docs/websocket.md).
+ * NULL when Postgres failed.
+ */
+static kc_ws_msg *
+refetch_message(kc_app *app, const char *student, long long after)
+{
+	long long	floor_pos,
+				head_pos;
+	char		text[256];
+	int			n;
+
+	if (!kc_db_log_bounds(app->db, &floor_pos, &head_pos))
+		return NULL;
+	kc_metrics_add(KC_M_REFETCHES, 1);
+	n = snprintf(text, sizeof(text), "{\"type\":\"refetch\",\"after\":%lld,\"log_floor\":%lld,"
+				 "\"last_event_id\":%lld}", after, floor_pos, head_pos);
+	return kc_ws_msg_new(text, (size_t) n, head_pos, student ? student : "");
+}
+
 static void
 upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 		 const char *extra, size_t extra_len, MHD_socket sock,
@@ -243,6 +267,12 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 	snprintf(after, sizeof(after), "%lld", w.after);
 	snprintf(limit, sizeof(limit), "%d", app->cfg->ws_queue);
 	st = kc_db_exec(app->db, KC_STMT_EVENTS, 3, params, &res, NULL, 0);
+	if (st == KC_DB_GONE)
+	{
+		head = refetch_message(app, w.all ? NULL : w.student, w.after);
+		kc_ws_hub_ready(app->ws, c, head, head ? KC_WS_REPLAY_DONE : KC_WS_REPLAY_FAILED);
+		return;
+	}
 	if (st != KC_DB_OK)
 	{
 		kc_ws_hub_ready(app->ws, c, NULL, KC_WS_REPLAY_FAILED);

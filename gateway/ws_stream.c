@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "setassoc.h"
 
 static unsigned hash_student(const char *s);
 static kc_ws_conn **chain_of(kc_ws_hub *h, kc_ws_conn *c);
@@ -43,11 +44,7 @@ static void deliver(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m);
 static unsigned
 hash_student(const char *s)
 {
-	uint32_t	h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char) *s) * 16777619u;
-	return h & (KC_WS_BUCKETS - 1);
+	return (unsigned) (kc_hash(s, strlen(s)) & (KC_WS_BUCKETS - 1));
 }
 
 static kc_ws_conn **
@@ -142,7 +139,6 @@ static void
 alive(kc_ws_hub *h, kc_ws_conn *c)
 {
 	c->last_rx = kc_evloop_now(h->loop);
-	c->ping_out = false;
 	if (c->clock == KC_WS_CLOCK_QUIET || c->clock == KC_WS_CLOCK_PINGED)
 		clock_append(h, c, KC_WS_CLOCK_QUIET);
 }
@@ -418,7 +414,6 @@ kc_ws_stream_tick(kc_ws_hub *h)
 			kc_ws_stream_kill(h, c);
 			continue;
 		}
-		c->ping_out = true;
 		c->ping_at = now;
 		clock_append(h, c, KC_WS_CLOCK_PINGED);
 		mark_dirty(h, c);

@@ -1,7 +1,9 @@
 // test/e2e/home_test.js - the demo home screen in headless Chromium (playwright-core, no
 // downloaded browser): the page goes live over the WebSocket, a payment confirmed in SQL
 // makes the sessions appear without a reload within 1 s, a second payment of the same course
-// shows as a notice ("payment received, course already active"), and a screenshot is kept.
+// shows as a notice ("payment received, course already active"), a page whose last event
+// fell below the log's floor reloads its home on the refetch answer and goes on, and a
+// screenshot is kept.
 // Run by test/suites/60_browser.sh, which starts the gateway and passes:
 //   GW_URL, TOKEN, STUDENT (course and trainers: test/ws/fixture.sql), PSQL (a shell command reading SQL on stdin), SHOT (png path)
 "use strict";
@@ -16,6 +18,59 @@ function report(ok, name, detail) {
 }
 function sql(q) {
   return execFileSync("/bin/sh", ["-c", process.env.PSQL], { input: q, encoding: "utf8" }).trim();
+}
+
+function logged(eventId) {
+  return sql("SELECT count(*) FROM kc_flow.event_log WHERE event_id = " + eventId) === "1";
+}
+async function until(pred, ms) {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) {
+    if (await pred()) return true;
+  }
+  return false;
+}
+
+/*
+ * The page away longer than the log keeps events: its last event id falls below the log's
+ * floor. The floor is raised here as a rotation of the log's ring records it (the sequence
+ * kc_flow.log_floor_position) but without emptying the shared database's log, and taken back
+ * after. When the page's socket
+ * drops it is told to refetch (410 on its poll, "refetch" on the new socket): it reloads
+ * the home, goes live again and shows the next event, all without a reload.
+ */
+async function refetchCase(page) {
+  // an event of another student: the log's head moves past the page's last event
+  const student = sql("INSERT INTO kc_flow.students (display_name, timezone) VALUES ('Refetch Other', 'UTC') RETURNING id");
+  const other = sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), '" + student + "')");
+  await until(() => logged(other), 5000);
+  const head = Number(sql("SELECT kc_flow.settled_event_id()"));
+  // the gateway's own cursor at the head first, so that only the page is below the floor
+  await until(async () => (await (await fetch(process.env.GW_URL + "/readyz")).json()).watermark >= head, 5000);
+  const before = sql("SELECT kc_flow.log_floor()");
+  const floor = sql("SELECT setval('kc_flow.log_floor_position', kc_flow.settled_event_id())");
+  try {
+    await page.evaluate(() => window.__ws.close());
+    let told = true;
+    try {
+      await page.waitForFunction(() => /no longer in the log; reloading the home/.test(document.getElementById("log").textContent),
+                                 null, { timeout: 10000 });
+      await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
+    } catch (e) { told = false; }
+    const mine = sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), '" + process.env.STUDENT +
+                     "', '{\"count\": 0}')");
+    await until(() => logged(mine), 5000);
+    const pos = sql("SELECT pos FROM kc_flow.event_log WHERE event_id = " + mine);
+    let next = true;
+    try {
+      await page.waitForFunction((p) => document.getElementById("log").textContent.includes("#" + p + " "), pos,
+                                 { timeout: 5000 });
+    } catch (e) { next = false; }
+    const kept = await page.evaluate(() => window.__noReload === 42);
+    report(told && next && kept, "a page whose last event fell below the log's floor reloads its home on the refetch " +
+           "answer and shows the next event, without a reload", JSON.stringify({ told, next, kept, floor }));
+  } finally {
+    sql("SELECT setval('kc_flow.log_floor_position', " + before + ")");
+  }
 }
 
 (async () => {
@@ -36,7 +91,17 @@ function sql(q) {
   }
   const page = browser.pages()[0] || await browser.newPage();
   const consoleErrors = [];
-  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  // Chromium logs every 4xx as an error: the 410 of the refetch case is the answer it expects
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/status of 410 \(Gone\)/.test(m.text())) consoleErrors.push(m.text());
+  });
+  // the page's socket, so that the test can drop it as a network would
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(url, protocols) { super(url, protocols); window.__ws = this; }
+    };
+  });
   try {
     await page.goto(process.env.GW_URL + "/#token=" + process.env.TOKEN);
     await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
@@ -79,6 +144,7 @@ function sql(q) {
     } catch (e) { notice = String(e.message); }
     report(/^Payment received, course already active: Realtime Demo Course/.test(notice),
            "a payment refused because the course is active shows as a notice (payment_notices), without a reload", notice);
+    await refetchCase(page);
     await page.screenshot({ path: process.env.SHOT, fullPage: true });
     report(fs.existsSync(process.env.SHOT), "screenshot kept at " + process.env.SHOT);
     report(consoleErrors.length === 0, "no errors in the browser console", consoleErrors.join("\n"));

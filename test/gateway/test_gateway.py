@@ -857,6 +857,109 @@ def test_ready_lag(gw_env):
     gw.stop()
 
 
+def ws_messages(port, path, count, timeout=10):
+    """The HTTP status and the first count text messages (JSON) of a WebSocket stream."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % path).encode())
+    buf = [b""]
+
+    def need(n):
+        while len(buf[0]) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf[0] += chunk
+    out = []
+    try:
+        while b"\r\n\r\n" not in buf[0]:
+            need(len(buf[0]) + 1)
+        head, _, buf[0] = buf[0].partition(b"\r\n\r\n")
+        while len(out) < count:
+            need(2)
+            n, off = buf[0][1] & 0x7F, 2
+            if n == 126:
+                need(4)
+                n, off = int.from_bytes(buf[0][2:4], "big"), 4
+            need(off + n)
+            op, payload, buf[0] = buf[0][0] & 0x0F, buf[0][off:off + n], buf[0][off + n:]
+            if op == 8:
+                break
+            if op == 1:
+                out.append(json.loads(payload))
+    except (EOFError, socket.timeout):
+        return None, out
+    finally:
+        s.close()
+    return head.split(b" ")[1].decode(), out
+
+
+def test_below_floor(gw_env):
+    """A trim removes events a cursor had not read (kc_flow.log_floor() above it): the stopped
+    gateway's watermark purges the cached views at start instead of serving them stale; after=
+    below the floor is 410 "refetch" over HTTP and a "refetch" message on the WebSocket."""
+    st = sql("INSERT INTO kc_flow.students (display_name, timezone) VALUES ('Floor', 'UTC') RETURNING id")
+    gw = Gateway("floor-a", **gw_env)
+    check(gw.ready() is not None, "floor: gateway ready")
+    t1 = token(st)
+    get(gw.port, "/api/v1/students/%s/home" % st, t1)
+    r = get(gw.port, "/api/v1/students/%s/home" % st, t1)
+    cached_v = r.json()["version"]
+    check(r.header("x-cache") == "HIT", "floor: the student's home cached before the stop")
+    gw.stop()
+    wm = int(redis("GET", "kc:gateway:watermark") or 0)
+    start_id = max_event_id()
+    buy(st, COURSE_MUSIC, tier=10, weekdays="[6]", start="13:00")
+    ev = wait_for(lambda: sessions_generated(st, start_id), 20)
+    check(ev is not None and db_version(st) > cached_v, "floor: the student's events while the gateway is down")
+    time.sleep(1.5)
+    floor = int(sql("SELECT kc_flow.trim_event_log(1)"))
+    head = int(sql("SELECT kc_flow.settled_event_id()"))
+    check(floor > wm and int(sql("SELECT count(*) FROM kc_flow.events WHERE student_id = '%s' AND id > %d"
+                                       % (st, start_id))) == 0,
+          "floor: a 1 s retention trims them, the floor above the stopped gateway's watermark", (floor, start_id, wm))
+    gw2 = Gateway("floor-b", **gw_env)
+    check(gw2.ready() is not None, "floor: gateway ready again", gw2.log_text()[-2000:])
+    r = get(gw2.port, "/api/v1/students/%s/home" % st, t1)
+    check(r.status == 200 and r.json()["version"] == db_version(st) and r.header("x-cache") != "HIT",
+          "floor: the home cached before the trim is not served after the restart",
+          (r.header("x-cache"), r.json().get("version"), cached_v, db_version(st)))
+    synced = wait_for(lambda: get(gw2.port, "/readyz").json()["cache_synced"], 5)
+    get(gw2.port, "/api/v1/students/%s/home" % st, t1)
+    r = get(gw2.port, "/api/v1/students/%s/home" % st, t1)
+    check(synced and r.header("x-cache") == "HIT" and r.json()["version"] == db_version(st),
+          "floor: the cache is synced again and serves the current home", (synced, r.header("x-cache")))
+    line = [l for l in gw2.log_lines() if "below the event log's floor" in l.get("msg", "")]
+    check(len(line) == 1 and line[0]["logHead"] >= floor, "floor: the catch-up logs the purge once, with the head",
+          line)
+    m = re.search(r"kc_catchup_below_floor_total (\d+)", get(gw2.port, "/metrics").body.decode())
+    check(m is not None and int(m.group(1)) == 1, "floor: the purge is counted in kc_catchup_below_floor_total")
+    r = get(gw2.port, "/api/v1/events/recent?after=%d" % (floor - 1), t1)
+    j = r.json() if r.status == 410 else {}
+    check(r.status == 410 and error_code(r) == "refetch" and j["error"]["log_floor"] == floor and
+          j["error"]["log_head"] >= head, "floor: events/recent below the floor: 410 refetch with floor and head", r.body)
+    r = get(gw2.port, "/api/v1/events/recent?after=%d" % floor, t1)
+    check(r.status == 200, "floor: events/recent at the floor: 200", r.body)
+    status, msgs = [None], [None]
+
+    def stream():
+        status[0], msgs[0] = ws_messages(gw2.port, "/api/v1/ws?after=0&access_token=" + t1, 3)
+    reader = threading.Thread(target=stream)
+    reader.start()
+    time.sleep(1)
+    sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), '%s', '{}')" % st)
+    reader.join(15)
+    got = msgs[0] or []
+    types = [x.get("type") for x in got]
+    check(status[0] == "101" and types == ["hello", "refetch", "event"] and got[1]["log_floor"] == floor and
+          got[1]["last_event_id"] >= head and got[2]["id"] > got[1]["last_event_id"],
+          "floor: a WebSocket resuming below the floor gets refetch, then live events past the head", got)
+    r = get(gw2.port, "/metrics")
+    m = re.search(r"kc_refetches_total (\d+)", r.body.decode())
+    check(m is not None and int(m.group(1)) == 2, "floor: the 410 and the refetch message are counted", m and m.group(0))
+    gw2.stop()
+
+
 def main():
     test_help()
     gw_env = {}
@@ -885,6 +988,7 @@ def main():
     test_drain(gw_env)
     test_held_transaction(gw_env)
     test_ready_lag(gw_env)
+    test_below_floor(gw_env)
     print("# gateway integration: %d failed" % failures)
     return 1 if failures else 0
 

@@ -102,6 +102,8 @@ check "two payments mid-pipeline as the update starts, their retry due later" \
 # what a client's cursor saw under 0.1.0: the log as events_since returned it
 log_before=$(sql $OLD -c "SELECT count(*) || '|' || coalesce(max(id), 0) FROM kc_flow.events_since(0, NULL, 10000)")
 top=${log_before#*|}
+# ids given out and trimmed since (or rolled back): a 0.1.0 cursor may be above every id left
+given=$(sql $OLD -c "SELECT setval('kc_flow.events_id_seq', (SELECT last_value + 5 FROM kc_flow.events_id_seq))")
 sql $OLD -c "ALTER EXTENSION kc_flow UPDATE"
 check "ALTER EXTENSION kc_flow UPDATE goes to 0.2.0" "0.2.0" \
   "$(sql $OLD -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
@@ -112,6 +114,10 @@ check "cursors go on across the update: each old event keeps its id as its posit
                          || '|' || coalesce(bool_and(pos = id) FILTER (WHERE pos <= $top), true)
                          || '|' || (count(*) FILTER (WHERE pos > $top) > 0)
                     FROM kc_flow.events_since(0, NULL, 10000)")"
+check "new positions start above every id 0.1.0 gave out, trimmed ones included" "t" \
+  "$(sql $OLD -c "SELECT min(pos) > $given FROM kc_flow.events_since($top, NULL, 10000)")"
+check "a log 0.1.0 never trimmed gets no floor" "0|0" \
+  "$(sql $OLD -c "SELECT kc_flow.log_floor() || '|' || count(*) FROM kc_flow.log_rotations WHERE floor_pos > 0")"
 check "after the update the home shows the payment refused before it" \
   "payment received, course already active|00000000-0000-0000-0000-0000000be005" \
   "$(sql $OLD -c "SELECT n->>'message', n->>'payment_id'
@@ -199,6 +205,40 @@ fi
 [ -s "$DUMP_DIR/setup.err" ] && sed 's/^/# /' "$DUMP_DIR/setup.err" | head -20
 
 for db in $OLD $NEW; do sql postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
+
+# A 0.1.0 log that was trimmed: a 0.1.0 cursor a trim could have skipped gets KC410 after
+# the update, the others go on.  Student a gets three events and loses its second (the floor
+# is just below its third), student b loses all of its events (the floor is the head).
+TRIM=kc_upgrade_trim
+for lose in middle all; do
+  sql postgres -c "DROP DATABASE IF EXISTS $TRIM" -c "CREATE DATABASE $TRIM" >/dev/null 2>&1
+  sql $TRIM -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow VERSION '0.1.0' CASCADE"
+  sql $TRIM >/dev/null <<'SQL'
+INSERT INTO kc_flow.students (id, display_name) VALUES
+  ('00000000-0000-0000-0000-00000000a00a', 'a'), ('00000000-0000-0000-0000-00000000a00b', 'b');
+SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), s::uuid)
+  FROM unnest(ARRAY['00000000-0000-0000-0000-00000000a00a', '00000000-0000-0000-0000-00000000a00b',
+                    '00000000-0000-0000-0000-00000000a00a', '00000000-0000-0000-0000-00000000a00a',
+                    '00000000-0000-0000-0000-00000000a00b']) s;
+SQL
+  if [ $lose = middle ]; then
+    gone="student_id = '00000000-0000-0000-0000-00000000a00a' AND version = 2"
+    want="SELECT id - 1 FROM kc_flow.events WHERE student_id = '00000000-0000-0000-0000-00000000a00a' AND version = 3"
+  else
+    gone="student_id = '00000000-0000-0000-0000-00000000a00b'"
+    want="SELECT max(id) FROM kc_flow.events"
+  fi
+  sql $TRIM -c "DELETE FROM kc_flow.events WHERE $gone" >/dev/null
+  floor=$(sql $TRIM -c "$want")
+  sql $TRIM -c "ALTER EXTENSION kc_flow UPDATE"
+  check "a trimmed 0.1.0 log ($lose of a student's events): the floor covers what went, KC410 below it, reads at it" \
+    "$floor|KC410|ok" \
+    "$(sql $TRIM -c "SELECT kc_flow.log_floor()")|$(sql $TRIM -c "DO \$\$ BEGIN
+         PERFORM kc_flow.events_since(kc_flow.log_floor() - 1); RAISE NOTICE 'no error';
+       EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed 's/^NOTICE: *//')|$(
+      sql $TRIM -c "SELECT count(*) FROM kc_flow.events_since(kc_flow.log_floor())" >/dev/null && echo ok)"
+done
+sql postgres -c "DROP DATABASE IF EXISTS $TRIM" >/dev/null
 
 # The workers, a kc-gateway and a WebSocket client across the update
 bash "$KC_ROOT/test/upgrade/live.sh"

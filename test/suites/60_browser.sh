@@ -3,7 +3,8 @@
 # (gateway/static/index.html) in headless Chromium, driven by playwright-core from npm
 # (test/e2e; no browser is downloaded: Debian's /usr/bin/chromium is used). A payment
 # confirmed in SQL must make the sessions appear on the open page, without a reload,
-# within 1 s. Then commit -> browser as a measurement (test/e2e/latency_test.js): 200
+# within 1 s, and a page whose last event fell below the log's floor must reload its home
+# on the refetch answer and go on. Then commit -> browser as a measurement (test/e2e/latency_test.js): 200
 # purchases at an offered 20/s over 10 students, each page open in Chromium; every purchase
 # must be rendered with its sessions (asserted), and p50/p99 from the payment's commit to
 # the render are reported (a JSON line; P99_LIMIT_MS asserts a limit when set). Then the
