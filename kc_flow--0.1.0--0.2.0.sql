@@ -415,6 +415,22 @@ INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)
 SELECT allocation_id, trainer_id, range_agg(during)
   FROM kc_flow.trainer_bookings_0_1_0 GROUP BY allocation_id, trainer_id;
 DROP TABLE kc_flow.trainer_bookings_0_1_0;
+-- the search reads the free trainers in load order from an index instead of ranking them all
+CREATE INDEX trainers_free_by_load ON kc_flow.trainers (active_students, id)
+    WHERE is_active AND active_students < max_active_students;
+COMMENT ON INDEX kc_flow.trainers_free_by_load IS
+    'active trainers with a free place in the allocation''s order (load, then id): the search reads them in order and stops at the first who fits';
+-- a session's four references (allocation, student, course, trainer: four checks per
+-- session row) become one to its allocation with the allocation's parties
+ALTER TABLE kc_flow.trainer_allocations
+    ADD CONSTRAINT allocations_parties UNIQUE (id, student_id, course_id, trainer_id);
+ALTER TABLE kc_flow.tutoring_sessions
+    DROP CONSTRAINT tutoring_sessions_allocation_id_fkey,
+    DROP CONSTRAINT tutoring_sessions_student_id_fkey,
+    DROP CONSTRAINT tutoring_sessions_course_id_fkey,
+    DROP CONSTRAINT tutoring_sessions_trainer_id_fkey,
+    ADD CONSTRAINT sessions_of_allocation FOREIGN KEY (allocation_id, student_id, course_id, trainer_id)
+        REFERENCES kc_flow.trainer_allocations (id, student_id, course_id, trainer_id) ON DELETE CASCADE;
 -- ---- end of allocation (issue 10) ----------------------------------------------------
 
 -- 0.2.0's event log: positions given after commit by a sequencer (docs/extension.md,

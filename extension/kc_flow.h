@@ -50,6 +50,9 @@ extern void kcf_count_commit(void);
 extern uint64 kcf_commit_count(void);
 extern void kcf_set_in_batch(int worker, bool in_batch);
 extern bool kcf_other_in_batch(int worker);
+extern void kcf_held_reset(int worker);
+extern void kcf_held_note(Datum trainer_id);
+extern int	kcf_held_by_others(Datum **ids);
 extern int	kcf_worker_pid(int worker);
 extern void kcf_inflight_begin(void);
 extern void kcf_inflight_note(int64 id);
@@ -165,6 +168,21 @@ extern int64 kcf_next_due_ms(void);
 
 /* payload.c: reading an event's payload */
 extern Datum kcf_event_uuid(const KcfEvent *event, const char *key);
+
+/* session_plan.c: a purchase's planned sessions, handed from allocation to sessions */
+typedef struct KcfPlan
+{
+	Datum		times;			/* tstzmultirange of every planned session */
+	Datum		dates;			/* date[]: local dates, in session order */
+	Datum		local_times;	/* time[]: local start times */
+	Datum		starts;			/* timestamptz[] */
+	Datum		ends;			/* timestamptz[] */
+	int64		sessions;		/* 0: no sessions (the other fields are then undefined) */
+} KcfPlan;
+
+extern void kcf_plan_of_purchase(Datum purchase_id, KcfPlan *plan);
+extern void kcf_plan_of_allocation(Datum allocation_id, KcfPlan *plan);
+extern void kcf_plan_hand_over(Datum allocation_id, const KcfPlan *plan);
 
 /* stage_*.c: one stage each, called by the dispatcher */
 extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);

@@ -2,9 +2,12 @@
  * shared_state.c
  *      The little shared memory kc_flow keeps when it is preloaded.
  *
- * Three things live here:
+ * Four things live here:
  *  - the workers' latches, so that a committing transaction that emitted an
  *    event can wake the workers at once instead of waiting for their poll;
+ *  - for every worker, the trainers its open batch has locked (booked, until
+ *    the batch commits), so that another worker's search passes over them
+ *    before checking them instead of finding them first (stage_allocation.c);
  *  - for every backend, the start time of its open transaction once it has
  *    emitted an event: kc_flow.health() reports the oldest such transaction,
  *    the only one whose events are still to come (0.2.0's log, log.c);
@@ -28,6 +31,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "access/twophase.h"
+#include "utils/uuid.h"
 
 typedef struct KcfWorkerSlot
 {
@@ -35,11 +39,16 @@ typedef struct KcfWorkerSlot
 	pid_t		pid;
 } KcfWorkerSlot;
 
+/* trainers a worker's batch may hold that others' searches pass over; the rest are skipped when locked */
+#define KCF_HELD_MAX 64
+
 typedef struct KcfShared
 {
 	LWLock	   *lock;			/* shared: taking an id; exclusive: horizon */
-	slock_t		mutex;			/* protects workers[] */
+	slock_t		mutex;			/* protects workers[], nheld[] and held[] */
 	KcfWorkerSlot workers[KCF_MAX_WORKERS];
+	int			nheld[KCF_MAX_WORKERS];
+	pg_uuid_t	held[KCF_MAX_WORKERS][KCF_HELD_MAX];	/* trainers locked by the worker's open batch */
 	pg_atomic_uint64 commits;	/* commits that woke the workers, ever */
 	pg_atomic_uint32 batch[KCF_MAX_WORKERS];	/* 1: in a batch that will end with a round */
 	int			nslots;
@@ -52,6 +61,7 @@ static KcfShared *kcf_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool kcf_holds_first_id = false;
+static int	kcf_held_worker = -1;	/* this backend's worker number, once it has a batch */
 static bool kcf_noted_writing = false;
 
 static int
@@ -91,6 +101,7 @@ kcf_shmem_startup(void)
 		kcf_shared->lock = &(GetNamedLWLockTranche("kc_flow"))->lock;
 		SpinLockInit(&kcf_shared->mutex);
 		memset(kcf_shared->workers, 0, sizeof(kcf_shared->workers));
+		memset(kcf_shared->nheld, 0, sizeof(kcf_shared->nheld));
 		pg_atomic_init_u64(&kcf_shared->commits, 0);
 		for (int i = 0; i < KCF_MAX_WORKERS; i++)
 			pg_atomic_init_u32(&kcf_shared->batch[i], 0);
@@ -174,6 +185,65 @@ void
 kcf_set_in_batch(int worker, bool in_batch)
 {
 	pg_atomic_write_u32(&kcf_shared->batch[worker], in_batch ? 1 : 0);
+}
+
+/* Worker `worker`'s batch starts or has ended: it holds no trainer. */
+void
+kcf_held_reset(int worker)
+{
+	kcf_held_worker = worker;
+	if (kcf_shared == NULL)
+		return;
+	SpinLockAcquire(&kcf_shared->mutex);
+	kcf_shared->nheld[worker] = 0;
+	SpinLockRelease(&kcf_shared->mutex);
+}
+
+/* This worker's batch has locked trainer trainer_id (nothing outside a worker). */
+void
+kcf_held_note(Datum trainer_id)
+{
+	int			n;
+
+	if (kcf_shared == NULL || kcf_held_worker < 0)
+		return;
+	SpinLockAcquire(&kcf_shared->mutex);
+	n = kcf_shared->nheld[kcf_held_worker];
+	if (n < KCF_HELD_MAX)
+	{
+		memcpy(&kcf_shared->held[kcf_held_worker][n], DatumGetUUIDP(trainer_id), sizeof(pg_uuid_t));
+		kcf_shared->nheld[kcf_held_worker] = n + 1;
+	}
+	SpinLockRelease(&kcf_shared->mutex);
+}
+
+/*
+ * The trainers the other workers' open batches have locked, as uuid Datums
+ * in *ids (palloc'd); returns how many.  A moment old at most: a batch that
+ * committed meanwhile holds them no longer, and they are busier by now.
+ */
+int
+kcf_held_by_others(Datum **ids)
+{
+	pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t) * KCF_MAX_WORKERS * KCF_HELD_MAX);
+	int			n = 0;
+
+	if (kcf_shared != NULL)
+	{
+		SpinLockAcquire(&kcf_shared->mutex);
+		for (int w = 0; w < KCF_MAX_WORKERS; w++)
+		{
+			if (w == kcf_held_worker || kcf_shared->nheld[w] == 0)
+				continue;
+			memcpy(&copy[n], kcf_shared->held[w], sizeof(pg_uuid_t) * kcf_shared->nheld[w]);
+			n += kcf_shared->nheld[w];
+		}
+		SpinLockRelease(&kcf_shared->mutex);
+	}
+	*ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		(*ids)[i] = UUIDPGetDatum(&copy[i]);
+	return n;
 }
 
 /* Whether a worker other than `worker` is in a batch that will end with a round. */

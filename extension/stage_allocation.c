@@ -6,6 +6,9 @@
  * has a free place, is available at every planned session (checked in the
  * trainer's own zone, one session at a time, so daylight saving is right) and
  * has no booking overlapping any of them; least loaded first, ties by id.
+ * A new allocation is inserted with its final state, approved with its
+ * booking in one statement, or pending when nobody is free; the plan it booked
+ * is handed over to the sessions stage (session_plan.c).
  *
  * Concurrent allocations serialize per trainer on the trainer's row: the
  * candidate is locked (skipping trainers another allocation holds right now),
@@ -33,14 +36,6 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 #define MAX_CANDIDATES 16
 
 /*
- * The plan of purchase $1: its session times as a multirange and as arrays.
- */
-#define PLAN_SQL \
-	"SELECT range_agg(tstzrange(starts_at, ends_at)), array_agg(starts_at ORDER BY seq)," \
-	"       array_agg(ends_at ORDER BY seq), count(*)" \
-	"  FROM kc_flow.purchase_plan($1)"
-
-/*
  * Whether trainer <t> has a booking overlapping plan times $2: one probe of
  * the exclusion constraint's index with the plan as a multirange.  It finds
  * the trainer's bookings whose span meets the plan's, one row per allocation
@@ -53,59 +48,58 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 
 /*
  * The best trainer eligible for course $1 with planned times $2 (the same as
- * arrays $3/$4), leaving out the trainers in $5.  Candidates are
- * ranked by load and checked lazily in that order, so the usual case checks
- * one.
+ * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not.  The
+ * free trainers come in order of load, then id, from the index
+ * trainers_free_by_load, and each is checked lazily in that order (OFFSET 0
+ * keeps the checks per-candidate subplans, the course's first as it costs
+ * least), so the usual case reads and checks one trainer rather than ranking
+ * all of the course's.  With the lock, a fitting trainer that another
+ * transaction holds (a worker's batch that booked it and has not committed)
+ * is passed over for the next in the same scan; the lock re-reads the latest
+ * version of the row and checks its capacity again.
  */
-#define ELIGIBLE_TRAINERS_SQL \
-	"SELECT c.id FROM (" \
-	"   SELECT t.id, t.timezone FROM kc_flow.trainers t" \
-	"     JOIN kc_flow.trainer_courses tc ON tc.trainer_id = t.id" \
-	"    WHERE tc.course_id = $1 AND t.is_active AND t.active_students < t.max_active_students" \
-	"      AND t.id <> ALL ($5)" \
-	"    ORDER BY t.active_students, t.id OFFSET 0) c" \
-	" WHERE NOT " BOOKED_SQL("c.id") \
+#define ELIGIBLE_TRAINERS_SQL(lock) \
+	"SELECT t.id FROM kc_flow.trainers t" \
+	" WHERE t.is_active AND t.active_students < t.max_active_students AND t.id <> ALL ($5)" \
+	"   AND EXISTS (SELECT 1 FROM kc_flow.trainer_courses tc" \
+	"                WHERE tc.trainer_id = t.id AND tc.course_id = $1 OFFSET 0)" \
+	"   AND NOT " BOOKED_SQL("t.id") \
 	"   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
 	"        WHERE NOT EXISTS (" \
 	"          SELECT 1 FROM kc_flow.trainer_availability av" \
-	"           WHERE av.trainer_id = c.id" \
-	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE c.timezone)::int" \
-	"             AND av.start_time <= (pl.starts_at AT TIME ZONE c.timezone)::time" \
-	"             AND pl.ends_at AT TIME ZONE c.timezone" \
-	"                 <= (pl.starts_at AT TIME ZONE c.timezone)::date + av.end_time) OFFSET 0)" \
-	" LIMIT 1"
-
-/*
- * Locks a trainer unless another transaction holds it; true when locked and
- * still below capacity (the locked row is the latest version).
- */
-#define LOCK_TRAINER_SQL \
-	"SELECT active_students < max_active_students AND is_active" \
-	"  FROM kc_flow.trainers WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
+	"           WHERE av.trainer_id = t.id" \
+	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE t.timezone)::int" \
+	"             AND av.start_time <= (pl.starts_at AT TIME ZONE t.timezone)::time" \
+	"             AND pl.ends_at AT TIME ZONE t.timezone" \
+	"                 <= (pl.starts_at AT TIME ZONE t.timezone)::date + av.end_time) OFFSET 0)" \
+	" ORDER BY t.active_students, t.id LIMIT 1" lock
 
 /* Whether trainer $1 has a booking overlapping $2 (run after the lock: fresh snapshot). */
 #define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1")
 
 typedef struct Allocation
 {
-	Datum		id;
+	Datum		id;				/* 0 while the allocation does not exist yet */
 	Datum		purchase_id;
 	Datum		payment_id;		/* the correlation id of every event */
 	Datum		student_id;
 	Datum		course_id;
 	bool		pending;
-	bool		created;
 	Datum		trainer_id;		/* when not pending */
 } Allocation;
 
-/* Creates or finds the allocation row of a purchase, locked by this transaction. */
+/*
+ * Finds the allocation of a purchase and locks it, or, when there is none yet,
+ * reads the active purchase it is to be made for (alloc->id stays 0: it is
+ * inserted once its state is known, booked or pending).  False when neither.
+ */
 static bool
-lock_allocation(Datum purchase_id, Allocation *alloc)
+find_allocation(Datum purchase_id, Allocation *alloc)
 {
 	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr insert_plan = NULL;
-	Oid			types[2] = {UUIDOID, TEXTOID};
-	Datum		values[2];
+	static SPIPlanPtr purchase_plan = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {purchase_id};
 	bool		isnull;
 
 	kcf_plan(&find_plan,
@@ -115,22 +109,17 @@ lock_allocation(Datum purchase_id, Allocation *alloc)
 			 "  JOIN kc_flow.student_course_purchases pu ON pu.id = a.purchase_id"
 			 " WHERE a.purchase_id = $1 FOR UPDATE OF a",
 			 1, types);
-	kcf_plan(&insert_plan,
-			 "INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, session_mode)"
-			 " SELECT pu.id, pu.student_id, pu.course_id, $2"
-			 "   FROM kc_flow.student_course_purchases pu WHERE pu.id = $1 AND pu.is_active"
-			 " ON CONFLICT (purchase_id) DO NOTHING"
-			 " RETURNING id, purchase_id, student_id, course_id, true, trainer_id,"
-			 "   (SELECT payment_id FROM kc_flow.student_course_purchases WHERE id = $1)",
-			 2, types);
+	kcf_plan(&purchase_plan,
+			 "SELECT NULL::uuid, pu.id, pu.student_id, pu.course_id, true, NULL::uuid, pu.payment_id"
+			 "  FROM kc_flow.student_course_purchases pu WHERE pu.id = $1 AND pu.is_active",
+			 1, types);
 
-	values[0] = purchase_id;
-	values[1] = CStringGetTextDatum(kcf_session_generation == KCF_SESSIONS_ROLLING ? "rolling" : "full");
-	/* usually the allocation is new: try to create it first */
-	alloc->created = kcf_exec(insert_plan, values, NULL, 1) > 0;
-	if (!alloc->created && kcf_exec(find_plan, values, NULL, 1) == 0)
+	if (kcf_exec(find_plan, values, NULL, 1) == 0 &&
+		kcf_exec(purchase_plan, values, NULL, 1) == 0)
 		return false;			/* no active purchase: nothing to allocate */
 	alloc->id = kcf_get_datum(0, 1, &isnull);
+	if (isnull)
+		alloc->id = (Datum) 0;
 	alloc->purchase_id = kcf_get_datum(0, 2, &isnull);
 	alloc->student_id = kcf_get_datum(0, 3, &isnull);
 	alloc->course_id = kcf_get_datum(0, 4, &isnull);
@@ -140,77 +129,74 @@ lock_allocation(Datum purchase_id, Allocation *alloc)
 	return true;
 }
 
-typedef struct SessionPlan
+/* the session mode of a new allocation */
+static Datum
+session_mode(void)
 {
-	Datum		times;			/* tstzmultirange of every planned session */
-	Datum		starts;			/* timestamptz[] */
-	Datum		ends;			/* timestamptz[] */
-	int64		sessions;
-} SessionPlan;
-
-/* The planned session times of the allocation's purchase. */
-static void
-load_plan(const Allocation *alloc, SessionPlan *plan)
-{
-	static SPIPlanPtr stmt = NULL;
-	Oid			types[1] = {UUIDOID};
-	Datum		values[1] = {alloc->purchase_id};
-	bool		isnull;
-
-	kcf_plan(&stmt, PLAN_SQL, 1, types);
-	kcf_exec(stmt, values, NULL, 1);
-	plan->times = kcf_get_datum(0, 1, &isnull);
-	plan->starts = kcf_get_datum(0, 2, &isnull);
-	plan->ends = kcf_get_datum(0, 3, &isnull);
-	plan->sessions = kcf_get_int64(0, 4, &isnull);
+	return CStringGetTextDatum(kcf_session_generation == KCF_SESSIONS_ROLLING ? "rolling" : "full");
 }
 
-/* The best trainer eligible for the plan right now, other than those tried; 0 if none. */
-static Datum
-best_trainer(const Allocation *alloc, const SessionPlan *plan, Datum *tried, int ntried)
+/*
+ * Inserts the pending allocation of a purchase nobody can take now; false
+ * when another transaction made its allocation meanwhile.
+ */
+static bool
+insert_pending(Allocation *alloc)
 {
 	static SPIPlanPtr stmt = NULL;
+	Oid			types[4] = {UUIDOID, UUIDOID, UUIDOID, TEXTOID};
+	Datum		values[4] = {alloc->purchase_id, alloc->student_id, alloc->course_id, session_mode()};
+	bool		isnull;
+
+	kcf_plan(&stmt,
+			 "INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, session_mode)"
+			 " VALUES ($1, $2, $3, $4)"
+			 " ON CONFLICT (purchase_id) DO NOTHING RETURNING id",
+			 4, types);
+	if (kcf_exec(stmt, values, NULL, 1) == 0)
+		return false;
+	alloc->id = kcf_get_datum(0, 1, &isnull);
+	return true;
+}
+
+/*
+ * The best trainer eligible for the plan right now, other than those in skip,
+ * locked by this transaction (lock) or not; 0 if none.
+ */
+static Datum
+best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nskip, bool lock)
+{
+	static SPIPlanPtr stmts[2];
 	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
 	UUIDARRAYOID};
 	Datum		values[5];
 	bool		isnull;
 
-	kcf_plan(&stmt, ELIGIBLE_TRAINERS_SQL, 5, types);
+	kcf_plan(&stmts[lock],
+			 lock ? ELIGIBLE_TRAINERS_SQL(" FOR NO KEY UPDATE OF t SKIP LOCKED") : ELIGIBLE_TRAINERS_SQL(""),
+			 5, types);
 	values[0] = alloc->course_id;
 	values[1] = plan->times;
 	values[2] = plan->starts;
 	values[3] = plan->ends;
-	values[4] = PointerGetDatum(construct_array(tried, ntried, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	if (kcf_exec(stmt, values, NULL, 1) == 0)
+	values[4] = PointerGetDatum(construct_array(skip, nskip, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	if (kcf_exec(stmts[lock], values, NULL, 1) == 0)
 		return (Datum) 0;
 	return kcf_get_datum(0, 1, &isnull);
 }
 
-typedef enum LockResult
+/* Whether locked trainer trainer_id was booked over the plan since the search's snapshot. */
+static bool
+booked_meanwhile(Datum trainer_id, const KcfPlan *plan)
 {
-	LOCK_BUSY,					/* another transaction holds the trainer */
-	LOCK_TAKEN,					/* locked, and the trainer can take the plan */
-	LOCK_UNFIT					/* locked, but full or booked in the meantime */
-} LockResult;
-
-/* Locks a candidate and checks it again against the latest committed state. */
-static LockResult
-lock_trainer(Datum trainer_id, const SessionPlan *plan)
-{
-	static SPIPlanPtr lock_stmt = NULL;
-	static SPIPlanPtr overlap_stmt = NULL;
+	static SPIPlanPtr stmt = NULL;
 	Oid			types[2] = {UUIDOID, TSTZMULTIRANGEOID};
 	Datum		values[2] = {trainer_id, plan->times};
 	bool		isnull;
 
-	kcf_plan(&lock_stmt, LOCK_TRAINER_SQL, 1, types);
-	kcf_plan(&overlap_stmt, OVERLAPS_SQL, 2, types);
-	if (kcf_exec(lock_stmt, values, NULL, 1) == 0)
-		return LOCK_BUSY;
-	if (!kcf_get_bool(0, 1, &isnull))
-		return LOCK_UNFIT;
-	kcf_exec(overlap_stmt, values, NULL, 1);
-	return kcf_get_bool(0, 1, &isnull) ? LOCK_UNFIT : LOCK_TAKEN;
+	kcf_plan(&stmt, OVERLAPS_SQL, 2, types);
+	kcf_exec(stmt, values, NULL, 1);
+	return kcf_get_bool(0, 1, &isnull);
 }
 
 /*
@@ -226,46 +212,74 @@ bookings_per_allocation(void)
 	return OidIsValid(rel) && get_attnum(rel, "seq") == InvalidAttrNumber;
 }
 
-/* Approves the allocation with trainer $2 and says so in TRAINER_ALLOCATED's payload. */
-#define APPROVE_SQL \
-	" UPDATE kc_flow.trainer_allocations" \
-	"    SET trainer_id = $2, status = 'approved', allocated_at = now(), updated_at = now()" \
-	"  WHERE id = $1" \
-	" RETURNING jsonb_build_object('allocation_id', id, 'purchase_id', purchase_id," \
-	"   'trainer_id', trainer_id, 'course_id', course_id)::text"
+/*
+ * The allocation, approved with the trainer: inserted with its final state
+ * (a new allocation, $1 its purchase) or updated from pending ($1 its id).
+ * $2..$4: student, course, session mode; $5 the trainer.
+ */
+#define INSERT_APPROVED_SQL \
+	"INSERT INTO kc_flow.trainer_allocations" \
+	"   (purchase_id, student_id, course_id, session_mode, trainer_id, status, allocated_at)" \
+	" VALUES ($1, $2, $3, $4, $5, 'approved', now())" \
+	" ON CONFLICT (purchase_id) DO NOTHING" \
+	" RETURNING id, purchase_id, trainer_id, course_id"
+#define UPDATE_APPROVED_SQL \
+	"UPDATE kc_flow.trainer_allocations" \
+	"   SET trainer_id = $5, status = 'approved', allocated_at = now(), updated_at = now()" \
+	" WHERE id = $1" \
+	" RETURNING id, purchase_id, trainer_id, course_id"
 
-/* Books the plan on the trainer (one row) and approves the allocation. */
-static int64
-book_trainer(const Allocation *alloc, Datum trainer_id, const SessionPlan *plan)
+/* The booking of allocation a: one row with the plan $6, or 0.1.0's row per session ($7..$10). */
+#define BOOK_ALLOCATION_SQL \
+	"INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)" \
+	" SELECT a.id, a.trainer_id, $6 FROM a"
+#define BOOK_SESSIONS_SQL \
+	"INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)" \
+	" SELECT a.id, pl.seq, a.trainer_id, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)" \
+	"   FROM a, unnest($7, $8, $9, $10) WITH ORDINALITY AS pl(local_date, local_time, starts_at, ends_at, seq)"
+
+#define BOOK_SQL(approve, book) \
+	"WITH a AS (" approve "), b AS (" book ")" \
+	" SELECT a.id, jsonb_build_object('allocation_id', a.id, 'purchase_id', a.purchase_id," \
+	"   'trainer_id', a.trainer_id, 'course_id', a.course_id)::text FROM a"
+
+/*
+ * Books the plan on the trainer and approves the allocation, in one statement
+ * with the allocation's insert or update; emits TRAINER_ALLOCATED.  False
+ * when a new allocation was made by another transaction meanwhile.
+ */
+static bool
+book_trainer(Allocation *alloc, Datum trainer_id, const KcfPlan *plan, int64 *next_event)
 {
-	static SPIPlanPtr book_stmt = NULL;
-	static SPIPlanPtr book_sessions_stmt = NULL;
-	Oid			types[3] = {UUIDOID, UUIDOID, TSTZMULTIRANGEOID};
-	Datum		values[3] = {alloc->id, trainer_id, plan->times};
+	static SPIPlanPtr stmts[2][2];
+	static const char *const sql[2][2] = {
+		{BOOK_SQL(UPDATE_APPROVED_SQL, BOOK_SESSIONS_SQL), BOOK_SQL(UPDATE_APPROVED_SQL, BOOK_ALLOCATION_SQL)},
+		{BOOK_SQL(INSERT_APPROVED_SQL, BOOK_SESSIONS_SQL), BOOK_SQL(INSERT_APPROVED_SQL, BOOK_ALLOCATION_SQL)},
+	};
+	Oid			types[10] = {UUIDOID, UUIDOID, UUIDOID, TEXTOID, UUIDOID, TSTZMULTIRANGEOID,
+		DATEARRAYOID, TIMEARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		values[10];
+	bool		is_new = alloc->id == (Datum) 0;
+	bool		per_allocation = bookings_per_allocation();
+	bool		isnull;
 
-	if (bookings_per_allocation())
-	{
-		kcf_plan(&book_stmt,
-				 "WITH b AS ("
-				 "  INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during) VALUES ($1, $2, $3))"
-				 APPROVE_SQL,
-				 3, types);
-		kcf_exec(book_stmt, values, NULL, 1);
-	}
-	else
-	{
-		/* the 0.1.0 schema: a booking row per planned session */
-		kcf_plan(&book_sessions_stmt,
-				 "WITH b AS ("
-				 "  INSERT INTO kc_flow.trainer_bookings (allocation_id, seq, trainer_id, local_date, local_time, during)"
-				 "  SELECT a.id, pl.seq, $2, pl.local_date, pl.local_time, tstzrange(pl.starts_at, pl.ends_at)"
-				 "    FROM kc_flow.trainer_allocations a, kc_flow.purchase_plan(a.purchase_id) pl"
-				 "   WHERE a.id = $1)"
-				 APPROVE_SQL,
-				 2, types);
-		kcf_exec(book_sessions_stmt, values, NULL, 1);
-	}
-	return kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id, kcf_get_text(0, 1));
+	kcf_plan(&stmts[is_new][per_allocation], sql[is_new][per_allocation], 10, types);
+	values[0] = is_new ? alloc->purchase_id : alloc->id;
+	values[1] = alloc->student_id;
+	values[2] = alloc->course_id;
+	values[3] = session_mode();
+	values[4] = trainer_id;
+	values[5] = plan->times;
+	values[6] = plan->dates;
+	values[7] = plan->local_times;
+	values[8] = plan->starts;
+	values[9] = plan->ends;
+	if (kcf_exec(stmts[is_new][per_allocation], values, NULL, 1) == 0)
+		return false;
+	alloc->id = kcf_get_datum(0, 1, &isnull);
+	kcf_plan_hand_over(alloc->id, plan);
+	*next_event = kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id, kcf_get_text(0, 2));
+	return true;
 }
 
 static void
@@ -285,24 +299,27 @@ typedef enum AllocResult
 	ALLOC_ASSIGNED,				/* a trainer is (now or already) allocated */
 	ALLOC_NO_PURCHASE,			/* the purchase is gone or ended: nothing to do */
 	ALLOC_PENDING,				/* nobody is free: the allocation stays pending */
-	ALLOC_BUSY					/* candidates are being booked by others right now */
+	ALLOC_BUSY,					/* candidates are being booked by others right now */
+	ALLOC_RACED					/* another transaction made the allocation meanwhile */
 } AllocResult;
 
 /*
- * Allocates a trainer to a purchase if one is free; *trainer is the trainer,
- * *next_event the TRAINER_ALLOCATED event emitted (0 if none).
+ * One attempt at allocate(); ALLOC_RACED when another transaction made the
+ * purchase's allocation between our look and our insert.
  */
 static AllocResult
-allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
+try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 {
 	Allocation	alloc;
-	SessionPlan plan;
-	Datum		tried[MAX_CANDIDATES];
+	KcfPlan		plan;
+	Datum	   *held;
+	Datum	   *skip;			/* held, then tried */
+	Datum	   *tried;
+	int			nheld;
 	int			ntried;
-	bool		busy = false;
+	bool		busy;
 
-	*next_event = 0;
-	if (!lock_allocation(purchase_id, &alloc))
+	if (!find_allocation(purchase_id, &alloc))
 		return ALLOC_NO_PURCHASE;
 	if (!alloc.pending)
 	{
@@ -310,38 +327,72 @@ allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 		return ALLOC_ASSIGNED;
 	}
 
-	load_plan(&alloc, &plan);
+	kcf_plan_of_purchase(alloc.purchase_id, &plan);
 	if (plan.sessions == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("purchase %s has no session times",
 						DatumGetCString(DirectFunctionCall1(uuid_out, purchase_id)))));
-	/* candidates busy or changed since the search are passed over, a few at most */
+	/*
+	 * The trainers other workers' batches hold are passed over before they
+	 * are checked (the lock would skip them anyway); candidates booked since
+	 * the search's snapshot are passed over too, a few at most.
+	 */
+	nheld = kcf_held_by_others(&held);
+	skip = palloc(sizeof(Datum) * (nheld + MAX_CANDIDATES));
+	memcpy(skip, held, sizeof(Datum) * nheld);
+	tried = skip + nheld;
 	for (ntried = 0; ntried < MAX_CANDIDATES; ntried++)
 	{
-		Datum		candidate = best_trainer(&alloc, &plan, tried, ntried);
+		Datum		candidate = best_trainer(&alloc, &plan, skip, nheld + ntried, true);
 
-		if (candidate == (Datum) 0)
-			break;				/* nobody else qualifies */
-		tried[ntried] = candidate;
-		switch (lock_trainer(candidate, &plan))
+		if (candidate == (Datum) 0 && nheld > 0)
 		{
-			case LOCK_BUSY:
-				busy = true;
-				break;
-			case LOCK_UNFIT:
-				break;
-			case LOCK_TAKEN:
-				*next_event = book_trainer(&alloc, candidate, &plan);
-				*trainer = candidate;
-				return ALLOC_ASSIGNED;
+			/* the others' list may be a moment old (a batch that ended): the locks decide */
+			skip = tried;
+			nheld = 0;
+			candidate = best_trainer(&alloc, &plan, skip, ntried, true);
 		}
+		if (candidate == (Datum) 0)
+			break;				/* nobody else qualifies, or the rest are held */
+		tried[ntried] = candidate;
+		kcf_held_note(candidate);
+		if (booked_meanwhile(candidate, &plan))
+			continue;
+		if (!book_trainer(&alloc, candidate, &plan, next_event))
+			return ALLOC_RACED;
+		*trainer = candidate;
+		return ALLOC_ASSIGNED;
 	}
-	if (busy || ntried == MAX_CANDIDATES)
-		return ALLOC_BUSY;		/* others are booking right now: try again soon */
-	if (alloc.created)
-		emit_pending(&alloc, "no_trainer_available");
-	return ALLOC_PENDING;
+	/* busy: a trainer would fit but another transaction holds it, or too many changed */
+	busy = ntried == MAX_CANDIDATES || best_trainer(&alloc, &plan, tried, ntried, false) != (Datum) 0;
+	/* a new allocation not booked now is made pending (the student told, unless others are booking) */
+	if (alloc.id == (Datum) 0)
+	{
+		if (!insert_pending(&alloc))
+			return ALLOC_RACED;
+		if (!busy)
+			emit_pending(&alloc, "no_trainer_available");
+	}
+	return busy ? ALLOC_BUSY : ALLOC_PENDING;	/* busy: others are booking, try again soon */
+}
+
+/*
+ * Allocates a trainer to a purchase if one is free; *trainer is the trainer,
+ * *next_event the TRAINER_ALLOCATED event emitted (0 if none).  A race for a
+ * new allocation (kc_flow.auto_assign() beside a worker) is lost once: the
+ * other transaction has committed by then, and a second look finds its row.
+ */
+static AllocResult
+allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
+{
+	AllocResult res;
+
+	*next_event = 0;
+	res = try_allocate(purchase_id, trainer, next_event);
+	if (res == ALLOC_RACED)
+		res = try_allocate(purchase_id, trainer, next_event);
+	return res == ALLOC_RACED ? ALLOC_BUSY : res;
 }
 
 KcfOutcome
@@ -357,6 +408,7 @@ kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result)
 		case ALLOC_NO_PURCHASE:
 			return KCF_DONE;
 		case ALLOC_BUSY:
+		case ALLOC_RACED:
 			result->defer_ms = KCF_BUSY_TRAINER_RETRY_MS;
 			return KCF_DEFER;
 		case ALLOC_PENDING:
@@ -435,6 +487,8 @@ kcf_auto_assign(PG_FUNCTION_ARGS)
 			ereport(NOTICE,
 					(errmsg("no trainer is free for this purchase, the allocation stays pending")));
 			break;
+		case ALLOC_RACED:
+			break;				/* allocate() never returns it */
 	}
 	PG_RETURN_NULL();
 }

@@ -3,7 +3,8 @@
  *      TRAINER_ALLOCATED -> the tutoring sessions, then SESSIONS_GENERATED.
  *
  * Sessions are materialised from the purchase's plan (kc_flow.purchase_plan,
- * the times the allocation booked) once the allocation holds its booking: in
+ * the times the allocation booked; session_plan.c hands over the one the
+ * allocation stage computed) once the allocation holds its booking: in
  * full mode all of them at once, in rolling mode only enough to keep
  * kc_flow.rolling_window upcoming sessions scheduled.  The same statements
  * serve the 0.1.0 schema's booking rows (one per session) until ALTER
@@ -18,26 +19,34 @@
 
 /*
  * Generates the sessions an allocation is due; emits SESSIONS_GENERATED when
- * any were added.  Returns that event's id, 0 if nothing was added.
+ * any were added.  Returns that event's id, 0 if nothing was added.  The plan
+ * is the one the allocation stage handed over in this batch, else computed;
+ * its sessions are inserted in one statement from its arrays.
  */
 static int64
 generate_sessions(Datum allocation_id)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {UUIDOID, INT4OID};
-	Datum		values[2] = {allocation_id, Int32GetDatum(kcf_rolling_window)};
+	static SPIPlanPtr stmt = NULL;
+	Oid			types[6] = {UUIDOID, INT4OID, DATEARRAYOID, TIMEARRAYOID, TIMESTAMPTZARRAYOID,
+	TIMESTAMPTZARRAYOID};
+	Datum		values[6];
+	KcfPlan		plan;
 	bool		isnull;
 
-	kcf_plan(&plan,
+	kcf_plan_of_allocation(allocation_id, &plan);
+	if (plan.sessions == 0)
+		return 0;				/* allocation gone, or a plan without sessions */
+	kcf_plan(&stmt,
 			 "WITH a AS ("
 			 "  SELECT * FROM kc_flow.trainer_allocations"
-			 "   WHERE id = $1 AND status IN ('approved', 'active')),"
+			 "   WHERE id = $1 AND status IN ('approved', 'active')"
+			 "     AND EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b WHERE b.allocation_id = $1)),"
 			 " upcoming AS ("
 			 "  SELECT count(*) AS n FROM kc_flow.tutoring_sessions"
 			 "   WHERE allocation_id = $1 AND status = 'scheduled' AND ends_at > now()),"
 			 " plan AS ("
-			 "  SELECT pl.* FROM a, kc_flow.purchase_plan(a.purchase_id) pl"
-			 "   WHERE EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b WHERE b.allocation_id = a.id)),"
+			 "  SELECT pl.seq::int AS seq, pl.local_date, pl.local_time, pl.starts_at, pl.ends_at"
+			 "    FROM unnest($3, $4, $5, $6) WITH ORDINALITY AS pl(local_date, local_time, starts_at, ends_at, seq)),"
 			 " due AS ("
 			 "  SELECT pl.* FROM plan pl"
 			 "   WHERE NOT EXISTS (SELECT 1 FROM kc_flow.tutoring_sessions s"
@@ -58,13 +67,19 @@ generate_sessions(Datum allocation_id)
 			 "          'trainer_id', a.trainer_id, 'mode', a.session_mode,"
 			 "          'count', (SELECT count(*) FROM ins),"
 			 "          'first_seq', (SELECT min(seq) FROM ins), 'last_seq', (SELECT max(seq) FROM ins),"
-			 "          'total', (SELECT count(*) FROM plan)"
+			 "          'total', cardinality($5)"
 			 "        )::text,"
 			 "        (SELECT count(*) FROM ins)"
 			 "   FROM a",
-			 2, types);
-	if (kcf_exec(plan, values, NULL, 1) == 0)
-		return 0;				/* allocation cancelled or gone */
+			 6, types);
+	values[0] = allocation_id;
+	values[1] = Int32GetDatum(kcf_rolling_window);
+	values[2] = plan.dates;
+	values[3] = plan.local_times;
+	values[4] = plan.starts;
+	values[5] = plan.ends;
+	if (kcf_exec(stmt, values, NULL, 1) == 0)
+		return 0;				/* allocation cancelled or gone, or not booked */
 	if (kcf_get_int64(0, 4, &isnull) == 0)
 		return 0;
 	return kcf_emit("SESSIONS_GENERATED", kcf_get_datum(0, 1, &isnull),

@@ -64,6 +64,7 @@ static void
 forget_latch(int code, Datum arg)
 {
 	kcf_set_in_batch(DatumGetInt32(arg), false);
+	kcf_held_reset(DatumGetInt32(arg));
 	kcf_unregister_worker_latch(DatumGetInt32(arg));
 }
 
@@ -280,6 +281,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	/* flagged while this batch may end with a round of its own (see below) */
 	if (log && kcf_sequence_in_batch)
 		kcf_set_in_batch(worker, true);
+	kcf_held_reset(worker);
 	handled = kcf_dispatch_batch(kcf_batch_size, &claimed);
 	if (handled == 0)
 		kcf_set_in_batch(worker, false);
@@ -327,6 +329,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	kcf_held_reset(worker);		/* the batch's trainer locks are gone */
 	if (log && (!kcf_sequence_in_batch || apart))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
@@ -401,6 +404,7 @@ kcf_worker_main(Datum main_arg)
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		kcf_set_in_batch(worker, false);
+		kcf_held_reset(worker);
 		FlushErrorState();
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);

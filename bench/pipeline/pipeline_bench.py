@@ -7,7 +7,8 @@ requires (mission_writes.sql), the same with the mission's allocation search
 kc_flow's stages with their allocation search (run_pending in the payment's
 transaction). Then the allocation on its own: allocations/s of
 kc_flow.auto_assign, rolled back, over a fixed set of plans and the trainers
-the third limit loaded. Ends with one line of JSON holding the figures.
+the third limit loaded, and the workers' CPU time per purchase (user + system,
+from /proc) in each run. Ends with one line of JSON holding the figures.
 
 KC_BENCH_PROFILE=FILE: perf records the kc_flow workers during the
 saturation run (call graphs, dwarf) and writes its report, inclusive time
@@ -79,6 +80,8 @@ def run_pipeline(conn, label, rate=None):
     th.start()
     per_client = N // CLIENTS
     perf = start_profile(conn) if PROFILE and rate is None else None
+    workers = [r[0] for r in rows(conn, "SELECT pid FROM kc_flow.worker_status() WHERE pid <> 0")]
+    cpu0 = cpu_seconds(workers)
     t0 = time.time()
     try:
         confirm_secs, _ = pgbench(os.environ["PGDATABASE"], script, per_client, CLIENTS, rate,
@@ -88,6 +91,7 @@ def run_pipeline(conn, label, rate=None):
         stop.set()
         if perf:
             stop_profile(perf)
+    cpu = cpu_seconds(workers) - cpu0
     total = per_client * CLIENTS
     if len(done) < total:
         raise SystemExit("%s: only %d of %d purchases finished" % (label, len(done), total))
@@ -98,7 +102,19 @@ def run_pipeline(conn, label, rate=None):
     listener.close()
     return {"label": label, "purchases": total, "secs": end - t0, "rate": total / (end - t0),
             "confirm_secs": confirm_secs, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-            "max": max(lat)}, world
+            "max": max(lat), "cpu_ms": cpu * 1000.0 / total}, world
+
+
+def cpu_seconds(pids):
+    """CPU time (user + system) the processes pids have used so far, in seconds: the
+    workers' cost per purchase, which other load on the machine moves much less than
+    the throughput."""
+    ticks = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / float(os.sysconf("SC_CLK_TCK"))
 
 
 def start_profile(conn):
@@ -111,8 +127,8 @@ def start_profile(conn):
 
 # the parts of a worker's time the profile reports (inclusive: a sample counts for every
 # part on its call chain): the stages, the allocation stage's steps, emitting, committing
-PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_allocation", "lock_allocation",
-                 "load_plan", "best_trainer", "lock_trainer", "book_trainer", "kcf_stage_sessions",
+PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_allocation", "kcf_plan_of_purchase",
+                 "best_trainer", "book_trainer", "kcf_stage_sessions", "kcf_plan_of_allocation",
                  "kcf_emit", "CommitTransaction"]
 
 
@@ -312,6 +328,8 @@ def main():
         print("%-34s %12.0f %10s %10s %10s" % (lim["label"], lim["rate"], "-", "-", "-"))
     for r in [sat] + fixed:
         print("%-34s %12.0f %10.1f %10.1f %10.1f" % (r["label"], r["rate"], r["p50"], r["p99"], r["max"]))
+    print("the workers' CPU per purchase: %.2f ms at saturation%s" % (sat["cpu_ms"], "".join(
+        ", %.2f ms at %s" % (r["cpu_ms"], r["label"].split()[-1]) for r in fixed)))
     print("allocation alone (auto_assign, rolled back, fixed plans): %.0f/s with 1 client, %.0f/s with %d"
           % (search[1], search[CLIENTS], CLIENTS))
     print("the limits get the pipeline's own spread: each student's trainer and session times as the"
@@ -328,7 +346,8 @@ def main():
                "ratio_same_writes": round(sat["rate"] / same["rate"], 3),
                "ratio_one_txn": round(sat["rate"] / whole["rate"], 3),
                "allocations_1_client_rps": round(search[1], 1),
-               "allocations_%d_clients_rps" % CLIENTS: round(search[CLIENTS], 1)}
+               "allocations_%d_clients_rps" % CLIENTS: round(search[CLIENTS], 1),
+               "worker_cpu_ms_per_purchase": round(sat["cpu_ms"], 2)}
     for r in fixed:
         key = r["label"].split()[-1].replace("/s", "")
         figures["offered_%s" % key] = {"rps": round(r["rate"], 1), "p50_ms": round(r["p50"], 1),

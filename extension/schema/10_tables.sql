@@ -25,6 +25,10 @@ CREATE TABLE kc_flow.trainers (
 COMMENT ON TABLE kc_flow.trainers IS 'tutors; an allocation needs a free place below max_active_students';
 COMMENT ON COLUMN kc_flow.trainers.active_students IS
     'approved and active allocations of this trainer, kept by a trigger on trainer_allocations; the allocation stage ranks and admits by it';
+CREATE INDEX trainers_free_by_load ON kc_flow.trainers (active_students, id)
+    WHERE is_active AND active_students < max_active_students;
+COMMENT ON INDEX kc_flow.trainers_free_by_load IS
+    'active trainers with a free place in the allocation''s order (load, then id): the search reads them in order and stops at the first who fits';
 
 CREATE TABLE kc_flow.courses (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -109,7 +113,9 @@ CREATE TABLE kc_flow.trainer_allocations (
     allocated_at timestamptz,
     updated_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT allocations_trainer_set_unless_pending
-        CHECK ((status = 'pending') = (trainer_id IS NULL) OR status = 'cancelled')
+        CHECK ((status = 'pending') = (trainer_id IS NULL) OR status = 'cancelled'),
+    -- what a session references: its allocation with the allocation's parties
+    CONSTRAINT allocations_parties UNIQUE (id, student_id, course_id, trainer_id)
 );
 CREATE UNIQUE INDEX allocations_one_live_per_course
     ON kc_flow.trainer_allocations (student_id, course_id) WHERE status IN ('approved', 'active');
@@ -132,10 +138,10 @@ COMMENT ON TABLE kc_flow.trainer_bookings IS
 
 CREATE TABLE kc_flow.tutoring_sessions (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    allocation_id  uuid NOT NULL REFERENCES kc_flow.trainer_allocations ON DELETE CASCADE,
-    student_id     uuid NOT NULL REFERENCES kc_flow.students,
-    course_id      uuid NOT NULL REFERENCES kc_flow.courses,
-    trainer_id     uuid NOT NULL REFERENCES kc_flow.trainers,
+    allocation_id  uuid NOT NULL,
+    student_id     uuid NOT NULL,
+    course_id      uuid NOT NULL,
+    trainer_id     uuid NOT NULL,
     seq            int  NOT NULL CONSTRAINT sessions_seq_in_range CHECK (seq BETWEEN 1 AND 30),
     scheduled_date date NOT NULL,
     scheduled_time time NOT NULL,
@@ -145,6 +151,10 @@ CREATE TABLE kc_flow.tutoring_sessions (
                    CONSTRAINT sessions_status_known CHECK (status IN ('scheduled', 'completed', 'cancelled', 'missed')),
     created_at     timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT sessions_end_after_start CHECK (ends_at > starts_at),
+    -- one check per session row: the allocation, and through it the student, course and
+    -- trainer (which the allocation references), are the session's own
+    CONSTRAINT sessions_of_allocation FOREIGN KEY (allocation_id, student_id, course_id, trainer_id)
+        REFERENCES kc_flow.trainer_allocations (id, student_id, course_id, trainer_id) ON DELETE CASCADE,
     CONSTRAINT sessions_one_per_slot UNIQUE (allocation_id, scheduled_date, scheduled_time),
     CONSTRAINT sessions_one_per_seq UNIQUE (allocation_id, seq),
     CONSTRAINT sessions_no_trainer_overlap EXCLUDE USING gist
