@@ -550,6 +550,14 @@ BEGIN
                             kc_flow.log_floor(), coalesce(current_setting('kc_flow.event_retention', true), 'at its default')),
             HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
     END IF;
+    -- above the head: the position was given by a log that has since been rewound (a
+    -- failover that lost commits, a restored backup), and names another event or none now
+    IF after > kc_flow.settled_event_id() THEN
+        RAISE EXCEPTION 'position % is past the end of the event log', after USING ERRCODE = 'KC410',
+            DETAIL = format('The log ends at position %s: it was rewound (a failover that lost commits, or a restored backup) since the position was read.',
+                            kc_flow.settled_event_id()),
+            HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
+    END IF;
     -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
     IF student IS NULL THEN
         RETURN QUERY SELECT l.pos, e.id, e.event_type, e.correlation_id, e.student_id, e.payload, e.version,
@@ -567,7 +575,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
-    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor() is refused with SQLSTATE KC410 (reload, then read on from the head)';
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor(), or above the head (kc_flow.settled_event_id(): the log was rewound since), is refused with SQLSTATE KC410 (reload, then read on from the head)';
 
 CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER
