@@ -4,8 +4,8 @@
  * the messages of its inbox.
  *
  * The hub thread is an event loop (evloop.c); other threads reach it only by
- * posting to its inbox: an event, a new connection, the end of a replay, or
- * the stop. Each is handed to ws_stream.c in posting order. The stop closes
+ * posting to its inbox: an event, a new connection, the end of a replay, a
+ * rewound log, or the stop. Each is handed to ws_stream.c in posting order. The stop closes
  * every connection with 1001 and ends the loop once they are gone or the
  * timeout has passed.
  */
@@ -23,6 +23,7 @@ typedef enum item_kind
 	ITEM_EVENT,
 	ITEM_REGISTER,
 	ITEM_READY,
+	ITEM_REWIND,				/* msgs: one message whose id is the log's new end */
 	ITEM_STOP
 } item_kind;
 
@@ -74,6 +75,10 @@ on_msg(void *arg, kc_evmsg *m)
 			break;
 		case ITEM_READY:
 			kc_ws_stream_ready(h, it->conn, it->msgs, it->how);
+			break;
+		case ITEM_REWIND:
+			kc_ws_stream_rewind(h, it->msgs->id);
+			kc_ws_msg_unref(it->msgs);
 			break;
 		case ITEM_STOP:
 			start_stop(h);
@@ -214,6 +219,19 @@ kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m)
 {
 	if (!h || !post(h, ITEM_EVENT, NULL, m, 0))
 		free(m);
+}
+
+bool
+kc_ws_hub_post_rewind(kc_ws_hub *h, long long end)
+{
+	kc_ws_msg  *m = h ? kc_ws_msg_new("", 0, end, "") : NULL;
+
+	if (!m)
+		return false;
+	if (post(h, ITEM_REWIND, NULL, m, 0))
+		return true;
+	free(m);
+	return false;
 }
 
 kc_ws_conn *
