@@ -20,6 +20,8 @@ void		kc_ws_free(kc_app *app);
 
 /* The listener's subscriber (arg: the kc_app): one event, already invalidated. */
 void		kc_ws_on_event(const kc_event_note *ev, void *arg);
+/* The listener's kc_rewind_fn: every socket is told to refetch (ws_hub.h). */
+void		kc_ws_on_rewind(long long end, void *arg);
 
 /* True when key is a valid Sec-WebSocket-Key: the base64 of 16 bytes. */
 bool		kc_ws_key_valid(const char *key);
