@@ -300,7 +300,8 @@ listener_main(void *arg)
 }
 
 kc_listener *
-kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, void *arg)
+kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, kc_skip_fn on_skip,
+				  void *arg)
 {
 	kc_listener *l = calloc(1, sizeof(*l));
 
@@ -309,6 +310,7 @@ kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, v
 	l->conninfo = strdup(conninfo);
 	l->cache = cache;
 	l->on_event = on_event;
+	l->on_skip = on_skip;
 	l->arg = arg;
 	if (!l->conninfo || pipe(l->wake) != 0)
 	{

@@ -19,6 +19,7 @@ struct kc_listener
 	char	   *conninfo;
 	kc_cache   *cache;
 	kc_event_fn on_event;
+	kc_skip_fn	on_skip;
 	void	   *arg;
 	pthread_t	thread;
 	int			wake[2];		/* pipe: written to stop the thread */

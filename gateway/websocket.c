@@ -170,6 +170,15 @@ kc_ws_on_event(const kc_event_note *ev, void *arg)
 	kc_admin_trace_event(app, ev, reached, pushed, kc_ws_hub_count(app->ws));
 }
 
+void
+kc_ws_on_skip(long long floor_pos, long long head, void *arg)
+{
+	kc_app	   *app = arg;
+
+	if (app->ws)
+		kc_ws_hub_refetch(app->ws, floor_pos, head);
+}
+
 /* The base64 of 16 bytes is 22 chars and "==". */
 bool
 kc_ws_key_valid(const char *key)

@@ -23,6 +23,7 @@ typedef enum item_kind
 	ITEM_EVENT,
 	ITEM_REGISTER,
 	ITEM_READY,
+	ITEM_REFETCH,
 	ITEM_STOP
 } item_kind;
 
@@ -34,6 +35,8 @@ typedef struct inbox_item
 	kc_ws_conn *conn;
 	kc_ws_msg  *msgs;
 	kc_ws_replay how;
+	long long	floor_pos,		/* ITEM_REFETCH: the log's floor and head */
+				head;
 } inbox_item;
 
 static bool post(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how);
@@ -74,6 +77,9 @@ on_msg(void *arg, kc_evmsg *m)
 			break;
 		case ITEM_READY:
 			kc_ws_stream_ready(h, it->conn, it->msgs, it->how);
+			break;
+		case ITEM_REFETCH:
+			kc_ws_stream_refetch(h, it->floor_pos, it->head);
 			break;
 		case ITEM_STOP:
 			start_stop(h);
@@ -214,6 +220,20 @@ kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m)
 {
 	if (!h || !post(h, ITEM_EVENT, NULL, m, 0))
 		free(m);
+}
+
+void
+kc_ws_hub_refetch(kc_ws_hub *h, long long floor_pos, long long head)
+{
+	inbox_item *it = h ? calloc(1, sizeof(*it)) : NULL;
+
+	if (!it)
+		return;
+	it->kind = ITEM_REFETCH;
+	it->floor_pos = floor_pos;
+	it->head = head;
+	if (!kc_evloop_post(h->loop, &it->link))
+		free(it);
 }
 
 kc_ws_conn *

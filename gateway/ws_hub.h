@@ -68,6 +68,13 @@ void		kc_ws_msg_free_list(kc_ws_msg *m);
 void		kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m);
 
 /*
+ * Any thread: the events up to head will not be posted (a trim removed them,
+ * floor_pos the log's floor): every live connection that was sent less gets a
+ * "refetch" message and goes on past head.
+ */
+void		kc_ws_hub_refetch(kc_ws_hub *h, long long floor_pos, long long head);
+
+/*
  * Any thread: hands an upgraded socket to the hub, which owns the descriptor
  * from then on and closes it at the end. student NULL: every student's events
  * (admins). after < 0: no replay, the stream starts at the hub's current

@@ -131,6 +131,8 @@ struct kc_ws_hub
 void		kc_ws_stream_add(kc_ws_hub *h, kc_ws_conn *c);
 void		kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how);
 void		kc_ws_stream_event(kc_ws_hub *h, kc_ws_msg *m);
+/* Events up to head will not come: live connections behind it get "refetch" and go on past it. */
+void		kc_ws_stream_refetch(kc_ws_hub *h, long long floor_pos, long long head);
 void		kc_ws_stream_io(kc_ws_hub *h, kc_ws_conn *c, int ready);
 void		kc_ws_stream_tick(kc_ws_hub *h);
 void		kc_ws_stream_close(kc_ws_hub *h, kc_ws_conn *c, uint16_t code, const char *reason,
