@@ -26,7 +26,9 @@
  *
  * A cursor below the log's floor (kc_flow.log_floor(): a trim removed events
  * this gateway never applied) cannot be replayed: every cached view is purged
- * and both cursors start again at the log's head, as for an empty Redis.
+ * and both cursors start again at the log's head, as for an empty Redis; when
+ * the listener's own cursor was below, the subscriber is told (on_skip), so
+ * that the WebSocket clients refetch.
  *
  * A log can also be rewound under both cursors: an asynchronous failover that
  * lost the primary's last commits, or a restored backup, gives positions again
@@ -392,6 +394,7 @@ restart_at_head(kc_listener *l, long long *from, int *rc)
 	long long	head;
 	long long	purged;
 	char		ident[KC_EVENT_IDENT_MAX];
+	char	   *floor_pos;
 
 	*rc = -1;
 	if (!kc_catchup_start_position(l, &head) || !identity_at(l, head, ident, sizeof(ident)))
@@ -413,6 +416,11 @@ restart_at_head(kc_listener *l, long long *from, int *rc)
 	}
 	if (atomic_load(&l->watermark) < head)
 	{
+		/* the subscriber missed events too: its clients must refetch */
+		floor_pos = query_value(l, "SELECT kc_flow.log_floor()", NULL, "the log's floor");
+		if (l->on_skip)
+			l->on_skip(floor_pos ? strtoll(floor_pos, NULL, 10) : head, head, l->arg);
+		free(floor_pos);
 		atomic_store(&l->watermark, head);
 		memcpy(l->ident, ident, sizeof(l->ident));
 	}

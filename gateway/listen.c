@@ -307,7 +307,7 @@ listener_main(void *arg)
 }
 
 kc_listener *
-kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event,
+kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, kc_skip_fn on_skip,
 				  kc_rewind_fn on_rewind, void *arg)
 {
 	kc_listener *l = calloc(1, sizeof(*l));
@@ -317,6 +317,7 @@ kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event,
 	l->conninfo = strdup(conninfo);
 	l->cache = cache;
 	l->on_event = on_event;
+	l->on_skip = on_skip;
 	l->on_rewind = on_rewind;
 	l->arg = arg;
 	if (!l->conninfo || pipe(l->wake) != 0)

@@ -33,6 +33,13 @@ typedef struct kc_event_note
 typedef void (*kc_event_fn) (const kc_event_note *ev, void *arg);
 
 /*
+ * Called in place of events a trim removed before the listener handed them
+ * over (its cursor fell below the log's floor, floor_pos): the subscriber's
+ * stream jumps to the log's head, and the next event it gets is past head.
+ */
+typedef void (*kc_skip_fn) (long long floor_pos, long long head, void *arg);
+
+/*
  * The log was found rewound (docs/gateway.md, failover): positions up to end
  * name other events than the ones handed over, and the subscriber gets no
  * event at or below end from now on; called on the listener's thread, in
@@ -69,7 +76,8 @@ typedef struct kc_notify_buf
 bool		kc_notify_parse(const char *payload, kc_event_note *ev, kc_notify_buf *buf);
 
 kc_listener *kc_listener_start(const char *conninfo, kc_cache *cache,
-							   kc_event_fn on_event, kc_rewind_fn on_rewind, void *arg);
+							   kc_event_fn on_event, kc_skip_fn on_skip, kc_rewind_fn on_rewind,
+							   void *arg);
 void		kc_listener_stop(kc_listener *l);
 
 /*

@@ -19,6 +19,7 @@ struct kc_listener
 	char	   *conninfo;
 	kc_cache   *cache;
 	kc_event_fn on_event;
+	kc_skip_fn	on_skip;
 	kc_rewind_fn on_rewind;
 	void	   *arg;
 	pthread_t	thread;

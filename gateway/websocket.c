@@ -173,6 +173,15 @@ kc_ws_on_event(const kc_event_note *ev, void *arg)
 }
 
 void
+kc_ws_on_skip(long long floor_pos, long long head, void *arg)
+{
+	kc_app	   *app = arg;
+
+	if (app->ws)
+		kc_ws_hub_refetch(app->ws, floor_pos, head);
+}
+
+void
 kc_ws_on_rewind(long long end, void *arg)
 {
 	kc_app	   *app = arg;

@@ -23,7 +23,8 @@ typedef enum item_kind
 	ITEM_EVENT,
 	ITEM_REGISTER,
 	ITEM_READY,
-	ITEM_REWIND,				/* msgs: one message whose id is the log's new end */
+	ITEM_REFETCH,				/* floor_pos, head: the listener skipped a trim */
+	ITEM_REWIND,				/* head: the log's new end, below ids posted */
 	ITEM_STOP
 } item_kind;
 
@@ -35,6 +36,8 @@ typedef struct inbox_item
 	kc_ws_conn *conn;
 	kc_ws_msg  *msgs;
 	kc_ws_replay how;
+	long long	floor_pos,		/* ITEM_REFETCH: the log's floor and head; ITEM_REWIND: head */
+				head;
 } inbox_item;
 
 static bool post(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how);
@@ -76,9 +79,11 @@ on_msg(void *arg, kc_evmsg *m)
 		case ITEM_READY:
 			kc_ws_stream_ready(h, it->conn, it->msgs, it->how);
 			break;
+		case ITEM_REFETCH:
+			kc_ws_stream_refetch(h, it->floor_pos, it->head);
+			break;
 		case ITEM_REWIND:
-			kc_ws_stream_rewind(h, it->msgs->id);
-			kc_ws_msg_unref(it->msgs);
+			kc_ws_stream_rewind(h, it->head);
 			break;
 		case ITEM_STOP:
 			start_stop(h);
@@ -221,16 +226,32 @@ kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m)
 		free(m);
 }
 
+void
+kc_ws_hub_refetch(kc_ws_hub *h, long long floor_pos, long long head)
+{
+	inbox_item *it = h ? calloc(1, sizeof(*it)) : NULL;
+
+	if (!it)
+		return;
+	it->kind = ITEM_REFETCH;
+	it->floor_pos = floor_pos;
+	it->head = head;
+	if (!kc_evloop_post(h->loop, &it->link))
+		free(it);
+}
+
 bool
 kc_ws_hub_post_rewind(kc_ws_hub *h, long long end)
 {
-	kc_ws_msg  *m = h ? kc_ws_msg_new("", 0, end, "") : NULL;
+	inbox_item *it = h ? calloc(1, sizeof(*it)) : NULL;
 
-	if (!m)
+	if (!it)
 		return false;
-	if (post(h, ITEM_REWIND, NULL, m, 0))
+	it->kind = ITEM_REWIND;
+	it->head = end;
+	if (kc_evloop_post(h->loop, &it->link))
 		return true;
-	free(m);
+	free(it);
 	return false;
 }
 

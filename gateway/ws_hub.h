@@ -68,6 +68,13 @@ void		kc_ws_msg_free_list(kc_ws_msg *m);
 void		kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m);
 
 /*
+ * Any thread: the events up to head will not be posted (a trim removed them,
+ * floor_pos the log's floor): every live connection that was sent less gets a
+ * "refetch" message and goes on past head.
+ */
+void		kc_ws_hub_refetch(kc_ws_hub *h, long long floor_pos, long long head);
+
+/*
  * Any thread: the log was rewound (a failover that lost commits, a restored
  * database) and now ends at end, below ids already posted. Every connection
  * is sent {"type":"refetch","reason":"rewound",...} and then the events past

@@ -132,6 +132,9 @@ struct kc_ws_hub
 void		kc_ws_stream_add(kc_ws_hub *h, kc_ws_conn *c);
 void		kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how);
 void		kc_ws_stream_event(kc_ws_hub *h, kc_ws_msg *m);
+/* Events up to head will not come: live connections behind it get "refetch" and go on past it. */
+void		kc_ws_stream_refetch(kc_ws_hub *h, long long floor_pos, long long head);
+/* The log was rewound to end: every connection gets "refetch" and goes on past end. */
 void		kc_ws_stream_rewind(kc_ws_hub *h, long long end);
 void		kc_ws_stream_io(kc_ws_hub *h, kc_ws_conn *c, int ready);
 void		kc_ws_stream_tick(kc_ws_hub *h);

@@ -10,7 +10,9 @@
  * connection never receives an id <= the last it was sent, so the stream has
  * no duplicate, and since the hub receives events in gap-free order it has no
  * gap either. A connection whose queue is full is closed with 1008 and told
- * where to resume.
+ * where to resume. Where the events themselves are gone (a trim, below the
+ * log's floor), the replay, or a jump of the listener past them, is a
+ * "refetch" message instead: the stream goes on past the log's head.
  *
  * A rewound log (the listener found it ending below ids already sent, after a
  * failover that lost commits or a restore) resets the hub's position to its
@@ -45,6 +47,7 @@ static void close_slow(kc_ws_hub *h, kc_ws_conn *c, const char *why);
 static void send_event(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m, bool bounded);
 static void keep_aside(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m);
 static void deliver(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m);
+static void refetch_conn(kc_ws_hub *h, kc_ws_conn *c, long long floor_pos, long long head);
 
 static unsigned
 hash_student(const char *s)
@@ -302,6 +305,39 @@ kc_ws_stream_event(kc_ws_hub *h, kc_ws_msg *m)
 			deliver(h, c, m);
 	for (kc_ws_conn *c = h->firehose; c; c = c->bnext)
 		deliver(h, c, m);
+}
+
+/* The "refetch" message of docs/websocket.md for one live connection behind head. */
+static void
+refetch_conn(kc_ws_hub *h, kc_ws_conn *c, long long floor_pos, long long head)
+{
+	char		text[160];
+	int			n;
+
+	if (c->dead || c->state != KC_WS_LIVE || c->last_sent >= head)
+		return;
+	n = snprintf(text, sizeof(text), "{\"type\":\"refetch\",\"after\":%lld,\"log_floor\":%lld,"
+				 "\"last_event_id\":%lld}", c->last_sent, floor_pos, head);
+	if (!kc_ws_conn_queue_text(c, text, (size_t) n))
+	{
+		close_slow(h, c, "out of memory");
+		return;
+	}
+	kc_metrics_add(KC_M_REFETCHES, 1);
+	c->last_sent = head;
+	mark_dirty(h, c);
+}
+
+void
+kc_ws_stream_refetch(kc_ws_hub *h, long long floor_pos, long long head)
+{
+	if (head > h->pos)
+		h->pos = head;
+	for (int b = 0; b < KC_WS_BUCKETS; b++)
+		for (kc_ws_conn *c = h->buckets[b]; c; c = c->bnext)
+			refetch_conn(h, c, floor_pos, head);
+	for (kc_ws_conn *c = h->firehose; c; c = c->bnext)
+		refetch_conn(h, c, floor_pos, head);
 }
 
 /* The refetch of a rewound log for c, whose ids up to end are void. */

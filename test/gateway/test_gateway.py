@@ -962,6 +962,29 @@ def test_below_floor(gw_env):
     r = get(gw2.port, "/metrics")
     m = re.search(r"kc_refetches_total (\d+)", r.body.decode())
     check(m is not None and int(m.group(1)) == 2, "floor: the 410 and the refetch message are counted", m and m.group(0))
+    # the listener itself falls below the floor (it cannot read the log while an event is
+    # trimmed) with a socket open: the socket is told to refetch, then gets the next event
+    status, msgs = [None], [None]
+    reader = threading.Thread(target=lambda: msgs.__setitem__(0, ws_messages(
+        gw2.port, "/api/v1/ws?access_token=" + t1, 3, timeout=30)[1]))
+    reader.start()
+    time.sleep(1)
+    sql("ALTER FUNCTION kc_flow.events_since(bigint, uuid, int) RENAME TO events_since_hidden")
+    try:
+        sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), '%s', '{}')" % st)
+        time.sleep(1.5)
+        floor2 = int(sql("SELECT kc_flow.trim_event_log(1)"))
+    finally:
+        sql("ALTER FUNCTION kc_flow.events_since_hidden(bigint, uuid, int) RENAME TO events_since")
+    head2 = int(sql("SELECT kc_flow.settled_event_id()"))
+    wait_for(lambda: len([l for l in gw2.log_lines() if "below the event log's floor" in l.get("msg", "")]) == 2, 10)
+    sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), '%s', '{}')" % st)
+    reader.join(20)
+    got = msgs[0] or []
+    check([x.get("type") for x in got] == ["hello", "refetch", "event"] and got[1]["log_floor"] == floor2 and
+          got[1]["after"] == got[0]["last_event_id"] and got[1]["last_event_id"] >= head2 and
+          got[2]["id"] > got[1]["last_event_id"],
+          "floor: a live socket whose events the listener never read is told to refetch, then goes on", got)
     gw2.stop()
 
 
