@@ -366,7 +366,7 @@ def test_routes(gw):
           "events/recent: nothing new keeps next_after")
     # above the head: a position of a log since rewound (failover, restore)
     r = get(p, "/api/v1/events/recent?after=999999999", t1)
-    check(r.status == 410 and error_code(r) == "refetch" and "past the end" in r.body,
+    check(r.status == 410 and error_code(r) == "refetch" and b"past the end" in r.body,
           "events/recent: after above the log's head: 410 refetch", (r.status, r.body[:200]))
     r = get(p, "/api/v1/events/recent?student=%s" % S2, t1)
     check(r.status == 403, "events/recent: another student's events: 403")
