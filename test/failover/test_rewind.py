@@ -7,9 +7,10 @@ ends below the positions the gateways saw, and which gives them again to other e
 More new events than were lost are sequenced before any gateway reconnects (the gateway that
 watched is frozen with SIGSTOP meanwhile), so the new log's end is past every watermark: only
 the identity of the event at a cursor tells that the log was rewound. A gateway started after
-the failover has only the Redis watermark to go by; the frozen one, once resumed, its own
-cursor (Redis was reset by then). Checked: no stale home of the student whose purchase was
-lost, its WebSocket gets "refetch" and then the new events, and after= above the head is 410.
+the failover has only the Redis watermark to go by; the frozen one resumes with Redis stopped,
+so only its own cursor can tell. Checked: no stale home of the student whose purchase was
+lost, its WebSocket gets "refetch" and then the new events (Redis still down), and after= above
+the head is 410.
 """
 import json
 import os
@@ -19,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fo_lib import (RESULTS, Gateway, Listener, buy, db_version, new_student, purchase_done,  # noqa: E402
+from fo_lib import (ROOT, RESULTS, Gateway, Listener, buy, db_version, new_student, purchase_done,  # noqa: E402
                     q, report, settled, token, wait_for)
 
 TMP = os.environ["FO_TMP"]
@@ -28,8 +29,17 @@ P = int(os.environ["STANDBY_PORT"])         # the primary now: promoted by test_
 R = int(os.environ["REWIND_PORT"])          # its asynchronous standby
 P_DIR = os.environ["STANDBY_DIR"]
 R_DIR = os.environ["REWIND_DIR"]
-REDIS = "redis://127.0.0.1:%s/5" % os.environ["REDIS_PORT"]
+REDIS_PORT = os.environ["REDIS_PORT"]
+REDIS_DIR = os.environ["REDIS_DIR"]
+REDIS = "redis://127.0.0.1:%s/5" % REDIS_PORT
 BOTH = "postgresql://postgres@127.0.0.1:%d,127.0.0.1:%d/kc_fo?target_session_attrs=read-write" % (P, R)
+
+
+def redis(action):
+    """Stops or starts the suite's Redis (test/cluster.sh; no persistence: it comes back empty)."""
+    return subprocess.run(["bash", "-c", ". '%s/test/cluster.sh'; kc_redis_%s '%s' %s"
+                           % (ROOT, action, REDIS_DIR, REDIS_PORT if action == "start" else "")],
+                          capture_output=True, text=True, timeout=60)
 
 
 def as_pg(cmd):
@@ -130,19 +140,15 @@ def main():
     report(fresh.metric("kc_log_rewinds_total") >= 1 and "rewound" in fresh.log_text(),
            "rewind: the new gateway found the log rewound under the Redis watermark (logged, counted)")
 
-    # the frozen gateway resumes: Redis is right again, its own cursor is not
+    # the frozen gateway resumes while Redis is down: only its own cursor can tell
+    report(redis("stop").returncode == 0, "rewind: Redis is stopped before the frozen gateway resumes")
     n_before = len(ws.messages)
     gw.proc.send_signal(signal.SIGCONT)
-    report(settled(gw, R), "rewind: the resumed gateway syncs with the new primary (%.1f s after the "
-           "promotion)" % (time.time() - t_promoted))
-    wrong, total = exact_answers(gw, R, [x, y], 2.0)
-    report(wrong == 0 and total > 10,
-           "rewind: the resumed gateway answers X's and Y's homes at the new primary's versions "
-           "(%d of %d reads wrong)" % (wrong, total))
-    refetch = wait_for(lambda: [m for m in ws.messages[n_before:] if m.get("type") == "refetch"], 10)
-    report(bool(refetch) and refetch[0]["last_event_id"] >= lost_end,
-           "rewind: X's WebSocket is told to refetch, from the new log's end", ws.messages[n_before:][-5:])
-    report(gw.metric("kc_log_rewinds_total") >= 1,
+    refetch = wait_for(lambda: [m for m in ws.messages[n_before:] if m.get("type") == "refetch"], 15)
+    report(bool(refetch) and refetch[0].get("reason") == "rewound" and refetch[0]["last_event_id"] >= lost_end,
+           "rewind: with Redis down, X's WebSocket is told to refetch, from the new log's end (%.1f s after "
+           "the promotion)" % (time.time() - t_promoted), ws.messages[n_before:][-5:])
+    report(gw.metric("kc_log_rewinds_total") >= 1 and '"cursor":"listener"' in gw.log_text(),
            "rewind: the resumed gateway found the log rewound under its own cursor")
     mark = len(ws.messages)
     buy(R, x)
@@ -152,8 +158,15 @@ def main():
     wait_for(lambda: len([m for m in ws.messages[mark:] if m.get("type") == "event"]) >= len(log), 10)
     got = [m["id"] for m in ws.messages[n_before:] if m.get("type") == "event"]
     report(bool(log) and got == log,
-           "rewind: after the refetch X's WebSocket gets X's new events, each once, in order (%d)" % len(log),
-           (got, log))
+           "rewind: after the refetch X's WebSocket gets X's new events, each once, in order, Redis still "
+           "down (%d)" % len(log), (got, log))
+    report(redis("start").returncode == 0, "rewind: Redis is back (empty)")
+    report(settled(gw, R) and wait_for(lambda: gw.readyz()[1].get("cache_synced"), 15),
+           "rewind: the resumed gateway syncs its cache with the new primary")
+    wrong, total = exact_answers(gw, R, [x, y], 2.0)
+    report(wrong == 0 and total > 10,
+           "rewind: the resumed gateway answers X's and Y's homes at the new primary's versions "
+           "(%d of %d reads wrong)" % (wrong, total))
 
     # a cursor above the head (the lost positions, once the log is past them: any far one)
     past = head(R) + 1000

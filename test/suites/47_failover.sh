@@ -90,7 +90,7 @@ if ! kc_as_postgres "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$STANDBY_PORT" -U p
     say "not ok" "an asynchronous standby of the promoted one starts"
     sed 's/^/# /' "$WORK/rewind-start.log" | tail -20; exit 0
 fi
-export REWIND_PORT REWIND_DIR
+export REWIND_PORT REWIND_DIR REDIS_DIR
 timeout 300 $PY "$KC_ROOT/test/failover/test_rewind.py"
 rc=$?
 [ $rc -eq 124 ] && say "not ok" "rewind tests finished within 300 s"
