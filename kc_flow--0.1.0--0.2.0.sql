@@ -435,44 +435,103 @@ COMMENT ON COLUMN kc_flow.events.txid IS
 COMMENT ON SEQUENCE kc_flow.events_id_seq IS
     'event ids, taken inside the writing transaction; they may commit in any order: the order of the log is event_log.pos, given after commit';
 
+CREATE SEQUENCE kc_flow.log_generation AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.log_generation IS
+    'the generation of the event log''s ring (events, event_log, processed_events, log_rounds): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/log_ring.c)';
+
+CREATE FUNCTION kc_flow.log_slot() RETURNS smallint
+    LANGUAGE sql VOLATILE
+AS $$ SELECT (last_value % 3)::smallint FROM kc_flow.log_generation $$;
+COMMENT ON FUNCTION kc_flow.log_slot() IS
+    'the slot of the event log''s ring that new rows go to (the default of the slot column of events, event_log, processed_events and log_rounds)';
+
 CREATE TABLE kc_flow.event_log (
-    pos        bigint PRIMARY KEY,
-    event_id   bigint NOT NULL CONSTRAINT event_log_once_per_event UNIQUE,
+    pos        bigint NOT NULL,
+    event_id   bigint NOT NULL,
     student_id uuid NOT NULL,
-    logged_at  timestamptz NOT NULL
-);
+    logged_at  timestamptz NOT NULL,
+    slot       smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.event_log_0 PARTITION OF kc_flow.event_log (
+    CONSTRAINT event_log_0_pkey PRIMARY KEY (pos),
+    CONSTRAINT event_log_0_once_per_event UNIQUE (event_id)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.event_log_1 PARTITION OF kc_flow.event_log (
+    CONSTRAINT event_log_1_pkey PRIMARY KEY (pos),
+    CONSTRAINT event_log_1_once_per_event UNIQUE (event_id)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.event_log_2 PARTITION OF kc_flow.event_log (
+    CONSTRAINT event_log_2_pkey PRIMARY KEY (pos),
+    CONSTRAINT event_log_2_once_per_event UNIQUE (event_id)) FOR VALUES IN (2);
 CREATE INDEX event_log_by_student ON kc_flow.event_log (student_id, pos);
+COMMENT ON TABLE kc_flow.event_log_0 IS 'slot 0 of the event log''s ring: positions (kc_flow.event_log)';
+COMMENT ON TABLE kc_flow.event_log_1 IS 'slot 1 of the event log''s ring: positions (kc_flow.event_log)';
+COMMENT ON TABLE kc_flow.event_log_2 IS 'slot 2 of the event log''s ring: positions (kc_flow.event_log)';
 COMMENT ON TABLE kc_flow.event_log IS
-    'the event log in commit order: a dense position per committed event, given after its commit by a sequencer round (worker or run_pending); insert-only; a reader that sees a position sees every smaller one';
+    'the event log in commit order: a dense position per committed event, given after its commit by a sequencer round (worker or run_pending); insert-only; a reader that sees a position sees every smaller one down to kc_flow.log_floor(); a ring of three tables (slot) rotated with events; positions and event ids are unique per table, and across tables because one sequencer at a time gives them (docs/extension.md)';
 COMMENT ON COLUMN kc_flow.event_log.pos IS
     'the public cursor (after= of events_since, the gateway and its clients); events written before 0.2.0 kept their id as position';
 COMMENT ON COLUMN kc_flow.event_log.logged_at IS
     'when the round gave the position, just before that round committed: the event is readable in the log from about then';
+COMMENT ON COLUMN kc_flow.event_log.slot IS
+    'the table of the log''s ring the row is in; rotation copies the positions of the events that stay';
 
 CREATE TABLE kc_flow.log_rounds (
-    last_pos     bigint PRIMARY KEY,
+    last_pos     bigint NOT NULL,
     first_pos    bigint NOT NULL,
     snapshot     pg_snapshot NOT NULL,
     xid          xid8 NOT NULL,
     announced    boolean NOT NULL,
-    sequenced_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
+    sequenced_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    slot         smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.log_rounds_0 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_0_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.log_rounds_1 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_1_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.log_rounds_2 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_2_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.log_rounds_0 IS 'slot 0 of the event log''s ring: rounds (kc_flow.log_rounds)';
+COMMENT ON TABLE kc_flow.log_rounds_1 IS 'slot 1 of the event log''s ring: rounds (kc_flow.log_rounds)';
+COMMENT ON TABLE kc_flow.log_rounds_2 IS 'slot 2 of the event log''s ring: rounds (kc_flow.log_rounds)';
 COMMENT ON TABLE kc_flow.log_rounds IS
-    'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head';
+    'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head; a ring of three tables (slot) rotated with events, which keeps the head and the newest announced round';
+CREATE SEQUENCE kc_flow.log_floor_position AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.log_floor_position IS
+    'kc_flow.log_floor(): the highest position a rotation of the log''s ring removed; a sequence so that a reader reads it without a snapshot (extension/log_ring.c)';
+
+CREATE TABLE kc_flow.log_rotations (
+    generation     bigint PRIMARY KEY,
+    rotated_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    floor_pos      bigint NOT NULL,
+    kept_events    bigint NOT NULL DEFAULT 0,
+    kept_positions bigint NOT NULL DEFAULT 0,
+    kept_marks     bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE kc_flow.log_rotations IS
+    'one row per generation of the event log''s ring, written by the rotation that made it current: when, the log''s floor after it, and the events, positions and processed marks it copied forward; insert-only';
+INSERT INTO kc_flow.log_rotations (generation, floor_pos) VALUES (0, 0);
+
+CREATE FUNCTION kc_flow.log_floor() RETURNS bigint
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$ SELECT last_value FROM kc_flow.log_floor_position $$;
+COMMENT ON FUNCTION kc_flow.log_floor() IS
+    'the highest log position a rotation of the log''s ring may have removed (0: none yet); every position above it that was ever given is still readable, and events_since refuses a cursor below it (SQLSTATE KC410); read without a snapshot, so it is the newest floor even in an old snapshot';
+
+CREATE FUNCTION kc_flow.log_head() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$ SELECT coalesce((SELECT r.last_pos FROM kc_flow.log_rounds r ORDER BY r.last_pos DESC LIMIT 1), 0) $$;
+COMMENT ON FUNCTION kc_flow.log_head() IS
+    'the newest log position (every position from kc_flow.log_floor() up to it is readable): where a reader that reloaded its state reads on from';
+
 INSERT INTO kc_flow.event_log (pos, event_id, student_id, logged_at)
 SELECT e.id, e.id, e.student_id, e.created_at FROM kc_flow.events e;
+-- new positions start above every id 0.1.0 gave out, trimmed events' included: a 0.1.0
+-- cursor may name an id the log no longer holds
 INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
-SELECT coalesce(max(e.id), 0), coalesce(min(e.id), 1), pg_current_snapshot(), pg_current_xact_id(), true
+SELECT greatest(coalesce(max(e.id), 0), (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+                                           FROM kc_flow.events_id_seq s)),
+       coalesce(min(e.id), 1), pg_current_snapshot(), pg_current_xact_id(), true
   FROM kc_flow.events e;
 
--- the log's floor (issue 9): a cursor below it gets KC410 from events_since, a refetch
-CREATE TABLE kc_flow.log_trims (
-    floor_pos  bigint PRIMARY KEY CONSTRAINT log_trims_floor_positive CHECK (floor_pos > 0),
-    trimmed_at timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE kc_flow.log_trims IS
-    'one row per trim of the event log that raised its floor: the highest position it removed; insert-only; kc_flow.log_floor() is the highest row';
-
+-- the log's floor (issue 9): a cursor below it gets KC410 from events_since, a refetch.
 -- 0.1.0 trimmed the log without a trace, and its cursors (event ids) are the positions
 -- now.  Every event bumped its student's version by one and a rollback undid both, so a
 -- version missing from a student's events is a trimmed event, whose id is below that of
@@ -492,8 +551,9 @@ WITH kept AS (
     SELECT (SELECT max(e.id) FROM kc_flow.events e) FROM kc_flow.cache_versions c
      WHERE c.version > coalesce((SELECT max(e.version) FROM kc_flow.events e WHERE e.student_id = c.student_id), 0)
 )
-INSERT INTO kc_flow.log_trims (floor_pos)
-SELECT max(b.pos) FROM bound b HAVING max(b.pos) > 0;
+SELECT setval('kc_flow.log_floor_position', max(b.pos)) FROM bound b HAVING max(b.pos) > 0;
+UPDATE kc_flow.log_rotations SET floor_pos = (SELECT last_value FROM kc_flow.log_floor_position)
+ WHERE generation = 0;
 
 -- no NOTIFY in the writer's transaction any more; the horizon is gone
 COMMENT ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) IS
@@ -535,6 +595,8 @@ CREATE FUNCTION kc_flow.events_since(after bigint, student uuid DEFAULT NULL, ma
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, kc_flow
 AS $$
+DECLARE
+    floor_pos bigint;
 BEGIN
     IF after IS NULL OR after < 0 THEN
         RAISE EXCEPTION 'after must be a log position >= 0' USING ERRCODE = 'invalid_parameter_value';
@@ -543,20 +605,13 @@ BEGIN
         RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
     END IF;
-    -- below the floor a trim may have removed events: a page from there would have a hole
-    IF after < kc_flow.log_floor() THEN
-        RAISE EXCEPTION 'position % is no longer in the event log', after USING ERRCODE = 'KC410',
-            DETAIL = format('The log was trimmed up to position %s (kc_flow.event_retention is %s).',
-                            kc_flow.log_floor(), coalesce(current_setting('kc_flow.event_retention', true), 'at its default')),
-            HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
-    END IF;
     -- above the head: the position was given by a log that has since been rewound (a
     -- failover that lost commits, a restored backup), and names another event or none now
-    IF after > kc_flow.settled_event_id() THEN
-        RAISE EXCEPTION 'position % is past the end of the event log', after USING ERRCODE = 'KC410',
+    IF after > kc_flow.log_head() THEN
+        RAISE EXCEPTION 'log position % is past the end of the event log', after USING ERRCODE = 'KC410',
             DETAIL = format('The log ends at position %s: it was rewound (a failover that lost commits, or a restored backup) since the position was read.',
-                            kc_flow.settled_event_id()),
-            HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
+                            kc_flow.log_head()),
+            HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
     END IF;
     -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
     IF student IS NULL THEN
@@ -572,10 +627,19 @@ BEGIN
                       WHERE l.student_id = student AND l.pos > after
                       ORDER BY l.pos LIMIT max;
     END IF;
+    -- after the rows: a rotation that emptied a table this snapshot still saw full has set the
+    -- floor by now (read without a snapshot), so a page with a hole is never returned
+    floor_pos := kc_flow.log_floor();
+    IF after < floor_pos THEN
+        RAISE EXCEPTION 'log position % is no longer in the event log', after USING ERRCODE = 'KC410',
+            DETAIL = format('The log keeps positions above %s: older ones were removed by the rotation of the log''s ring (kc_flow.event_retention is %s).',
+                            floor_pos, coalesce(current_setting('kc_flow.event_retention', true), '7d, its default')),
+            HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
+    END IF;
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
-    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor(), or above the head (kc_flow.settled_event_id(): the log was rewound since), is refused with SQLSTATE KC410 (reload, then read on from the head)';
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor(), or above kc_flow.log_head() (the log was rewound since), is refused with SQLSTATE KC410 (reload the state, then read on from kc_flow.log_head())';
 
 CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -601,6 +665,13 @@ AS $$
         'notification_queue_usage', pg_notification_queue_usage(),
         'newest_position', h.last_pos,
         'newest_committed_at', h.sequenced_at,
+        'log_ring', (SELECT jsonb_build_object(
+                         'generation', r.generation,
+                         'current_seconds', extract(epoch FROM clock_timestamp() - r.rotated_at)::float8,
+                         'floor', kc_flow.log_floor(),
+                         'kept_events', r.kept_events, 'kept_positions', r.kept_positions,
+                         'kept_marks', r.kept_marks)
+                        FROM kc_flow.log_rotations r ORDER BY r.generation DESC LIMIT 1),
         'reader_position', reader_position,
         'reader_lag_seconds',
             CASE WHEN reader_position IS NOT NULL THEN
@@ -611,7 +682,7 @@ AS $$
       FROM head h
 $$;
 COMMENT ON FUNCTION kc_flow.health(bigint) IS
-    'the pipeline and its log at a glance: queue depth, unresolved dead letters, age of the oldest open transaction whose events are still to come, committed events without a position (unsequenced) or not announced, NOTIFY queue usage, the newest position and when it was given; with a reader''s position, how long the oldest event it has not read has been in the log (0: none)';
+    'the pipeline and its log at a glance: queue depth, unresolved dead letters, age of the oldest open transaction whose events are still to come, committed events without a position (unsequenced) or not announced, NOTIFY queue usage, the newest position and when it was given, the log''s ring (its generation, how long its current tables have been current, the floor, and the events, positions and processed marks the last rotation copied forward); with a reader''s position, how long the oldest event it has not read has been in the log (0: none)';
 
 REVOKE ALL ON FUNCTION kc_flow.sequence_log() FROM PUBLIC;
 
@@ -625,20 +696,12 @@ $$;
 COMMENT ON FUNCTION kc_flow.settled_event_id() IS
     'the newest log position (every position up to it is readable); a reader with no position starts events_since from it';
 
-CREATE FUNCTION kc_flow.log_floor() RETURNS bigint
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path = pg_catalog, kc_flow
-AS $$
-    SELECT coalesce((SELECT t.floor_pos FROM kc_flow.log_trims t ORDER BY t.floor_pos DESC LIMIT 1), 0)
-$$;
-COMMENT ON FUNCTION kc_flow.log_floor() IS
-    'the highest log position that may have been removed by a trim (0: none yet); every position above it that was ever given is still readable, and events_since refuses a cursor below it (KC410)';
 
 CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS bigint
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'kcf_trim_event_log_sql';
 COMMENT ON FUNCTION kc_flow.trim_event_log(int) IS
-    'trims the event log now, as worker 0 does every minute: handled events older than retention_s seconds (NULL: kc_flow.event_retention) leave the log, and the floor is raised to the highest position removed; returns kc_flow.log_floor()';
+    'trims the event log now by rotating its ring by hand: each of its three tables whose events are all older than retention_s seconds (NULL: kc_flow.event_retention) is emptied in turn, the rows that stay copied forward as a rotation does (at most three rotations, each retried briefly while busy); returns kc_flow.log_floor(); call it in a short READ COMMITTED transaction of its own';
 REVOKE ALL ON FUNCTION kc_flow.trim_event_log(int) FROM PUBLIC;
 
 -- Payments that 0.1.0 dead-lettered because the student held the course already (23505)
@@ -687,7 +750,7 @@ COMMENT ON FUNCTION kc_flow.event_queue_slot() IS
     'the slot of the event queue''s ring that new rows go to (the default of event_queue.slot)';
 
 CREATE TABLE kc_flow.event_queue (
-    event_id      bigint NOT NULL REFERENCES kc_flow.events ON DELETE CASCADE,
+    event_id      bigint NOT NULL,
     consumer      text NOT NULL,
     attempts      int NOT NULL DEFAULT 0,
     deferrals     int NOT NULL DEFAULT 0,
@@ -703,6 +766,8 @@ CREATE INDEX event_queue_due ON kc_flow.event_queue (run_after, event_id);
 CREATE INDEX event_queue_by_event ON kc_flow.event_queue (event_id);
 COMMENT ON TABLE kc_flow.event_queue IS
     'work still to do: one row per event that a stage must handle, claimed with FOR UPDATE SKIP LOCKED, deleted when handled or dead-lettered; a ring of three tables (slot), the oldest truncated when the current one has grown (extension/queue_ring.c), so that dead rows do not pile up while something holds the xmin horizon';
+COMMENT ON COLUMN kc_flow.event_queue.event_id IS
+    'the event (kc_flow.events.id); no foreign key, since events is a ring of truncated tables: the log''s rotation keeps every queued event';
 COMMENT ON COLUMN kc_flow.event_queue.slot IS
     'the table of the ring the row is in; rotation copies what is left in the oldest table into the current one before truncating it';
 COMMENT ON TABLE kc_flow.event_queue_0 IS 'slot 0 of the event queue''s ring (kc_flow.event_queue)';
@@ -745,5 +810,91 @@ CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
     AS 'MODULE_PATHNAME', 'kcf_rotate_queue_sql';
 COMMENT ON FUNCTION kc_flow.rotate_queue() IS
     'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';
+
+-- run_pending() now sequences the log and rotates the queue's ring at its end
+COMMENT ON FUNCTION kc_flow.run_pending(int) IS
+    'runs due pipeline work in the calling transaction, as the background workers would: at most max_jobs events, then a round of the log sequencer and, when due, a rotation of the queue''s ring; returns how many were handled. The log head (and a rotated queue table) stay locked until the transaction ends: call it in a short READ COMMITTED transaction of its own';
 REVOKE ALL ON FUNCTION kc_flow.rotate_queue() FROM PUBLIC;
+
+-- ==== storage (issue 9): the event log as a ring of three tables ====
+-- events and processed_events (0.1.0 tables, trimmed with DELETE) become rings partitioned by
+-- slot like event_log and log_rounds above (extension/log_ring.c, docs/extension.md "Storage
+-- under a held horizon"), with their rows. The foreign keys to events go: a TRUNCATEd table
+-- cannot be referenced, and the rotation keeps every queued or dead-lettered event instead.
+LOCK TABLE kc_flow.processed_events IN ACCESS EXCLUSIVE MODE;
+ALTER TABLE kc_flow.dead_letters DROP CONSTRAINT dead_letters_event_id_fkey;
+COMMENT ON COLUMN kc_flow.dead_letters.event_id IS
+    'the event (kc_flow.events.id); no foreign key, since events is a ring of truncated tables: the log''s rotation keeps every event of a payment with an unresolved dead letter, and deletes the resolved dead letters whose event it removes';
+
+ALTER TABLE kc_flow.events RENAME TO events_010;
+ALTER INDEX kc_flow.events_pkey RENAME TO events_010_pkey;
+ALTER INDEX kc_flow.events_by_student RENAME TO events_010_by_student;
+ALTER INDEX kc_flow.events_by_correlation RENAME TO events_010_by_correlation;
+ALTER INDEX kc_flow.events_by_txid RENAME TO events_010_by_txid;
+CREATE TABLE kc_flow.events (
+    id             bigint NOT NULL,
+    event_type     text NOT NULL CONSTRAINT events_type_known CHECK (kc_flow.is_event_type(event_type)),
+    correlation_id uuid NOT NULL,
+    student_id     uuid NOT NULL,
+    payload        jsonb NOT NULL DEFAULT '{}',
+    version        bigint NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    txid           xid8 DEFAULT pg_current_xact_id(),
+    slot           smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.events_0 PARTITION OF kc_flow.events (CONSTRAINT events_0_pkey PRIMARY KEY (id)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.events_1 PARTITION OF kc_flow.events (CONSTRAINT events_1_pkey PRIMARY KEY (id)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.events_2 PARTITION OF kc_flow.events (CONSTRAINT events_2_pkey PRIMARY KEY (id)) FOR VALUES IN (2);
+CREATE INDEX events_by_student ON kc_flow.events (student_id, id);
+CREATE INDEX events_by_correlation ON kc_flow.events (correlation_id, id);
+CREATE INDEX events_by_txid ON kc_flow.events (txid);
+COMMENT ON TABLE kc_flow.events_0 IS 'slot 0 of the event log''s ring: events (kc_flow.events)';
+COMMENT ON TABLE kc_flow.events_1 IS 'slot 1 of the event log''s ring: events (kc_flow.events)';
+COMMENT ON TABLE kc_flow.events_2 IS 'slot 2 of the event log''s ring: events (kc_flow.events)';
+COMMENT ON TABLE kc_flow.events IS
+    'outbox; written only by kc_flow.emit_event (ids from events_id_seq, unique: one sequence, and a primary key per table of the ring) and copied forward by the rotation, in the log (event_log) once committed, read in log order with kc_flow.events_since; a ring of three tables (slot), the oldest truncated by age (extension/log_ring.c)';
+COMMENT ON COLUMN kc_flow.events.txid IS
+    'the transaction that wrote the event (NULL: written before 0.2.0, in the log from the update on); the sequencer finds committed events by it';
+COMMENT ON COLUMN kc_flow.events.event_type IS
+    'one of the types of kc_flow.event_types(), the table in extension/event_types.c';
+COMMENT ON COLUMN kc_flow.events.version IS 'the student''s cache_versions.version after this event''s transaction bumped it';
+COMMENT ON COLUMN kc_flow.events.slot IS
+    'the table of the log''s ring the row is in; rotation copies the events that must stay (queued, of a payment with an unresolved dead letter, not in the log yet) into the current table before truncating the oldest';
+
+INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version, created_at, txid)
+SELECT id, event_type, correlation_id, student_id, payload, version, created_at, txid FROM kc_flow.events_010;
+DROP TABLE kc_flow.events_010;
+
+ALTER TABLE kc_flow.processed_events RENAME TO processed_events_010;
+ALTER INDEX kc_flow.processed_events_pkey RENAME TO processed_events_010_pkey;
+CREATE TABLE kc_flow.processed_events (
+    event_id     bigint NOT NULL,
+    consumer     text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    slot         smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.processed_events_0 PARTITION OF kc_flow.processed_events (
+    CONSTRAINT processed_events_0_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.processed_events_1 PARTITION OF kc_flow.processed_events (
+    CONSTRAINT processed_events_1_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.processed_events_2 PARTITION OF kc_flow.processed_events (
+    CONSTRAINT processed_events_2_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.processed_events_0 IS 'slot 0 of the event log''s ring: processed marks (kc_flow.processed_events)';
+COMMENT ON TABLE kc_flow.processed_events_1 IS 'slot 1 of the event log''s ring: processed marks (kc_flow.processed_events)';
+COMMENT ON TABLE kc_flow.processed_events_2 IS 'slot 2 of the event log''s ring: processed marks (kc_flow.processed_events)';
+COMMENT ON TABLE kc_flow.processed_events IS
+    'one row per stage that handled an event, written in the same transaction as the stage''s effect and the deletion of its claimed queue row (what makes a stage run once); unique per table of the log''s ring (slot), rotated with events';
+COMMENT ON COLUMN kc_flow.processed_events.slot IS
+    'the table of the log''s ring the row is in; rotation copies the marks of the events that stay';
+
+INSERT INTO kc_flow.processed_events (event_id, consumer, processed_at)
+SELECT event_id, consumer, processed_at FROM kc_flow.processed_events_010;
+DROP TABLE kc_flow.processed_events_010;
+
+CREATE FUNCTION kc_flow.rotate_log() RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_rotate_log_sql';
+COMMENT ON FUNCTION kc_flow.rotate_log() IS
+    'rotates the event log''s ring now if its current tables have been current for half of kc_flow.event_retention, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, the first oldest table''s lock not granted within 200 ms, or another one or the log head not free at once); call it in a short transaction of its own';
+REVOKE ALL ON FUNCTION kc_flow.rotate_log() FROM PUBLIC;
 -- ==== end of storage (issue 9) ====

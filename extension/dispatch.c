@@ -15,13 +15,10 @@
  */
 #include "kc_flow.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 PG_FUNCTION_INFO_V1(kcf_run_pending);
 
@@ -97,7 +94,10 @@ claim_jobs(KcfJob *jobs, int max)
  * Records the job as handled: its processed_events row and the removal of its
  * queue row, done before the stage runs so that it commits (or rolls back)
  * with the stage's effect.  False when a row was there already: the event was
- * handled before and the stage must not run again.
+ * handled before and the stage must not run again.  processed_events is a
+ * ring of tables (log_ring.c) whose unique key holds within one table only,
+ * so the mark is looked for in all of them first; what makes a stage run once
+ * is the claimed queue row, locked by us and deleted here.
  */
 static bool
 record_handled(const KcfJob *job)
@@ -108,7 +108,9 @@ record_handled(const KcfJob *job)
 	bool		isnull;
 
 	kcf_plan(&plan,
-			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES ($1, $2)"
+			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer)"
+			 "           SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM kc_flow.processed_events x"
+			 "                                            WHERE x.event_id = $1 AND x.consumer = $2)"
 			 "           ON CONFLICT DO NOTHING RETURNING 1),"
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1)"
 			 " SELECT count(*) FROM p",
@@ -272,6 +274,38 @@ refuse_job(const KcfJob *job, const KcfStageResult *result)
 			 result->refuse_hint ? errhint("%s", result->refuse_hint) : 0));
 }
 
+/* One job's work, run in a subtransaction of its own by run_job(). */
+typedef struct KcfJobStep
+{
+	const KcfJob *job;
+	KcfStageResult result;
+} KcfJobStep;
+
+/* Records the job as handled and runs its stage, unless it was handled before. */
+static bool
+job_step(void *arg)
+{
+	KcfJobStep *step = (KcfJobStep *) arg;
+	const KcfJob *job = step->job;
+	KcfEvent	event = {job->event_id, job->event_type};
+
+	if (record_handled(job))
+	{
+		switch (stage_for(job->consumer) (&event, &step->result))
+		{
+			case KCF_DONE:
+				break;
+			case KCF_DEFER:
+				defer_job(job, step->result.defer_ms);
+				break;
+			case KCF_REFUSE:
+				refuse_job(job, &step->result);
+				break;
+		}
+	}
+	return true;
+}
+
 /*
  * Handles one job in a subtransaction.  Fills *next with the follow-up job
  * when the stage emitted an event for a later stage, to be handled next in
@@ -281,46 +315,12 @@ refuse_job(const KcfJob *job, const KcfStageResult *result)
 static bool
 run_job(const KcfJob *job, KcfJob *next)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	KcfStageResult result = {0};
+	KcfJobStep	step = {job, {0}};
+	ErrorData  *edata = kcf_in_subtransaction(job_step, &step);
+	KcfStageResult result;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
+	if (edata != NULL)
 	{
-		KcfEvent	event = {job->event_id, job->event_type};
-
-		if (record_handled(job))
-		{
-			switch (stage_for(job->consumer) (&event, &result))
-			{
-				case KCF_DONE:
-					break;
-				case KCF_DEFER:
-					defer_job(job, result.defer_ms);
-					break;
-				case KCF_REFUSE:
-					refuse_job(job, &result);
-					break;
-			}
-		}
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
 		/* a cancel or shutdown request is not the event's fault */
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
@@ -329,7 +329,7 @@ run_job(const KcfJob *job, KcfJob *next)
 		FreeErrorData(edata);
 		return false;
 	}
-	PG_END_TRY();
+	result = step.result;
 
 	if (result.next_event == 0)
 		return false;
@@ -407,6 +407,10 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 				 errmsg("max_jobs must be at least 1"),
 				 errdetail("Got %d.", max_jobs)));
 
+	if (kcf_log_installed())
+		kcf_require_read_committed("kc_flow.run_pending()",
+								   "It ends with a round of the log sequencer, which must read the log head "
+								   "with a snapshot taken after it holds the head's lock.");
 	SPI_connect();
 	for (;;)
 	{
@@ -419,8 +423,9 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 			break;
 	}
 	handled += kcf_top_up_rolling_sessions();
-	/* as worker 0 does: the queue's ring rotates once its current table has grown */
+	/* as worker 0 does: the queue's ring rotates once its current table has grown, the log's once it has aged */
 	(void) kcf_rotate_queue();
+	(void) kcf_rotate_log();
 	/* as the workers do: positions for what committed, and for what this transaction wrote */
 	if (kcf_log_installed())
 	{

@@ -2,7 +2,8 @@
  * emit.c
  *      The outbox: appending an event in the current transaction.
  *
- * kcf_emit() is the only writer of kc_flow.events.  In one statement it bumps
+ * kcf_emit() is the only writer of new kc_flow.events (the rotation of the
+ * log's ring only copies rows forward, log_ring.c).  In one statement it bumps
  * the student's cache version, inserts the event (with the writing
  * transaction's id, the txid column's default) and, when a stage consumes
  * that type (the table of event types, event_types.c), queues it.  A
@@ -27,6 +28,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/resowner.h"
 #include "utils/uuid.h"
 
 /* advisory lock taken instead of the shared horizon (0.1.0) or the writing note (0.2.0) when not preloaded */
@@ -100,6 +102,31 @@ send_notify(int64 id, const char *event_type, Datum correlation_id,
  * Appends one event; the caller must be connected to SPI.  Returns its id.
  * A type missing from the table of event types is an error.
  */
+/*
+ * The shared advisory lock by which kc_flow.health() sees, without preload,
+ * a transaction that emitted events. Held by the top transaction rather than
+ * by a subtransaction that may roll back, since emitted_in_xact stays set
+ * until the transaction ends.
+ */
+static void
+lock_as_writer(void)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	PG_TRY();
+	{
+		DirectFunctionCall2(pg_advisory_xact_lock_shared_int4,
+							Int32GetDatum(KCF_EVENT_LOCK_KEY1),
+							Int32GetDatum(KCF_EVENT_LOCK_KEY2));
+	}
+	PG_FINALLY();
+	{
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+}
+
 int64
 kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 		 const char *payload_json)
@@ -162,9 +189,7 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 			if (kcf_shared_ready())
 				kcf_note_writing(GetCurrentTransactionStartTimestamp());
 			else
-				DirectFunctionCall2(pg_advisory_xact_lock_shared_int4,
-									Int32GetDatum(KCF_EVENT_LOCK_KEY1),
-									Int32GetDatum(KCF_EVENT_LOCK_KEY2));
+				lock_as_writer();
 		}
 	}
 	emitted_in_xact = true;
@@ -212,12 +237,8 @@ kcf_event_horizon(PG_FUNCTION_ARGS)
 {
 	int64		horizon;
 
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("kc_flow.events_since() requires READ COMMITTED isolation"),
-				 errdetail("A transaction snapshot taken before the event horizon could hide events that commit below it."),
-				 errhint("Call it in its own READ COMMITTED transaction.")));
+	kcf_require_read_committed("kc_flow.events_since()",
+							   "A transaction snapshot taken before the event horizon could hide events that commit below it.");
 
 	if (!kcf_shared_ready())
 	{

@@ -88,9 +88,9 @@ define_gucs(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("kc_flow.event_retention",
 							"How long handled events are kept in the event log; 0 keeps them forever.",
-							NULL,
+							"The log's ring rotates every half of it; see docs/extension.md, \"Storage under a held horizon\".",
 							&kcf_event_retention_s, 7 * 24 * 3600, 0, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomBoolVariable("kc_flow.sequence_in_batch",
 							 "Whether a worker gives log positions in its batch transaction (on) or in a transaction of its own after it (off).",
 							 "On saves a commit per batch; see docs/extension.md, \"Gap-free event log\".",

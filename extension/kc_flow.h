@@ -63,6 +63,7 @@ extern TimestampTz kcf_oldest_writer(void);
 #define KCF_LOCK_WRITER 1		/* shared: an open transaction emitted events (no preload) */
 #define KCF_LOCK_SEQUENCER 2	/* exclusive: the log head, one sequencer at a time */
 #define KCF_LOCK_ROTATOR 3		/* exclusive: one rotation of the queue's ring at a time */
+#define KCF_LOCK_LOG_ROTATOR 4	/* exclusive: one rotation of the log's ring at a time */
 
 /* log.c: the commit-ordered event log (0.2.0) */
 typedef struct KcfRound
@@ -76,29 +77,55 @@ typedef struct KcfRound
 extern bool kcf_log_installed(void);
 extern bool kcf_sequence(KcfRound *round, bool wait);
 
-/* log_trim.c: trimming the log, recording its floor */
-extern int	kcf_trim_event_log(int retention_s, bool log);
+/* ring.c: a ring of three tables emptied by TRUNCATE, shared by the queue and the log */
+#define KCF_RING_SLOTS 3
 
-/* queue_ring.c: the event queue as a ring of three tables (0.2.0) */
 typedef enum KcfRotation
 {
-	KCF_ROTATE_NOT_DUE,			/* the current slot is small yet (or no ring, or a snapshot too old) */
+	KCF_ROTATE_NOT_DUE,			/* not due yet (or no ring, or a snapshot too old) */
 	KCF_ROTATE_DONE,			/* the oldest slot was emptied and is current now */
-	KCF_ROTATE_BUSY,			/* another rotator, the oldest slot's lock held by a session, or a backlog */
-	KCF_ROTATE_CONTENDED		/* the lock not granted in time, held only by the workers' batches */
+	KCF_ROTATE_BUSY,			/* another rotator, the oldest slot's lock held by a session, or a backlog come meanwhile */
+	KCF_ROTATE_CONTENDED		/* a lock not free in time, held only by the workers' batches or short transactions */
 } KcfRotation;
 
+typedef struct KcfRing
+{
+	const char *name;			/* in messages: "event queue" */
+	const char *generation;		/* its generation sequence, schema-qualified */
+	const char *const *tables;	/* partitioned by slot into <table>_0.._2; NULL-terminated */
+	int			rotator_lock;	/* advisory key: one rotator of this ring at a time */
+	int			then_lock;		/* advisory key taken after the tables' locks (0: none) */
+	bool		(*due) (int64 generation);	/* whether to rotate now */
+	/* tables' oldest slots locked: copies what must stay into current; false gives up */
+	bool		(*carry) (int64 generation, int current, int oldest);
+} KcfRing;
+
+extern bool kcf_ring_installed(const KcfRing *ring);
+extern KcfRotation kcf_ring_rotate(const KcfRing *ring);
+extern Datum kcf_ring_rotate_by_hand(const KcfRing *ring, KcfRotation (*rotate) (void), const char *function);
+extern void kcf_ring_exec(const char *sql);
+
+/* queue_ring.c: the event queue as a ring of three tables (0.2.0) */
 extern bool kcf_queue_ring_installed(void);
 extern KcfRotation kcf_rotate_queue(void);
 
+/* log_ring.c: the event log, processed_events and the rounds as a ring (0.2.0) */
+extern bool kcf_log_ring_installed(void);
+extern KcfRotation kcf_rotate_log(void);
+
+/* table_stats.c: ANALYZE of tables whose statistics lag far behind */
+extern void kcf_analyze_grown_tables(void);
+
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
+extern void kcf_require_read_committed(const char *what, const char *why);
 extern SPIPlanPtr kcf_plan_custom(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern int	kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
 extern bool kcf_get_bool(int row, int col, bool *isnull);
 extern int64 kcf_get_int64(int row, int col, bool *isnull);
 extern Datum kcf_get_datum(int row, int col, bool *isnull);
 extern char *kcf_get_text(int row, int col);
+extern ErrorData *kcf_in_subtransaction(bool (*work) (void *arg), void *arg);
 
 /* event_types.c: the table of event types */
 extern const char *kcf_consumer_for(const char *event_type);

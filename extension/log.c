@@ -127,6 +127,8 @@ kcf_sequence(KcfRound *round, bool wait)
 	int64		announced_upto;
 
 	memset(round, 0, sizeof(*round));
+	/* callers refuse transaction snapshots (the workers override the default) */
+	Assert(!IsolationUsesXactSnapshot());
 	if (!wait)
 	{
 		round->busy = !DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
@@ -194,8 +196,11 @@ kcf_sequence(KcfRound *round, bool wait)
 	}
 	else
 		ereport(WARNING,
-				(errmsg("kc_flow: log positions " INT64_FORMAT "-" INT64_FORMAT " not announced, the NOTIFY queue is more than %.0f%% full",
-						round->first, round->last, 100 * ANNOUNCE_MAX_QUEUE_USAGE),
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("kc_flow did not announce log positions " INT64_FORMAT "-" INT64_FORMAT,
+						round->first, round->last),
+				 errdetail("The NOTIFY queue is more than %.0f%% full; a full queue would fail the commit.",
+						   100 * ANNOUNCE_MAX_QUEUE_USAGE),
 				 errhint("A session that LISTENs is not reading its notifications; readers still find the events with kc_flow.events_since().")));
 	return true;
 }
@@ -212,6 +217,9 @@ kcf_sequence_sql(PG_FUNCTION_ARGS)
 	bool		nulls[2] = {true, true};
 	KcfRound	round;
 
+	kcf_require_read_committed("kc_flow.sequence_log()",
+							   "A round reads the log head with a snapshot taken after it holds the head's lock; "
+							   "an older snapshot would give positions that are already taken.");
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	if (!kcf_log_installed())

@@ -1,10 +1,30 @@
 /*
  * spi_util.c
- *      Helpers for the prepared SPI plans every stage keeps across calls.
+ *      Helpers for the prepared SPI plans every stage keeps across calls, for
+ *      running a piece of work in a subtransaction of its own, and for the
+ *      isolation the callers need.
  */
 #include "kc_flow.h"
 
+#include "access/xact.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+/*
+ * Refuses a transaction whose snapshot is taken once (REPEATABLE READ,
+ * SERIALIZABLE): what names the caller, why says what an old snapshot breaks.
+ */
+void
+kcf_require_read_committed(const char *what, const char *why)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s requires READ COMMITTED isolation", what),
+				 errdetail("%s", why),
+				 errhint("Call it in its own READ COMMITTED transaction.")));
+}
 
 /* Prepares and keeps a plan the first time; later calls return the cached one. */
 SPIPlanPtr
@@ -82,4 +102,39 @@ char *
 kcf_get_text(int row, int col)
 {
 	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/*
+ * Runs work(arg) in an internal subtransaction, kept when it returns true and
+ * rolled back when it returns false.  An error rolls the subtransaction back
+ * and is returned (in the caller's memory context, for FreeErrorData), so
+ * that the caller decides whether it is its own; NULL when there was none.
+ */
+ErrorData *
+kcf_in_subtransaction(bool (*work) (void *arg), void *arg)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		if (work(arg))
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcontext);
+	CurrentResourceOwner = oldowner;
+	return edata;
 }

@@ -8,9 +8,10 @@
  * event committed since the last round and announce them (log.c); then sleep
  * on its latch until a committing transaction that emitted events wakes it,
  * the next retry is due, or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling sessions
- * and, every minute, trims the event log and refreshes the trending
- * courses, and every second rotates the event queue's ring when its current
- * table has grown (queue_ring.c).  An error outside the per-event subtransactions is logged and
+ * and refreshes the trending courses every minute, and every second rotates
+ * the event queue's ring when its current table has grown (queue_ring.c), the
+ * event log's when its current table has aged (log_ring.c), and ANALYZEs the
+ * tables that outgrew their statistics (table_stats.c).  An error outside the per-event subtransactions is logged and
  * the loop goes on after a pause; a worker that dies is restarted by the
  * postmaster five seconds later.
  */
@@ -29,6 +30,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -51,15 +53,47 @@ bool		kcf_am_worker = false;
 
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
 
-/* how often worker 0 looks whether the queue's ring must rotate (queue_ring.c) */
+/* how often worker 0 looks whether a ring must rotate (queue_ring.c, log_ring.c) */
 #define ROTATION_CHECK_MS 1000
 #define ROTATION_MAX_BACKOFF_MS (10 * 1000)
+
+/* how often worker 0 looks for tables that outgrew their statistics (table_stats.c) */
+#define STATS_CHECK_MS 1000
 
 static void
 forget_latch(int code, Datum arg)
 {
 	kcf_set_in_batch(DatumGetInt32(arg), false);
 	kcf_unregister_worker_latch(DatumGetInt32(arg));
+}
+
+/*
+ * 0.1.0's schema only (the 0.2.0 library before ALTER EXTENSION kc_flow
+ * UPDATE): purges handled events older than kc_flow.event_retention; a
+ * payment with an unresolved dead letter keeps all its events.  0.2.0 empties
+ * the log's ring by TRUNCATE instead (log_ring.c).
+ */
+static void
+trim_event_log_010(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(kcf_event_retention_s)};
+
+	if (kcf_event_retention_s <= 0)
+		return;
+	kcf_plan(&plan,
+			 "WITH old AS ("
+			 "  DELETE FROM kc_flow.events e"
+			 "   WHERE e.created_at < now() - make_interval(secs => $1)"
+			 "     AND NOT EXISTS (SELECT 1 FROM kc_flow.event_queue q WHERE q.event_id = e.id)"
+			 "     AND e.correlation_id NOT IN (SELECT c.correlation_id FROM kc_flow.dead_letters d"
+			 "                                   JOIN kc_flow.events c ON c.id = d.event_id WHERE NOT d.resolved)"
+			 "  RETURNING e.id)"
+			 " DELETE FROM kc_flow.processed_events p USING old WHERE p.event_id = old.id",
+			 1, types);
+	if (kcf_exec(plan, values, NULL, 0) > 0)
+		ereport(LOG, (errmsg("kc_flow: trimmed the event log of events older than %d s", kcf_event_retention_s)));
 }
 
 /* Rebuilds the trending-courses summary the home screens read. */
@@ -72,52 +106,84 @@ refresh_trending(void)
 	kcf_exec(plan, NULL, NULL, 0);
 }
 
+/* when worker 0 looks next whether a ring must rotate, and how long it waits after that */
+typedef struct KcfRingCheck
+{
+	const char *activity;		/* for pg_stat_activity */
+	KcfRotation (*rotate) (void);
+	TimestampTz last;
+	int			wait_ms;
+} KcfRingCheck;
+
 /*
- * One round of work in its own transaction.  Returns how long the worker may
- * sleep, in milliseconds (0: more work is waiting).
- */
-/*
- * Worker 0, every ROTATION_CHECK_MS: rotates the queue's ring when its current
- * table has grown, in a short transaction of its own (the truncated table
- * stays locked until it commits).  When it could not (a long transaction holds
- * a lock on the oldest table, and each try makes the claims wait behind it for
- * up to its lock_timeout), the next try waits twice as long, up to 10 s; when
- * only another worker's batch held it, the next try comes sooner.
+ * Worker 0, every ROTATION_CHECK_MS: rotates a ring (the queue's or the
+ * log's) when it is due, in a short transaction of its own (the truncated
+ * tables stay locked until it commits).  When it could not (a long
+ * transaction holds a lock on an oldest table, and each try makes the claims
+ * wait behind it for up to its lock_timeout), the next try waits twice as
+ * long, up to 10 s; when only another worker's batch or a short transaction
+ * held it, the next try comes sooner.
  */
 static void
-rotate_queue(TimestampTz *last_rotation)
+rotate_ring(KcfRingCheck *check)
 {
-	static int	wait_ms = ROTATION_CHECK_MS;
-
-	if (!TimestampDifferenceExceeds(*last_rotation, GetCurrentTimestamp(), wait_ms))
+	if (check->wait_ms == 0)
+		check->wait_ms = ROTATION_CHECK_MS;
+	if (!TimestampDifferenceExceeds(check->last, GetCurrentTimestamp(), check->wait_ms))
 		return;
-	pgstat_report_activity(STATE_RUNNING, "kc_flow: rotating the event queue");
+	pgstat_report_activity(STATE_RUNNING, check->activity);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	switch (kcf_rotate_queue())
+	switch (check->rotate())
 	{
 		case KCF_ROTATE_BUSY:
-			wait_ms = Min(wait_ms * 2, ROTATION_MAX_BACKOFF_MS);
+			check->wait_ms = Min(check->wait_ms * 2, ROTATION_MAX_BACKOFF_MS);
 			break;
 		case KCF_ROTATE_CONTENDED:
-			/* another worker's batch outlasted the lock timeout: soon again */
-			wait_ms = ROTATION_CHECK_MS / 4;
+			/* a batch or a short transaction was in the way: soon again */
+			check->wait_ms = ROTATION_CHECK_MS / 4;
 			break;
 		default:
-			wait_ms = ROTATION_CHECK_MS;
+			check->wait_ms = ROTATION_CHECK_MS;
 			break;
 	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	*last_rotation = GetCurrentTimestamp();
+	check->last = GetCurrentTimestamp();
 }
 
+/*
+ * Worker 0, every STATS_CHECK_MS: ANALYZEs the kc_flow tables that outgrew
+ * their statistics, in a short transaction of its own (an analyzed table
+ * stays locked against other ANALYZEs and VACUUMs until it commits).
+ */
+static void
+catch_up_statistics(TimestampTz *last_check)
+{
+	if (!TimestampDifferenceExceeds(*last_check, GetCurrentTimestamp(), STATS_CHECK_MS))
+		return;
+	pgstat_report_activity(STATE_RUNNING, "kc_flow: analyzing tables that outgrew their statistics");
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	kcf_analyze_grown_tables();
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	*last_check = GetCurrentTimestamp();
+}
+
+/*
+ * One round of work in its own transaction.  Returns how long the worker may
+ * sleep, in milliseconds (0: more work is waiting).
+ */
 static long
 work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
-		  TimestampTz *last_rotation, KcfWaiting *waiting)
+		  KcfRingCheck *rings, TimestampTz *last_stats_check, KcfWaiting *waiting)
 {
 	long		sleep_ms = kcf_poll_interval_ms;
 	int			claimed;
@@ -183,8 +249,9 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	}
 	if (worker == 0 && TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(), HOUSEKEEPING_INTERVAL_MS))
 	{
-		pgstat_report_activity(STATE_RUNNING, "kc_flow: trimming the event log, refreshing trending courses");
-		(void) kcf_trim_event_log(kcf_event_retention_s, log);
+		pgstat_report_activity(STATE_RUNNING, "kc_flow: refreshing trending courses");
+		if (!kcf_log_ring_installed())
+			trim_event_log_010();
 		refresh_trending();
 		*last_housekeeping = GetCurrentTimestamp();
 	}
@@ -232,7 +299,11 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		CommitTransactionCommand();
 	}
 	if (worker == 0)
-		rotate_queue(last_rotation);
+	{
+		rotate_ring(&rings[0]);
+		rotate_ring(&rings[1]);
+		catch_up_statistics(last_stats_check);
+	}
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return sleep_ms;
@@ -244,7 +315,11 @@ kcf_worker_main(Datum main_arg)
 	int			worker = DatumGetInt32(main_arg);
 	static TimestampTz last_top_up = 0;
 	static TimestampTz last_housekeeping = 0;
-	static TimestampTz last_rotation = 0;
+	static KcfRingCheck rings[2] = {
+		{"kc_flow: rotating the event queue", kcf_rotate_queue},
+		{"kc_flow: rotating the event log", kcf_rotate_log},
+	};
+	static TimestampTz last_stats_check = 0;
 	static KcfWaiting waiting = KCF_WAITING_NONE;
 	static long sleep_ms = 0;
 	sigjmp_buf	local_sigjmp_buf;
@@ -255,6 +330,14 @@ kcf_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(kcf_database, NULL, 0);
+
+	/*
+	 * The stages and the sequencer rely on a new snapshot per statement (a
+	 * round reads the log head after taking its lock); a server-wide default
+	 * of REPEATABLE READ or SERIALIZABLE must not reach the workers, so it is
+	 * overridden here as autovacuum does.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 
 	kcf_register_worker_latch(worker, MyLatch);
 	before_shmem_exit(forget_latch, Int32GetDatum(worker));
@@ -299,7 +382,8 @@ kcf_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		MemoryContextSwitchTo(loop_context);
-		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, &last_rotation, &waiting);
+		sleep_ms = work_once(worker, &last_top_up, &last_housekeeping, rings, &last_stats_check,
+							 &waiting);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_context);
 	}

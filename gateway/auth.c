@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "auth_cache.h"
+#include "setassoc.h"
 
 #define MAX_TOKEN 4096
 
@@ -235,7 +236,7 @@ kc_auth_verify(const char *secret, const char *authorization, time_t now,
 		*why = "token too long";
 		return KC_AUTH_INVALID;
 	}
-	secret_hash = kc_auth_hash(secret, strlen(secret));
+	secret_hash = kc_hash(secret, strlen(secret));
 	if (kc_auth_cache_get(secret_hash, token, len, &exp, p))
 	{
 		/* the very same text passed every check before; only time can have changed */

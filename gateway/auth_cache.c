@@ -1,20 +1,15 @@
 /*
  * auth_cache.c - the table of verified tokens (see auth_cache.h).
  *
- * Sets of WAYS entries, a power of two of them, picked by the token's hash;
- * each set is guarded by one of STRIPES mutexes, held for a few comparisons
- * and copies. An entry owns a malloc'd copy of its token. Replacement within a
- * set is least recently used, by a stamp every hit refreshes.
+ * A set-associative table (setassoc.h) picked by the token's hash. An entry
+ * owns a malloc'd copy of its token; every hit refreshes its use stamp.
  */
 #include "auth_cache.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define WAYS 4
-#define STRIPES 64
+#include "setassoc.h"
 
 typedef struct entry
 {
@@ -29,75 +24,24 @@ typedef struct entry
 
 static struct
 {
-	entry	   *entries;		/* sets * WAYS; NULL: no table */
-	size_t		set_mask;
-	_Atomic uint32_t clock;
-	pthread_mutex_t locks[STRIPES];
-} table = {.locks = {[0 ... STRIPES - 1] = PTHREAD_MUTEX_INITIALIZER}};
+	entry	   *entries;		/* sets * KC_WAYS; NULL: no table */
+	kc_setassoc shape;
+} table;
 
-static entry *set_of(uint64_t hash, pthread_mutex_t **lock);
-static entry *find(entry *set, uint64_t hash, uint64_t secret, const char *token, size_t len);
-
-uint64_t
-kc_auth_hash(const char *s, size_t len)
-{
-	/* eight bytes a step: a token is a few hundred bytes, hashed on every request */
-	uint64_t	h = 0x9e3779b97f4a7c15ULL ^ len;
-	uint64_t	w;
-
-	for (; len >= 8; s += 8, len -= 8)
-	{
-		memcpy(&w, s, 8);
-		h = (h ^ w) * 0xff51afd7ed558ccdULL;
-		h ^= h >> 32;
-	}
-	w = 0;
-	memcpy(&w, s, len);
-	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-	return h ^ (h >> 29);
-}
-
-bool
-kc_auth_cache_init(int tokens)
-{
-	size_t		sets = 1;
-
-	kc_auth_cache_free();
-	if (tokens <= 0)
-		return true;
-	while (sets * WAYS < (size_t) tokens)
-		sets <<= 1;
-	table.entries = calloc(sets * WAYS, sizeof(entry));
-	if (!table.entries)
-		return false;
-	table.set_mask = sets - 1;
-	return true;
-}
-
-void
-kc_auth_cache_free(void)
-{
-	if (!table.entries)
-		return;
-	for (size_t i = 0; i < (table.set_mask + 1) * WAYS; i++)
-		free(table.entries[i].token);
-	free(table.entries);
-	table.entries = NULL;
-}
-
+/* The first entry of the set of hash, whose lock is then *lock. */
 static entry *
 set_of(uint64_t hash, pthread_mutex_t **lock)
 {
-	size_t		s = (size_t) (hash ^ (hash >> 32)) & table.set_mask;
+	size_t		s = kc_setassoc_set(&table.shape, hash);
 
-	*lock = &table.locks[s % STRIPES];
-	return &table.entries[s * WAYS];
+	*lock = kc_setassoc_lock(&table.shape, s);
+	return &table.entries[s * KC_WAYS];
 }
 
 static entry *
 find(entry *set, uint64_t hash, uint64_t secret, const char *token, size_t len)
 {
-	for (int w = 0; w < WAYS; w++)
+	for (int w = 0; w < KC_WAYS; w++)
 	{
 		entry	   *e = &set[w];
 
@@ -109,6 +53,36 @@ find(entry *set, uint64_t hash, uint64_t secret, const char *token, size_t len)
 }
 
 bool
+kc_auth_cache_init(int tokens)
+{
+	size_t		sets;
+
+	kc_auth_cache_free();
+	if (tokens <= 0)
+		return true;
+	sets = kc_setassoc_init(&table.shape, tokens);
+	table.entries = calloc(sets * KC_WAYS, sizeof(entry));
+	if (!table.entries)
+	{
+		kc_setassoc_destroy(&table.shape);
+		return false;
+	}
+	return true;
+}
+
+void
+kc_auth_cache_free(void)
+{
+	if (!table.entries)
+		return;
+	for (size_t i = 0; i < (table.shape.mask + 1) * KC_WAYS; i++)
+		free(table.entries[i].token);
+	free(table.entries);
+	table.entries = NULL;
+	kc_setassoc_destroy(&table.shape);
+}
+
+bool
 kc_auth_cache_get(uint64_t secret_hash, const char *token, size_t len, long *exp, kc_principal *p)
 {
 	uint64_t	h;
@@ -117,13 +91,13 @@ kc_auth_cache_get(uint64_t secret_hash, const char *token, size_t len, long *exp
 
 	if (!table.entries)
 		return false;
-	h = kc_auth_hash(token, len);
+	h = kc_hash(token, len);
 	e = set_of(h, &lock);
 	pthread_mutex_lock(lock);
 	e = find(e, h, secret_hash, token, len);
 	if (e)
 	{
-		e->stamp = atomic_fetch_add_explicit(&table.clock, 1, memory_order_relaxed);
+		e->stamp = kc_setassoc_stamp(&table.shape);
 		*exp = e->exp;
 		*p = e->principal;
 	}
@@ -143,21 +117,20 @@ kc_auth_cache_put(uint64_t secret_hash, const char *token, size_t len, long exp,
 	if (!table.entries || !(copy = malloc(len)))
 		return;
 	memcpy(copy, token, len);
-	h = kc_auth_hash(token, len);
+	h = kc_hash(token, len);
 	set = set_of(h, &lock);
 	pthread_mutex_lock(lock);
 	victim = find(set, h, secret_hash, token, len);
-	for (int w = 0; !victim && w < WAYS; w++)
+	for (int w = 0; !victim && w < KC_WAYS; w++)
 		if (!set[w].token)
 			victim = &set[w];
 	if (!victim)
 	{
-		uint32_t	now = atomic_load_explicit(&table.clock, memory_order_relaxed);
+		uint32_t	stamps[KC_WAYS];
 
-		victim = &set[0];
-		for (int w = 1; w < WAYS; w++)
-			if ((uint32_t) (now - set[w].stamp) > (uint32_t) (now - victim->stamp))
-				victim = &set[w];
+		for (int w = 0; w < KC_WAYS; w++)
+			stamps[w] = set[w].stamp;
+		victim = &set[kc_setassoc_lru(&table.shape, stamps)];
 	}
 	free(victim->token);
 	victim->token = copy;
@@ -166,7 +139,7 @@ kc_auth_cache_put(uint64_t secret_hash, const char *token, size_t len, long exp,
 	victim->len = len;
 	victim->exp = exp;
 	victim->principal = *p;
-	victim->stamp = atomic_fetch_add_explicit(&table.clock, 1, memory_order_relaxed);
+	victim->stamp = kc_setassoc_stamp(&table.shape);
 	pthread_mutex_unlock(lock);
 }
 
@@ -179,7 +152,7 @@ kc_auth_cache_forget(uint64_t secret_hash, const char *token, size_t len)
 
 	if (!table.entries)
 		return;
-	h = kc_auth_hash(token, len);
+	h = kc_hash(token, len);
 	e = set_of(h, &lock);
 	pthread_mutex_lock(lock);
 	e = find(e, h, secret_hash, token, len);

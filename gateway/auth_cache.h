@@ -32,7 +32,4 @@ void		kc_auth_cache_put(uint64_t secret_hash, const char *token, size_t len,
 /* Forgets token (it expired). */
 void		kc_auth_cache_forget(uint64_t secret_hash, const char *token, size_t len);
 
-/* A 64-bit hash of len bytes: spreads keys over the sets; equality is always checked on the text. */
-uint64_t	kc_auth_hash(const char *s, size_t len);
-
 #endif

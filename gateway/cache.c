@@ -44,11 +44,23 @@ static const char invalidate_lua[] =
 	"local l = redis.call('DEL', KEYS[3])\n"
 	"return h + 2 * l\n";
 
-/* KEYS: fence, view key. ARGV: version, body, ttl. */
+/*
+ * KEYS: fence, view key. ARGV: version, body, ttl, source, fence ttl.
+ * Without a fence (Redis restarted, flushed or evicted it) a replica's body is
+ * refused, since nothing tells how far behind the replica is; a primary's
+ * body is stored and sets the fence to its version, after which replicas may
+ * fill again.
+ */
 static const char fill_lua[] =
-	"local f = tonumber(redis.call('GET', KEYS[1]) or '-1')\n"
+	"local f = redis.call('GET', KEYS[1])\n"
 	"local v = tonumber(ARGV[1])\n"
-	"if f > v then return 0 end\n"
+	"if f then\n"
+	"  if tonumber(f) > v then return 0 end\n"
+	"elseif ARGV[4] == 'replica' then\n"
+	"  return 0\n"
+	"else\n"
+	"  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])\n"
+	"end\n"
 	"local cur = redis.call('HGET', KEYS[2], 'v')\n"
 	"if cur and tonumber(cur) > v then return 0 end\n"
 	"redis.call('HSET', KEYS[2], 'v', ARGV[1], 'b', ARGV[2])\n"
@@ -300,10 +312,18 @@ kc_cache_lookup(kc_cache *c, kc_view view, const char *student, long long min_ve
 	return res == KC_GET_MISS && too_old ? KC_GET_TOO_OLD : res;
 }
 
-int
-kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket, kc_body *body)
+/* A student's fence must outlive any entry and any slow reader by far. */
+static int
+fence_ttl(const kc_cache *c)
 {
-	int			stored = kc_cache_fill(c, view, student, body->version, body->data, body->len);
+	return c->ttl + 86400;
+}
+
+int
+kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket, kc_body *body,
+			   kc_fill_source source)
+{
+	int			stored = kc_cache_fill(c, view, student, body->version, body->data, body->len, source);
 
 	if (stored == 1 && c->local)
 	{
@@ -315,14 +335,15 @@ kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket, 
 
 int
 kc_cache_fill(kc_cache *c, kc_view view, const char *student,
-			  long long version, const char *body, size_t len)
+			  long long version, const char *body, size_t len, kc_fill_source source)
 {
 	char		fence[128],
 				key[128],
 				ver[32],
-				ttl[16];
-	const char *argv[5];
-	size_t		argl[5];
+				ttl[16],
+				fttl[16];
+	const char *argv[7];
+	size_t		argl[7];
 	bool		ok;
 	long long	v;
 
@@ -330,14 +351,17 @@ kc_cache_fill(kc_cache *c, kc_view view, const char *student,
 	kc_cache_key(key, sizeof(key), view, student);
 	snprintf(ver, sizeof(ver), "%lld", version);
 	snprintf(ttl, sizeof(ttl), "%d", c->ttl);
+	snprintf(fttl, sizeof(fttl), "%d", fence_ttl(c));
 	argv[0] = fence;
 	argv[1] = key;
 	argv[2] = ver;
 	argv[3] = body;
 	argv[4] = ttl;
-	for (int i = 0; i < 5; i++)
+	argv[5] = source == KC_FILL_REPLICA ? "replica" : "primary";
+	argv[6] = fttl;
+	for (int i = 0; i < 7; i++)
 		argl[i] = i == 3 ? len : strlen(argv[i]);
-	v = kc_redis_script_int(c->redis, SCRIPT_FILL, 2, 5, argv, argl, &ok);
+	v = kc_redis_script_int(c->redis, SCRIPT_FILL, 2, 7, argv, argl, &ok);
 	return ok ? (int) v : -1;
 }
 
@@ -358,8 +382,7 @@ kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *de
 	kc_cache_key(home, sizeof(home), KC_VIEW_HOME, student);
 	kc_cache_key(learning, sizeof(learning), KC_VIEW_LEARNING, student);
 	snprintf(ver, sizeof(ver), "%lld", version);
-	/* the fence must outlive any entry and any slow reader by far */
-	snprintf(ttl, sizeof(ttl), "%d", c->ttl + 86400);
+	snprintf(ttl, sizeof(ttl), "%d", fence_ttl(c));
 	for (int i = 0; i < 5; i++)
 		argl[i] = strlen(argv[i]);
 	v = kc_redis_script_int(c->redis, SCRIPT_INVALIDATE, 3, 5, argv, argl, &ok);

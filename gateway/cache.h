@@ -69,13 +69,24 @@ bool		kc_cache_enable_local(kc_cache *c, int students);
 kc_get_result kc_cache_lookup(kc_cache *c, kc_view view, const char *student,
 							  long long min_version, struct kc_body **body, uint64_t *ticket,
 							  bool *local_hit);
+/*
+ * Who read a body being stored: the primary, or a replica that may lag. With
+ * no fence for the student in Redis a replica's body is refused and a
+ * primary's sets the fence to its version.
+ */
+typedef enum
+{
+	KC_FILL_PRIMARY,
+	KC_FILL_REPLICA
+} kc_fill_source;
+
 /* kc_cache_fill of body, kept in process too when stored; same answers as kc_cache_fill. */
 int			kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket,
-						   struct kc_body *body);
+						   struct kc_body *body, kc_fill_source source);
 
-/* 1 stored, 0 refused by the fence (or a newer entry), -1 Redis error. */
+/* 1 stored, 0 refused by the fence (or a newer entry, or no fence for a replica), -1 Redis error. */
 int			kc_cache_fill(kc_cache *c, kc_view view, const char *student,
-						  long long version, const char *body, size_t len);
+						  long long version, const char *body, size_t len, kc_fill_source source);
 /*
  * Raises the fence of student to version and deletes both views, atomically.
  * Returns 1 when applied (*deleted = bit mask of the views that existed:

@@ -2,23 +2,20 @@
  * cache_local.c - the in-process front of the Redis cache (see cache_local.h
  * for the freshness rules; cache.c is its only caller besides the routes).
  *
- * Sets of WAYS students each (both views of a student side by side), a power
- * of two of them, picked by the student's hash; within a set the least
- * recently used student makes room for a new one, so a working set up to the
+ * A set-associative table (setassoc.h) of students, both views of a student
+ * side by side, picked by the student's hash; within a set the least recently
+ * used student makes room for a new one, so a working set up to the
  * configured size stays in memory instead of two students thrashing one slot.
  * Each set has a generation that every invalidation of a student mapped to it
  * (and every flush) increments; a ticket is that generation, so a store is
- * refused after any invalidation that could concern its student. Sets are
- * guarded by striped mutexes held for a few loads and stores only.
+ * refused after any invalidation that could concern its student.
  */
 #include "cache_local.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define STRIPES 64
-#define WAYS 4
+#include "setassoc.h"
 
 typedef struct way
 {
@@ -30,15 +27,13 @@ typedef struct way
 typedef struct set
 {
 	uint64_t	gen;
-	way			ways[WAYS];
+	way			ways[KC_WAYS];
 } set;
 
 struct kc_local
 {
-	size_t		mask;			/* sets - 1 */
 	set		   *sets;
-	_Atomic uint32_t clock;
-	pthread_mutex_t locks[STRIPES];
+	kc_setassoc shape;
 };
 
 kc_body *
@@ -75,21 +70,16 @@ kc_local *
 kc_local_create(int students)
 {
 	kc_local   *l = calloc(1, sizeof(*l));
-	size_t		n = 1;
 
 	if (!l)
 		return NULL;
-	while (n * WAYS < (size_t) students)
-		n <<= 1;
-	l->sets = calloc(n, sizeof(set));
+	l->sets = calloc(kc_setassoc_init(&l->shape, students), sizeof(set));
 	if (!l->sets)
 	{
+		kc_setassoc_destroy(&l->shape);
 		free(l);
 		return NULL;
 	}
-	l->mask = n - 1;
-	for (int i = 0; i < STRIPES; i++)
-		pthread_mutex_init(&l->locks[i], NULL);
 	return l;
 }
 
@@ -109,11 +99,10 @@ kc_local_destroy(kc_local *l)
 {
 	if (!l)
 		return;
-	for (size_t i = 0; i <= l->mask; i++)
-		for (int w = 0; w < WAYS; w++)
+	for (size_t i = 0; i <= l->shape.mask; i++)
+		for (int w = 0; w < KC_WAYS; w++)
 			clear_way(&l->sets[i].ways[w]);
-	for (int i = 0; i < STRIPES; i++)
-		pthread_mutex_destroy(&l->locks[i]);
+	kc_setassoc_destroy(&l->shape);
 	free(l->sets);
 	free(l);
 }
@@ -121,27 +110,20 @@ kc_local_destroy(kc_local *l)
 static size_t
 set_of(const kc_local *l, const char *student)
 {
-	uint64_t	h = 1469598103934665603ULL;
-
-	for (const char *s = student; *s; s++)
-	{
-		h ^= (unsigned char) *s;
-		h *= 1099511628211ULL;
-	}
-	return (size_t) (h ^ (h >> 29)) & l->mask;
+	return kc_setassoc_set(&l->shape, kc_hash(student, strlen(student)));
 }
 
 static pthread_mutex_t *
 lock_of(kc_local *l, size_t i)
 {
-	return &l->locks[i % STRIPES];
+	return kc_setassoc_lock(&l->shape, i);
 }
 
 /* The way holding student in s, or NULL. */
 static way *
 way_of(set *s, const char *student)
 {
-	for (int w = 0; w < WAYS; w++)
+	for (int w = 0; w < KC_WAYS; w++)
 		if (strcmp(s->ways[w].student, student) == 0)
 			return &s->ways[w];
 	return NULL;
@@ -166,7 +148,7 @@ kc_local_get(kc_local *l, kc_view view, const char *student, long long now_ms)
 		else
 		{
 			body = kc_body_ref(w->views[view]);
-			w->stamp = atomic_fetch_add_explicit(&l->clock, 1, memory_order_relaxed);
+			w->stamp = kc_setassoc_stamp(&l->shape);
 		}
 	}
 	pthread_mutex_unlock(lock_of(l, i));
@@ -189,20 +171,20 @@ kc_local_ticket(kc_local *l, const char *student)
 static way *
 way_for(kc_local *l, set *s, const char *student)
 {
-	uint32_t	now = atomic_load_explicit(&l->clock, memory_order_relaxed);
 	way		   *w = way_of(s, student);
 
 	if (w)
 		return w;
-	for (int i = 0; i < WAYS; i++)
+	for (int i = 0; i < KC_WAYS; i++)
 		if (!s->ways[i].student[0])
 			w = &s->ways[i];
 	if (!w)
 	{
-		w = &s->ways[0];
-		for (int i = 1; i < WAYS; i++)
-			if ((uint32_t) (now - s->ways[i].stamp) > (uint32_t) (now - w->stamp))
-				w = &s->ways[i];
+		uint32_t	stamps[KC_WAYS];
+
+		for (int i = 0; i < KC_WAYS; i++)
+			stamps[i] = s->ways[i].stamp;
+		w = &s->ways[kc_setassoc_lru(&l->shape, stamps)];
 		/* another student lived here: evict it (its tickets stay valid, harmlessly) */
 		clear_way(w);
 	}
@@ -226,7 +208,7 @@ kc_local_put(kc_local *l, kc_view view, const char *student, uint64_t ticket, kc
 			kc_body_unref(w->views[view]);
 			w->views[view] = kc_body_ref(body);
 		}
-		w->stamp = atomic_fetch_add_explicit(&l->clock, 1, memory_order_relaxed);
+		w->stamp = kc_setassoc_stamp(&l->shape);
 	}
 	pthread_mutex_unlock(lock_of(l, i));
 }
@@ -248,15 +230,15 @@ kc_local_invalidate(kc_local *l, const char *student)
 void
 kc_local_flush(kc_local *l)
 {
-	for (int s = 0; s < STRIPES; s++)
+	for (int s = 0; s < KC_STRIPES; s++)
 	{
-		pthread_mutex_lock(&l->locks[s]);
-		for (size_t i = (size_t) s; i <= l->mask; i += STRIPES)
+		pthread_mutex_lock(&l->shape.locks[s]);
+		for (size_t i = (size_t) s; i <= l->shape.mask; i += KC_STRIPES)
 		{
 			l->sets[i].gen++;
-			for (int w = 0; w < WAYS; w++)
+			for (int w = 0; w < KC_WAYS; w++)
 				clear_way(&l->sets[i].ways[w]);
 		}
-		pthread_mutex_unlock(&l->locks[s]);
+		pthread_mutex_unlock(&l->shape.locks[s]);
 	}
 }

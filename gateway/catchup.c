@@ -388,13 +388,37 @@ check_rewound(kc_listener *l, long long wm, long long event_pos, const char *ide
  * moves both cursors to the log's head and returns it in *from; false when
  * Postgres (-1) or Redis (0, in *rc) failed.
  */
+void
+kc_catchup_skip_to(kc_listener *l, long long head)
+{
+	char	   *floor_pos;
+
+	if (atomic_load(&l->watermark) >= head)
+		return;
+	floor_pos = query_value(l, "SELECT kc_flow.log_floor()", NULL, "the log's floor");
+	{
+		kc_logline	line;
+
+		kc_log_begin(&line, KC_LOG_WARN, "events were trimmed before this gateway pushed them: "
+					 "live WebSockets told to refetch");
+		kc_log_int(&line, "pushed", atomic_load(&l->watermark));
+		kc_log_int(&line, "logHead", head);
+		kc_log_end(&line);
+	}
+	if (l->on_skip)
+		l->on_skip(floor_pos ? strtoll(floor_pos, NULL, 10) : head, head, l->arg);
+	free(floor_pos);
+	atomic_store(&l->watermark, head);
+	if (!identity_at(l, head, l->ident, sizeof(l->ident)))
+		l->ident[0] = '\0';	/* unknown: the log's end alone checks the cursor */
+}
+
 static bool
 restart_at_head(kc_listener *l, long long *from, int *rc)
 {
 	long long	head;
 	long long	purged;
 	char		ident[KC_EVENT_IDENT_MAX];
-	char	   *floor_pos;
 
 	*rc = -1;
 	if (!kc_catchup_start_position(l, &head) || !identity_at(l, head, ident, sizeof(ident)))
@@ -414,16 +438,8 @@ restart_at_head(kc_listener *l, long long *from, int *rc)
 		kc_log_int(&line, "purged", purged);
 		kc_log_end(&line);
 	}
-	if (atomic_load(&l->watermark) < head)
-	{
-		/* the subscriber missed events too: its clients must refetch */
-		floor_pos = query_value(l, "SELECT kc_flow.log_floor()", NULL, "the log's floor");
-		if (l->on_skip)
-			l->on_skip(floor_pos ? strtoll(floor_pos, NULL, 10) : head, head, l->arg);
-		free(floor_pos);
-		atomic_store(&l->watermark, head);
-		memcpy(l->ident, ident, sizeof(l->ident));
-	}
+	/* the subscriber may have missed events too: then its clients must refetch */
+	kc_catchup_skip_to(l, head);
 	*from = head;
 	return true;
 }

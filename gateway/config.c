@@ -79,7 +79,7 @@ static const opt_def options[] = {
 	 "WebSocket connections held at most (503 above); the open-files limit is raised to fit"},
 	{"open-files", "KC_OPEN_FILES", OPT_INT, OFF(open_files), "0", 0, 16777216,
 	 "open-files limit set at start; 0: what --ws-max-connections and 8192 HTTP connections need. "
-	 "Above the hard limit it takes root and stops at fs.nr_open"},
+	 "Above the hard limit it needs root (CAP_SYS_RESOURCE); fs.nr_open bounds it"},
 	{"ws-queue", "KC_WS_QUEUE", OPT_INT, OFF(ws_queue), "1000", 1, 10000,
 	 "messages queued for one WebSocket before it is closed as too slow (1008); also the replay size"},
 	{"ws-ping-interval", "KC_WS_PING_INTERVAL", OPT_INT, OFF(ws_ping_interval), "30", 1, 3600,

@@ -145,13 +145,15 @@ nap(kc_listener *l, int ms)
  * Redis is away: every request bypasses it, so invalidating is moot, and the
  * events go to the subscriber straight from the log (the resync that ends the
  * outage applies their invalidations before Redis is used again). A listener
- * that never pushed starts at the log's settled position. False when the
- * connection failed.
+ * that never pushed starts at the log's settled position; one below the log's
+ * floor jumps to its head, its WebSocket clients told to refetch. False when
+ * the connection failed.
  */
 static bool
 push_without_redis(kc_listener *l)
 {
 	long long	start;
+	int			rc;
 
 	if (atomic_load(&l->watermark) == 0)
 	{
@@ -160,8 +162,14 @@ push_without_redis(kc_listener *l)
 		atomic_store(&l->watermark, start);
 		l->ident[0] = '\0';	/* unknown: the end alone checks it */
 	}
-	return kc_catchup_run(l, atomic_load(&l->watermark), false) >= 0 ||
-		PQstatus(l->conn) == CONNECTION_OK;
+	rc = kc_catchup_run(l, atomic_load(&l->watermark), false);
+	/* below the log's floor: the sockets refetch (the resync after the outage purges) */
+	if (rc == -2 && kc_catchup_start_position(l, &start))
+	{
+		kc_catchup_skip_to(l, start);
+		rc = kc_catchup_run(l, start, false);
+	}
+	return rc >= 0 || PQstatus(l->conn) == CONNECTION_OK;
 }
 
 /* Serves one connection until it fails or the listener stops. */

@@ -65,6 +65,13 @@ typedef enum kc_resync
  */
 kc_resync	kc_catchup_resync(kc_listener *l);
 
+/*
+ * The listener's own cursor below the log's floor (kc_catchup_run said -2):
+ * when it is behind head (the log's), tells the subscriber (on_skip) and
+ * moves it there.
+ */
+void		kc_catchup_skip_to(kc_listener *l, long long head);
+
 /* The log position a new reader starts at (kc_flow.settled_event_id()); false when Postgres failed. */
 bool		kc_catchup_start_position(kc_listener *l, long long *pos);
 

@@ -117,7 +117,7 @@ serve_from_replica(kc_request *req, kc_response *resp, kc_view view, uint64_t ti
 
 	if (!body)
 		return false;
-	if (kc_cache_store(app->cache, view, req->student, ticket, body) != 1)
+	if (kc_cache_store(app->cache, view, req->student, ticket, body, KC_FILL_REPLICA) != 1)
 	{
 		kc_metrics_add(KC_M_REPLICA_BEHIND, 1);
 		kc_body_unref(body);
@@ -194,7 +194,7 @@ serve_view(kc_request *req, kc_response *resp, kc_view view)
 
 	if (outcome == KC_CACHE_OUT_MISS)
 	{
-		int			stored = kc_cache_store(app->cache, view, student, ticket, body);
+		int			stored = kc_cache_store(app->cache, view, student, ticket, body, KC_FILL_PRIMARY);
 
 		if (stored == 1)
 		{

@@ -69,7 +69,6 @@ struct kc_ws_conn
 	bool		dead;			/* socket closed */
 	bool		awaiting_ready; /* an HTTP thread still holds a pointer */
 	bool		dirty;			/* has output to try */
-	bool		ping_out;
 	bool		heard;			/* a message came in since the hub last looked */
 	bool		overflow;		/* the replay's keep-aside list filled up */
 	long long	after;			/* -1: none given */

@@ -32,6 +32,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "setassoc.h"
 
 static unsigned hash_student(const char *s);
 static kc_ws_conn **chain_of(kc_ws_hub *h, kc_ws_conn *c);
@@ -52,11 +53,7 @@ static void refetch_conn(kc_ws_hub *h, kc_ws_conn *c, long long floor_pos, long 
 static unsigned
 hash_student(const char *s)
 {
-	uint32_t	h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char) *s) * 16777619u;
-	return h & (KC_WS_BUCKETS - 1);
+	return (unsigned) (kc_hash(s, strlen(s)) & (KC_WS_BUCKETS - 1));
 }
 
 static kc_ws_conn **
@@ -151,7 +148,6 @@ static void
 alive(kc_ws_hub *h, kc_ws_conn *c)
 {
 	c->last_rx = kc_evloop_now(h->loop);
-	c->ping_out = false;
 	if (c->clock == KC_WS_CLOCK_QUIET || c->clock == KC_WS_CLOCK_PINGED)
 		clock_append(h, c, KC_WS_CLOCK_QUIET);
 }
@@ -533,7 +529,6 @@ kc_ws_stream_tick(kc_ws_hub *h)
 			kc_ws_stream_kill(h, c);
 			continue;
 		}
-		c->ping_out = true;
 		c->ping_at = now;
 		clock_append(h, c, KC_WS_CLOCK_PINGED);
 		mark_dirty(h, c);

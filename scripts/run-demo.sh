@@ -9,28 +9,16 @@
 # KC_LISTEN (default 127.0.0.1:8080) picks the gateway address.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-bash "$ROOT/test/deps.sh" run
-. "$ROOT/test/cluster.sh"
-make -s -C "$ROOT" >/dev/null
-if [ "$(id -u)" = 0 ]; then make -s -C "$ROOT" install >/dev/null; else sudo make -s -C "$ROOT" install >/dev/null; fi
+. "$ROOT/scripts/demo_lib.sh"
+demo_build run
 
-WORK=$(mktemp -d /tmp/kc-demo.XXXXXX)
-chmod 755 "$WORK"
-# cleanup STATUS: stops everything this script started and exits with STATUS (0 after Ctrl-C)
-cleanup() {
-    local status=$1
-    trap - EXIT INT TERM
-    set +e                  # stop everything, whatever each step answers
-    echo
-    echo "run-demo: stopping"
+# stop_all: stops what this script started in WORK (demo_workdir calls it on the way out)
+stop_all() {
     kc_gateway_stop "$WORK/gw"
     kc_redis_stop "$WORK/redis"
     kc_pg_stop "$WORK/pg"
-    rm -rf "$WORK"
-    exit "$status"
 }
-trap 'cleanup $?' EXIT
-trap 'cleanup 0' INT TERM
+demo_workdir demo stop_all
 
 PG_PORT=$(kc_free_port)
 REDIS_PORT=$(kc_free_port)
@@ -44,15 +32,8 @@ kc_pg_init "$WORK/pg" "$PG_PORT" kc_demo "${KC_PG_NO_FSYNC[@]}"
 kc_pg_start "$WORK/pg" "$PG_PORT" kc_demo
 kc_redis_start "$WORK/redis" "$REDIS_PORT"
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_demo -v ON_ERROR_STOP=1 -Atq)
-kc_as_postgres "${PSQL[@]}" -f "$ROOT/scripts/demo_data.sql" >/dev/null
-# The workers started before kc_demo existed and come back about 5 s later (their restart
-# delay): wait until they have processed the demo's payments, so the first page shows them.
-echo "run-demo: waiting for the workers to process the demo payments"
-for _ in $(seq 1 300); do
-    [ "$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.event_queue")" = 0 ] && break
-    sleep 0.1
-done
-kc_as_postgres "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null
+# The workers started before kc_demo existed and come back about 5 s later (their restart delay)
+demo_load "${PSQL[@]}"
 
 SECRET=${KC_JWT_SECRET:-demo-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')}
 export KC_JWT_SECRET=$SECRET
@@ -60,11 +41,7 @@ export KC_JWT_SECRET=$SECRET
 kc_gateway_start "$WORK/gw" "$LISTEN" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_demo" \
     KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_STATIC_DIR="$ROOT/gateway/static" KC_DEMO=on
 
-S1=11111111-1111-4111-8111-111111111111
-S3=33333333-3333-4333-8333-333333333333
-T1=$("$ROOT/gateway/kc-gateway" --issue-token=$S1)
-T3=$("$ROOT/gateway/kc-gateway" --issue-token=$S3)
-TA=$("$ROOT/gateway/kc-gateway" --issue-token=ops --token-role=admin)
+demo_tokens "$ROOT/gateway/kc-gateway"
 cat <<TXT
 
 kc_flow demo is running, in demo mode (--demo): the home pages show a "Buy a course (demo)" button.

@@ -10,47 +10,24 @@
 # KC_FLEET_PORT picks HAProxy's port (default: a free one).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-bash "$ROOT/test/deps.sh" fleet
-. "$ROOT/test/cluster.sh"
+. "$ROOT/scripts/demo_lib.sh"
 . "$ROOT/test/fleet.sh"
-make -s -C "$ROOT" >/dev/null
-if [ "$(id -u)" = 0 ]; then make -s -C "$ROOT" install >/dev/null; else sudo make -s -C "$ROOT" install >/dev/null; fi
+demo_build fleet
 
-WORK=$(mktemp -d /tmp/kc-fleet.XXXXXX)
-chmod 755 "$WORK"
-# cleanup STATUS: stops everything this script started and exits with STATUS (0 after Ctrl-C)
-cleanup() {
-    local status=$1
-    trap - EXIT INT TERM
-    set +e                  # stop everything, whatever each step answers
-    echo
-    echo "run-fleet: stopping"
+# stop_all: stops what this script started in WORK (demo_workdir calls it on the way out)
+stop_all() {
     kc_fleet_stop "$WORK"
-    rm -rf "$WORK"
-    exit "$status"
 }
-trap 'cleanup $?' EXIT
-trap 'cleanup 0' INT TERM
+demo_workdir fleet stop_all
 
 SECRET=${KC_JWT_SECRET:-fleet-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')}
 echo "run-fleet: starting the monitor, the primary, the synchronous standby, Redis, 3 gateways and HAProxy (about a minute)"
 kc_fleet_start "$WORK" kc_demo KC_JWT_SECRET="$SECRET" KC_DEMO=on
 . "$WORK/fleet.env"
 PSQL=("$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -Atq -d "$DATABASE_URL")
-kc_as_postgres "${PSQL[@]}" -f "$ROOT/scripts/demo_data.sql" >/dev/null
-echo "run-fleet: waiting for the workers to process the demo payments"
-for _ in $(seq 1 300); do
-    [ "$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.event_queue")" = 0 ] && break
-    sleep 0.1
-done
-kc_as_postgres "${PSQL[@]}" -c "SELECT kc_flow.refresh_trending()" >/dev/null
+demo_load "${PSQL[@]}"
 
-S1=11111111-1111-4111-8111-111111111111
-S3=33333333-3333-4333-8333-333333333333
-GW=("$ROOT/gateway/kc-gateway" --jwt-secret="$SECRET")
-T1=$("${GW[@]}" --issue-token=$S1)
-T3=$("${GW[@]}" --issue-token=$S3)
-TA=$("${GW[@]}" --issue-token=ops --token-role=admin)
+demo_tokens "$ROOT/gateway/kc-gateway" --jwt-secret="$SECRET"
 URL=https://127.0.0.1:$HAPROXY_PORT
 FLEET_SH=". $ROOT/test/cluster.sh; . $ROOT/test/fleet.sh"
 cat <<TXT

@@ -46,3 +46,11 @@ SELECT flow_status('00000000-0000-0000-0000-00000000ffff') AS unknown_payment;
 SELECT run_pending(10) AS events_handled;
 SELECT count(*) AS sessions FROM tutoring_sessions WHERE student_id = '00000000-0000-0000-0000-00000000a002';
 SELECT run_pending(0);
+
+-- the sequencer reads the log head after taking its lock: a transaction snapshot is refused
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT run_pending(10);
+ROLLBACK;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT * FROM sequence_log();
+ROLLBACK;

@@ -4,7 +4,7 @@ SET search_path = kc_flow, public;
 \set SHOW_CONTEXT never
 SELECT settled_event_id() >= coalesce((sequence_log()).last_pos, 0) AS sequenced;
 -- no trim yet: the floor is 0 and every cursor works
-SELECT log_floor() AS floor_before, count(*) AS trims FROM log_trims;
+SELECT log_floor() AS floor_before, count(*) FILTER (WHERE floor_pos > 0) AS floors FROM log_rotations;
 SELECT count(*) > 0 AS from_zero FROM events_since(0, NULL, 10000);
 -- the default retention (a week) removes nothing here, and leaves the floor alone
 SELECT trim_event_log() AS floor_unchanged;
@@ -20,7 +20,7 @@ SELECT :floor > 0 AS raised,
        EXISTS (SELECT 1 FROM before b WHERE b.pos < :floor
                   AND EXISTS (SELECT 1 FROM event_log l WHERE l.pos = b.pos)) AS dead_lettered_kept,
        log_floor() = :floor AS floor_is_recorded,
-       (SELECT count(*) FROM log_trims) AS trims;
+       (SELECT count(DISTINCT floor_pos) FILTER (WHERE floor_pos > 0) FROM log_rotations) AS floors;
 -- below the floor: KC410, with the floor in the detail and what to do in the hint
 DO $$
 DECLARE
@@ -42,8 +42,9 @@ SELECT count(*) AS refused_for_a_student FROM events_since(0, '00000000-0000-000
 SELECT count(*) = (SELECT count(*) FROM event_log l WHERE l.pos > log_floor()) AS at_floor
   FROM events_since(log_floor(), NULL, 10000);
 SELECT count(*) AS at_head FROM events_since(settled_event_id(), NULL, 10);
--- a trim that removes nothing more keeps the floor and adds no row
-SELECT trim_event_log(1) = :floor AS floor_kept, (SELECT count(*) FROM log_trims) AS trims;
+-- a trim that removes nothing more keeps the floor
+SELECT trim_event_log(1) = :floor AS floor_kept,
+       (SELECT count(DISTINCT floor_pos) FILTER (WHERE floor_pos > 0) FROM log_rotations) AS floors;
 -- new events get positions above the floor and are read from it
 SELECT emit_event('ALLOCATION_PENDING', gen_random_uuid(), '00000000-0000-0000-0000-00000000a002') > 0 AS emitted;
 SELECT last_pos > :floor AS above_floor FROM sequence_log();

@@ -14,22 +14,22 @@ EXCEPTION WHEN OTHERS THEN
     RETURN 'SQLSTATE ' || SQLSTATE;
 END;
 $$;
-SELECT pg_temp.answer(settled_event_id()) AS at_head,
-       pg_temp.answer(settled_event_id() - 1) AS below_head,
-       pg_temp.answer(settled_event_id() + 1) AS above_head,
-       pg_temp.answer(settled_event_id() + 5, '00000000-0000-0000-0000-00000000a002') AS above_for_a_student;
+SELECT pg_temp.answer(log_head()) AS at_head,
+       pg_temp.answer(log_head() - 1) AS below_head,
+       pg_temp.answer(log_head() + 1) AS above_head,
+       pg_temp.answer(log_head() + 5, '00000000-0000-0000-0000-00000000a002') AS above_for_a_student;
 -- the message: where the log ends, and what to do
 DO $$
 DECLARE
     state text; msg text; detail text; hint text;
 BEGIN
-    PERFORM * FROM kc_flow.events_since(kc_flow.settled_event_id() + 1);
+    PERFORM * FROM kc_flow.events_since(kc_flow.log_head() + 1);
     RAISE NOTICE 'no error';
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
                             hint = PG_EXCEPTION_HINT;
-    RAISE NOTICE '% | % | % | %', state, replace(msg, (kc_flow.settled_event_id() + 1)::text, 'HEAD+1'),
-                 replace(detail, kc_flow.settled_event_id()::text, 'HEAD'), hint;
+    RAISE NOTICE '% | % | % | %', state, replace(msg, (kc_flow.log_head() + 1)::text, 'HEAD+1'),
+                 replace(detail, kc_flow.log_head()::text, 'HEAD'), hint;
 END;
 $$;
 -- a rewound log: the last round's positions lost (as by a failover that lost its commit);
@@ -38,8 +38,8 @@ BEGIN;
 CREATE TEMP TABLE lost AS SELECT r.first_pos, r.last_pos FROM log_rounds r ORDER BY r.last_pos DESC LIMIT 1;
 DELETE FROM event_log l USING lost WHERE l.pos BETWEEN lost.first_pos AND lost.last_pos;
 DELETE FROM log_rounds r USING lost WHERE r.last_pos = lost.last_pos;
-SELECT settled_event_id() < last_pos AS head_lowered,
+SELECT log_head() < last_pos AS head_lowered,
        pg_temp.answer(last_pos) AS lost_cursor,
-       pg_temp.answer(settled_event_id()) AS new_head
+       pg_temp.answer(log_head()) AS new_head
   FROM lost;
 ROLLBACK;

@@ -49,6 +49,18 @@
 #   kc_gateway_stop DIR
 #       stops the gateway of DIR (SIGTERM, which drains; SIGKILL after 30 s) and returns its
 #       exit status (0: a clean exit) when it is a child of this shell, else 0.
+#   kc_stack_start DIR DB [NAME=VALUE...]
+#       the servers of a benchmark, each on a free port of 127.0.0.1: a cluster in DIR/pg
+#       (kc_flow in DB, "${KC_PG_NO_FSYNC[@]}", max_connections 200, shared_buffers 128MB, the
+#       settings every earlier benchmark run had), a Redis in DIR/redis and kc-gateway in DIR/gw
+#       with KC_DATABASE_URL and KC_REDIS_URL set for them plus the NAME=VALUE settings. Returns
+#       once kc_flow's workers have attached to DB (they start before DB exists and come back
+#       some seconds later), so that a measurement does not time their restart. Sets
+#       KC_STACK_PG_PORT, KC_STACK_GW_PORT and KC_STACK_DB_URL in the calling shell: call it
+#       directly, not inside $(...).
+#   kc_stack_stop DIR
+#       stops what kc_stack_start started in DIR (the cluster in immediate mode: its data is
+#       thrown away).
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 KC_LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -257,5 +269,37 @@ kc_gateway_stop() {
     wait "$pid" 2>/dev/null || rc=$?
     [ "$rc" = 127 ] && rc=0
     rm -f "$dir/gateway.pid"
+    return "$rc"
+}
+
+kc_stack_start() {
+    _kc_usage 2 "kc_stack_start DIR DB [NAME=VALUE...]" "$@" || return
+    local dir=$1 db=$2 redis_port ready
+    shift 2
+    KC_STACK_PG_PORT=$(kc_free_port) && redis_port=$(kc_free_port) && KC_STACK_GW_PORT=$(kc_free_port) || return 1
+    KC_STACK_DB_URL="postgresql://postgres@127.0.0.1:$KC_STACK_PG_PORT/$db"
+    kc_pg_init "$dir/pg" "$KC_STACK_PG_PORT" "$db" "max_connections = 200" "shared_buffers = 128MB" \
+        "${KC_PG_NO_FSYNC[@]}" || return 1
+    kc_pg_start "$dir/pg" "$KC_STACK_PG_PORT" "$db" || return 1
+    kc_redis_start "$dir/redis" "$redis_port" || return 1
+    for _ in $(seq 1 300); do
+        ready=$(kc_as_postgres "$PG_BIN/psql" -X -Atq -h 127.0.0.1 -p "$KC_STACK_PG_PORT" -U postgres -d "$db" \
+                -c "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()") || return 1
+        [ "$ready" = t ] && break
+        sleep 0.1
+    done
+    if [ "$ready" != t ]; then
+        echo "kc_stack_start: kc_flow's workers did not attach to $db in 30 s" >&2; return 1
+    fi
+    kc_gateway_start "$dir/gw" "127.0.0.1:$KC_STACK_GW_PORT" KC_DATABASE_URL="$KC_STACK_DB_URL" \
+        KC_REDIS_URL="redis://127.0.0.1:$redis_port/0" "$@"
+}
+
+kc_stack_stop() {
+    _kc_usage 1 "kc_stack_stop DIR" "$@" || return
+    local rc=0
+    kc_gateway_stop "$1/gw" || rc=$?
+    kc_redis_stop "$1/redis"
+    kc_pg_stop "$1/pg" immediate || rc=1
     return "$rc"
 }

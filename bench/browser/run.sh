@@ -6,8 +6,8 @@
 # confirming COMMIT returns) to its sessions rendered in the page's DOM; p50/p90/p99/max.
 # The measurement itself is test/e2e/latency_test.js (also run by test/suites/60_browser.sh).
 # Starts its own throwaway Postgres (fsync off, synchronous_commit on), Redis and gateway
-# on loopback and stops them. Takes the machine-wide benchmark lock (/tmp/kc_bench.lock).
-# Ends with one JSON line.
+# on loopback (kc_stack_start, test/cluster.sh) and stops them. Takes the machine-wide
+# benchmark lock (/tmp/kc_bench.lock). Ends with one JSON line.
 #   PURCHASES=200 RATE=20 PAGES=10 bash bench/browser/run.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -35,32 +35,19 @@ WORK=$(mktemp -d /tmp/kc-browserbench.XXXXXX)
 chmod 755 "$WORK"
 cleanup() {
     set +e
-    kc_gateway_stop "$WORK/gw"
-    kc_redis_stop "$WORK/redis"
-    kc_pg_stop "$WORK/pg" immediate
+    kc_stack_stop "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-PG_PORT=$(kc_free_port); REDIS_PORT=$(kc_free_port); GW_PORT=$(kc_free_port)
-kc_pg_init "$WORK/pg" "$PG_PORT" kc_bench "max_connections = 200" "shared_buffers = 128MB" "${KC_PG_NO_FSYNC[@]}"
-kc_pg_start "$WORK/pg" "$PG_PORT" kc_bench
-kc_redis_start "$WORK/redis" "$REDIS_PORT"
-PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_bench -X -v ON_ERROR_STOP=1 -Atq)
+# KC_DEMO as in the suite: the page asks whether the demo route exists, and a 404 is a console error
+export KC_JWT_SECRET=bench-secret
+kc_stack_start "$WORK" kc_bench KC_STATIC_DIR="$ROOT/gateway/static" KC_DEMO=on
+GW_PORT=$KC_STACK_GW_PORT DB_URL=$KC_STACK_DB_URL
+PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$KC_STACK_PG_PORT" -U postgres -d kc_bench -X -v ON_ERROR_STOP=1 -Atq)
 kc_as_postgres "${PSQL[@]}" -f "$E2E/latency_fixture.sql" >/dev/null
 STUDENTS=$(kc_as_postgres "${PSQL[@]}" -c "INSERT INTO kc_flow.students (display_name, timezone)
     SELECT 'bench ' || g, 'UTC' FROM generate_series(1, $PAGES) g RETURNING id" | tr '\n' ' ')
-# the workers start before kc_bench exists and come back some seconds later: wait for them
-for _ in $(seq 1 300); do
-    [ "$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()")" = t ] && break
-    sleep 0.1
-done
-
-DB_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_bench"
-# KC_DEMO as in the suite: the page asks whether the demo route exists, and a 404 is a console error
-export KC_JWT_SECRET=bench-secret
-kc_gateway_start "$WORK/gw" "127.0.0.1:$GW_PORT" KC_DATABASE_URL="$DB_URL" \
-    KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_STATIC_DIR="$ROOT/gateway/static" KC_DEMO=on
 TOKENS=""
 for s in $STUDENTS; do TOKENS="$TOKENS $("$ROOT/gateway/kc-gateway" --issue-token="$s")"; done
 

@@ -9,8 +9,8 @@
 # setrlimit, --open-files); both need root above the hard limit. One loopback source
 # address gives about 28,000 ports towards the gateway (ip_local_port_range), so the
 # client spreads its sockets over 127.0.0.1, 127.0.0.2, ... (SOURCES to choose them).
-# Starts its own throwaway Postgres and Redis on loopback and stops them. Takes the
-# machine-wide benchmark lock (/tmp/kc_bench.lock).
+# Starts its own throwaway Postgres, Redis and gateway on loopback (kc_stack_start,
+# test/cluster.sh) and stops them. Takes the machine-wide benchmark lock (/tmp/kc_bench.lock).
 #   CONNECTIONS=10000 RATE=1000 DURATION=20 bash bench/ws/run.sh
 #   CONNECTIONS=100000 bash bench/ws/run.sh          # issue 10's target
 set -euo pipefail
@@ -48,18 +48,17 @@ CL_PIDS=""
 cleanup() {
     set +e
     for p in $CL_PIDS; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-    kc_gateway_stop "$WORK/gw"
-    kc_redis_stop "$WORK/redis"
-    kc_pg_stop "$WORK/pg" immediate
+    kc_stack_stop "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-PG_PORT=$(kc_free_port); REDIS_PORT=$(kc_free_port); GW_PORT=$(kc_free_port)
-# the settings of every earlier run, so that the figures stay comparable
-kc_pg_init "$WORK/pg" "$PG_PORT" kc_bench "max_connections = 200" "shared_buffers = 128MB" "${KC_PG_NO_FSYNC[@]}"
-kc_pg_start "$WORK/pg" "$PG_PORT" kc_bench
-kc_redis_start "$WORK/redis" "$REDIS_PORT"
+SECRET=bench-secret
+# the settings of every earlier run (kc_stack_start's), so that the figures stay comparable; it
+# returns once the workers run: since 0.2.0 an event reaches the log, and so the sockets, through
+# a worker's round, and the first seconds of events would measure their restart, not the push
+kc_stack_start "$WORK" kc_bench KC_JWT_SECRET="$SECRET" KC_WS_MAX_CONNECTIONS=$((CONNECTIONS + 100))
+PG_PORT=$KC_STACK_PG_PORT GW_PORT=$KC_STACK_GW_PORT
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_bench -X -v ON_ERROR_STOP=1 -Atq)
 kc_as_postgres "${PSQL[@]}" -c "
   CREATE TABLE ws_bench_students (n int PRIMARY KEY, id uuid NOT NULL);
@@ -67,17 +66,6 @@ kc_as_postgres "${PSQL[@]}" -c "
              SELECT 'bench ' || g, 'UTC' FROM generate_series(1, $CONNECTIONS) g RETURNING id)
   INSERT INTO ws_bench_students SELECT row_number() OVER (), id FROM s;"
 kc_as_postgres "${PSQL[@]}" -c "SELECT id FROM ws_bench_students ORDER BY n" >"$WORK/students"
-# Since 0.2.0 an event reaches the log, and so the sockets, through a worker's round. The
-# workers started before kc_bench existed and come back some seconds later: wait for them, or
-# the first seconds of events would measure their restart, not the push.
-for _ in $(seq 1 300); do
-    [ "$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) > 0 AND bool_and(pid <> 0) FROM kc_flow.worker_status()")" = t ] && break
-    sleep 0.1
-done
-
-SECRET=bench-secret
-kc_gateway_start "$WORK/gw" "127.0.0.1:$GW_PORT" KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_bench" \
-    KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" KC_JWT_SECRET="$SECRET" KC_WS_MAX_CONNECTIONS=$((CONNECTIONS + 100))
 GW_PID=$(cat "$WORK/gw/gateway.pid")
 rss() { awk '/VmRSS/ {print $2 / 1024 " MiB"}' /proc/$GW_PID/status; }
 RSS0=$(rss)

@@ -60,7 +60,7 @@ CREATE FUNCTION kc_flow.run_pending(max_jobs int DEFAULT 1000) RETURNS int
     LANGUAGE c VOLATILE STRICT
     AS 'MODULE_PATHNAME', 'kcf_run_pending';
 COMMENT ON FUNCTION kc_flow.run_pending(int) IS
-    'runs due pipeline work in the calling transaction, as the background workers would: at most max_jobs events; returns how many were handled';
+    'runs due pipeline work in the calling transaction, as the background workers would: at most max_jobs events, then a round of the log sequencer and, when due, a rotation of the queue''s ring; returns how many were handled. The log head (and a rotated queue table) stay locked until the transaction ends: call it in a short READ COMMITTED transaction of its own';
 
 CREATE FUNCTION kc_flow.auto_assign(purchase_id uuid) RETURNS uuid
     LANGUAGE c VOLATILE STRICT
@@ -86,8 +86,14 @@ CREATE FUNCTION kc_flow.rotate_queue() RETURNS text
 COMMENT ON FUNCTION kc_flow.rotate_queue() IS
     'rotates the event queue''s ring now if its current table is larger than kc_flow.queue_rotation_size, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms); call it in a short transaction of its own';
 
+CREATE FUNCTION kc_flow.rotate_log() RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_rotate_log_sql';
+COMMENT ON FUNCTION kc_flow.rotate_log() IS
+    'rotates the event log''s ring now if its current tables have been current for half of kc_flow.event_retention, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, the first oldest table''s lock not granted within 200 ms, or another one or the log head not free at once); call it in a short transaction of its own';
+
 CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS bigint
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'kcf_trim_event_log_sql';
 COMMENT ON FUNCTION kc_flow.trim_event_log(int) IS
-    'trims the event log now, as worker 0 does every minute: handled events older than retention_s seconds (NULL: kc_flow.event_retention) leave the log, and the floor is raised to the highest position removed; returns kc_flow.log_floor()';
+    'trims the event log now by rotating its ring by hand: each of its three tables whose events are all older than retention_s seconds (NULL: kc_flow.event_retention) is emptied in turn, the rows that stay copied forward as a rotation does (at most three rotations, each retried briefly while busy); returns kc_flow.log_floor(); call it in a short READ COMMITTED transaction of its own';

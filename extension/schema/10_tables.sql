@@ -158,60 +158,110 @@ CREATE SEQUENCE kc_flow.events_id_seq AS bigint CACHE 1;
 COMMENT ON SEQUENCE kc_flow.events_id_seq IS
     'event ids, taken inside the writing transaction; they may commit in any order: the order of the log is event_log.pos, given after commit';
 
+CREATE SEQUENCE kc_flow.log_generation AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.log_generation IS
+    'the generation of the event log''s ring (events, event_log, processed_events, log_rounds): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/log_ring.c)';
+
+CREATE FUNCTION kc_flow.log_slot() RETURNS smallint
+    LANGUAGE sql VOLATILE
+AS $$ SELECT (last_value % 3)::smallint FROM kc_flow.log_generation $$;
+COMMENT ON FUNCTION kc_flow.log_slot() IS
+    'the slot of the event log''s ring that new rows go to (the default of the slot column of events, event_log, processed_events and log_rounds)';
+
 CREATE TABLE kc_flow.events (
-    id             bigint PRIMARY KEY,
+    id             bigint NOT NULL,
     event_type     text NOT NULL CONSTRAINT events_type_known CHECK (kc_flow.is_event_type(event_type)),
     correlation_id uuid NOT NULL,
     student_id     uuid NOT NULL,
     payload        jsonb NOT NULL DEFAULT '{}',
     version        bigint NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    txid           xid8 DEFAULT pg_current_xact_id()
-);
+    txid           xid8 DEFAULT pg_current_xact_id(),
+    slot           smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.events_0 PARTITION OF kc_flow.events (CONSTRAINT events_0_pkey PRIMARY KEY (id)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.events_1 PARTITION OF kc_flow.events (CONSTRAINT events_1_pkey PRIMARY KEY (id)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.events_2 PARTITION OF kc_flow.events (CONSTRAINT events_2_pkey PRIMARY KEY (id)) FOR VALUES IN (2);
 CREATE INDEX events_by_student ON kc_flow.events (student_id, id);
 CREATE INDEX events_by_correlation ON kc_flow.events (correlation_id, id);
 CREATE INDEX events_by_txid ON kc_flow.events (txid);
+COMMENT ON TABLE kc_flow.events_0 IS 'slot 0 of the event log''s ring: events (kc_flow.events)';
+COMMENT ON TABLE kc_flow.events_1 IS 'slot 1 of the event log''s ring: events (kc_flow.events)';
+COMMENT ON TABLE kc_flow.events_2 IS 'slot 2 of the event log''s ring: events (kc_flow.events)';
 COMMENT ON TABLE kc_flow.events IS
-    'outbox; written only by kc_flow.emit_event (ids from events_id_seq), in the log (event_log) once committed, read in log order with kc_flow.events_since';
+    'outbox; written only by kc_flow.emit_event (ids from events_id_seq, unique: one sequence, and a primary key per table of the ring) and copied forward by the rotation, in the log (event_log) once committed, read in log order with kc_flow.events_since; a ring of three tables (slot), the oldest truncated by age (extension/log_ring.c)';
 COMMENT ON COLUMN kc_flow.events.txid IS
     'the transaction that wrote the event (NULL: written before 0.2.0, in the log from the update on); the sequencer finds committed events by it';
 COMMENT ON COLUMN kc_flow.events.event_type IS
     'one of the types of kc_flow.event_types(), the table in extension/event_types.c';
 COMMENT ON COLUMN kc_flow.events.version IS 'the student''s cache_versions.version after this event''s transaction bumped it';
+COMMENT ON COLUMN kc_flow.events.slot IS
+    'the table of the log''s ring the row is in; rotation copies the events that must stay (queued, of a payment with an unresolved dead letter, not in the log yet) into the current table before truncating the oldest';
 
 CREATE TABLE kc_flow.event_log (
-    pos        bigint PRIMARY KEY,
-    event_id   bigint NOT NULL CONSTRAINT event_log_once_per_event UNIQUE,
+    pos        bigint NOT NULL,
+    event_id   bigint NOT NULL,
     student_id uuid NOT NULL,
-    logged_at  timestamptz NOT NULL
-);
+    logged_at  timestamptz NOT NULL,
+    slot       smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.event_log_0 PARTITION OF kc_flow.event_log (
+    CONSTRAINT event_log_0_pkey PRIMARY KEY (pos),
+    CONSTRAINT event_log_0_once_per_event UNIQUE (event_id)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.event_log_1 PARTITION OF kc_flow.event_log (
+    CONSTRAINT event_log_1_pkey PRIMARY KEY (pos),
+    CONSTRAINT event_log_1_once_per_event UNIQUE (event_id)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.event_log_2 PARTITION OF kc_flow.event_log (
+    CONSTRAINT event_log_2_pkey PRIMARY KEY (pos),
+    CONSTRAINT event_log_2_once_per_event UNIQUE (event_id)) FOR VALUES IN (2);
 CREATE INDEX event_log_by_student ON kc_flow.event_log (student_id, pos);
+COMMENT ON TABLE kc_flow.event_log_0 IS 'slot 0 of the event log''s ring: positions (kc_flow.event_log)';
+COMMENT ON TABLE kc_flow.event_log_1 IS 'slot 1 of the event log''s ring: positions (kc_flow.event_log)';
+COMMENT ON TABLE kc_flow.event_log_2 IS 'slot 2 of the event log''s ring: positions (kc_flow.event_log)';
 COMMENT ON TABLE kc_flow.event_log IS
-    'the event log in commit order: a dense position per committed event, given after its commit by a sequencer round (worker or run_pending); insert-only; a reader that sees a position sees every smaller one';
+    'the event log in commit order: a dense position per committed event, given after its commit by a sequencer round (worker or run_pending); insert-only; a reader that sees a position sees every smaller one down to kc_flow.log_floor(); a ring of three tables (slot) rotated with events; positions and event ids are unique per table, and across tables because one sequencer at a time gives them (docs/extension.md)';
 COMMENT ON COLUMN kc_flow.event_log.pos IS
     'the public cursor (after= of events_since, the gateway and its clients); events written before 0.2.0 kept their id as position';
 COMMENT ON COLUMN kc_flow.event_log.logged_at IS
     'when the round gave the position, just before that round committed: the event is readable in the log from about then';
+COMMENT ON COLUMN kc_flow.event_log.slot IS
+    'the table of the log''s ring the row is in; rotation copies the positions of the events that stay';
 
 CREATE TABLE kc_flow.log_rounds (
-    last_pos     bigint PRIMARY KEY,
+    last_pos     bigint NOT NULL,
     first_pos    bigint NOT NULL,
     snapshot     pg_snapshot NOT NULL,
     xid          xid8 NOT NULL,
     announced    boolean NOT NULL,
-    sequenced_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
+    sequenced_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    slot         smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.log_rounds_0 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_0_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.log_rounds_1 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_1_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.log_rounds_2 PARTITION OF kc_flow.log_rounds (CONSTRAINT log_rounds_2_pkey PRIMARY KEY (last_pos)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.log_rounds_0 IS 'slot 0 of the event log''s ring: rounds (kc_flow.log_rounds)';
+COMMENT ON TABLE kc_flow.log_rounds_1 IS 'slot 1 of the event log''s ring: rounds (kc_flow.log_rounds)';
+COMMENT ON TABLE kc_flow.log_rounds_2 IS 'slot 2 of the event log''s ring: rounds (kc_flow.log_rounds)';
 COMMENT ON TABLE kc_flow.log_rounds IS
-    'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head';
+    'one row per sequencer round that gave positions (first_pos..last_pos): the snapshot it read with and its transaction, which tell the next round what is new; announced: a NOTIFY covered it; the newest row is the log head; a ring of three tables (slot) rotated with events, which keeps the head and the newest announced round';
 INSERT INTO kc_flow.log_rounds (last_pos, first_pos, snapshot, xid, announced)
 VALUES (0, 1, pg_current_snapshot(), pg_current_xact_id(), true);
 
-CREATE TABLE kc_flow.log_trims (
-    floor_pos  bigint PRIMARY KEY CONSTRAINT log_trims_floor_positive CHECK (floor_pos > 0),
-    trimmed_at timestamptz NOT NULL DEFAULT now()
+CREATE SEQUENCE kc_flow.log_floor_position AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.log_floor_position IS
+    'kc_flow.log_floor(): the highest position a rotation of the log''s ring removed; a sequence so that a reader reads it without a snapshot (extension/log_ring.c)';
+
+CREATE TABLE kc_flow.log_rotations (
+    generation     bigint PRIMARY KEY,
+    rotated_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    floor_pos      bigint NOT NULL,
+    kept_events    bigint NOT NULL DEFAULT 0,
+    kept_positions bigint NOT NULL DEFAULT 0,
+    kept_marks     bigint NOT NULL DEFAULT 0
 );
-COMMENT ON TABLE kc_flow.log_trims IS
-    'one row per trim of the event log that raised its floor: the highest position it removed; insert-only; kc_flow.log_floor() is the highest row';
+COMMENT ON TABLE kc_flow.log_rotations IS
+    'one row per generation of the event log''s ring, written by the rotation that made it current: when, the log''s floor after it, and the events, positions and processed marks it copied forward; insert-only';
+INSERT INTO kc_flow.log_rotations (generation, floor_pos) VALUES (0, 0);
 
 CREATE SEQUENCE kc_flow.event_queue_generation AS bigint MINVALUE 0 START 0 CACHE 1;
 COMMENT ON SEQUENCE kc_flow.event_queue_generation IS
@@ -224,7 +274,7 @@ COMMENT ON FUNCTION kc_flow.event_queue_slot() IS
     'the slot of the event queue''s ring that new rows go to (the default of event_queue.slot)';
 
 CREATE TABLE kc_flow.event_queue (
-    event_id      bigint NOT NULL REFERENCES kc_flow.events ON DELETE CASCADE,
+    event_id      bigint NOT NULL,
     consumer      text NOT NULL,
     attempts      int NOT NULL DEFAULT 0,
     deferrals     int NOT NULL DEFAULT 0,
@@ -240,6 +290,8 @@ CREATE INDEX event_queue_due ON kc_flow.event_queue (run_after, event_id);
 CREATE INDEX event_queue_by_event ON kc_flow.event_queue (event_id);
 COMMENT ON TABLE kc_flow.event_queue IS
     'work still to do: one row per event that a stage must handle, claimed with FOR UPDATE SKIP LOCKED, deleted when handled or dead-lettered; a ring of three tables (slot), the oldest truncated when the current one has grown (extension/queue_ring.c), so that dead rows do not pile up while something holds the xmin horizon';
+COMMENT ON COLUMN kc_flow.event_queue.event_id IS
+    'the event (kc_flow.events.id); no foreign key, since events is a ring of truncated tables: the log''s rotation keeps every queued event';
 COMMENT ON COLUMN kc_flow.event_queue.slot IS
     'the table of the ring the row is in; rotation copies what is left in the oldest table into the current one before truncating it';
 COMMENT ON TABLE kc_flow.event_queue_0 IS 'slot 0 of the event queue''s ring (kc_flow.event_queue)';
@@ -250,14 +302,25 @@ CREATE TABLE kc_flow.processed_events (
     event_id     bigint NOT NULL,
     consumer     text NOT NULL,
     processed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (event_id, consumer)
-);
+    slot         smallint NOT NULL DEFAULT kc_flow.log_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.processed_events_0 PARTITION OF kc_flow.processed_events (
+    CONSTRAINT processed_events_0_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.processed_events_1 PARTITION OF kc_flow.processed_events (
+    CONSTRAINT processed_events_1_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.processed_events_2 PARTITION OF kc_flow.processed_events (
+    CONSTRAINT processed_events_2_pkey PRIMARY KEY (event_id, consumer)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.processed_events_0 IS 'slot 0 of the event log''s ring: processed marks (kc_flow.processed_events)';
+COMMENT ON TABLE kc_flow.processed_events_1 IS 'slot 1 of the event log''s ring: processed marks (kc_flow.processed_events)';
+COMMENT ON TABLE kc_flow.processed_events_2 IS 'slot 2 of the event log''s ring: processed marks (kc_flow.processed_events)';
 COMMENT ON TABLE kc_flow.processed_events IS
-    'one row per stage that handled an event, written in the same transaction as the stage''s effect';
+    'one row per stage that handled an event, written in the same transaction as the stage''s effect and the deletion of its claimed queue row (what makes a stage run once); unique per table of the log''s ring (slot), rotated with events';
+COMMENT ON COLUMN kc_flow.processed_events.slot IS
+    'the table of the log''s ring the row is in; rotation copies the marks of the events that stay';
 
 CREATE TABLE kc_flow.dead_letters (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id       bigint NOT NULL REFERENCES kc_flow.events ON DELETE CASCADE,
+    event_id       bigint NOT NULL,
     consumer       text NOT NULL,
     attempts       int NOT NULL,
     sqlstate       text NOT NULL,
@@ -270,6 +333,8 @@ CREATE TABLE kc_flow.dead_letters (
 );
 CREATE UNIQUE INDEX dead_letters_one_open_per_event
     ON kc_flow.dead_letters (event_id, consumer) WHERE NOT resolved;
+COMMENT ON COLUMN kc_flow.dead_letters.event_id IS
+    'the event (kc_flow.events.id); no foreign key, since events is a ring of truncated tables: the log''s rotation keeps every event of a payment with an unresolved dead letter, and deletes the resolved dead letters whose event it removes';
 COMMENT ON TABLE kc_flow.dead_letters IS
     'events a stage could not handle, with the last error: refused by the stage or failed with an error that cannot succeed on retry (first attempt), or failed kc_flow.max_attempts times; kc_flow.retry_dead_letter(id) puts one back in the queue';
 

@@ -57,12 +57,28 @@ $$;
 COMMENT ON FUNCTION kc_flow.confirm_payment(uuid) IS
     'marks a pending payment succeeded, which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';
 
+CREATE FUNCTION kc_flow.log_floor() RETURNS bigint
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$ SELECT last_value FROM kc_flow.log_floor_position $$;
+COMMENT ON FUNCTION kc_flow.log_floor() IS
+    'the highest log position a rotation of the log''s ring may have removed (0: none yet); every position above it that was ever given is still readable, and events_since refuses a cursor below it (SQLSTATE KC410); read without a snapshot, so it is the newest floor even in an old snapshot';
+
+CREATE FUNCTION kc_flow.log_head() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$ SELECT coalesce((SELECT r.last_pos FROM kc_flow.log_rounds r ORDER BY r.last_pos DESC LIMIT 1), 0) $$;
+COMMENT ON FUNCTION kc_flow.log_head() IS
+    'the newest log position (every position from kc_flow.log_floor() up to it is readable): where a reader that reloaded its state reads on from';
+
 CREATE FUNCTION kc_flow.events_since(after bigint, student uuid DEFAULT NULL, max int DEFAULT 100)
     RETURNS TABLE (pos bigint, id bigint, event_type text, correlation_id uuid, student_id uuid,
                    payload jsonb, version bigint, created_at timestamptz, logged_at timestamptz)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, kc_flow
 AS $$
+DECLARE
+    floor_pos bigint;
 BEGIN
     IF after IS NULL OR after < 0 THEN
         RAISE EXCEPTION 'after must be a log position >= 0' USING ERRCODE = 'invalid_parameter_value';
@@ -71,20 +87,13 @@ BEGIN
         RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
     END IF;
-    -- below the floor a trim may have removed events: a page from there would have a hole
-    IF after < kc_flow.log_floor() THEN
-        RAISE EXCEPTION 'position % is no longer in the event log', after USING ERRCODE = 'KC410',
-            DETAIL = format('The log was trimmed up to position %s (kc_flow.event_retention is %s).',
-                            kc_flow.log_floor(), coalesce(current_setting('kc_flow.event_retention', true), 'at its default')),
-            HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
-    END IF;
     -- above the head: the position was given by a log that has since been rewound (a
     -- failover that lost commits, a restored backup), and names another event or none now
-    IF after > kc_flow.settled_event_id() THEN
-        RAISE EXCEPTION 'position % is past the end of the event log', after USING ERRCODE = 'KC410',
+    IF after > kc_flow.log_head() THEN
+        RAISE EXCEPTION 'log position % is past the end of the event log', after USING ERRCODE = 'KC410',
             DETAIL = format('The log ends at position %s: it was rewound (a failover that lost commits, or a restored backup) since the position was read.',
-                            kc_flow.settled_event_id()),
-            HINT = 'Reload the state (student_home, flow_status) and read on from kc_flow.settled_event_id().';
+                            kc_flow.log_head()),
+            HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
     END IF;
     -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
     IF student IS NULL THEN
@@ -100,10 +109,19 @@ BEGIN
                       WHERE l.student_id = student AND l.pos > after
                       ORDER BY l.pos LIMIT max;
     END IF;
+    -- after the rows: a rotation that emptied a table this snapshot still saw full has set the
+    -- floor by now (read without a snapshot), so a page with a hole is never returned
+    floor_pos := kc_flow.log_floor();
+    IF after < floor_pos THEN
+        RAISE EXCEPTION 'log position % is no longer in the event log', after USING ERRCODE = 'KC410',
+            DETAIL = format('The log keeps positions above %s: older ones were removed by the rotation of the log''s ring (kc_flow.event_retention is %s).',
+                            floor_pos, coalesce(current_setting('kc_flow.event_retention', true), '7d, its default')),
+            HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
+    END IF;
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
-    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor(), or above the head (kc_flow.settled_event_id(): the log was rewound since), is refused with SQLSTATE KC410 (reload, then read on from the head)';
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor(), or above kc_flow.log_head() (the log was rewound since), is refused with SQLSTATE KC410 (reload the state, then read on from kc_flow.log_head())';
 
 CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -129,6 +147,13 @@ AS $$
         'notification_queue_usage', pg_notification_queue_usage(),
         'newest_position', h.last_pos,
         'newest_committed_at', h.sequenced_at,
+        'log_ring', (SELECT jsonb_build_object(
+                         'generation', r.generation,
+                         'current_seconds', extract(epoch FROM clock_timestamp() - r.rotated_at)::float8,
+                         'floor', kc_flow.log_floor(),
+                         'kept_events', r.kept_events, 'kept_positions', r.kept_positions,
+                         'kept_marks', r.kept_marks)
+                        FROM kc_flow.log_rotations r ORDER BY r.generation DESC LIMIT 1),
         'reader_position', reader_position,
         'reader_lag_seconds',
             CASE WHEN reader_position IS NOT NULL THEN
@@ -139,7 +164,7 @@ AS $$
       FROM head h
 $$;
 COMMENT ON FUNCTION kc_flow.health(bigint) IS
-    'the pipeline and its log at a glance: queue depth, unresolved dead letters, age of the oldest open transaction whose events are still to come, committed events without a position (unsequenced) or not announced, NOTIFY queue usage, the newest position and when it was given; with a reader''s position, how long the oldest event it has not read has been in the log (0: none)';
+    'the pipeline and its log at a glance: queue depth, unresolved dead letters, age of the oldest open transaction whose events are still to come, committed events without a position (unsequenced) or not announced, NOTIFY queue usage, the newest position and when it was given, the log''s ring (its generation, how long its current tables have been current, the floor, and the events, positions and processed marks the last rotation copied forward); with a reader''s position, how long the oldest event it has not read has been in the log (0: none)';
 
 CREATE FUNCTION kc_flow.flow_status(payment uuid) RETURNS jsonb
     LANGUAGE sql STABLE SECURITY DEFINER
@@ -264,6 +289,7 @@ REVOKE ALL ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.sequence_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.rotate_queue() FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.rotate_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.trim_event_log(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.retry_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.auto_assign(uuid) FROM PUBLIC;

@@ -303,12 +303,3 @@ AS $$
 $$;
 COMMENT ON FUNCTION kc_flow.settled_event_id() IS
     'the newest log position (every position up to it is readable); a reader with no position starts events_since from it';
-
-CREATE FUNCTION kc_flow.log_floor() RETURNS bigint
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path = pg_catalog, kc_flow
-AS $$
-    SELECT coalesce((SELECT t.floor_pos FROM kc_flow.log_trims t ORDER BY t.floor_pos DESC LIMIT 1), 0)
-$$;
-COMMENT ON FUNCTION kc_flow.log_floor() IS
-    'the highest log position that may have been removed by a trim (0: none yet); every position above it that was ever given is still readable, and events_since refuses a cursor below it (KC410)';

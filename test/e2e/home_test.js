@@ -32,8 +32,9 @@ async function until(pred, ms) {
 
 /*
  * The page away longer than the log keeps events: its last event id falls below the log's
- * floor. The floor is raised here as a trim records it (a row of kc_flow.log_trims) but
- * without deleting the shared database's log, and taken back after. When the page's socket
+ * floor. The floor is raised here as a rotation of the log's ring records it (the sequence
+ * kc_flow.log_floor_position) but without emptying the shared database's log, and taken back
+ * after. When the page's socket
  * drops it is told to refetch (410 on its poll, "refetch" on the new socket): it reloads
  * the home, goes live again and shows the next event, all without a reload.
  */
@@ -45,7 +46,8 @@ async function refetchCase(page) {
   const head = Number(sql("SELECT kc_flow.settled_event_id()"));
   // the gateway's own cursor at the head first, so that only the page is below the floor
   await until(async () => (await (await fetch(process.env.GW_URL + "/readyz")).json()).watermark >= head, 5000);
-  const floor = sql("INSERT INTO kc_flow.log_trims (floor_pos) SELECT kc_flow.settled_event_id() RETURNING floor_pos");
+  const before = sql("SELECT kc_flow.log_floor()");
+  const floor = sql("SELECT setval('kc_flow.log_floor_position', kc_flow.settled_event_id())");
   try {
     await page.evaluate(() => window.__ws.close());
     let told = true;
@@ -67,7 +69,7 @@ async function refetchCase(page) {
     report(told && next && kept, "a page whose last event fell below the log's floor reloads its home on the refetch " +
            "answer and shows the next event, without a reload", JSON.stringify({ told, next, kept, floor }));
   } finally {
-    sql("DELETE FROM kc_flow.log_trims WHERE floor_pos = " + floor);
+    sql("SELECT setval('kc_flow.log_floor_position', " + before + ")");
   }
 }
 

@@ -71,9 +71,20 @@ def replica_lag():
 def test_replicas(students):
     a, b, c, d = students[:4]
     replica_lag()
-    gw = Gateway(TMP, "replica", KC_DATABASE_URL=URL % P, KC_REPLICA_URL=URL % S, KC_REDIS_URL=REDIS + "0")
+    # Redis alone (no in-process cache), so that deleting a view in Redis makes the next read a miss
+    gw = Gateway(TMP, "replica", KC_DATABASE_URL=URL % P, KC_REPLICA_URL=URL % S, KC_REDIS_URL=REDIS + "0",
+                 KC_LOCAL_CACHE=0)
     try:
-        reads = gw.metric("kc_replica_reads_total")
+        reads, falls = gw.metric("kc_replica_reads_total"), gw.metric("kc_replica_fallbacks_total")
+        for s in (a, c):
+            st, v, xc = gw.home(s)
+            report(st == 200 and xc == "MISS" and v == db_version(P, s) and fence(0, s) == v and
+                   gw.metric("kc_replica_reads_total") == reads,
+                   "with no fence in Redis a miss is read on the primary, and its fill sets the fence (v%s)" % v,
+                   (st, v, xc, fence(0, s)))
+            redis_cli(0, "DEL", "student:home:" + s)
+        report(gw.metric("kc_replica_fallbacks_total") == falls + 2,
+               "... counted as replica fallbacks (the replica's view was refused without a fence)")
         st, v, xc = gw.home(a)
         report(st == 200 and xc == "MISS" and v == db_version(P, a) and
                gw.metric("kc_replica_reads_total") == reads + 1,

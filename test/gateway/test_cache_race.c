@@ -12,7 +12,9 @@
  * Without the fence the reader's store succeeds and every later lookup serves
  * the stale body until its TTL, which is what the checks below catch. The
  * race is played twice: on Redis alone, and with the in-process cache in
- * front of it (--local-cache).
+ * front of it (--local-cache). Then the fence is lost, as when Redis
+ * restarts, is flushed or evicts it: a replica's body must not be stored
+ * until a primary's fill has set the fence again.
  *
  * Usage: test_cache_race <student uuid>, with KC_DATABASE_URL and KC_REDIS_URL set.
  * The student must exist and must not be cached yet.
@@ -20,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <hiredis/hiredis.h>
 
 #include "cache.h"
 #include "cache_local.h"
@@ -131,7 +135,7 @@ play(kc_db *db, const char *dburl, const char *redisurl, const char *student,
 		  "the invalidation for v+1 is applied");
 
 	/* the reader now stores what it read before the invalidation */
-	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, old_body) == 0, mode,
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, old_body, KC_FILL_PRIMARY) == 0, mode,
 		  "the reader's late store of version v is refused by the fence");
 	check(lookup(cache, student, &served, &ticket2) == KC_GET_MISS, mode,
 		  "no reader is served version v after the invalidation");
@@ -141,7 +145,7 @@ play(kc_db *db, const char *dburl, const char *redisurl, const char *student,
 	check(new_body && new_body->version == v_new, mode, "a new read sees version v+1");
 	if (!new_body)
 		goto done;
-	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket2, new_body) == 1, mode,
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket2, new_body, KC_FILL_PRIMARY) == 1, mode,
 		  "a store at the fence's version is accepted");
 	check(lookup(cache, student, &served, &ticket) == KC_GET_HIT && served == v_new, mode,
 		  "the cache now serves version v+1");
@@ -150,7 +154,7 @@ play(kc_db *db, const char *dburl, const char *redisurl, const char *student,
 		  "replaying the same invalidation is a no-op (idempotent catch-up)");
 	check(lookup(cache, student, &served, &ticket) == KC_GET_HIT && served == v_new, mode,
 		  "...and keeps the fresh entry");
-	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, old_body) == 0, mode,
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, old_body, KC_FILL_PRIMARY) == 0, mode,
 		  "an older body never overwrites a newer entry");
 	check(lookup(cache, student, &served, &ticket) == KC_GET_HIT && served == v_new, mode,
 		  "...so version v+1 is still served");
@@ -164,6 +168,100 @@ play(kc_db *db, const char *dburl, const char *redisurl, const char *student,
 done:
 	kc_body_unref(old_body);
 	kc_body_unref(new_body);
+	kc_cache_destroy(cache);
+}
+
+/*
+ * Runs one Redis command on a connection of its own (the test's hand on
+ * Redis, outside the gateway's pools): the reply's integer, or its string
+ * read as one; -1 for nil or an error.
+ */
+static long long
+redis_command(const char *redisurl, const char *fmt, const char *key)
+{
+	char		host[256],
+				password[256];
+	int			port,
+				db;
+	long long	v = -1;
+	redisContext *rc;
+	redisReply *r;
+
+	if (!kc_cache_parse_url(redisurl, host, sizeof(host), &port, password, sizeof(password), &db))
+		return -1;
+	rc = redisConnect(host, port);
+	if (!rc || rc->err)
+	{
+		if (rc)
+			redisFree(rc);
+		return -1;
+	}
+	r = redisCommand(rc, "SELECT %d", db);
+	freeReplyObject(r);
+	r = redisCommand(rc, fmt, key);
+	if (r && r->type == REDIS_REPLY_INTEGER)
+		v = r->integer;
+	else if (r && r->type == REDIS_REPLY_STRING)
+		v = strtoll(r->str, NULL, 10);
+	freeReplyObject(r);
+	redisFree(rc);
+	return v;
+}
+
+/*
+ * The student's fence and views are lost (Redis restarted, flushed or evicted
+ * them). A body read on a replica may be behind any event and is refused; a
+ * body read on the primary is stored and sets the fence to its version, so a
+ * replica's body at that version is accepted again and an older one is not.
+ */
+static void
+play_lost_fence(kc_db *db, const char *redisurl, const char *student)
+{
+	const char *mode = "lost fence";
+	char		err[256] = "",
+				fence[160];
+	kc_cache   *cache = kc_cache_create(redisurl, 1, 300, err, sizeof(err));
+	kc_body    *body = NULL,
+			   *older = NULL;
+	uint64_t	ticket = 0;
+	long long	served = -1;
+
+	if (!cache)
+	{
+		check(0, mode, err);
+		return;
+	}
+	check(kc_cache_set_synced(cache, kc_cache_down_epoch(cache)), mode, "the cache is synced");
+	snprintf(fence, sizeof(fence), "student:ver:%s", student);
+	check(redis_command(redisurl, "DEL %s", fence) == 1 && kc_cache_purge_views(cache) >= 0, mode,
+		  "the student's fence and views are gone");
+
+	check(lookup(cache, student, &served, &ticket) == KC_GET_MISS, mode, "a reader misses");
+	body = read_home(db, student);
+	check(body != NULL, mode, "and reads the view (standing in for a replica's read)");
+	if (!body)
+		goto done;
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, body, KC_FILL_REPLICA) == 0, mode,
+		  "with no fence a replica's body is refused");
+	check(lookup(cache, student, &served, &ticket) == KC_GET_MISS, mode, "so nothing is served");
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, body, KC_FILL_PRIMARY) == 1, mode,
+		  "the primary's body is stored");
+	check(redis_command(redisurl, "GET %s", fence) == body->version, mode,
+		  "and sets the fence to its version");
+	check(lookup(cache, student, &served, &ticket) == KC_GET_HIT && served == body->version, mode,
+		  "the cache serves it");
+
+	older = kc_body_new(body->data, body->len, body->version - 1);
+	check(kc_cache_purge_views(cache) >= 1, mode, "the views are gone again, the fence stays");
+	check(lookup(cache, student, &served, &ticket) == KC_GET_MISS, mode, "a reader misses");
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, older, KC_FILL_REPLICA) == 0, mode,
+		  "a replica's body below the fence is refused");
+	check(kc_cache_store(cache, KC_VIEW_HOME, student, ticket, body, KC_FILL_REPLICA) == 1, mode,
+		  "a replica's body at the fence is stored");
+
+done:
+	kc_body_unref(body);
+	kc_body_unref(older);
 	kc_cache_destroy(cache);
 }
 
@@ -189,6 +287,7 @@ main(int argc, char **argv)
 	}
 	play(db, dburl, redisurl, student, 0, "redis");
 	play(db, dburl, redisurl, student, 16, "in-process cache");
+	play_lost_fence(db, redisurl, student);
 	kc_db_destroy(db);
 	printf("# race: %d failed\n", failures);
 	return failures ? 1 : 0;

@@ -985,6 +985,34 @@ def test_below_floor(gw_env):
           got[1]["after"] == got[0]["last_event_id"] and got[1]["last_event_id"] >= head2 and
           got[2]["id"] > got[1]["last_event_id"],
           "floor: a live socket whose events the listener never read is told to refetch, then goes on", got)
+    # the same while Redis is away (the listener pushes straight from the log), then Redis back
+    msgs = [None]
+    reader = threading.Thread(target=lambda: msgs.__setitem__(0, ws_messages(
+        gw2.port, "/api/v1/ws?access_token=" + t1, 3, timeout=30)[1]))
+    reader.start()
+    time.sleep(1)
+    told = len([l for l in gw2.log_lines() if "told to refetch" in l.get("msg", "")])
+    shell("kc_redis_stop '%s'" % REDIS_DIR)
+    sql("ALTER FUNCTION kc_flow.events_since(bigint, uuid, int) RENAME TO events_since_hidden")
+    try:
+        sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), '%s', '{}')" % st)
+        time.sleep(1.5)
+        floor3 = int(sql("SELECT kc_flow.trim_event_log(1)"))
+    finally:
+        sql("ALTER FUNCTION kc_flow.events_since_hidden(bigint, uuid, int) RENAME TO events_since")
+    wait_for(lambda: len([l for l in gw2.log_lines() if "told to refetch" in l.get("msg", "")]) > told, 10)
+    sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), '%s', '{}')" % st)
+    reader.join(35)
+    got = msgs[0] or []
+    check([x.get("type") for x in got] == ["hello", "refetch", "event"] and got[1]["log_floor"] == floor3 and
+          got[2]["id"] > got[1]["last_event_id"],
+          "floor: with Redis away too, the socket is told to refetch, then goes on", got)
+    shell("kc_redis_start '%s' %s persist" % (REDIS_DIR, REDIS_PORT))
+    synced = wait_for(lambda: get(gw2.port, "/readyz").json()["cache_synced"], 15)
+    get(gw2.port, "/api/v1/students/%s/home" % st, t1)
+    r = get(gw2.port, "/api/v1/students/%s/home" % st, t1)
+    check(synced and r.header("x-cache") == "HIT" and r.json()["version"] == db_version(st),
+          "floor: Redis back below the floor: synced again, the current home cached", (synced, r.header("x-cache")))
     gw2.stop()
 
 

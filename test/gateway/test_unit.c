@@ -21,6 +21,7 @@
 #include "log.h"
 #include "parse.h"
 #include "routes.h"
+#include "setassoc.h"
 
 static int failures;
 
@@ -363,7 +364,7 @@ test_token_table(void)
 	long		exp;
 	char		tok[64];
 	int			found = 0;
-	uint64_t	secret = kc_auth_hash("k3y", 3);
+	uint64_t	secret = kc_hash("k3y", 3);
 
 	check(kc_auth_cache_init(65536), "token table: made for 65536 tokens (the default)");
 	for (int i = 0; i < 10000; i++)
@@ -383,7 +384,7 @@ test_token_table(void)
 			found++;
 	}
 	check(found >= 9990, "token table: 10,000 tokens in a table of 65,536 are all (>= 99.9%) remembered");
-	check(!kc_auth_cache_get(kc_auth_hash("other", 5), "token-1", 7, &exp, &got),
+	check(!kc_auth_cache_get(kc_hash("other", 5), "token-1", 7, &exp, &got),
 		  "token table: a token is not found under another secret");
 	check(kc_auth_cache_init(4), "token table: made for 4 tokens (one set)");
 	for (int i = 0; i < 4; i++)

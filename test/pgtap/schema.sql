@@ -6,13 +6,18 @@ SELECT plan(28);
 SELECT has_extension('kc_flow');
 SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_courses', 'trainer_availability',
   'payments', 'student_course_purchases', 'trainer_allocations', 'trainer_bookings', 'tutoring_sessions',
-  'events', 'event_log', 'log_rounds', 'log_trims', 'event_queue', 'event_queue_0', 'event_queue_1', 'event_queue_2',
-  'processed_events', 'dead_letters', 'cache_versions',
+  'events', 'events_0', 'events_1', 'events_2', 'event_log', 'event_log_0', 'event_log_1', 'event_log_2',
+  'log_rounds', 'log_rounds_0', 'log_rounds_1', 'log_rounds_2', 'log_rotations',
+  'event_queue', 'event_queue_0', 'event_queue_1', 'event_queue_2',
+  'processed_events', 'processed_events_0', 'processed_events_1', 'processed_events_2', 'dead_letters', 'cache_versions',
   'course_trending']);
-SELECT col_is_pk('kc_flow', 'event_log', ARRAY['pos'], 'the log is keyed by position');
-SELECT col_is_unique('kc_flow', 'event_log', ARRAY['event_id'], 'an event has one position at most');
+SELECT is((SELECT count(*)::int FROM pg_constraint c WHERE c.conrelid IN ('kc_flow.event_log_0'::regclass, 'kc_flow.event_log_1'::regclass, 'kc_flow.event_log_2'::regclass)
+             AND pg_get_constraintdef(c.oid) = 'PRIMARY KEY (pos)'), 3, 'each table of the log''s ring is keyed by position');
+SELECT is((SELECT count(*)::int FROM pg_constraint c WHERE c.conrelid IN ('kc_flow.event_log_0'::regclass, 'kc_flow.event_log_1'::regclass, 'kc_flow.event_log_2'::regclass)
+             AND pg_get_constraintdef(c.oid) = 'UNIQUE (event_id)'), 3, 'an event has one position at most in each table of the log''s ring');
 SELECT has_index('kc_flow', 'events', 'events_by_txid', ARRAY['txid'], 'the sequencer finds committed events by their writer');
-SELECT col_is_pk('kc_flow', 'processed_events', ARRAY['event_id', 'consumer'], 'processed_events is keyed by (event, stage)');
+SELECT is((SELECT count(*)::int FROM pg_constraint c WHERE c.conrelid IN ('kc_flow.processed_events_0'::regclass, 'kc_flow.processed_events_1'::regclass, 'kc_flow.processed_events_2'::regclass)
+             AND pg_get_constraintdef(c.oid) = 'PRIMARY KEY (event_id, consumer)'), 3, 'each table of processed_events is keyed by (event, stage)');
 SELECT col_is_unique('kc_flow', 'student_course_purchases', ARRAY['payment_id'], 'one purchase per payment');
 SELECT col_is_unique('kc_flow', 'trainer_allocations', ARRAY['purchase_id'], 'one allocation per purchase');
 SELECT index_is_unique('kc_flow', 'student_course_purchases', 'purchases_one_active_per_course', 'one active purchase per course');
@@ -36,7 +41,7 @@ SELECT ok(NOT has_function_privilege('public', 'kc_flow.sequence_log()', 'EXECUT
           'PUBLIC cannot take the log head');
 SELECT ok(NOT has_function_privilege('public', 'kc_flow.trim_event_log(int)', 'EXECUTE'),
           'PUBLIC cannot trim the log');
-SELECT col_is_pk('kc_flow', 'log_trims', ARRAY['floor_pos'], 'a trim is recorded by the floor it left');
+SELECT col_is_pk('kc_flow', 'log_rotations', ARRAY['generation'], 'a rotation of the log is recorded by the generation it made current');
 SELECT ok((SELECT proconfig::text LIKE '%search_path%' FROM pg_proc WHERE oid = 'kc_flow.student_home(uuid)'::regprocedure),
           'student_home pins its search_path');
 

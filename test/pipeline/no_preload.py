@@ -1,7 +1,8 @@
 """Without shared_preload_libraries: everything but the automatic workers
 works.  run_pending() drives the pipeline and gives log positions, as the
 workers would; until someone runs it, events_since() shows nothing new, and
-an open transaction that emitted an event still holds back only its own."""
+an open transaction that emitted an event still holds back only its own;
+run_pending() also rotates the log's ring when it is due."""
 import time
 
 from kcflow_test import World, connect, one, rows, run, ok, check_invariants, finish
@@ -39,4 +40,26 @@ one(conn, "SELECT kc_flow.run_pending(100)")
 got = rows(reader, "SELECT student_id::text FROM kc_flow.events_since(%s, NULL, 100)", (after,))
 ok([g[0] for g in got] == [world.students[1], world.students[0]],
    "once committed and sequenced it follows, in commit order", got)
+
+# a first event in a subtransaction that rolls back, then one that stays: still seen
+writer = connect(autocommit=False)
+run(writer, "SAVEPOINT first")
+one(writer, "SELECT kc_flow.emit_event('ALLOCATION_PENDING', gen_random_uuid(), %s, '{}')", (world.students[0],))
+run(writer, "ROLLBACK TO SAVEPOINT first")
+one(writer, "SELECT kc_flow.emit_event('ALLOCATION_PENDING', gen_random_uuid(), %s, '{}')", (world.students[0],))
+time.sleep(0.05)
+age = one(reader, "SELECT (kc_flow.health()->>'oldest_xact_holding_events_seconds')::float8")
+ok(age is not None and age >= 0.05,
+   "health() still sees a transaction whose first event was in a subtransaction that rolled back", age)
+writer.rollback()
+
+# run_pending() rotates the log's ring too, as worker 0 does, once its current tables have been
+# current for half of kc_flow.event_retention
+run(conn, "SET kc_flow.event_retention = '1s'")
+generation = one(conn, "SELECT last_value FROM kc_flow.log_generation")
+time.sleep(0.6)
+one(conn, "SELECT kc_flow.run_pending(100)")
+ok(one(conn, "SELECT last_value FROM kc_flow.log_generation") == generation + 1,
+   "run_pending() rotates the log's ring once it is due")
+run(conn, "RESET kc_flow.event_retention")
 finish()

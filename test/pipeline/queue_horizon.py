@@ -1,4 +1,5 @@
-"""queue_horizon: under a held xmin horizon the event queue's tables stop growing.
+"""queue_horizon: under a held xmin horizon the event queue's and the event log's
+tables stop growing.
 
 A session holds a REPEATABLE READ snapshot and a transaction id (as a forgotten
 BEGIN does) while payments are confirmed at a steady rate for 30 s and the
@@ -6,7 +7,11 @@ workers run them through.  Every handled queue row is deleted, and no VACUUM
 may remove a dead row while the horizon is held: a queue emptied row by row
 grows the whole time.  The ring of queue tables (extension/queue_ring.c) is
 rotated and truncated instead, so the size of its tables and indexes levels
-off.  Prints TAP lines; bench/soak/run.sh measures the same for 10 minutes."""
+off.  The event log (events, event_log, processed_events, log_rounds) grows with
+every event and, kept for kc_flow.event_retention, was trimmed with DELETE; its
+ring of tables (extension/log_ring.c) is truncated by age instead, so with a
+10 s retention its size levels off after about 15 s.  Prints TAP lines;
+bench/soak/run.sh measures the same for 10 minutes."""
 import time
 
 from kcflow_test import World, connect, one, ok, run, wait_workers, wait_quiet, finish
@@ -21,6 +26,18 @@ def queue_bytes(conn):
                          WHERE n.nspname = 'kc_flow' AND c.relname LIKE 'event_queue%%' AND c.relkind IN ('r', 'i')""")
 
 
+# the log's relations, the 0.1.0/DELETE-trimmed tables included (their names have no slot)
+LOG_RELATIONS = "^(events|event_log|processed_events|log_rounds)"
+LOG_RETENTION = "10s"
+
+
+def log_bytes(conn):
+    return one(conn, """SELECT coalesce(sum(pg_relation_size(c.oid)), 0)::bigint
+                          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = 'kc_flow' AND c.relname ~ %s AND c.relkind IN ('r', 'i')""",
+               (LOG_RELATIONS,))
+
+
 def main():
     conn = connect()
     ok(wait_workers(conn), "queue horizon: the workers run")
@@ -29,7 +46,9 @@ def main():
     ring = one(conn, "SELECT count(*) > 0 FROM pg_settings WHERE name = 'kc_flow.queue_rotation_size'")
     if ring:
         run(conn, "ALTER SYSTEM SET kc_flow.queue_rotation_size = '16kB'")
-        run(conn, "SELECT pg_reload_conf()")
+    # a short retention, so that 30 s show the log's ring rotate (every 5 s) and empty its oldest tables
+    run(conn, "ALTER SYSTEM SET kc_flow.event_retention = %s", (LOG_RETENTION,))
+    run(conn, "SELECT pg_reload_conf()")
     n = RATE * SECONDS
     world = World(conn, trainers=n // 10, students=n, capacity=20)
     payments = world.payments()
@@ -48,25 +67,38 @@ def main():
                 time.sleep(due - time.time())
             cur.execute("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = %s", (p,))
             if i % (RATE // 2) == 0:
-                sizes.append((time.time() - t0, queue_bytes(conn)))
+                sizes.append((time.time() - t0, queue_bytes(conn), log_bytes(conn)))
     quiet = wait_quiet(conn, world.course, n, timeout=120)
     ok(quiet is not None, "queue horizon: every payment ran through while the horizon was held")
     # the ring's size goes up and down as its tables fill and are truncated in turn; what
     # tells a bounded queue from a growing one is its floor: the smallest size seen in the
     # last 10 s against the smallest between 5 and 15 s (the ring has filled by then)
-    early = min(b for t, b in sizes if 5 <= t <= 15)
-    late = min(b for t, b in sizes if t >= SECONDS - 10)
+    early = min(b for t, b, _ in sizes if 5 <= t <= 15)
+    late = min(b for t, b, _ in sizes if t >= SECONDS - 10)
     ok(late <= 1.3 * early,
        "queue horizon: the queue's tables and indexes stop growing (at least %d kB between 5 and 15 s,"
        " %d kB in the last 10 s)" % (early // 1024, late // 1024))
-    print("# the queue's tables and indexes (s, kB): %s" % [(round(t), b // 1024) for t, b in sizes], flush=True)
+    print("# the queue's tables and indexes (s, kB): %s" % [(round(t), b // 1024) for t, b, _ in sizes], flush=True)
+    # the log's ring is a saw-tooth too, but its peak is what bounds it: each rotation empties
+    # the rows of three half-retentions ago, so from about 15 s on the peak stays at 15 s of
+    # events, where a log trimmed with DELETE (dead rows kept by the horizon) keeps growing
+    log_early = max(b for t, _, b in sizes if 12 <= t <= 20)
+    log_late = max(b for t, _, b in sizes if t >= SECONDS - 10)
+    ok(log_late <= 1.25 * log_early,
+       "queue horizon: the log's tables and indexes stop growing with a %s retention (peak %d kB between"
+       " 12 and 20 s, %d kB in the last 10 s)" % (LOG_RETENTION, log_early // 1024, log_late // 1024))
+    print("# the log's tables and indexes (s, kB): %s" % [(round(t), b // 1024) for t, _, b in sizes], flush=True)
+    floor = one(conn, "SELECT (kc_flow.health()->'log_ring'->>'floor')::bigint")
+    ok(floor is not None and floor > 0, "queue horizon: the log's ring removed positions (its floor rose)",
+       "floor %s" % floor)
     left = one(conn, "SELECT count(*) FROM kc_flow.event_queue")
     ok(left == 0, "queue horizon: nothing left in the queue", "%s rows" % left)
     held.rollback()
     held.close()
     if ring:
         run(conn, "ALTER SYSTEM RESET kc_flow.queue_rotation_size")
-        run(conn, "SELECT pg_reload_conf()")
+    run(conn, "ALTER SYSTEM RESET kc_flow.event_retention")
+    run(conn, "SELECT pg_reload_conf()")
     conn.close()
     finish()
 

@@ -8,10 +8,14 @@
    and lock_timeout set, every round's claim fails. After the second such
    error the worker used to loop for ever inside the error machinery (its
    error context stack still named frames of the failed round). Once the
-   lock is gone the payment confirmed meanwhile must complete."""
+   lock is gone the payment confirmed meanwhile must complete.
+3. A server-wide default_transaction_isolation of REPEATABLE READ does not
+   reach the workers (their rounds read the log head after its lock, which an
+   older transaction snapshot would not see): every stage runs READ COMMITTED
+   and concurrent payments complete."""
 import time
 
-from kcflow_test import wait_workers, World, connect, run, one, ok, check_invariants, finish
+from kcflow_test import wait_workers, World, connect, run, one, rows, ok, check_invariants, finish
 
 
 def sessions_of(conn, payment, want, timeout=15):
@@ -39,6 +43,8 @@ conn = connect()
 ok(wait_workers(conn), "worker errors: the background workers are attached")
 world = World(conn, trainers=2, students=2)
 read_only_payment, locked_payment = world.payments(tiers=(10, 10))
+rr_world = World(conn, trainers=12, students=12)
+rr_payments = rr_world.payments(tiers=(10,) * 12)
 
 set_system(conn, "default_transaction_read_only", "on")
 try:
@@ -66,5 +72,28 @@ finally:
     set_system(conn, "lock_timeout", None)
 n = sessions_of(conn, locked_payment, 10)
 ok(n == 10, "worker errors: after repeated failed rounds the workers go on (10 sessions)", n)
+
+# the isolation each purchase stage ran in, recorded by a trigger of the test's own
+run(conn, "CREATE TABLE public.stage_isolation (level text NOT NULL)")
+run(conn, """CREATE FUNCTION public.note_isolation() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.stage_isolation VALUES (current_setting('transaction_isolation'));
+                   RETURN NULL; END $$""")
+run(conn, """CREATE TRIGGER note_isolation AFTER INSERT ON kc_flow.student_course_purchases
+             FOR EACH ROW EXECUTE FUNCTION public.note_isolation()""")
+set_system(conn, "default_transaction_isolation", "repeatable read")
+try:
+    time.sleep(1.5)     # the workers reload the configuration
+    run(conn, "SET default_transaction_isolation = 'read committed'")
+    for p in rr_payments:
+        one(conn, "SELECT kc_flow.confirm_payment(%s)", (p,))
+    done = [sessions_of(conn, p, 10) for p in rr_payments]
+finally:
+    set_system(conn, "default_transaction_isolation", None)
+    run(conn, "DROP TRIGGER note_isolation ON kc_flow.student_course_purchases")
+levels = [r[0] for r in rows(conn, "SELECT level FROM public.stage_isolation")]
+ok(len(levels) == len(rr_payments) and set(levels) == {"read committed"},
+   "worker errors: with a server default of REPEATABLE READ the stages run READ COMMITTED", levels)
+ok(done == [10] * len(rr_payments), "worker errors: ... and the 12 payments completed", done)
 check_invariants(conn, world.course, "worker errors")
+check_invariants(conn, rr_world.course, "worker errors (repeatable read)")
 finish()

@@ -102,6 +102,8 @@ check "two payments mid-pipeline as the update starts, their retry due later" \
 # what a client's cursor saw under 0.1.0: the log as events_since returned it
 log_before=$(sql $OLD -c "SELECT count(*) || '|' || coalesce(max(id), 0) FROM kc_flow.events_since(0, NULL, 10000)")
 top=${log_before#*|}
+# ids given out and trimmed since (or rolled back): a 0.1.0 cursor may be above every id left
+given=$(sql $OLD -c "SELECT setval('kc_flow.events_id_seq', (SELECT last_value + 5 FROM kc_flow.events_id_seq))")
 sql $OLD -c "ALTER EXTENSION kc_flow UPDATE"
 check "ALTER EXTENSION kc_flow UPDATE goes to 0.2.0" "0.2.0" \
   "$(sql $OLD -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
@@ -112,8 +114,10 @@ check "cursors go on across the update: each old event keeps its id as its posit
                          || '|' || coalesce(bool_and(pos = id) FILTER (WHERE pos <= $top), true)
                          || '|' || (count(*) FILTER (WHERE pos > $top) > 0)
                     FROM kc_flow.events_since(0, NULL, 10000)")"
+check "new positions start above every id 0.1.0 gave out, trimmed ones included" "t" \
+  "$(sql $OLD -c "SELECT min(pos) > $given FROM kc_flow.events_since($top, NULL, 10000)")"
 check "a log 0.1.0 never trimmed gets no floor" "0|0" \
-  "$(sql $OLD -c "SELECT kc_flow.log_floor() || '|' || count(*) FROM kc_flow.log_trims")"
+  "$(sql $OLD -c "SELECT kc_flow.log_floor() || '|' || count(*) FROM kc_flow.log_rotations WHERE floor_pos > 0")"
 check "after the update the home shows the payment refused before it" \
   "payment received, course already active|00000000-0000-0000-0000-0000000be005" \
   "$(sql $OLD -c "SELECT n->>'message', n->>'payment_id'

@@ -75,7 +75,8 @@ psql_q -c 'SELECT kc_flow.refresh_trending()' >/dev/null
 RACE_STUDENT=$(psql_q -c "INSERT INTO kc_flow.students (display_name) VALUES ('race') RETURNING id")
 KC_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/kc_test" \
 KC_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
-    "$KC_ROOT/test/gateway/test_cache_race" "$RACE_STUDENT"
+    "$KC_ROOT/test/gateway/test_cache_race" "$RACE_STUDENT" ||
+    say "not ok" "gateway: test_cache_race ran to its end (exit status $?)"
 
 # KC_GATEWAY_BIN: another build of the gateway to test (test/suites/45_gateway_asan.sh)
 GW_BIN="${KC_GATEWAY_BIN:-$KC_ROOT/gateway/kc-gateway}" GW_STATIC="$KC_ROOT/gateway/static" GW_TMP="$WORK" \
