@@ -597,6 +597,8 @@ CREATE FUNCTION kc_flow.events_since(after bigint, student uuid DEFAULT NULL, ma
 AS $$
 DECLARE
     floor_pos bigint;
+    head_pos bigint;
+    got_rows boolean;
 BEGIN
     IF after IS NULL OR after < 0 THEN
         RAISE EXCEPTION 'after must be a log position >= 0' USING ERRCODE = 'invalid_parameter_value';
@@ -604,14 +606,6 @@ BEGIN
     IF max IS NULL OR max < 1 OR max > 10000 THEN
         RAISE EXCEPTION 'max must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('Got %s.', coalesce(max::text, 'NULL'));
-    END IF;
-    -- above the head: the position was given by a log that has since been rewound (a
-    -- failover that lost commits, a restored backup), and names another event or none now
-    IF after > kc_flow.log_head() THEN
-        RAISE EXCEPTION 'log position % is past the end of the event log', after USING ERRCODE = 'KC410',
-            DETAIL = format('The log ends at position %s: it was rewound (a failover that lost commits, or a restored backup) since the position was read.',
-                            kc_flow.log_head()),
-            HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
     END IF;
     -- positions commit in order, a round at a time: any snapshot sees a prefix of the log
     IF student IS NULL THEN
@@ -627,6 +621,7 @@ BEGIN
                       WHERE l.student_id = student AND l.pos > after
                       ORDER BY l.pos LIMIT max;
     END IF;
+    got_rows := FOUND;
     -- after the rows: a rotation that emptied a table this snapshot still saw full has set the
     -- floor by now (read without a snapshot), so a page with a hole is never returned
     floor_pos := kc_flow.log_floor();
@@ -635,6 +630,19 @@ BEGIN
             DETAIL = format('The log keeps positions above %s: older ones were removed by the rotation of the log''s ring (kc_flow.event_retention is %s).',
                             floor_pos, coalesce(current_setting('kc_flow.event_retention', true), '7d, its default')),
             HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
+    END IF;
+    -- above the head: the position was given by a log that has since been rewound (a failover
+    -- that lost commits, a restored backup), and names another event or none now. Asked of an
+    -- empty page only; the head is at least the floor, for a snapshot older than a rotation
+    -- that copied the newest round forward does not see it
+    IF NOT got_rows THEN
+        head_pos := greatest(kc_flow.log_head(), floor_pos);
+        IF after > head_pos THEN
+            RAISE EXCEPTION 'log position % is past the end of the event log', after USING ERRCODE = 'KC410',
+                DETAIL = format('The log ends at position %s: it was rewound (a failover that lost commits, or a restored backup) since the position was read.',
+                                head_pos),
+                HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
+        END IF;
     END IF;
 END;
 $$;
