@@ -28,6 +28,7 @@
 #include "metrics.h"
 
 #define WATERMARK_KEY "kc:gateway:watermark"
+#define WATERMARK_EVENT_KEY "kc:gateway:watermark:event"
 
 /*
  * KEYS: fence, home, learning. ARGV: version, fence ttl.
@@ -66,10 +67,17 @@ static const char fill_lua[] =
 	"redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
 	"return 1\n";
 
-/* KEYS: watermark. ARGV: id. Raises only. */
+/*
+ * KEYS: watermark, its event. ARGV: position, identity ("" unknown). Raises
+ * the watermark only; the event key ("position identity") is written with it,
+ * in the same step, so it names the watermark's position unless a gateway
+ * that does not know the key (before 0.2.0) raised the watermark alone.
+ */
 static const char watermark_lua[] =
 	"local w = tonumber(redis.call('GET', KEYS[1]) or '-1')\n"
-	"if tonumber(ARGV[1]) > w then redis.call('SET', KEYS[1], ARGV[1]) end\n"
+	"local p = tonumber(ARGV[1])\n"
+	"if p > w then redis.call('SET', KEYS[1], ARGV[1]) w = p end\n"
+	"if p == w and ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[2]) end\n"
 	"return 1\n";
 
 enum
@@ -397,34 +405,57 @@ kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *de
 }
 
 int
-kc_cache_get_watermark(kc_cache *c, long long *wm)
+kc_cache_get_watermark(kc_cache *c, long long *wm, long long *event_pos, char *ident, size_t len)
 {
-	return kc_redis_get_int(c->redis, WATERMARK_KEY, wm);
+	static const char *const keys[2] = {WATERMARK_KEY, WATERMARK_EVENT_KEY};
+	char		vals[2][KC_REDIS_VALUE_MAX];
+	int			n;
+	char	   *sep;
+
+	*event_pos = 0;
+	ident[0] = '\0';
+	if (kc_redis_mget(c->redis, 2, keys, vals) < 0)
+		return -1;
+	if (!vals[0][0])
+		return 0;
+	*wm = strtoll(vals[0], NULL, 10);
+	sep = strchr(vals[1], ' ');
+	if (sep && sep[1])
+	{
+		*event_pos = strtoll(vals[1], NULL, 10);
+		n = snprintf(ident, len, "%s", sep + 1);
+		if (n < 0 || (size_t) n >= len)
+		{
+			*event_pos = 0;		/* cut: cannot be compared */
+			ident[0] = '\0';
+		}
+	}
+	return 1;
 }
 
 int
-kc_cache_set_watermark(kc_cache *c, long long wm)
+kc_cache_set_watermark(kc_cache *c, long long wm, const char *ident)
 {
 	char		id[32];
-	const char *argv[2] = {WATERMARK_KEY, id};
-	size_t		argl[2];
+	const char *argv[4] = {WATERMARK_KEY, WATERMARK_EVENT_KEY, id, ident ? ident : ""};
+	size_t		argl[4];
 	bool		ok;
 
 	snprintf(id, sizeof(id), "%lld", wm);
-	argl[0] = strlen(argv[0]);
-	argl[1] = strlen(id);
-	kc_redis_script_int(c->redis, SCRIPT_WATERMARK, 1, 2, argv, argl, &ok);
+	for (int i = 0; i < 4; i++)
+		argl[i] = strlen(argv[i]);
+	kc_redis_script_int(c->redis, SCRIPT_WATERMARK, 2, 4, argv, argl, &ok);
 	return ok ? 0 : -1;
 }
 
 int
-kc_cache_reset_watermark(kc_cache *c, long long wm)
+kc_cache_reset_watermark(kc_cache *c, long long wm, const char *ident)
 {
-	static const char *const key[] = {WATERMARK_KEY};
+	static const char *const keys[] = {WATERMARK_KEY, WATERMARK_EVENT_KEY};
 
-	if (kc_redis_delete_matching(c->redis, key, 1) < 0)
+	if (kc_redis_delete_matching(c->redis, keys, 2) < 0)
 		return -1;
-	return kc_cache_set_watermark(c, wm);
+	return kc_cache_set_watermark(c, wm, ident);
 }
 
 long long

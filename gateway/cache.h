@@ -4,6 +4,7 @@
  *   student:home:{id}, student:learning:{id}   hash {v: version, b: body}, TTL
  *   student:ver:{id}                           the fence: highest version invalidated
  *   kc:gateway:watermark                       last event id whose invalidation is applied
+ *   kc:gateway:watermark:event                 "position identity" of the event at it
  *
  * Invalidate and fill are Lua scripts, so each is atomic in Redis: an
  * invalidation raises the fence and deletes both views in one step, and a fill
@@ -93,12 +94,21 @@ int			kc_cache_fill(kc_cache *c, kc_view view, const char *student,
  * already at or above version (nothing to do), -1 on a Redis error.
  */
 int			kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *deleted);
-/* 1 found (*wm set), 0 absent, -1 error. */
-int			kc_cache_get_watermark(kc_cache *c, long long *wm);
-/* Raises the watermark to wm (never lowers it); 0 ok, -1 error. */
-int			kc_cache_set_watermark(kc_cache *c, long long wm);
+/*
+ * 1 found (*wm set), 0 absent, -1 error. The identity of an event at or below
+ * the watermark (which event_log held at *event_pos, see catchup.c) is copied
+ * into ident, or *event_pos is 0 and ident "" when Redis has none (written by
+ * a gateway that did not keep it).
+ */
+int			kc_cache_get_watermark(kc_cache *c, long long *wm, long long *event_pos,
+								   char *ident, size_t len);
+/*
+ * Raises the watermark to wm (never lowers it), and keeps ident (NULL or "":
+ * unknown) as the identity of the event at wm; 0 ok, -1 error.
+ */
+int			kc_cache_set_watermark(kc_cache *c, long long wm, const char *ident);
 /* Sets the watermark to wm, lower than it was too (the log was rewound); 0 ok, -1 error. */
-int			kc_cache_reset_watermark(kc_cache *c, long long wm);
+int			kc_cache_reset_watermark(kc_cache *c, long long wm, const char *ident);
 /* Deletes every cached view (not the fences), in Redis and in this process; number deleted in Redis or -1. */
 long long	kc_cache_purge_views(kc_cache *c);
 /* 0 when Redis answers PING, -1 otherwise. */

@@ -300,22 +300,39 @@ kc_redis_script_int(kc_redis *rd, int script, int nkeys, int nargs, const char *
 }
 
 int
-kc_redis_get_int(kc_redis *rd, const char *key, long long *v)
+kc_redis_mget(kc_redis *rd, int n, const char *const *keys, char (*vals)[KC_REDIS_VALUE_MAX])
 {
 	kc_pool_lease lease;
 	redisContext *ctx = kc_redis_acquire(rd, &lease);
+	const char *argv[8];
 	redisReply *r;
 	int			res = -1;
 
 	if (!ctx)
 		return -1;
-	r = redisCommand(ctx, "GET %s", key);
-	if (r && r->type == REDIS_REPLY_NIL)
-		res = 0;
-	else if (r && r->type == REDIS_REPLY_STRING)
+	if (n < 1 || n > 7)
 	{
-		*v = strtoll(r->str, NULL, 10);
-		res = 1;
+		kc_redis_release(rd, &lease, false);
+		return -1;
+	}
+	argv[0] = "MGET";
+	for (int i = 0; i < n; i++)
+		argv[i + 1] = keys[i];
+	r = redisCommandArgv(ctx, n + 1, argv, NULL);
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t) n)
+	{
+		res = 0;
+		for (int i = 0; i < n; i++)
+		{
+			const redisReply *e = r->element[i];
+
+			vals[i][0] = '\0';
+			if (e->type == REDIS_REPLY_STRING)
+			{
+				snprintf(vals[i], KC_REDIS_VALUE_MAX, "%s", e->str);
+				res++;
+			}
+		}
 	}
 	if (r)
 		freeReplyObject(r);

@@ -50,8 +50,14 @@ void		kc_redis_release(kc_redis *r, kc_pool_lease *l, bool failed);
 /* Runs scripts[script] (EVALSHA, EVAL if Redis lost it); its integer reply, *ok false on failure. */
 long long	kc_redis_script_int(kc_redis *r, int script, int nkeys, int nargs,
 								const char **argv, const size_t *argl, bool *ok);
-/* GET of an integer key: 1 found (*v set), 0 absent, -1 error. */
-int			kc_redis_get_int(kc_redis *r, const char *key, long long *v);
+/* Longest value kc_redis_mget keeps (longer ones are cut). */
+#define KC_REDIS_VALUE_MAX 128
+/*
+ * MGET of n keys (n <= 7) into vals ("" for a missing key): the number found,
+ * -1 on error.
+ */
+int			kc_redis_mget(kc_redis *r, int n, const char *const *keys,
+						  char (*vals)[KC_REDIS_VALUE_MAX]);
 /* Deletes every key matching any of patterns (SCAN + DEL); the number deleted or -1. */
 long long	kc_redis_delete_matching(kc_redis *r, const char *const *patterns, int npatterns);
 /* 0 when Redis answers PING, -1 otherwise. */

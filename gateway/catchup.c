@@ -29,6 +29,18 @@
  * and both cursors start again at the log's head, as for an empty Redis; when
  * the listener's own cursor was below, the subscriber is told (on_skip), so
  * that the WebSocket clients refetch.
+ *
+ * A log can also be rewound under both cursors: an asynchronous failover that
+ * lost the primary's last commits, or a restored backup, gives positions again
+ * from its own end, to other events. Each cursor therefore keeps the identity
+ * of the event at its position ("id@logged_at"; Redis keeps it next to the
+ * watermark, written by the same script), and a cursor whose position the log
+ * now gives to another event, or does not give at all, finds the log rewound:
+ * every view is purged, both cursors go to the log's end and the subscriber is
+ * told (the WebSocket hub then tells every socket to refetch). The listener's
+ * own cursor is checked on each new connection, whatever Redis says; the
+ * Redis watermark at each resync. A watermark written without an identity (a
+ * gateway before 0.2.0) is only checked against the log's end.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +54,13 @@
 #include "metrics.h"
 
 #define CATCHUP_BATCH 1000
+/*
+ * "id@logged_at" of an event row e of events_since, logged_at in microseconds
+ * since the epoch (whatever the session's time zone; created_at on 0.1.0,
+ * which has no logged_at)
+ */
+#define IDENT_SQL "e.id::text || '@' || (extract(epoch from " \
+	"coalesce((to_jsonb(e)->>'logged_at')::timestamptz, e.created_at)) * 1000000)::bigint::text"
 #define COVER_WAIT_MS 2000		/* how long resync waits for the sequencer */
 #define COVER_POLL_MS 10
 
@@ -108,6 +127,7 @@ int
 kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 {
 	long long	last = from;
+	char		last_ident[KC_EVENT_IDENT_MAX];
 
 	for (;;)
 	{
@@ -129,7 +149,7 @@ kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 						 "SELECT coalesce((to_jsonb(e)->>'pos')::bigint, e.id), e.event_type, e.student_id, "
 						 "e.correlation_id, e.version, "
 						 "extract(epoch from coalesce((to_jsonb(e)->>'logged_at')::timestamptz, e.created_at))::float8, "
-						 "to_json(e.created_at)#>>'{}', e.payload::text "
+						 "to_json(e.created_at)#>>'{}', e.payload::text, " IDENT_SQL " "
 						 "FROM kc_flow.events_since($1::bigint, NULL, $2::int) AS e",
 						 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK)
@@ -163,6 +183,7 @@ kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 				return 0;
 			}
 			last = ev.id;
+			snprintf(last_ident, sizeof(last_ident), "%s", PQgetvalue(r, i, 8));
 			if (ev.id <= atomic_load(&l->watermark))
 				continue;		/* pushed before: its invalidation only was owed */
 			kc_metrics_add(KC_M_EVENTS, 1);
@@ -172,9 +193,10 @@ kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 			if (l->on_event)
 				l->on_event(&ev, l->arg);
 			atomic_store(&l->watermark, ev.id);
+			memcpy(l->ident, last_ident, sizeof(l->ident));
 		}
 		PQclear(r);
-		if (rows > 0 && invalidate && kc_cache_set_watermark(l->cache, last) < 0)
+		if (rows > 0 && invalidate && kc_cache_set_watermark(l->cache, last, last_ident) < 0)
 			return 0;
 		if (rows < CATCHUP_BATCH)
 			return 1;
@@ -235,35 +257,129 @@ wait_covered(kc_listener *l, const char *snapshot)
 }
 
 /*
- * A log that ends before the Redis watermark was rewound: a failover to a
- * standby that had not received the primary's last commits (asynchronous
- * replication), or a database restored from a backup. Positions past its end
- * will be given again to other events, so neither cursor may skip them:
- * returns 1 (the caller starts again as with an empty Redis, and the
- * listener's own cursor is brought back), 0 when not rewound, -1 when
- * Postgres failed.
+ * The identity of the event at log position pos into ident ("" when the log
+ * has none there, or pos is 0); KC410 (pos below the floor) counts as none
+ * too. False when Postgres failed.
+ */
+static bool
+identity_at(kc_listener *l, long long pos, char *ident, size_t len)
+{
+	char		before[24];
+	const char *param = before;
+	PGresult   *r;
+	bool		ok;
+
+	ident[0] = '\0';
+	if (pos <= 0)
+		return true;
+	snprintf(before, sizeof(before), "%lld", pos - 1);
+	r = PQexecParams(l->conn,
+					 "SELECT coalesce((to_jsonb(e)->>'pos')::bigint, e.id), " IDENT_SQL " "
+					 "FROM kc_flow.events_since($1::bigint, NULL, 1) AS e",
+					 1, NULL, &param, NULL, NULL, 0);
+	ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	if (ok && PQntuples(r) == 1 && strtoll(PQgetvalue(r, 0, 0), NULL, 10) == pos)
+		snprintf(ident, len, "%s", PQgetvalue(r, 0, 1));
+	else if (!ok)
+	{
+		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+		ok = state && strcmp(state, "KC410") == 0;
+		if (!ok)
+			kc_logf(KC_LOG_WARN, "cannot read the event at log position %lld: %s",
+					pos, PQresultErrorMessage(r));
+	}
+	PQclear(r);
+	return ok;
+}
+
+/*
+ * Whether a cursor at pos that handed over the event ident names finds the
+ * log rewound under it: 1 when the log ends below pos or gives pos to another
+ * event, 0 when not or when it cannot tell (no identity kept: the end alone
+ * decides), -1 when Postgres failed.
  */
 static int
-check_rewound(kc_listener *l, long long wm)
+cursor_rewound(kc_listener *l, long long pos, const char *ident, long long end)
 {
-	long long	end;
+	char		now[KC_EVENT_IDENT_MAX];
 
+	if (pos > end)
+		return 1;
+	if (pos <= 0 || !ident[0])
+		return 0;
+	if (!identity_at(l, pos, now, sizeof(now)))
+		return -1;
+	/* trimmed since (""): the catch-up's KC410 purges then */
+	return now[0] && strcmp(now, ident) != 0;
+}
+
+/*
+ * The log was found rewound: positions up to end now name other events than
+ * the ones applied and pushed. Moves the listener's cursor to end (with the
+ * identity there), has the next resync purge Redis, and tells the subscriber.
+ * False when Postgres failed.
+ */
+static bool
+rewind_to(kc_listener *l, long long end, const char *whose, long long pos)
+{
+	kc_logline	line;
+
+	kc_log_begin(&line, KC_LOG_WARN, "the event log was rewound under a cursor (a failover that lost "
+				 "commits, or a restored database): cached views purged, sockets told to refetch, "
+				 "resuming at its end");
+	kc_log_str(&line, "cursor", whose);
+	kc_log_int(&line, "position", pos);
+	kc_log_int(&line, "logEnd", end);
+	kc_log_end(&line);
+	if (!identity_at(l, end, l->ident, sizeof(l->ident)))
+		return false;
+	kc_metrics_add(KC_M_LOG_REWINDS, 1);
+	atomic_store(&l->watermark, end);
+	l->rewound = true;
+	if (l->on_rewind)
+		l->on_rewind(end, l->arg);
+	return true;
+}
+
+int
+kc_catchup_check_cursor(kc_listener *l)
+{
+	long long	pos = atomic_load(&l->watermark);
+	long long	end;
+	int			rewound;
+
+	if (pos <= 0)
+		return 0;				/* nothing handed over yet */
 	if (!kc_catchup_start_position(l, &end))
 		return -1;
-	if (wm <= end)
-		return 0;
-	{
-		kc_logline	line;
+	rewound = cursor_rewound(l, pos, l->ident, end);
+	if (rewound == 1 && !rewind_to(l, end, "listener", pos))
+		return -1;
+	return rewound;
+}
 
-		kc_log_begin(&line, KC_LOG_WARN, "the event log ends before the watermark in redis "
-					 "(a failover that lost commits, or a restored database): starting again at its end");
-		kc_log_int(&line, "watermark", wm);
-		kc_log_int(&line, "logEnd", end);
-		kc_log_end(&line);
-	}
-	if (atomic_load(&l->watermark) > end)
-		atomic_store(&l->watermark, end);
-	return 1;
+/*
+ * The Redis watermark wm, and the identity of the event at event_pos (at or
+ * below wm; 0: none kept), against the log. Returns 1 when the log was
+ * rewound under it, or under the listener's cursor (found earlier on this
+ * connection): the caller starts again as with an empty Redis. 0 when not,
+ * -1 when Postgres failed.
+ */
+static int
+check_rewound(kc_listener *l, long long wm, long long event_pos, const char *ident)
+{
+	long long	end;
+	int			rewound;
+
+	if (l->rewound)
+		return 1;				/* found under the listener's cursor: purge */
+	if (!kc_catchup_start_position(l, &end))
+		return -1;
+	rewound = wm > end ? 1 : cursor_rewound(l, event_pos, ident, end);
+	if (rewound == 1 && !rewind_to(l, end, "redis", wm))
+		return -1;
+	return rewound;
 }
 
 /*
@@ -293,6 +409,8 @@ kc_catchup_skip_to(kc_listener *l, long long head)
 		l->on_skip(floor_pos ? strtoll(floor_pos, NULL, 10) : head, head, l->arg);
 	free(floor_pos);
 	atomic_store(&l->watermark, head);
+	if (!identity_at(l, head, l->ident, sizeof(l->ident)))
+		l->ident[0] = '\0';	/* unknown: the log's end alone checks the cursor */
 }
 
 static bool
@@ -300,13 +418,14 @@ restart_at_head(kc_listener *l, long long *from, int *rc)
 {
 	long long	head;
 	long long	purged;
+	char		ident[KC_EVENT_IDENT_MAX];
 
 	*rc = -1;
-	if (!kc_catchup_start_position(l, &head))
+	if (!kc_catchup_start_position(l, &head) || !identity_at(l, head, ident, sizeof(ident)))
 		return false;
 	purged = kc_cache_purge_views(l->cache);
 	*rc = 0;
-	if (purged < 0 || kc_cache_reset_watermark(l->cache, head) < 0)
+	if (purged < 0 || kc_cache_reset_watermark(l->cache, head, ident) < 0)
 		return false;
 	kc_metrics_add(KC_M_CATCHUPS_BELOW_FLOOR, 1);
 	{
@@ -330,11 +449,13 @@ kc_catchup_resync(kc_listener *l)
 {
 	unsigned long epoch = kc_cache_down_epoch(l->cache);
 	long long	wm = 0,
+				wm_event,
 				pushed,
 				from;
 	int			found;
 	int			rc;
 	char	   *snapshot;
+	char		ident[KC_EVENT_IDENT_MAX];
 
 	l->synced = false;
 	if (kc_cache_ping(l->cache) < 0)
@@ -349,12 +470,12 @@ kc_catchup_resync(kc_listener *l)
 		return KC_RESYNC_FAILED;
 	}
 	free(snapshot);
-	found = kc_cache_get_watermark(l->cache, &wm);
+	found = kc_cache_get_watermark(l->cache, &wm, &wm_event, ident, sizeof(ident));
 	if (found < 0)
 		return KC_RESYNC_REDIS_DOWN;
 	if (found == 1)
 	{
-		int			rewound = check_rewound(l, wm);
+		int			rewound = check_rewound(l, wm, wm_event, ident);
 
 		if (rewound < 0)
 			return KC_RESYNC_FAILED;
@@ -365,11 +486,13 @@ kc_catchup_resync(kc_listener *l)
 	{
 		long long	purged;
 
-		if (!kc_catchup_start_position(l, &wm))
+		if (!kc_catchup_start_position(l, &wm) || !identity_at(l, wm, ident, sizeof(ident)))
 			return KC_RESYNC_FAILED;
 		purged = kc_cache_purge_views(l->cache);
-		if (purged < 0 || kc_cache_reset_watermark(l->cache, wm) < 0)
+		if (purged < 0 || kc_cache_reset_watermark(l->cache, wm, ident) < 0)
 			return KC_RESYNC_REDIS_DOWN;
+		l->rewound = false;
+		wm_event = wm;
 		kc_logf(KC_LOG_INFO, "no usable watermark in redis: starting at log position %lld, %lld stale views purged",
 				wm, purged);
 	}
@@ -382,7 +505,14 @@ kc_catchup_resync(kc_listener *l)
 	 */
 	pushed = atomic_load(&l->watermark);
 	if (pushed == 0)
+	{
 		atomic_store(&l->watermark, wm);
+		/* checked against the log above, when Redis keeps it */
+		if (wm_event == wm)
+			memcpy(l->ident, ident, sizeof(l->ident));
+		else
+			l->ident[0] = '\0';
+	}
 	from = pushed > 0 && pushed < wm ? pushed : wm;
 	kc_metrics_add(KC_M_CATCHUPS, 1);
 	rc = kc_catchup_run(l, from, true);

@@ -11,7 +11,10 @@
  * cache synced). About once a second kc_flow.health() is read into the gauges
  * (log_health.c). While not caught up, the cache is marked unsynced and
  * requests bypass it. While Redis is away, the events are still pushed, read
- * from the log without invalidating (catchup.c says why that is safe).
+ * from the log without invalidating (catchup.c says why that is safe). Each
+ * new connection first checks that the log still gives the listener's cursor
+ * to the event pushed there: a failover that lost commits or a restored
+ * database rewinds it (catchup.c), whatever Redis holds.
  */
 #include "listen_int.h"
 
@@ -157,6 +160,7 @@ push_without_redis(kc_listener *l)
 		if (!kc_catchup_start_position(l, &start))
 			return PQstatus(l->conn) == CONNECTION_OK;
 		atomic_store(&l->watermark, start);
+		l->ident[0] = '\0';	/* unknown: the end alone checks it */
 	}
 	rc = kc_catchup_run(l, atomic_load(&l->watermark), false);
 	/* below the log's floor: the sockets refetch (the resync after the outage purges) */
@@ -184,6 +188,9 @@ serve_connection(kc_listener *l)
 	}
 	PQclear(r);
 	kc_logf(KC_LOG_INFO, "listening on kc_flow_events");
+	/* a new connection may reach a promoted standby or a restored database */
+	if (kc_catchup_check_cursor(l) < 0)
+		return;
 	clock_gettime(CLOCK_MONOTONIC, &last_catchup);
 	l->synced = false;
 
@@ -309,7 +316,7 @@ listener_main(void *arg)
 
 kc_listener *
 kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, kc_skip_fn on_skip,
-				  void *arg)
+				  kc_rewind_fn on_rewind, void *arg)
 {
 	kc_listener *l = calloc(1, sizeof(*l));
 
@@ -319,6 +326,7 @@ kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, k
 	l->cache = cache;
 	l->on_event = on_event;
 	l->on_skip = on_skip;
+	l->on_rewind = on_rewind;
 	l->arg = arg;
 	if (!l->conninfo || pipe(l->wake) != 0)
 	{

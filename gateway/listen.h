@@ -40,6 +40,17 @@ typedef void (*kc_event_fn) (const kc_event_note *ev, void *arg);
 typedef void (*kc_skip_fn) (long long floor_pos, long long head, void *arg);
 
 /*
+ * The log was found rewound (docs/gateway.md, failover): positions up to end
+ * name other events than the ones handed over, and the subscriber gets no
+ * event at or below end from now on; called on the listener's thread, in
+ * order with the events.
+ */
+typedef void (*kc_rewind_fn) (long long end, void *arg);
+
+/* An event's identity in the log, "id@logged_at": fits in this, with its NUL. */
+#define KC_EVENT_IDENT_MAX 96
+
+/*
  * Reads a notification of kc_flow 0.2.0: the range of log positions a
  * sequencer round gave, "first-last" (decimal, 1 <= first <= last <= 2^53).
  */
@@ -65,7 +76,8 @@ typedef struct kc_notify_buf
 bool		kc_notify_parse(const char *payload, kc_event_note *ev, kc_notify_buf *buf);
 
 kc_listener *kc_listener_start(const char *conninfo, kc_cache *cache,
-							   kc_event_fn on_event, kc_skip_fn on_skip, void *arg);
+							   kc_event_fn on_event, kc_skip_fn on_skip, kc_rewind_fn on_rewind,
+							   void *arg);
 void		kc_listener_stop(kc_listener *l);
 
 /*

@@ -20,12 +20,15 @@ struct kc_listener
 	kc_cache   *cache;
 	kc_event_fn on_event;
 	kc_skip_fn	on_skip;
+	kc_rewind_fn on_rewind;
 	void	   *arg;
 	pthread_t	thread;
 	int			wake[2];		/* pipe: written to stop the thread */
 	_Atomic bool stop;
 	_Atomic bool connected;
 	_Atomic long long watermark;	/* last log position applied */
+	char		ident[KC_EVENT_IDENT_MAX];	/* the event at watermark ("": unknown) */
+	bool		rewound;		/* the log was rewound: the resync must purge Redis */
 	_Atomic long long lag_us;	/* catch-up lag seen by the last health poll */
 	_Atomic bool lag_known;
 	_Atomic long long lag_polled_ms;	/* CLOCK_MONOTONIC of that poll */
@@ -71,6 +74,15 @@ void		kc_catchup_skip_to(kc_listener *l, long long head);
 
 /* The log position a new reader starts at (kc_flow.settled_event_id()); false when Postgres failed. */
 bool		kc_catchup_start_position(kc_listener *l, long long *pos);
+
+/*
+ * Whatever Redis says, whether the log still gives the listener's own cursor
+ * to the event it pushed there; if not (a failover that lost commits, a
+ * restored database), moves the cursor to the log's end, tells the subscriber
+ * (on_rewind) and leaves the purge of Redis to the next resync. 1 rewound, 0
+ * not, -1 Postgres failed.
+ */
+int			kc_catchup_check_cursor(kc_listener *l);
 
 /* log_health.c: polls kc_flow.health(watermark) into the gauges; false when Postgres failed. */
 bool		kc_log_health_poll(kc_listener *l);

@@ -174,7 +174,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "kc-gateway: cannot start the WebSocket thread\n");
 		return 1;
 	}
-	app.listener = kc_listener_start(cfg.database_url, app.cache, kc_ws_on_event, kc_ws_on_skip, &app);
+	app.listener = kc_listener_start(cfg.database_url, app.cache, kc_ws_on_event, kc_ws_on_skip,
+									 kc_ws_on_rewind, &app);
 	if (!app.listener)
 	{
 		fprintf(stderr, "kc-gateway: cannot start the listener thread\n");

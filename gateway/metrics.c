@@ -220,6 +220,8 @@ static const struct
 	{KC_M_CATCHUPS, "kc_catchups_total", "counter", "catch-up replays run"},
 	{KC_M_CATCHUPS_BELOW_FLOOR, "kc_catchup_below_floor_total", "counter",
 	"catch-ups that found their cursor below the log's floor (events trimmed): cached views purged, resumed at the head"},
+	{KC_M_LOG_REWINDS, "kc_log_rewinds_total", "counter",
+	"times the event log was found rewound below a cursor (a failover that lost commits, a restored database): views purged, sockets told to refetch"},
 	{KC_M_REFETCHES, "kc_refetches_total", "counter",
 	"clients told to refetch because their after= was below the log's floor (HTTP 410, WebSocket \"refetch\")"},
 	{KC_M_PG_RECONNECTS, "kc_pg_reconnects_total", "counter", "request connections to Postgres re-established"},

@@ -27,6 +27,7 @@ typedef enum kc_counter
 	KC_M_EVENTS,				/* events seen by the listener */
 	KC_M_CATCHUPS,				/* catch-up runs */
 	KC_M_CATCHUPS_BELOW_FLOOR,	/* catch-ups whose cursor was below the log's floor: views purged */
+	KC_M_LOG_REWINDS,			/* the log was found rewound (failover that lost commits, restore) */
 	KC_M_REFETCHES,				/* clients told to refetch: 410 on /events/recent, "refetch" on the socket */
 	KC_M_PG_RECONNECTS,
 	KC_M_REDIS_RECONNECTS,

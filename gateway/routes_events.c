@@ -7,9 +7,10 @@
  * (a student always gets their own; an admin, or anyone when auth is off,
  * names a student or reads every student's events).
  *
- * A cursor below the log's floor (events a trim removed, SQLSTATE KC410) is
- * answered 410 "refetch" with the floor and the head: the client reloads its
- * views and reads on with after=log_head (docs/gateway.md).
+ * A cursor below the log's floor (events a trim removed), or above its head
+ * (a position of a log since rewound by a failover or a restore), SQLSTATE
+ * KC410 both, is answered 410 "refetch" with the floor and the head: the
+ * client reloads its views and reads on with after=log_head (docs/gateway.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@
 #include "parse.h"
 #include "routes.h"
 
-/* The 410 of a cursor below the log's floor: what to reload, and where to read on. */
+/* The 410 of a cursor below the log's floor or above its head: what to reload, and where to read on. */
 static void
 refetch(kc_request *req, kc_response *resp, long long after)
 {
@@ -40,9 +41,11 @@ refetch(kc_request *req, kc_response *resp, long long after)
 		kc_resp_error(resp, 500, "internal", "out of memory");
 		return;
 	}
-	n = snprintf(body, 384, "{\"error\":{\"code\":\"refetch\",\"message\":\"position %lld is no longer "
-				 "in the event log: reload the views and read on with after=log_head\","
-				 "\"log_floor\":%lld,\"log_head\":%lld}}", after, floor_pos, head_pos);
+	n = snprintf(body, 384, "{\"error\":{\"code\":\"refetch\",\"message\":\"position %lld is %s: "
+				 "reload the views and read on with after=log_head\","
+				 "\"log_floor\":%lld,\"log_head\":%lld}}", after,
+				 after > head_pos ? "past the end of the event log (rewound since it was read)"
+				 : "no longer in the event log", floor_pos, head_pos);
 	resp->cache_control = "private, no-store";
 	kc_resp_body(resp, 410, "application/json", body, (size_t) n);
 }

@@ -21,8 +21,10 @@
  * for the connection, and one posted before it had been read by the listener
  * from events_since already, so it lies below the horizon of the replay query,
  * which therefore returns it. The hub drops duplicates by id. An after below
- * the log's floor gets a "refetch" message instead of a replay, then the live
- * events past the log's head.
+ * the log's floor, or above its head (a cursor of a log since rewound), gets
+ * a "refetch" message instead of a replay, then the live events past the
+ * log's head. When the listener finds the log rewound under the sockets
+ * already open (kc_ws_on_rewind), the hub sends each of them a "refetch".
  *
  * Who sees what: a student token sees that student's events only; an admin
  * token (or anyone when KC_AUTH=off) names a student with ?student=, or omits
@@ -177,6 +179,15 @@ kc_ws_on_skip(long long floor_pos, long long head, void *arg)
 
 	if (app->ws)
 		kc_ws_hub_refetch(app->ws, floor_pos, head);
+}
+
+void
+kc_ws_on_rewind(long long end, void *arg)
+{
+	kc_app	   *app = arg;
+
+	if (app->ws && !kc_ws_hub_post_rewind(app->ws, end))
+		kc_logf(KC_LOG_ERROR, "cannot tell the websockets that the event log was rewound (out of memory)");
 }
 
 /* The base64 of 16 bytes is 22 chars and "==". */

@@ -22,6 +22,8 @@ void		kc_ws_free(kc_app *app);
 void		kc_ws_on_event(const kc_event_note *ev, void *arg);
 /* The listener skipped trimmed events: every live socket behind head is told to refetch. */
 void		kc_ws_on_skip(long long floor_pos, long long head, void *arg);
+/* The listener's kc_rewind_fn: every socket is told to refetch (ws_hub.h). */
+void		kc_ws_on_rewind(long long end, void *arg);
 
 /* True when key is a valid Sec-WebSocket-Key: the base64 of 16 bytes. */
 bool		kc_ws_key_valid(const char *key);

@@ -4,8 +4,8 @@
  * the messages of its inbox.
  *
  * The hub thread is an event loop (evloop.c); other threads reach it only by
- * posting to its inbox: an event, a new connection, the end of a replay, or
- * the stop. Each is handed to ws_stream.c in posting order. The stop closes
+ * posting to its inbox: an event, a new connection, the end of a replay, a
+ * rewound log, or the stop. Each is handed to ws_stream.c in posting order. The stop closes
  * every connection with 1001 and ends the loop once they are gone or the
  * timeout has passed.
  */
@@ -23,7 +23,8 @@ typedef enum item_kind
 	ITEM_EVENT,
 	ITEM_REGISTER,
 	ITEM_READY,
-	ITEM_REFETCH,
+	ITEM_REFETCH,				/* floor_pos, head: the listener skipped a trim */
+	ITEM_REWIND,				/* head: the log's new end, below ids posted */
 	ITEM_STOP
 } item_kind;
 
@@ -35,7 +36,7 @@ typedef struct inbox_item
 	kc_ws_conn *conn;
 	kc_ws_msg  *msgs;
 	kc_ws_replay how;
-	long long	floor_pos,		/* ITEM_REFETCH: the log's floor and head */
+	long long	floor_pos,		/* ITEM_REFETCH: the log's floor and head; ITEM_REWIND: head */
 				head;
 } inbox_item;
 
@@ -80,6 +81,9 @@ on_msg(void *arg, kc_evmsg *m)
 			break;
 		case ITEM_REFETCH:
 			kc_ws_stream_refetch(h, it->floor_pos, it->head);
+			break;
+		case ITEM_REWIND:
+			kc_ws_stream_rewind(h, it->head);
 			break;
 		case ITEM_STOP:
 			start_stop(h);
@@ -234,6 +238,21 @@ kc_ws_hub_refetch(kc_ws_hub *h, long long floor_pos, long long head)
 	it->head = head;
 	if (!kc_evloop_post(h->loop, &it->link))
 		free(it);
+}
+
+bool
+kc_ws_hub_post_rewind(kc_ws_hub *h, long long end)
+{
+	inbox_item *it = h ? calloc(1, sizeof(*it)) : NULL;
+
+	if (!it)
+		return false;
+	it->kind = ITEM_REWIND;
+	it->head = end;
+	if (kc_evloop_post(h->loop, &it->link))
+		return true;
+	free(it);
+	return false;
 }
 
 kc_ws_conn *

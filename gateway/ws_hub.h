@@ -75,6 +75,15 @@ void		kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m);
 void		kc_ws_hub_refetch(kc_ws_hub *h, long long floor_pos, long long head);
 
 /*
+ * Any thread: the log was rewound (a failover that lost commits, a restored
+ * database) and now ends at end, below ids already posted. Every connection
+ * is sent {"type":"refetch","reason":"rewound",...} and then the events past
+ * end only; a connection still replaying gets it after its hello in place of
+ * the replay. False when it could not be posted (out of memory, hub gone).
+ */
+bool		kc_ws_hub_post_rewind(kc_ws_hub *h, long long end);
+
+/*
  * Any thread: hands an upgraded socket to the hub, which owns the descriptor
  * from then on and closes it at the end. student NULL: every student's events
  * (admins). after < 0: no replay, the stream starts at the hub's current

@@ -73,6 +73,7 @@ struct kc_ws_conn
 	bool		overflow;		/* the replay's keep-aside list filled up */
 	long long	after;			/* -1: none given */
 	long long	last_sent;		/* id of the last event queued */
+	long long	rewound_to;		/* > 0: the log was rewound to it during the replay */
 	double		last_rx;		/* last sign of life (or the start) */
 	double		ping_at;
 	double		deadline;		/* CLOSING: give up then */
@@ -112,7 +113,7 @@ struct kc_ws_hub
 	bool		stop_req;
 	double		stop_deadline;
 	int			stop_timeout_ms;
-	long long	pos;			/* highest event id received */
+	long long	pos;			/* highest event id received (since the last rewind) */
 	kc_ws_conn *buckets[KC_WS_BUCKETS];
 	kc_ws_conn *firehose;
 	/*
@@ -132,6 +133,8 @@ void		kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_rep
 void		kc_ws_stream_event(kc_ws_hub *h, kc_ws_msg *m);
 /* Events up to head will not come: live connections behind it get "refetch" and go on past it. */
 void		kc_ws_stream_refetch(kc_ws_hub *h, long long floor_pos, long long head);
+/* The log was rewound to end: every connection gets "refetch" and goes on past end. */
+void		kc_ws_stream_rewind(kc_ws_hub *h, long long end);
 void		kc_ws_stream_io(kc_ws_hub *h, kc_ws_conn *c, int ready);
 void		kc_ws_stream_tick(kc_ws_hub *h);
 void		kc_ws_stream_close(kc_ws_hub *h, kc_ws_conn *c, uint16_t code, const char *reason,

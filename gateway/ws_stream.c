@@ -14,6 +14,12 @@
  * log's floor), the replay, or a jump of the listener past them, is a
  * "refetch" message instead: the stream goes on past the log's head.
  *
+ * A rewound log (the listener found it ending below ids already sent, after a
+ * failover that lost commits or a restore) resets the hub's position to its
+ * end and sends every connection a "refetch" carrying that end: the ids sent
+ * before name other events now, so the client reloads its views, and the
+ * stream goes on with the events past the end.
+ *
  * Liveness runs on three clock lists (ws_hub_int.h): quiet connections in the
  * order of their last sign of life, pinged ones in the order of their ping,
  * and closing ones. The tick takes what is due from the heads only.
@@ -330,6 +336,67 @@ kc_ws_stream_refetch(kc_ws_hub *h, long long floor_pos, long long head)
 		refetch_conn(h, c, floor_pos, head);
 }
 
+/* The refetch of a rewound log for c, whose ids up to end are void. */
+static bool
+queue_refetch(kc_ws_conn *c, long long after, long long end)
+{
+	char		text[160];
+	int			n = snprintf(text, sizeof(text),
+							 "{\"type\":\"refetch\",\"reason\":\"rewound\",\"after\":%lld,"
+							 "\"last_event_id\":%lld}", after, end);
+
+	c->last_sent = end;
+	kc_metrics_add(KC_M_REFETCHES, 1);
+	return kc_ws_conn_queue_text(c, text, (size_t) n);
+}
+
+static void
+rewind_conn(kc_ws_hub *h, kc_ws_conn *c, long long end)
+{
+	if (c->dead || c->state == KC_WS_CLOSING)
+		return;
+	if (c->state == KC_WS_REPLAYING)
+	{
+		/* what it kept aside names the old log: the refetch follows its hello */
+		drop_pending(c);
+		c->overflow = false;
+		c->rewound_to = end;
+		return;
+	}
+	if (!queue_refetch(c, c->last_sent, end))
+	{
+		close_slow(h, c, "out of memory");
+		return;
+	}
+	mark_dirty(h, c);
+}
+
+void
+kc_ws_stream_rewind(kc_ws_hub *h, long long end)
+{
+	kc_ws_list *lists[2] = {&h->quiet, &h->pinged};
+	kc_logline	line;
+	int			n = atomic_load(&h->count);
+
+	h->pos = end;
+	for (int i = 0; i < 2; i++)
+	{
+		kc_ws_conn *c = lists[i]->head;
+
+		while (c)
+		{
+			kc_ws_conn *next = c->tnext;	/* a close moves c to the closing list */
+
+			rewind_conn(h, c, end);
+			c = next;
+		}
+	}
+	kc_log_begin(&line, KC_LOG_INFO, "websockets told to refetch: the event log was rewound");
+	kc_log_int(&line, "logEnd", end);
+	kc_log_int(&line, "connections", n);
+	kc_log_end(&line);
+}
+
 void
 kc_ws_stream_add(kc_ws_hub *h, kc_ws_conn *c)
 {
@@ -390,6 +457,18 @@ kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay ho
 		return;
 	}
 	c->state = KC_WS_LIVE;
+	if (c->rewound_to > 0)
+	{
+		/* its replay may have read the log before the rewind: a refetch instead */
+		kc_ws_msg_free_list(msgs);
+		msgs = NULL;
+		how = KC_WS_REPLAY_DONE;
+		if (!queue_refetch(c, c->after, c->rewound_to))
+		{
+			kc_ws_stream_kill(h, c);
+			return;
+		}
+	}
 	for (kc_ws_msg *m = msgs; m; m = m->next)
 		send_event(h, c, m, false); /* bounded by construction */
 	kc_ws_msg_free_list(msgs);

@@ -79,6 +79,8 @@ CREATE FUNCTION kc_flow.events_since(after bigint, student uuid DEFAULT NULL, ma
 AS $$
 DECLARE
     floor_pos bigint;
+    head_pos bigint;
+    got_rows boolean;
 BEGIN
     IF after IS NULL OR after < 0 THEN
         RAISE EXCEPTION 'after must be a log position >= 0' USING ERRCODE = 'invalid_parameter_value';
@@ -101,6 +103,7 @@ BEGIN
                       WHERE l.student_id = student AND l.pos > after
                       ORDER BY l.pos LIMIT max;
     END IF;
+    got_rows := FOUND;
     -- after the rows: a rotation that emptied a table this snapshot still saw full has set the
     -- floor by now (read without a snapshot), so a page with a hole is never returned
     floor_pos := kc_flow.log_floor();
@@ -110,10 +113,23 @@ BEGIN
                             floor_pos, coalesce(current_setting('kc_flow.event_retention', true), '7d, its default')),
             HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
     END IF;
+    -- above the head: the position was given by a log that has since been rewound (a failover
+    -- that lost commits, a restored backup), and names another event or none now. Asked of an
+    -- empty page only; the head is at least the floor, for a snapshot older than a rotation
+    -- that copied the newest round forward does not see it
+    IF NOT got_rows THEN
+        head_pos := greatest(kc_flow.log_head(), floor_pos);
+        IF after > head_pos THEN
+            RAISE EXCEPTION 'log position % is past the end of the event log', after USING ERRCODE = 'KC410',
+                DETAIL = format('The log ends at position %s: it was rewound (a failover that lost commits, or a restored backup) since the position was read.',
+                                head_pos),
+                HINT = 'Reload the state (student_home, flow_status), then read on from kc_flow.log_head().';
+        END IF;
+    END IF;
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.events_since(bigint, uuid, int) IS
-    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor() is refused with SQLSTATE KC410 (reload the state, then read on from kc_flow.log_head())';
+    'events after a log position, in log (commit) order, of one student or (NULL) all; pos is the cursor to pass back as "after"; a position is never given below one already visible, so a reader that follows "after" misses nothing; a position below kc_flow.log_floor(), or above kc_flow.log_head() (the log was rewound since), is refused with SQLSTATE KC410 (reload the state, then read on from kc_flow.log_head())';
 
 CREATE FUNCTION kc_flow.health(reader_position bigint DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER

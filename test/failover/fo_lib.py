@@ -207,10 +207,12 @@ def stale_answers(gw, port, students, seconds, db="kc_fo"):
 
 class Listener:
     """A WebSocket client of one student (or, with role "admin", of every student) on its own
-    thread: every event message with the wall-clock time it arrived."""
+    thread: every event message with the wall-clock time it arrived; every message after the
+    hello, events and others ("refetch"), in arrival order, in messages."""
 
     def __init__(self, gw, student, role=None):
         self.events = []
+        self.messages = []
         self.hello = None
         self.error = None
         self._stop = False
@@ -227,10 +229,12 @@ class Listener:
                         m = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
                     except asyncio.TimeoutError:
                         continue
+                    m["_at"] = time.time()
                     if m.get("type") == "hello":
                         self.hello = m
-                    elif m.get("type") == "event":
-                        m["_at"] = time.time()
+                        continue
+                    self.messages.append(m)
+                    if m.get("type") == "event":
                         self.events.append(m)
         except Exception as e:  # noqa: BLE001 - reported by the test
             self.error = repr(e)

@@ -66,7 +66,7 @@ def test_rewound_log(gw):
     redis_cli("SET", "kc:gateway:watermark", "900000000000")
     q(PORT, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
       "WHERE application_name = 'kc-gateway-listener' AND datname = %s", (DB,), DB)
-    report(wait_for(lambda: "the event log ends before the watermark" in gw.log_text(), 15),
+    report(wait_for(lambda: "the event log was rewound under a cursor" in gw.log_text(), 15),
            "rewound log: the resync says the log ends before the Redis watermark")
     end = int(q(PORT, "SELECT kc_flow.settled_event_id()", (), DB))
     report(wait_for(lambda: int(redis_cli("GET", "kc:gateway:watermark") or 0) <= end + 1000 and

@@ -360,9 +360,14 @@ def test_routes(gw):
         j = r.json()
         check(len(j["events"]) == 1 and j["events"][0]["id"] == evs[1]["id"] and j["next_after"] == evs[1]["id"],
               "events/recent: after and limit page through the log")
-    r = get(p, "/api/v1/events/recent?after=999999999", t1)
-    check(r.status == 200 and r.json() == {"events": [], "next_after": 999999999},
+    head = int(sql("SELECT kc_flow.settled_event_id()"))
+    r = get(p, "/api/v1/events/recent?after=%d" % head, t1)
+    check(r.status == 200 and r.json() == {"events": [], "next_after": head},
           "events/recent: nothing new keeps next_after")
+    # above the head: a position of a log since rewound (failover, restore)
+    r = get(p, "/api/v1/events/recent?after=999999999", t1)
+    check(r.status == 410 and error_code(r) == "refetch" and b"past the end" in r.body,
+          "events/recent: after above the log's head: 410 refetch", (r.status, r.body[:200]))
     r = get(p, "/api/v1/events/recent?student=%s" % S2, t1)
     check(r.status == 403, "events/recent: another student's events: 403")
     r = get(p, "/api/v1/events/recent?after=0&limit=1000", admin)

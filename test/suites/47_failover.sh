@@ -6,6 +6,9 @@
 # of the primary's postmaster, pg_ctl promote of the standby): the gateway follows, pushes
 # resume, 0 stale answers; kc_flow's workers start on the standby only at its promotion.
 # See test/failover/test_failover.py. Prints the failover times as "# figure:" lines.
+# Then a failover that loses commits: the promoted standby gets an asynchronous standby of its
+# own, cut off while it commits, then killed; the log rewound under the gateways' cursors is
+# found, views purged, sockets told to refetch (test/failover/test_rewind.py).
 #
 # Self-contained: its own two clusters (the standby made with pg_basebackup -R) and Redis
 # under $KC_TEST_TMP, stopped on exit by data directory. Run alone: bash test/run.sh failover
@@ -22,10 +25,12 @@ WORK="$KC_TEST_TMP/failover-suite.$$"
 mkdir -p "$WORK" && chmod 777 "$WORK"
 PRIMARY_DIR="$WORK/primary"
 STANDBY_DIR="$WORK/standby"
+REWIND_DIR="$WORK/rewind"
 REDIS_DIR="$WORK/redis"
 
 cleanup() {
     kc_redis_stop "$REDIS_DIR"
+    kc_pg_stop "$REWIND_DIR" immediate
     kc_pg_stop "$STANDBY_DIR" immediate
     kc_pg_stop "$PRIMARY_DIR" immediate
 }
@@ -73,4 +78,21 @@ timeout 400 $PY "$KC_ROOT/test/failover/test_failover.py"
 rc=$?
 [ $rc -eq 124 ] && say "not ok" "tests finished within 400 s"
 [ $rc -ne 0 ] && [ $rc -ne 124 ] && say "not ok" "test program exited with $rc"
+
+# the promoted standby (no synchronous standby of its own) gets an asynchronous one
+REWIND_PORT=$(kc_free_port)
+mkdir -p "$REWIND_DIR" && chown postgres:postgres "$REWIND_DIR" 2>/dev/null
+if ! kc_as_postgres "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$STANDBY_PORT" -U postgres \
+        -D "$REWIND_DIR/data" -R -X stream -c fast >"$WORK/rewind-start.log" 2>&1 ||
+   ! printf "port = %s\nunix_socket_directories = '%s'\n" "$REWIND_PORT" "$REWIND_DIR" |
+        kc_as_postgres tee -a "$REWIND_DIR/data/postgresql.conf" >/dev/null ||
+   ! kc_pg_start "$REWIND_DIR" >>"$WORK/rewind-start.log" 2>&1; then
+    say "not ok" "an asynchronous standby of the promoted one starts"
+    sed 's/^/# /' "$WORK/rewind-start.log" | tail -20; exit 0
+fi
+export REWIND_PORT REWIND_DIR REDIS_DIR
+timeout 300 $PY "$KC_ROOT/test/failover/test_rewind.py"
+rc=$?
+[ $rc -eq 124 ] && say "not ok" "rewind tests finished within 300 s"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && say "not ok" "rewind test program exited with $rc"
 exit 0
