@@ -86,8 +86,18 @@ def emit(conn, student, n=1, payload=None, event_type="SESSIONS_GENERATED"):
     return [pos[i] for i in ids]
 
 
-def log_ids(conn, student, after=0):
-    """The student's log positions after `after`, once everything committed has one."""
+def log_floor(conn):
+    """The oldest cursor kc_flow.events_since still answers (below it: KC410, refetch)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT kc_flow.log_floor()")
+        return cur.fetchone()[0]
+
+
+def log_ids(conn, student, after=None):
+    """The student's log positions after `after` (default: the log's floor), once everything
+    committed has one."""
+    if after is None:
+        after = log_floor(conn)
     log_settle(conn)
     with conn.cursor() as cur:
         cur.execute("SELECT pos FROM kc_flow.events_since(%s, %s, 10000)", (after, student))
