@@ -246,6 +246,15 @@ kc_db_up(kc_db *db)
 	return kc_pool_get_state(db->pool) != KC_POOL_DOWN;
 }
 
+/* A deadlock's victim or a serialization failure: rolled back, worth running again. */
+static bool
+rolled_back(const PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	return state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0);
+}
+
 kc_db_status
 kc_db_classify(PGconn *conn, const PGresult *res)
 {
@@ -262,14 +271,17 @@ kc_db_classify(PGconn *conn, const PGresult *res)
 	if (strcmp(state, "KC410") == 0)
 		return KC_DB_GONE;
 	if (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0 ||
-		strncmp(state, "53", 2) == 0)
+		strncmp(state, "53", 2) == 0 || rolled_back(res))
 		return KC_DB_UNAVAILABLE;
 	return KC_DB_ERROR;
 }
 
 /*
  * Runs a prepared statement (stmt) or, with stmt < 0, the text sql, on a
- * pooled connection: kc_db_exec's promises.
+ * pooled connection: kc_db_exec's promises. A statement Postgres rolled back
+ * as a deadlock's victim or a serialization failure (it waited on a lock that
+ * DDL such as ALTER EXTENSION kc_flow UPDATE holds) is run again, up to
+ * twice: it is a statement of its own, so nothing of it stayed.
  */
 static kc_db_status
 run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params,
@@ -285,7 +297,7 @@ run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params
 			snprintf(msg, msglen, "postgres is unavailable");
 		return KC_DB_UNAVAILABLE;
 	}
-	for (int attempt = 0; attempt < 2; attempt++)
+	for (int attempt = 0, retries = 0; attempt < 2; attempt++)
 	{
 		PGresult   *r = stmt >= 0 ?
 			PQexecPrepared(l.conn, statements[stmt].name, nparams, params, NULL, NULL, 0) :
@@ -300,6 +312,15 @@ run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params
 		st = kc_db_classify(l.conn, r);
 		if (msg)
 			snprintf(msg, msglen, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(l.conn));
+		if (rolled_back(r) && retries < 2)
+		{
+			kc_logf(KC_LOG_WARN, "statement rolled back by postgres (%s), running it again: %.200s",
+					PQresultErrorField(r, PG_DIAG_SQLSTATE), PQresultErrorMessage(r));
+			PQclear(r);
+			retries++;
+			attempt--;
+			continue;
+		}
 		PQclear(r);
 		if (st != KC_DB_UNAVAILABLE || PQstatus(l.conn) == CONNECTION_OK)
 			break;

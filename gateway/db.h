@@ -21,7 +21,7 @@ typedef enum kc_db_status
 	KC_DB_OK = 0,
 	KC_DB_NOT_FOUND,			/* SQLSTATE P0002: unknown student */
 	KC_DB_BAD_INPUT,			/* SQLSTATE class 22: a parameter was invalid */
-	KC_DB_UNAVAILABLE,			/* Postgres down, restarting or timing out */
+	KC_DB_UNAVAILABLE,			/* Postgres down, restarting, timing out, or a deadlock victim thrice */
 	KC_DB_GONE,					/* SQLSTATE KC410: a cursor below the log's floor (refetch) */
 	KC_DB_ERROR					/* anything else: a bug or a schema mismatch */
 } kc_db_status;
