@@ -31,6 +31,7 @@ extern int	kcf_rolling_window;
 extern int	kcf_event_retention_s;
 extern bool kcf_sequence_in_batch;
 extern int	kcf_queue_rotation_size;
+extern int	kcf_rotation_lock_timeout_ms;
 
 /* values of kcf_session_generation (kc_flow.session_generation) */
 enum

@@ -7,7 +7,8 @@
  * _1 and _2, whose default is a generation sequence modulo 3.  Rotating it,
  * as PgQ rotates its event tables: the slot after the current one (the
  * oldest) of every table of the ring is locked ACCESS EXCLUSIVE (waiting
- * for the first table's lock with a short lock_timeout, 200 ms, and taking
+ * for the first table's lock with a short lock_timeout,
+ * kc_flow.rotation_lock_timeout, 200 ms by default, and taking
  * the others' without waiting, so that it never waits while holding one),
  * the ring copies the rows that must stay into the current slot (its carry
  * function), the oldest slots are TRUNCATEd and the generation advances, so
@@ -26,13 +27,6 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 
-/*
- * How long rotation waits for the oldest slots' locks, in ms: the longest the
- * workers may queue behind it.  Usually it waits for the other workers'
- * batches to commit; when a long transaction holds a lock it gives up, and
- * worker 0 backs off (worker.c).
- */
-#define ROTATE_LOCK_TIMEOUT "200"
 
 /* a transaction this old holding an oldest table makes worker 0 back off */
 #define LONG_TRANSACTION "1 s"
@@ -100,8 +94,14 @@ rotation_step(void *arg)
 	 * reader that locks them in another order (events_since reads event_log
 	 * before events, a claim events first).
 	 */
-	(void) set_config_option("lock_timeout", ROTATE_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	/*
+	 * kc_flow.rotation_lock_timeout (200 ms): the longest the workers' claims
+	 * queue behind the request.  Usually it waits for the other workers'
+	 * batches to commit; when a long transaction holds a lock it gives up,
+	 * and worker 0 backs off (worker.c).
+	 */
+	(void) set_config_option("lock_timeout", psprintf("%d", kcf_rotation_lock_timeout_ms),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	kcf_ring_exec(psprintf("LOCK TABLE %s_%d IN ACCESS EXCLUSIVE MODE", ring->tables[0], oldest));
 	AtEOXact_GUC(true, nest);
 	kcf_ring_exec(psprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT", tables.data));
