@@ -12,9 +12,11 @@
  * After the 101 (in the libmicrohttpd thread that served the request) the
  * socket leaves libmicrohttpd: the hub takes a duplicate of the descriptor
  * and MHD's upgrade handle is closed at once, which frees MHD's connection
- * and its 64 KiB memory pool (libmicrohttpd 0.9.75 closes an upgraded
- * plain-TCP socket without shutdown(), so the duplicate stays usable; the
- * WebSocket suite checks it). A socket then costs the hub's small state only.
+ * and its 64 KiB memory pool. That relies on libmicrohttpd closing an
+ * upgraded plain-TCP socket with close() alone: a shutdown() would end the
+ * TCP connection under the duplicate too. kc_ws_start checks the version
+ * (kc_ws_mhd_checked); the WebSocket suite checks the behaviour. A socket
+ * then costs the hub's small state only.
  * It is registered with the hub first and the replay read second:
  * events_since(after, student, ws-queue). Registering first is what makes the
  * stream gap-free: an event posted to the hub after the registration is kept
@@ -71,10 +73,43 @@ listener_position(void *arg)
 	return app->listener ? kc_listener_watermark(app->listener) : 0;
 }
 
+/*
+ * The libmicrohttpd releases whose source was read for the hand-off above:
+ * with an internal polling thread and no TLS (as http.c starts the daemon),
+ * MHD_UPGRADE_ACTION_CLOSE only marks the connection, and its cleanup closes
+ * the socket without shutdown().
+ */
+#define VERSION_NUMBER(major, minor, patch) ((major) * 1000000L + (minor) * 1000L + (patch))
+#define MHD_CHECKED_FIRST VERSION_NUMBER(0, 9, 75)	/* Debian 12's, which the tests run on */
+#define MHD_CHECKED_LAST VERSION_NUMBER(1, 0, 1)
+
+bool
+kc_ws_mhd_checked(const char *version)
+{
+	unsigned	major,
+				minor,
+				patch;
+	int			end = 0;
+	long		n;
+
+	if (!version || sscanf(version, "%3u.%3u.%3u%n", &major, &minor, &patch, &end) != 3 ||
+		version[end] != '\0')
+		return false;
+	n = VERSION_NUMBER((long) major, (long) minor, (long) patch);
+	return n >= MHD_CHECKED_FIRST && n <= MHD_CHECKED_LAST;
+}
+
 bool
 kc_ws_start(kc_app *app)
 {
 	kc_ws_limits lim;
+	const char *mhd = MHD_get_version();
+
+	if (!kc_ws_mhd_checked(mhd))
+		kc_logf(KC_LOG_WARN, "libmicrohttpd %s: its WebSocket hand-off was checked with 0.9.75 to 1.0.1 "
+				"only; should it shut an upgraded socket down, every WebSocket closes right after "
+				"its 101 and clients fall back to polling (bash test/run.sh ws tells)",
+				mhd ? mhd : "(unknown version)");
 
 	lim.max_connections = app->cfg->ws_max_connections;
 	lim.queue = app->cfg->ws_queue;

@@ -22,6 +22,7 @@
 #include "parse.h"
 #include "routes.h"
 #include "setassoc.h"
+#include "websocket.h"
 
 static int failures;
 
@@ -435,6 +436,17 @@ test_queries(void)
 }
 
 static void
+test_mhd_versions(void)
+{
+	check(kc_ws_mhd_checked("0.9.75") && kc_ws_mhd_checked("0.9.77") && kc_ws_mhd_checked("1.0.1"),
+		  "libmicrohttpd: 0.9.75 to 1.0.1 are the checked versions");
+	check(!kc_ws_mhd_checked("0.9.74") && !kc_ws_mhd_checked("1.0.2") && !kc_ws_mhd_checked("1.1.0") &&
+		  !kc_ws_mhd_checked("0.9.75.1") && !kc_ws_mhd_checked("0.9") && !kc_ws_mhd_checked("x") &&
+		  !kc_ws_mhd_checked("") && !kc_ws_mhd_checked(NULL) && !kc_ws_mhd_checked("0.9.75 "),
+		  "libmicrohttpd: any other or unreadable version is not");
+}
+
+static void
 test_notify(void)
 {
 	long long	first = 0,
@@ -489,6 +501,7 @@ main(void)
 	test_token_table();
 	test_queries();
 	test_notify();
+	test_mhd_versions();
 	test_why_down();
 	printf("# unit: %d failed\n", failures);
 	return failures ? 1 : 0;
