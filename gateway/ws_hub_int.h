@@ -74,6 +74,7 @@ struct kc_ws_conn
 	long long	after;			/* -1: none given */
 	long long	last_sent;		/* id of the last event queued */
 	long long	rewound_to;		/* > 0: the log was rewound to it during the replay */
+	int			lead;			/* queued ahead of every event (the hello...): off the bound */
 	double		last_rx;		/* last sign of life (or the start) */
 	double		ping_at;
 	double		deadline;		/* CLOSING: give up then */
