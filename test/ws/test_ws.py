@@ -424,18 +424,23 @@ def test_replay_bound(gw_slow, conn, queue=16):
     more = emit(conn, other, queue + 1)
 
     async def longer():
+        got = []
         try:
             async with websockets.connect(gw_slow.ws_url("/api/v1/ws?after=%d&access_token=%s"
                                                          % (more[0] - 1, token(other)))) as ws:
                 while True:
-                    await recv_json(ws)
+                    m = await recv_json(ws)
+                    if m["type"] == "event":
+                        got.append(m["id"])
         except websockets.ConnectionClosed as e:
-            return e.code, e.reason
+            return got, e.code, e.reason
         except asyncio.TimeoutError:
-            return None, "no close"
-    code, reason = asyncio.run(longer())
-    report(code == 1008 and "too far behind" in reason,
-           "a replay of ws-queue + 1 events: 1008 too far behind", (code, reason))
+            return got, None, "no close"
+    got, code, reason = asyncio.run(longer())
+    report(got == more[:queue] and code == 1008 and
+           reason == "too far behind: reconnect with after=%d" % more[queue - 1],
+           "a replay of ws-queue + 1 events: the first ws-queue delivered, then 1008 naming the last of them",
+           (got, code, reason))
 
 def test_slow_consumer(gw_slow, conn):
     student = new_student(conn, "ws slow")
