@@ -80,8 +80,9 @@ static const opt_def options[] = {
 	{"open-files", "KC_OPEN_FILES", OPT_INT, OFF(open_files), "0", 0, 16777216,
 	 "open-files limit set at start; 0: what --ws-max-connections and 8192 HTTP connections need. "
 	 "Above the hard limit it needs root (CAP_SYS_RESOURCE); fs.nr_open bounds it"},
-	{"ws-queue", "KC_WS_QUEUE", OPT_INT, OFF(ws_queue), "1000", 1, 10000,
-	 "messages queued for one WebSocket before it is closed as too slow (1008); also the replay size"},
+	{"ws-queue", "KC_WS_QUEUE", OPT_INT, OFF(ws_queue), "1000", 1, 9999,
+	 "events queued for one WebSocket before it is closed as too slow (1008); also the replay size "
+	 "(read one longer, within events_since's 10000)"},
 	{"ws-ping-interval", "KC_WS_PING_INTERVAL", OPT_INT, OFF(ws_ping_interval), "30", 1, 3600,
 	 "seconds a WebSocket may stay silent before it is pinged"},
 	{"ws-pong-timeout", "KC_WS_PONG_TIMEOUT", OPT_INT, OFF(ws_pong_timeout), "10", 1, 3600,

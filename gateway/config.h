@@ -35,7 +35,7 @@ typedef struct kc_config
 	int			retry_after;	/* seconds, in 503 answers */
 	int			ws_max_connections; /* WebSocket connections held at most */
 	int			open_files;		/* RLIMIT_NOFILE wanted; 0: derived */
-	int			ws_queue;		/* messages queued per WebSocket before 1008 */
+	int			ws_queue;		/* events queued per WebSocket before 1008 */
 	int			ws_ping_interval;	/* seconds of silence before a ping */
 	int			ws_pong_timeout;	/* seconds to answer it */
 	bool		demo;			/* POST /api/v1/demo/purchase exists */

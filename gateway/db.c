@@ -276,12 +276,17 @@ kc_db_classify(PGconn *conn, const PGresult *res)
 	return KC_DB_ERROR;
 }
 
+/* A statement rolled back by Postgres is run again at most this often. */
+#define RERUNS 2
+
 /*
  * Runs a prepared statement (stmt) or, with stmt < 0, the text sql, on a
  * pooled connection: kc_db_exec's promises. A statement Postgres rolled back
  * as a deadlock's victim or a serialization failure (it waited on a lock that
  * DDL such as ALTER EXTENSION kc_flow UPDATE holds) is run again, up to
- * twice: it is a statement of its own, so nothing of it stayed.
+ * RERUNS times: it is a statement of its own, so nothing of it stayed; after
+ * that it counts as unavailable (503). A connection that was good and died
+ * under the statement is replaced once and the statement run on the new one.
  */
 static kc_db_status
 run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params,
@@ -289,6 +294,8 @@ run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params
 {
 	kc_pool_lease l;
 	kc_db_status st = KC_DB_UNAVAILABLE;
+	int			reruns = 0;
+	bool		reopened = false;
 
 	*res = NULL;
 	if (!kc_pool_checkout(db->pool, &l))
@@ -297,7 +304,8 @@ run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params
 			snprintf(msg, msglen, "postgres is unavailable");
 		return KC_DB_UNAVAILABLE;
 	}
-	for (int attempt = 0, retries = 0; attempt < 2; attempt++)
+	/* the first run, the reruns, the run on a new connection */
+	for (int runs = 0; runs < 1 + RERUNS + 1; runs++)
 	{
 		PGresult   *r = stmt >= 0 ?
 			PQexecPrepared(l.conn, statements[stmt].name, nparams, params, NULL, NULL, 0) :
@@ -312,20 +320,17 @@ run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params
 		st = kc_db_classify(l.conn, r);
 		if (msg)
 			snprintf(msg, msglen, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(l.conn));
-		if (rolled_back(r) && retries < 2)
+		if (rolled_back(r) && reruns < RERUNS)
 		{
 			kc_logf(KC_LOG_WARN, "statement rolled back by postgres (%s), running it again: %.200s",
 					PQresultErrorField(r, PG_DIAG_SQLSTATE), PQresultErrorMessage(r));
 			PQclear(r);
-			retries++;
-			attempt--;
+			reruns++;
 			continue;
 		}
 		PQclear(r);
-		if (st != KC_DB_UNAVAILABLE || PQstatus(l.conn) == CONNECTION_OK)
-			break;
-		/* the connection died under us: retry once on a new one if it had been good */
-		if (l.fresh || attempt > 0)
+		/* an answer, or a dead connection that was new or is the replacement: done */
+		if (st != KC_DB_UNAVAILABLE || PQstatus(l.conn) == CONNECTION_OK || l.fresh || reopened)
 			break;
 		if (!kc_pool_reopen(db->pool, &l))
 		{
@@ -333,6 +338,7 @@ run(kc_db *db, int stmt, const char *sql, int nparams, const char *const *params
 				snprintf(msg, msglen, "postgres is unavailable");
 			break;
 		}
+		reopened = true;
 	}
 	if (l.conn && PQstatus(l.conn) == CONNECTION_OK)
 		kc_pool_checkin(db->pool, &l);

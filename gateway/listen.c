@@ -18,7 +18,6 @@
  */
 #include "listen_int.h"
 
-#include <cjson/cJSON.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
@@ -30,7 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "auth.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -39,52 +37,10 @@
 #define HEALTH_POLL_MS 1000
 #define MAX_BACKOFF_MS 2000
 
-/* True when j is a number holding an integer in [min, 2^53] (exact in a double). */
-static bool
-json_int_in(const cJSON *j, double min, long long *out)
-{
-	double		v;
-
-	if (!cJSON_IsNumber(j))
-		return false;
-	v = j->valuedouble;
-	if (!(v >= min && v <= 9007199254740992.0) || (double) (long long) v != v)
-		return false;
-	*out = (long long) v;
-	return true;
-}
-
 bool
-kc_notify_parse(const char *payload, kc_event_note *ev, kc_notify_buf *buf)
+kc_notify_is_old(const char *payload)
 {
-	cJSON	   *j = cJSON_Parse(payload);
-	const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
-	const cJSON *student = cJSON_GetObjectItemCaseSensitive(j, "student_id");
-	const cJSON *corr = cJSON_GetObjectItemCaseSensitive(j, "correlation_id");
-	long long	id,
-				version;
-	bool		ok;
-
-	ok = json_int_in(cJSON_GetObjectItemCaseSensitive(j, "id"), 1, &id) &&
-		json_int_in(cJSON_GetObjectItemCaseSensitive(j, "version"), 0, &version) &&
-		cJSON_IsString(student) && kc_uuid_normalize(student->valuestring, buf->student);
-	if (ok)
-	{
-		if (cJSON_IsString(type) && type->valuestring[0] &&
-			strlen(type->valuestring) < sizeof(buf->type))
-			strcpy(buf->type, type->valuestring);
-		else
-			strcpy(buf->type, "UNKNOWN");
-		memset(ev, 0, sizeof(*ev));
-		ev->id = id;
-		ev->version = version;
-		ev->type = buf->type;
-		ev->student_id = buf->student;
-		if (cJSON_IsString(corr) && kc_uuid_normalize(corr->valuestring, buf->correlation))
-			ev->correlation_id = buf->correlation;
-	}
-	cJSON_Delete(j);
-	return ok;
+	return payload != NULL && payload[0] == '{';
 }
 
 bool
@@ -113,14 +69,11 @@ handle_notify(kc_listener *l, const char *payload)
 {
 	long long	first,
 				last;
-	kc_event_note ev;
-	kc_notify_buf buf;
 
 	if (kc_notify_range(payload, &first, &last))
 		return last > atomic_load(&l->watermark);
-	if (kc_notify_parse(payload, &ev, &buf))
+	if (kc_notify_is_old(payload))
 	{
-		/* one notification per event, inside the writer's transaction: kc_flow 0.1.0 */
 		if (!l->warned_old_schema)
 			kc_logf(KC_LOG_WARN, "the database runs the kc_flow 0.1.0 schema: following its event ids "
 					"until ALTER EXTENSION kc_flow UPDATE; no health gauges meanwhile");

@@ -56,24 +56,13 @@ typedef void (*kc_rewind_fn) (long long end, void *arg);
  */
 bool		kc_notify_range(const char *payload, long long *first, long long *last);
 
-/* Where the strings of a parsed notification live. */
-typedef struct kc_notify_buf
-{
-	char		type[64];
-	char		student[37];
-	char		correlation[37];
-} kc_notify_buf;
-
 /*
- * Reads a NOTIFY payload of kc_flow 0.1.0 ({"id","type","student_id",
- * "correlation_id","version"}, one per event; any channel user can send one:
- * the listener only recognises it to say that the schema is too old) into ev, its
- * strings kept in buf. True only when id is an integer in 1..2^53, student_id
- * a uuid (lower-cased) and version an integer in 0..2^53; a missing or odd
- * type reads "UNKNOWN", a missing or odd correlation_id NULL. Anything refused
- * is still applied later by the catch-up, which reads the event log itself.
+ * True when a NOTIFY payload is one of kc_flow 0.1.0: a JSON object per event,
+ * sent inside the writer's transaction. The listener only says that the schema
+ * is too old and runs its catch-up, which reads the event log itself, so the
+ * first character is all it looks at; any channel user can send anything.
  */
-bool		kc_notify_parse(const char *payload, kc_event_note *ev, kc_notify_buf *buf);
+bool		kc_notify_is_old(const char *payload);
 
 kc_listener *kc_listener_start(const char *conninfo, kc_cache *cache,
 							   kc_event_fn on_event, kc_skip_fn on_skip, kc_rewind_fn on_rewind,

@@ -12,11 +12,14 @@
  * After the 101 (in the libmicrohttpd thread that served the request) the
  * socket leaves libmicrohttpd: the hub takes a duplicate of the descriptor
  * and MHD's upgrade handle is closed at once, which frees MHD's connection
- * and its 64 KiB memory pool (libmicrohttpd 0.9.75 closes an upgraded
- * plain-TCP socket without shutdown(), so the duplicate stays usable; the
- * WebSocket suite checks it). A socket then costs the hub's small state only.
+ * and its 64 KiB memory pool. That relies on libmicrohttpd closing an
+ * upgraded plain-TCP socket with close() alone: a shutdown() would end the
+ * TCP connection under the duplicate too. kc_ws_start checks the version
+ * (kc_ws_mhd_checked); the WebSocket suite checks the behaviour. A socket
+ * then costs the hub's small state only.
  * It is registered with the hub first and the replay read second:
- * events_since(after, student, ws-queue). Registering first is what makes the
+ * events_since(after, student, ws-queue + 1), the one more row telling a
+ * replay of exactly ws-queue events from a longer one. Registering first is what makes the
  * stream gap-free: an event posted to the hub after the registration is kept
  * for the connection, and one posted before it had been read by the listener
  * from events_since already, so it lies below the horizon of the replay query,
@@ -71,10 +74,43 @@ listener_position(void *arg)
 	return app->listener ? kc_listener_watermark(app->listener) : 0;
 }
 
+/*
+ * The libmicrohttpd releases whose source was read for the hand-off above:
+ * with an internal polling thread and no TLS (as http.c starts the daemon),
+ * MHD_UPGRADE_ACTION_CLOSE only marks the connection, and its cleanup closes
+ * the socket without shutdown().
+ */
+#define VERSION_NUMBER(major, minor, patch) ((major) * 1000000L + (minor) * 1000L + (patch))
+#define MHD_CHECKED_FIRST VERSION_NUMBER(0, 9, 75)	/* Debian 12's, which the tests run on */
+#define MHD_CHECKED_LAST VERSION_NUMBER(1, 0, 1)
+
+bool
+kc_ws_mhd_checked(const char *version)
+{
+	unsigned	major,
+				minor,
+				patch;
+	int			end = 0;
+	long		n;
+
+	if (!version || sscanf(version, "%3u.%3u.%3u%n", &major, &minor, &patch, &end) != 3 ||
+		version[end] != '\0')
+		return false;
+	n = VERSION_NUMBER((long) major, (long) minor, (long) patch);
+	return n >= MHD_CHECKED_FIRST && n <= MHD_CHECKED_LAST;
+}
+
 bool
 kc_ws_start(kc_app *app)
 {
 	kc_ws_limits lim;
+	const char *mhd = MHD_get_version();
+
+	if (!kc_ws_mhd_checked(mhd))
+		kc_logf(KC_LOG_WARN, "libmicrohttpd %s: its WebSocket hand-off was checked with 0.9.75 to 1.0.1 "
+				"only; should it shut an upgraded socket down, every WebSocket closes right after "
+				"its 101 and clients fall back to polling (bash test/run.sh ws tells)",
+				mhd ? mhd : "(unknown version)");
 
 	lim.max_connections = app->cfg->ws_max_connections;
 	lim.queue = app->cfg->ws_queue;
@@ -244,6 +280,30 @@ refetch_message(kc_app *app, const char *student, long long after)
 	return kc_ws_msg_new(text, (size_t) n, head_pos, student ? student : "");
 }
 
+/* One row of the replay (the JSON of the kc_events statement) as a message; NULL when out of memory. */
+static kc_ws_msg *
+replay_message(const cJSON *row)
+{
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(row, "id");
+	const cJSON *type = cJSON_GetObjectItemCaseSensitive(row, "event_type");
+	const cJSON *corr = cJSON_GetObjectItemCaseSensitive(row, "correlation_id");
+	const cJSON *ver = cJSON_GetObjectItemCaseSensitive(row, "version");
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(row, "created_at");
+	const cJSON *stu = cJSON_GetObjectItemCaseSensitive(row, "student_id");
+	char	   *payload = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(row, "payload"));
+	size_t		len;
+	char	   *text = kc_ws_event_json((long long) cJSON_GetNumberValue(id),
+										cJSON_GetStringValue(type), cJSON_GetStringValue(corr),
+										(long long) cJSON_GetNumberValue(ver),
+										cJSON_GetStringValue(at), payload, &len);
+	kc_ws_msg  *m = text ? kc_ws_msg_new(text, len, (long long) cJSON_GetNumberValue(id),
+										 cJSON_GetStringValue(stu)) : NULL;
+
+	free(text);
+	free(payload);
+	return m;
+}
+
 static void
 upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 		 const char *extra, size_t extra_len, MHD_socket sock,
@@ -262,6 +322,7 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 	kc_ws_msg  *head = NULL,
 			   *tail = NULL;
 	int			rows = 0;
+	bool		more = false;
 	cJSON	   *arr;
 	const cJSON *it;
 
@@ -285,7 +346,7 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 	}
 	kc_metrics_add(KC_M_WS_RESUMES, 1);
 	snprintf(after, sizeof(after), "%lld", w.after);
-	snprintf(limit, sizeof(limit), "%d", app->cfg->ws_queue);
+	snprintf(limit, sizeof(limit), "%d", app->cfg->ws_queue + 1);
 	st = kc_db_exec(app->db, KC_STMT_EVENTS, 3, params, &res, NULL, 0);
 	if (st == KC_DB_GONE)
 	{
@@ -302,23 +363,14 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 	PQclear(res);
 	cJSON_ArrayForEach(it, arr)
 	{
-		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-		const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "event_type");
-		const cJSON *corr = cJSON_GetObjectItemCaseSensitive(it, "correlation_id");
-		const cJSON *ver = cJSON_GetObjectItemCaseSensitive(it, "version");
-		const cJSON *at = cJSON_GetObjectItemCaseSensitive(it, "created_at");
-		const cJSON *stu = cJSON_GetObjectItemCaseSensitive(it, "student_id");
-		char	   *payload = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(it, "payload"));
-		size_t		len;
-		char	   *text = kc_ws_event_json((long long) cJSON_GetNumberValue(id),
-											cJSON_GetStringValue(type), cJSON_GetStringValue(corr),
-											(long long) cJSON_GetNumberValue(ver),
-											cJSON_GetStringValue(at), payload, &len);
-		kc_ws_msg  *m = text ? kc_ws_msg_new(text, len, (long long) cJSON_GetNumberValue(id),
-											 cJSON_GetStringValue(stu)) : NULL;
+		kc_ws_msg  *m;
 
-		free(text);
-		free(payload);
+		if (rows == app->cfg->ws_queue)
+		{
+			more = true;		/* longer than the bound: 1008 after ws-queue events */
+			break;
+		}
+		m = replay_message(it);
 		if (!m)
 			break;
 		if (tail)
@@ -329,8 +381,7 @@ upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
 		rows++;
 	}
 	cJSON_Delete(arr);
-	kc_ws_hub_ready(app->ws, c, head,
-					rows >= app->cfg->ws_queue ? KC_WS_REPLAY_TRUNCATED : KC_WS_REPLAY_DONE);
+	kc_ws_hub_ready(app->ws, c, head, more ? KC_WS_REPLAY_TRUNCATED : KC_WS_REPLAY_DONE);
 }
 
 /* The 426 of a failed handshake, which must say which version we speak. */

@@ -25,6 +25,12 @@ void		kc_ws_on_skip(long long floor_pos, long long head, void *arg);
 /* The listener's kc_rewind_fn: every socket is told to refetch (ws_hub.h). */
 void		kc_ws_on_rewind(long long end, void *arg);
 
+/*
+ * True when version ("a.b.c", MHD_get_version()'s form) is a libmicrohttpd
+ * release whose upgrade hand-off was checked (websocket.c says what it needs).
+ */
+bool		kc_ws_mhd_checked(const char *version);
+
 /* True when key is a valid Sec-WebSocket-Key: the base64 of 16 bytes. */
 bool		kc_ws_key_valid(const char *key);
 

@@ -37,6 +37,7 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 static void follow_frames(kc_ws_inframe *in, const uint8_t *p, size_t n);
 static bool ensure_ctx(kc_ws_conn *c);
 static bool quiet(kc_ws_conn *c);
+static void queue_waiting_close(kc_ws_conn *c);
 
 static const struct wslay_event_callbacks callbacks = {
 	recv_cb, send_cb, NULL, NULL, NULL, NULL, msg_cb
@@ -239,6 +240,7 @@ kc_ws_conn_new(kc_ws_hub *h, int fd, const char *student, long long after,
 void
 kc_ws_conn_free(kc_ws_conn *c)
 {
+	free(c->close_reason);
 	free(c->pending);
 	free(c->extra);
 	free(c);
@@ -283,6 +285,12 @@ kc_ws_conn_pump(kc_ws_conn *c, bool readable)
 		return false;
 	if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
 		return false;
+	if (c->close_reason)
+	{
+		queue_waiting_close(c);
+		if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)
+			return false;
+	}
 	want = (wslay_event_want_read(c->ctx) ? KC_EV_READ : 0) |
 		(wslay_event_want_write(c->ctx) ? KC_EV_WRITE : 0);
 	if (want == 0)
@@ -321,8 +329,30 @@ kc_ws_conn_queued(kc_ws_conn *c)
 bool
 kc_ws_conn_queue_close(kc_ws_conn *c, uint16_t code, const char *reason)
 {
-	return ensure_ctx(c) &&
-		wslay_event_queue_close(c->ctx, code, (const uint8_t *) reason, strlen(reason)) == 0;
+	if (!ensure_ctx(c))
+		return false;
+	if (wslay_event_get_queued_msg_count(c->ctx) == 0)
+		return wslay_event_queue_close(c->ctx, code, (const uint8_t *) reason, strlen(reason)) == 0;
+	free(c->close_reason);
+	c->close_reason = strdup(reason);
+	c->close_code = code;
+	return c->close_reason != NULL;
+}
+
+/*
+ * The close frame that waited for the messages ahead of it, once they are
+ * sent. When wslay has closed already (the peer's close was answered), it is
+ * dropped.
+ */
+static void
+queue_waiting_close(kc_ws_conn *c)
+{
+	if (wslay_event_get_queued_msg_count(c->ctx) > 0)
+		return;
+	wslay_event_queue_close(c->ctx, c->close_code, (const uint8_t *) c->close_reason,
+							strlen(c->close_reason));
+	free(c->close_reason);
+	c->close_reason = NULL;
 }
 
 bool

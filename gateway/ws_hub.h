@@ -37,7 +37,7 @@ typedef struct kc_ws_msg
 typedef struct kc_ws_limits
 {
 	int			max_connections;	/* refused (503) above */
-	int			queue;			/* messages queued per connection before 1008 */
+	int			queue;			/* events queued per connection before 1008 */
 	int			ping_interval_s;	/* ping a peer silent this long */
 	int			pong_timeout_s; /* then drop it when silent this much longer */
 	int			max_frame;		/* largest client message accepted (1009 above) */

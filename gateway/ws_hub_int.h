@@ -74,10 +74,13 @@ struct kc_ws_conn
 	long long	after;			/* -1: none given */
 	long long	last_sent;		/* id of the last event queued */
 	long long	rewound_to;		/* > 0: the log was rewound to it during the replay */
+	int			lead;			/* queued ahead of every event (the hello...): off the bound */
 	double		last_rx;		/* last sign of life (or the start) */
 	double		ping_at;
 	double		deadline;		/* CLOSING: give up then */
 	wslay_event_context_ptr ctx;	/* NULL while quiet */
+	char	   *close_reason;	/* a close frame waiting for the messages ahead of it */
+	uint16_t	close_code;
 	kc_ws_inframe in;
 	kc_ws_msg **pending;		/* live events kept during the replay */
 	int			npending;
@@ -158,6 +161,10 @@ bool		kc_ws_conn_pump(kc_ws_conn *c, bool readable);
 /* The queue_ calls create the wslay context when needed: false when out of memory. */
 bool		kc_ws_conn_queue_text(kc_ws_conn *c, const char *text, size_t len);
 size_t		kc_ws_conn_queued(kc_ws_conn *c);
+/*
+ * A close frame, sent after the messages already queued (wslay alone would
+ * send it ahead of them, and nothing after it).
+ */
 bool		kc_ws_conn_queue_close(kc_ws_conn *c, uint16_t code, const char *reason);
 bool		kc_ws_conn_queue_ping(kc_ws_conn *c);
 void		kc_ws_msg_unref(kc_ws_msg *m);

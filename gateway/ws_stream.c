@@ -9,8 +9,10 @@
  * (bounded); when the replay arrives they follow it, deduplicated by id. A
  * connection never receives an id <= the last it was sent, so the stream has
  * no duplicate, and since the hub receives events in gap-free order it has no
- * gap either. A connection whose queue is full is closed with 1008 and told
- * where to resume. Where the events themselves are gone (a trim, below the
+ * gap either. A connection whose queue holds --ws-queue events is closed
+ * with 1008 and told where to resume; the hello and what else was queued
+ * before it (the "lead") are no events and do not count while they wait.
+ * Where the events themselves are gone (a trim, below the
  * log's floor), the replay, or a jump of the listener past them, is a
  * "refetch" message instead: the stream goes on past the log's head.
  *
@@ -49,6 +51,7 @@ static void send_event(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m, bool bounded);
 static void keep_aside(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m);
 static void deliver(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m);
 static void refetch_conn(kc_ws_hub *h, kc_ws_conn *c, long long floor_pos, long long head);
+static void lead_sent(kc_ws_conn *c, size_t before);
 
 static unsigned
 hash_student(const char *s)
@@ -232,13 +235,13 @@ close_slow(kc_ws_hub *h, kc_ws_conn *c, const char *why)
 	kc_ws_stream_close(h, c, 1008, reason, KC_WS_CLOSE_GRACE_S);
 }
 
-/* Sends event m to a LIVE connection unless already sent; 1008 when full. */
+/* Sends event m to a LIVE connection unless already sent; 1008 when --ws-queue events wait. */
 static void
 send_event(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *m, bool bounded)
 {
 	if (m->id <= c->last_sent || c->state != KC_WS_LIVE)
 		return;
-	if (bounded && kc_ws_conn_queued(c) >= (size_t) h->lim.queue)
+	if (bounded && kc_ws_conn_queued(c) >= (size_t) h->lim.queue + (size_t) c->lead)
 	{
 		close_slow(h, c, "too slow");
 		return;
@@ -449,6 +452,7 @@ kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay ho
 		kc_ws_stream_kill(h, c);
 		return;
 	}
+	c->lead = (int) kc_ws_conn_queued(c);
 	mark_dirty(h, c);
 	if (how == KC_WS_REPLAY_FAILED)
 	{
@@ -484,16 +488,34 @@ kc_ws_stream_ready(kc_ws_hub *h, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay ho
 		close_slow(h, c, "too slow");
 }
 
+/*
+ * The lead leaves the queue first (wslay sends control frames first, then the
+ * messages in order): of the before messages, those gone now were the lead's.
+ */
+static void
+lead_sent(kc_ws_conn *c, size_t before)
+{
+	size_t		after = kc_ws_conn_queued(c);
+	size_t		sent = before > after ? before - after : 0;
+
+	c->lead = sent >= (size_t) c->lead ? 0 : c->lead - (int) sent;
+}
+
 void
 kc_ws_stream_io(kc_ws_hub *h, kc_ws_conn *c, int ready)
 {
+	size_t		before;
+
 	if (c->dead)
 		return;
+	before = kc_ws_conn_queued(c);
 	if (!kc_ws_conn_pump(c, (ready & KC_EV_READ) != 0))
 	{
 		kc_ws_stream_kill(h, c);
 		return;
 	}
+	if (c->lead > 0)
+		lead_sent(c, before);
 	if (c->heard)
 	{
 		c->heard = false;

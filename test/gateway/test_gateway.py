@@ -454,6 +454,55 @@ def test_purchase_flow(gw):
           "flow: events/recent shows the purchase's events", types)
 
 
+S7 = "77777777-7777-4777-8777-777777777777"
+
+# A session that makes the gateway's home read of S7 a deadlock's victim: it holds courses,
+# waits until the read (which holds students since require_student) queues for courses, then
+# asks for students itself. The read waited first, so its deadlock check finds the cycle and
+# rolls it back; the rerun queues behind this session, which lets go 0.3 s later.
+DEADLOCK_SQL = """
+BEGIN;
+LOCK TABLE kc_flow.courses IN ACCESS EXCLUSIVE MODE;
+DO $$
+BEGIN
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN EXISTS (SELECT 1 FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
+                           WHERE NOT k.granted AND k.relation = 'kc_flow.courses'::regclass
+                             AND a.application_name = 'kc-gateway');
+        PERFORM pg_sleep(0.005);
+    END LOOP;
+    LOCK TABLE kc_flow.students IN ACCESS EXCLUSIVE MODE;
+END $$;
+SELECT pg_sleep(0.3);
+ROLLBACK;
+"""
+
+
+def test_deadlock_rerun(gw):
+    """A read chosen by Postgres as a deadlock's victim (40P01) is run again: the client gets its
+    200, the gateway logs the rerun. Without the rerun the answer would be a 503."""
+    sql("INSERT INTO kc_flow.students (id, display_name) VALUES ('%s', 'S7') ON CONFLICT DO NOTHING" % S7)
+    maker = subprocess.Popen(as_pg(["psql", "-h", "127.0.0.1", "-p", PG_PORT, "-U", "postgres", "-d", PG_DB,
+                                    "-X", "-q", "-v", "ON_ERROR_STOP=1"]),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=dict(os.environ, PGAPPNAME="deadlock-maker"))
+    maker.stdin.write(DEADLOCK_SQL)
+    maker.stdin.close()
+    held = wait_for(lambda: sql("SELECT count(*) FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid "
+                                "WHERE a.application_name = 'deadlock-maker' AND k.granted "
+                                "AND k.relation = 'kc_flow.courses'::regclass") == "1", 10)
+    r = get(gw.port, "/api/v1/students/%s/home" % S7, token(S7)) if held else None
+    out = maker.stdout.read()
+    maker.wait(30)
+    reruns = [line for line in gw.log_lines()
+              if "statement rolled back by postgres (40P01), running it again" in line.get("msg", "")]
+    check(held and maker.returncode == 0, "deadlock: a session holds courses, then takes students", out)
+    check(r is not None and r.status == 200 and r.json()["student_id"] == S7 and len(reruns) == 1,
+          "deadlock: a home read chosen as the deadlock's victim is run again and answers 200",
+          (r and r.status, r and r.body[:200], reruns))
+
+
 def test_catch_up_after_restart(gw_env):
     """Events that happen while the gateway is down are replayed at start: no stale key survives."""
     gw = Gateway("restart-a", **gw_env)
@@ -1027,6 +1076,7 @@ def main():
         test_routes(gw)
         test_hostile_input(gw)
         test_purchase_flow(gw)
+        test_deadlock_rerun(gw)
         m = get(gw.port, "/metrics").body.decode()
         check('kc_cache_requests_total{route="home",outcome="hit"}' in m and
               'kc_http_requests_total{route="home",code="304"}' in m and

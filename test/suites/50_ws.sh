@@ -2,7 +2,8 @@
 # test/suites/50_ws.sh - the WebSocket route of kc-gateway (docs/design.md §8): handshakes,
 # bad frames, replay, live order under out-of-order commits, reconnect without loss,
 # isolation between students, invalidate-before-push, the demo purchase route, slow
-# consumers (1008), dead peers, SIGTERM (1001). See test/ws/test_ws.py.
+# consumers (1008), dead peers, SIGTERM (1001). See test/ws/test_ws.py; the hub's
+# per-socket bound alone: test/gateway/test_ws_hub.c.
 #
 # Uses the harness's Postgres (PGPORT, workers on) and Redis (KC_REDIS_URL; other db
 # numbers), starts its own gateways on free ports and stops them. Run alone with
@@ -16,11 +17,16 @@ WORK="$KC_TEST_TMP/ws-suite.$$"
 PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3   # the Debian one has the Debian modules
 mkdir -p "$WORK"
 
-if ! make -s -C "$KC_ROOT/gateway" >"$WORK/build.log" 2>&1; then
-    echo "not ok - ws: kc-gateway builds"
+if ! make -s -C "$KC_ROOT/gateway" all ../test/gateway/test_ws_hub >"$WORK/build.log" 2>&1; then
+    echo "not ok - ws: kc-gateway and test/gateway/test_ws_hub build"
     sed 's/^/# /' "$WORK/build.log" | tail -20
     exit 0
 fi
+# the hub alone, through its inbox and a socket pair: the per-socket bound
+timeout 30 "$KC_ROOT/test/gateway/test_ws_hub" | tee "$WORK/hub.out"
+rc=${PIPESTATUS[0]}
+[ $rc -ne 0 ] && ! grep -q '^not ok' "$WORK/hub.out" &&
+    echo "not ok - ws: test_ws_hub ran to its end (exit status $rc)"
 if ! $PY -c 'import websockets, psycopg2' 2>/dev/null; then
     echo "not ok - ws: python3-websockets and python3-psycopg2 are installed (test/deps.sh)"
     exit 0

@@ -395,6 +395,53 @@ def test_demo_route(gw, gw_nodemo, conn):
            "demo purchase: payment confirmed, the pipeline's events arrive on the socket", (st, body, types))
 
 
+def test_replay_bound(gw_slow, conn, queue=16):
+    """A replay exactly --ws-queue events long is a whole replay: all delivered, the socket kept
+    (a live event follows it). One event more is "too far behind": 1008."""
+    student = new_student(conn, "ws bound")
+    ids = emit(conn, student, queue)
+    t = token(student)
+
+    async def whole():
+        hello, evs, live, closed = {}, [], [], None
+        try:
+            async with websockets.connect(gw_slow.ws_url("/api/v1/ws?after=%d&access_token=%s"
+                                                         % (ids[0] - 1, t))) as ws:
+                hello = await recv_json(ws)
+                evs = await read_events(ws, ids, 10)
+                live = emit(conn, student, 1)
+                evs += await read_events(ws, live, 10)
+        except websockets.ConnectionClosed as e:
+            closed = (e.code, e.reason)
+        return hello, evs, live, closed
+    hello, evs, live, closed = asyncio.run(whole())
+    got = [e["id"] for e in evs]
+    report(hello.get("type") == "hello" and got == ids + live and live and not closed,
+           "a replay of exactly ws-queue (%d) events: all delivered, the socket kept for live events" % queue,
+           (hello, got, closed))
+
+    other = new_student(conn, "ws bound+1")
+    more = emit(conn, other, queue + 1)
+
+    async def longer():
+        got = []
+        try:
+            async with websockets.connect(gw_slow.ws_url("/api/v1/ws?after=%d&access_token=%s"
+                                                         % (more[0] - 1, token(other)))) as ws:
+                while True:
+                    m = await recv_json(ws)
+                    if m["type"] == "event":
+                        got.append(m["id"])
+        except websockets.ConnectionClosed as e:
+            return got, e.code, e.reason
+        except asyncio.TimeoutError:
+            return got, None, "no close"
+    got, code, reason = asyncio.run(longer())
+    report(got == more[:queue] and code == 1008 and
+           reason == "too far behind: reconnect with after=%d" % more[queue - 1],
+           "a replay of ws-queue + 1 events: the first ws-queue delivered, then 1008 naming the last of them",
+           (got, code, reason))
+
 def test_slow_consumer(gw_slow, conn):
     student = new_student(conn, "ws slow")
     st, h, s, rest = handshake(gw_slow.port, "/api/v1/ws?access_token=" + token(student), rcvbuf=4096)
@@ -498,6 +545,7 @@ def main():
         check("isolation", lambda: test_isolation(gw, conn, s4, s5))
         check("fresh after push", lambda: test_fresh_after_push(gw, conn, s1))
         check("demo route", lambda: test_demo_route(gw, gw_slow, conn))
+        check("replay bound", lambda: test_replay_bound(gw_slow, conn))
         check("slow consumer", lambda: test_slow_consumer(gw_slow, conn))
         check("dead peer", lambda: test_dead_peer(gw_slow, conn))
         check("metrics", lambda: test_metrics(gw))
