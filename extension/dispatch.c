@@ -426,12 +426,19 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 	/* as worker 0 does: the queue's ring rotates once its current table has grown, the log's once it has aged */
 	(void) kcf_rotate_queue();
 	(void) kcf_rotate_log();
-	/* as the workers do: positions for what committed, and for what this transaction wrote */
+	/*
+	 * As the workers do: positions for what committed, and for what this
+	 * transaction wrote.  Not waiting for the log head: its holder keeps it
+	 * to its commit, so concurrent callers waiting for it ran one at a time,
+	 * each with its commit's WAL flush; a skipped round's events get their
+	 * positions in the next round (the workers', woken by this commit, or
+	 * the next caller's).
+	 */
 	if (kcf_log_installed())
 	{
 		KcfRound	round;
 
-		(void) kcf_sequence(&round, true);
+		(void) kcf_sequence(&round, false);
 	}
 	SPI_finish();
 	PG_RETURN_INT32(handled);
