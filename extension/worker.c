@@ -385,6 +385,14 @@ kcf_worker_main(Datum main_arg)
 	 */
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Every statement of a worker touches a few rows, but the planner's
+	 * guesses for tables without statistics (a ring's table just truncated,
+	 * a fresh database) put some above jit_above_cost: the sequencer's round
+	 * was compiled by LLVM for 30 ms at a time while it held the log head.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	kcf_register_worker_latch(worker, MyLatch);
 	before_shmem_exit(forget_latch, Int32GetDatum(worker));
 	ereport(LOG, (errmsg("kc_flow worker %d started on database \"%s\"", worker, kcf_database)));
