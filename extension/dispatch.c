@@ -343,35 +343,120 @@ run_job(const KcfJob *job, KcfJob *next)
 	return true;
 }
 
+/* The sessions stage of a batch's allocations, run at once (kcf_stage_sessions_set). */
+typedef struct KcfSessionsSet
+{
+	int			n;
+	const KcfJob *jobs;
+	const Datum *allocations;
+} KcfSessionsSet;
+
+static bool
+sessions_set_step(void *arg)
+{
+	KcfSessionsSet *set = (KcfSessionsSet *) arg;
+	int64	   *events = palloc(sizeof(int64) * set->n);
+
+	for (int i = 0; i < set->n; i++)
+		events[i] = set->jobs[i].event_id;
+	(void) kcf_stage_sessions_set(set->n, set->allocations, events);
+	return true;
+}
+
+/* Runs job and the follow-ups it emits, one subtransaction each; returns how many ran. */
+static int
+run_chain(KcfJob job)
+{
+	KcfJob		next;
+	int			handled = 1;
+
+	while (run_job(&job, &next))
+	{
+		CHECK_FOR_INTERRUPTS();
+		job = next;
+		handled++;
+	}
+	return handled;
+}
+
+/*
+ * The TRAINER_ALLOCATED jobs of the batch, whose allocation stage ran in it
+ * and handed over its plan: their sessions stage in one subtransaction and
+ * one statement.  When that fails, it is rolled back and each job runs on its
+ * own, so that only a failing event is retried or dead-lettered.  Returns how
+ * many jobs were handled.
+ */
+static int
+run_sessions_set(const KcfJob *jobs, const Datum *allocations, int n)
+{
+	KcfSessionsSet set = {n, jobs, allocations};
+	ErrorData  *edata = kcf_in_subtransaction(sessions_set_step, &set);
+	int			handled = 0;
+
+	if (edata == NULL)
+		return n;
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		ReThrowError(edata);
+	ereport(LOG,
+			(errmsg("kc_flow: the sessions stage of %d events failed as a set, each is handled on its own", n),
+			 errdetail("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message)));
+	FreeErrorData(edata);
+	for (int i = 0; i < n; i++)
+		handled += run_chain(jobs[i]);
+	return handled;
+}
+
 /*
  * Claims up to max_jobs due events and handles them in the current
- * transaction (SPI connected).  Returns how many were handled, follow-up
- * events included; *claimed tells how many were claimed from the queue.
+ * transaction (SPI connected): each with the follow-ups it emits, except the
+ * sessions stage of the allocations approved here, which runs for all of
+ * them at the end (run_sessions_set).  Returns how many were handled,
+ * follow-up events included; *claimed tells how many were claimed from the
+ * queue.
  */
 int
 kcf_dispatch_batch(int max_jobs, int *claimed)
 {
 	KcfJob	   *jobs = palloc0(sizeof(KcfJob) * max_jobs);
-	int			n = claim_jobs(jobs, max_jobs);
+	KcfJob	   *sessions = palloc0(sizeof(KcfJob) * max_jobs);
+	Datum	   *allocations = palloc0(sizeof(Datum) * max_jobs);
+	int			n_sessions = 0;
+	int			n;
 	int			handled = 0;
 
+	kcf_plan_hand_over_reset();
+	n = claim_jobs(jobs, max_jobs);
 	*claimed = n;
 
 	for (int i = 0; i < n; i++)
 	{
 		KcfJob		job = jobs[i];
 		KcfJob		next;
+		Datum		allocation_id;
 
 		for (;;)
 		{
 			CHECK_FOR_INTERRUPTS();
 			handled++;
+			(void) kcf_plan_handed_over_since(&allocation_id);
 			if (!run_job(&job, &next))
 				break;
+			if (strcmp(next.consumer, "sessions") == 0 &&
+				kcf_plan_handed_over_since(&allocation_id))
+			{
+				sessions[n_sessions] = next;
+				allocations[n_sessions++] = allocation_id;
+				break;
+			}
 			job = next;
 		}
 	}
+	if (n_sessions > 0)
+		handled += run_sessions_set(sessions, allocations, n_sessions);
 	pfree(jobs);
+	pfree(sessions);
+	pfree(allocations);
 	return handled;
 }
 

@@ -184,11 +184,15 @@ typedef struct KcfPlan
 extern void kcf_plan_of_purchase(Datum purchase_id, KcfPlan *plan);
 extern void kcf_plan_of_allocation(Datum allocation_id, KcfPlan *plan);
 extern void kcf_plan_hand_over(Datum allocation_id, const KcfPlan *plan);
+extern bool kcf_plan_handed_over(Datum allocation_id, KcfPlan *plan);
+extern void kcf_plan_hand_over_reset(void);
+extern bool kcf_plan_handed_over_since(Datum *allocation_id);
 
 /* stage_*.c: one stage each, called by the dispatcher */
 extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);
 extern KcfOutcome kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result);
 extern KcfOutcome kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result);
+extern int	kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_ids);
 extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result);
 extern int	kcf_top_up_rolling_sessions(void);
 
