@@ -137,6 +137,8 @@ extern const char *kcf_consumer_for(const char *event_type);
 /* emit.c: the outbox */
 extern int64 kcf_emit(const char *event_type, Datum correlation_id,
 					  Datum student_id, const char *payload_json);
+extern void kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
+						 const Datum *student_ids, char *const *payloads);
 extern void kcf_emit_install_callbacks(void);
 
 /* dispatch.c: what the dispatcher hands a stage and what the stage answers */

@@ -243,7 +243,7 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 	values[8] = Int32GetDatum(kcf_rolling_window);
 	found = kcf_exec(stmt, values, NULL, 0);
 
-	/* kcf_emit() runs statements of its own: the rows are copied first */
+	/* kcf_emit_set() runs a statement of its own: the rows are copied first */
 	payments = palloc(sizeof(Datum) * Max(found, 1));
 	students = palloc(sizeof(Datum) * Max(found, 1));
 	payloads = palloc(sizeof(char *) * Max(found, 1));
@@ -255,8 +255,7 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 		students[i] = SPI_datumTransfer(kcf_get_datum(i, 2, &isnull), false, sizeof(pg_uuid_t));
 		payloads[i] = kcf_get_text(i, 3);
 	}
-	for (int i = 0; i < found; i++)
-		kcf_emit("SESSIONS_GENERATED", payments[i], students[i], payloads[i]);
+	kcf_emit_set("SESSIONS_GENERATED", found, payments, students, payloads);
 	return found;
 }
 
