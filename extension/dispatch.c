@@ -407,11 +407,91 @@ run_sessions_set(const KcfJob *jobs, const Datum *allocations, int n)
 	return handled;
 }
 
+/* The purchase stage of a batch's claimed PURCHASE_CONFIRMED jobs (kcf_stage_purchase_set). */
+typedef struct KcfPurchaseSet
+{
+	int			n;
+	const int64 *events;
+	int64	   *next_events;
+	bool		plain;			/* every event was the plain case: the set was kept */
+} KcfPurchaseSet;
+
+static bool
+purchase_set_step(void *arg)
+{
+	KcfPurchaseSet *set = (KcfPurchaseSet *) arg;
+
+	set->plain = kcf_stage_purchase_set(set->n, set->events, set->next_events);
+	return set->plain;
+}
+
+/*
+ * Runs the purchase stage of the claimed jobs of that stage as a set, in one
+ * subtransaction.  When it succeeds, each such job becomes its PURCHASE_CREATED
+ * follow-up, or is dropped (done) when it was handled before, and the number
+ * of jobs handled is returned; when it fails or a job is not the plain case,
+ * the set is rolled back, the jobs are left as claimed, to run one at a time,
+ * and 0 is returned.  *jobs is compacted to the jobs left to run, *n updated.
+ */
+static int
+run_purchase_set(KcfJob *jobs, int *n)
+{
+	int64	   *events = palloc(sizeof(int64) * *n);
+	int64	   *next_events = palloc(sizeof(int64) * *n);
+	int		   *at = palloc(sizeof(int) * *n);
+	KcfPurchaseSet set = {0, events, next_events, false};
+	ErrorData  *edata;
+	int			kept = 0;
+
+	for (int i = 0; i < *n; i++)
+		if (strcmp(jobs[i].consumer, "purchase") == 0)
+		{
+			at[set.n] = i;
+			events[set.n++] = jobs[i].event_id;
+		}
+	if (set.n == 0)
+		return 0;
+	edata = kcf_in_subtransaction(purchase_set_step, &set);
+	if (edata != NULL)
+	{
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(edata);
+		ereport(LOG,
+				(errmsg("kc_flow: the purchase stage of %d events failed as a set, each is handled on its own", set.n),
+				 errdetail("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message)));
+		FreeErrorData(edata);
+		return 0;
+	}
+	if (!set.plain)
+		return 0;				/* rolled back: the jobs run one at a time */
+	for (int k = 0; k < set.n; k++)
+	{
+		KcfJob	   *job = &jobs[at[k]];
+
+		job->consumer = NULL;	/* handled: dropped below unless it has a follow-up */
+		if (next_events[k] != 0)
+		{
+			job->consumer = kcf_consumer_for("PURCHASE_CREATED");
+			job->event_id = next_events[k];
+			job->event_type = "PURCHASE_CREATED";
+			job->attempts = 0;
+			job->deferrals = 0;
+		}
+	}
+	for (int i = 0; i < *n; i++)
+		if (jobs[i].consumer != NULL)
+			jobs[kept++] = jobs[i];
+	*n = kept;
+	return set.n;
+}
+
 /*
  * Claims up to max_jobs due events and handles them in the current
- * transaction (SPI connected): each with the follow-ups it emits, except the
- * sessions stage of the allocations approved here, which runs for all of
- * them at the end (run_sessions_set).  Returns how many were handled,
+ * transaction (SPI connected): first the purchase stage of the claimed
+ * PURCHASE_CONFIRMED events as a set (run_purchase_set), then each job with
+ * the follow-ups it emits, except the sessions stage of the allocations
+ * approved here, which runs for all of them at the end (run_sessions_set).  Returns how many were handled,
  * follow-up events included; *claimed tells how many were claimed from the
  * queue.
  */
@@ -428,6 +508,7 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	kcf_plan_hand_over_reset();
 	n = claim_jobs(jobs, max_jobs);
 	*claimed = n;
+	handled += run_purchase_set(jobs, &n);
 
 	for (int i = 0; i < n; i++)
 	{

@@ -206,12 +206,12 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 /*
  * Appends n events of one type in one statement, as n calls of kcf_emit()
  * would (the same ids, versions and queue rows; a student's events get
- * consecutive versions in the order given).  On a 0.1.0 schema it calls
- * kcf_emit() n times.
+ * consecutive versions in the order given), their ids in event_ids when
+ * not NULL.  On a 0.1.0 schema it calls kcf_emit() n times.
  */
 void
 kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
-			 const Datum *student_ids, char *const *payloads)
+			 const Datum *student_ids, char *const *payloads, int64 *event_ids)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			types[6] = {INT8ARRAYOID, TEXTOID, UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID, TEXTOID};
@@ -226,7 +226,12 @@ kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
 	if (!kcf_log_installed())
 	{
 		for (int i = 0; i < n; i++)
-			(void) kcf_emit(event_type, correlation_ids[i], student_ids[i], payloads[i]);
+		{
+			int64		id = kcf_emit(event_type, correlation_ids[i], student_ids[i], payloads[i]);
+
+			if (event_ids)
+				event_ids[i] = id;
+		}
 		return;
 	}
 	kcf_plan(&plan,
@@ -253,7 +258,11 @@ kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
 	texts = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
 	{
-		ids[i] = Int64GetDatum(take_event_id(false));
+		int64		id = take_event_id(false);
+
+		ids[i] = Int64GetDatum(id);
+		if (event_ids)
+			event_ids[i] = id;
 		texts[i] = CStringGetTextDatum(payloads[i] ? payloads[i] : "{}");
 	}
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));

@@ -138,7 +138,7 @@ extern const char *kcf_consumer_for(const char *event_type);
 extern int64 kcf_emit(const char *event_type, Datum correlation_id,
 					  Datum student_id, const char *payload_json);
 extern void kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
-						 const Datum *student_ids, char *const *payloads);
+						 const Datum *student_ids, char *const *payloads, int64 *event_ids);
 extern void kcf_emit_install_callbacks(void);
 
 /* dispatch.c: what the dispatcher hands a stage and what the stage answers */
@@ -192,6 +192,7 @@ extern bool kcf_plan_handed_over_since(Datum *allocation_id);
 
 /* stage_*.c: one stage each, called by the dispatcher */
 extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);
+extern bool kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events);
 extern KcfOutcome kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result);
 extern KcfOutcome kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result);
 extern int	kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_ids);

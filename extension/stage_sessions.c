@@ -255,7 +255,7 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 		students[i] = SPI_datumTransfer(kcf_get_datum(i, 2, &isnull), false, sizeof(pg_uuid_t));
 		payloads[i] = kcf_get_text(i, 3);
 	}
-	kcf_emit_set("SESSIONS_GENERATED", found, payments, students, payloads);
+	kcf_emit_set("SESSIONS_GENERATED", found, payments, students, payloads, NULL);
 	return found;
 }
 
