@@ -50,6 +50,7 @@ extern void kcf_wake_workers(void);
 extern void kcf_count_commit(void);
 extern uint64 kcf_commit_count(void);
 extern void kcf_set_in_batch(int worker, bool in_batch);
+extern void kcf_set_busy(int worker, bool busy);
 extern bool kcf_other_in_batch(int worker);
 extern void kcf_held_reset(int worker);
 extern void kcf_held_note(Datum trainer_id);
