@@ -234,7 +234,7 @@ kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
 		}
 		return;
 	}
-	kcf_plan(&plan,
+	kcf_plan_generic(&plan,
 			 "WITH i AS ("
 			 "  SELECT * FROM unnest($1::bigint[], $3::uuid[], $4::uuid[], $5::text[])"
 			 "    WITH ORDINALITY AS u(id, correlation_id, student_id, payload, o)),"

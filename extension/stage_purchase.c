@@ -161,7 +161,9 @@ kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
  * PURCHASE_CREATED events in one statement; next_events[i] is event i's, 0
  * when it was handled before.  False when any event is not the plain case:
  * the caller rolls the set back and runs each event on its own
- * (kcf_stage_purchase), which knows what to do with it.
+ * (kcf_stage_purchase), which knows what to do with it.  Its lookups are
+ * scalar subqueries and LATERAL ... LIMIT 1, one index probe per event, so
+ * that no plan hashes the events or the payments for a small batch.
  */
 bool
 kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events)
@@ -180,19 +182,22 @@ kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events)
 	for (int i = 0; i < n; i++)
 		ids[i] = Int64GetDatum(event_ids[i]);
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	kcf_plan(&plan,
+	kcf_plan_generic(&plan,
 			 "WITH j AS (SELECT u.event_id, u.o FROM unnest($1::bigint[]) WITH ORDINALITY AS u(event_id, o)),"
 			 " m AS ("
 			 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
 			 "  SELECT j.event_id, 'purchase' FROM j"
-			 "   WHERE NOT EXISTS (SELECT 1 FROM kc_flow.processed_events x"
-			 "                      WHERE x.event_id = j.event_id AND x.consumer = 'purchase')"
+			 "   WHERE (SELECT 1 FROM kc_flow.processed_events x"
+			 "           WHERE x.event_id = j.event_id AND x.consumer = 'purchase' LIMIT 1) IS NULL"
 			 "  ON CONFLICT DO NOTHING RETURNING event_id),"
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = ANY ($1)),"
 			 " pay AS ("
 			 "  SELECT j.o, p.id, p.student_id, p.course_id, p.purchase_tier"
 			 "    FROM j JOIN m ON m.event_id = j.event_id"
-			 "    JOIN kc_flow.events e ON e.id = j.event_id JOIN kc_flow.payments p ON p.id = e.correlation_id"
+			 "   CROSS JOIN LATERAL (SELECT x.* FROM kc_flow.payments x"
+			 "                        WHERE x.id = (SELECT e.correlation_id FROM kc_flow.events e"
+			 "                                       WHERE e.id = j.event_id LIMIT 1)"
+			 "                        LIMIT 1) p"
 			 "   WHERE p.status = 'succeeded'"
 			 "     AND (SELECT x.id FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id) IS NULL"
 			 "     AND (SELECT x.id FROM kc_flow.student_course_purchases x"

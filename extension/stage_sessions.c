@@ -15,7 +15,10 @@
  * kcf_stage_sessions_set() is the same stage for all the allocations a batch
  * approved, with the plans their allocation stage handed over: their marks,
  * their sessions and what SESSIONS_GENERATED says of each in one statement
- * (dispatch.c runs it, and each event on its own when it fails).
+ * (dispatch.c runs it, and each event on its own when it fails).  Every
+ * lookup in it is a scalar subquery or a LATERAL ... LIMIT 1, one index probe
+ * per row: written as joins or EXISTS, the planner hashed all of
+ * tutoring_sessions or trainer_allocations for a batch of one or two.
  */
 #include "kc_flow.h"
 
@@ -191,29 +194,31 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 		rows += k;
 	}
 
-	kcf_plan(&stmt,
+	kcf_plan_generic(&stmt,
 			 "WITH j AS ("
 			 "  SELECT u.allocation_id, u.event_id, u.o"
 			 "    FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS u(allocation_id, event_id, o)),"
 			 " p AS ("
 			 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
 			 "  SELECT j.event_id, 'sessions' FROM j"
-			 "   WHERE NOT EXISTS (SELECT 1 FROM kc_flow.processed_events x"
-			 "                      WHERE x.event_id = j.event_id AND x.consumer = 'sessions')"
+			 "   WHERE (SELECT 1 FROM kc_flow.processed_events x"
+			 "           WHERE x.event_id = j.event_id AND x.consumer = 'sessions' LIMIT 1) IS NULL"
 			 "  ON CONFLICT DO NOTHING RETURNING event_id),"
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = ANY ($2)),"
 			 " a AS ("
 			 "  SELECT al.*, j.o FROM j JOIN p ON p.event_id = j.event_id"
-			 "    JOIN kc_flow.trainer_allocations al ON al.id = j.allocation_id"
-			 "   WHERE al.status IN ('approved', 'active')"
-			 "     AND EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b WHERE b.allocation_id = al.id)),"
+			 "   CROSS JOIN LATERAL (SELECT x.* FROM kc_flow.trainer_allocations x"
+			 "                        WHERE x.id = j.allocation_id AND x.status IN ('approved', 'active')"
+			 "                          AND (SELECT 1 FROM kc_flow.trainer_bookings b"
+			 "                                WHERE b.allocation_id = x.id) IS NOT NULL"
+			 "                        LIMIT 1) al),"
 			 " plan AS ("
 			 "  SELECT * FROM unnest($3, $4, $5, $6, $7, $8) AS pl(o, seq, local_date, local_time, starts_at, ends_at)),"
 			 " due AS ("
 			 "  SELECT pl.*, row_number() OVER (PARTITION BY pl.o ORDER BY pl.seq) AS r"
 			 "    FROM plan pl JOIN a ON a.o = pl.o"
-			 "   WHERE NOT EXISTS (SELECT 1 FROM kc_flow.tutoring_sessions s"
-			 "                      WHERE s.allocation_id = a.id AND s.seq = pl.seq)),"
+			 "   WHERE (SELECT 1 FROM kc_flow.tutoring_sessions s"
+			 "           WHERE s.allocation_id = a.id AND s.seq = pl.seq) IS NULL),"
 			 " ins AS ("
 			 "  INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id,"
 			 "         seq, scheduled_date, scheduled_time, starts_at, ends_at)"
