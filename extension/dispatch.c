@@ -9,9 +9,12 @@
  * is rolled back alone and either moved to kc_flow.dead_letters at once,
  * when its error cannot succeed on retry (is_permanent()), or rescheduled
  * with exponential backoff until kc_flow.max_attempts is used up.  An event a stage
- * emits is handled right away in the same batch (its queue row is ours until
- * commit), so a payment usually goes from confirmation to sessions in one
- * worker transaction.
+ * emits is handled in the same batch (its queue row is ours until commit), so
+ * a payment usually goes from confirmation to sessions in one worker
+ * transaction.  Two stages run for the whole batch at once, each as one
+ * subtransaction: the purchase stage of the claimed confirmations first, the
+ * sessions stage of the allocations approved in the batch last; a set that
+ * fails is rolled back and its events run one at a time as above.
  */
 #include "kc_flow.h"
 
