@@ -431,6 +431,9 @@ ALTER TABLE kc_flow.tutoring_sessions
     DROP CONSTRAINT tutoring_sessions_trainer_id_fkey,
     ADD CONSTRAINT sessions_of_allocation FOREIGN KEY (allocation_id, student_id, course_id, trainer_id)
         REFERENCES kc_flow.trainer_allocations (id, student_id, course_id, trainer_id) ON DELETE CASCADE;
+-- the sessions of an allocation are found through sessions_one_per_seq (allocation_id, seq):
+-- a second index on (allocation_id, status) only cost every session insert its maintenance
+DROP INDEX kc_flow.sessions_by_allocation;
 -- ---- end of allocation (issue 10) ----------------------------------------------------
 
 -- 0.2.0's event log: positions given after commit by a sequencer (docs/extension.md,

@@ -9,9 +9,12 @@
  * is rolled back alone and either moved to kc_flow.dead_letters at once,
  * when its error cannot succeed on retry (is_permanent()), or rescheduled
  * with exponential backoff until kc_flow.max_attempts is used up.  An event a stage
- * emits is handled right away in the same batch (its queue row is ours until
- * commit), so a payment usually goes from confirmation to sessions in one
- * worker transaction.
+ * emits is handled in the same batch (its queue row is ours until commit), so
+ * a payment usually goes from confirmation to sessions in one worker
+ * transaction.  Two stages run for the whole batch at once, each as one
+ * subtransaction: the purchase stage of the claimed confirmations first, the
+ * sessions stage of the allocations approved in the batch last; a set that
+ * fails is rolled back and its events run one at a time as above.
  */
 #include "kc_flow.h"
 
@@ -343,35 +346,201 @@ run_job(const KcfJob *job, KcfJob *next)
 	return true;
 }
 
+/* The sessions stage of a batch's allocations, run at once (kcf_stage_sessions_set). */
+typedef struct KcfSessionsSet
+{
+	int			n;
+	const KcfJob *jobs;
+	const Datum *allocations;
+} KcfSessionsSet;
+
+static bool
+sessions_set_step(void *arg)
+{
+	KcfSessionsSet *set = (KcfSessionsSet *) arg;
+	int64	   *events = palloc(sizeof(int64) * set->n);
+
+	for (int i = 0; i < set->n; i++)
+		events[i] = set->jobs[i].event_id;
+	(void) kcf_stage_sessions_set(set->n, set->allocations, events);
+	return true;
+}
+
+/* Runs job and the follow-ups it emits, one subtransaction each; returns how many ran. */
+static int
+run_chain(KcfJob job)
+{
+	KcfJob		next;
+	int			handled = 1;
+
+	while (run_job(&job, &next))
+	{
+		CHECK_FOR_INTERRUPTS();
+		job = next;
+		handled++;
+	}
+	return handled;
+}
+
+/*
+ * The TRAINER_ALLOCATED jobs of the batch, whose allocation stage ran in it
+ * and handed over its plan: their sessions stage in one subtransaction and
+ * one statement.  When that fails, it is rolled back and each job runs on its
+ * own, so that only a failing event is retried or dead-lettered.  Returns how
+ * many jobs were handled.
+ */
+static int
+run_sessions_set(const KcfJob *jobs, const Datum *allocations, int n)
+{
+	KcfSessionsSet set = {n, jobs, allocations};
+	ErrorData  *edata = kcf_in_subtransaction(sessions_set_step, &set);
+	int			handled = 0;
+
+	if (edata == NULL)
+		return n;
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		ReThrowError(edata);
+	ereport(LOG,
+			(errmsg("kc_flow: the sessions stage of %d events failed as a set, each is handled on its own", n),
+			 errdetail("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message)));
+	FreeErrorData(edata);
+	for (int i = 0; i < n; i++)
+		handled += run_chain(jobs[i]);
+	return handled;
+}
+
+/* The purchase stage of a batch's claimed PURCHASE_CONFIRMED jobs (kcf_stage_purchase_set). */
+typedef struct KcfPurchaseSet
+{
+	int			n;
+	const int64 *events;
+	int64	   *next_events;
+	bool		plain;			/* every event was the plain case: the set was kept */
+} KcfPurchaseSet;
+
+static bool
+purchase_set_step(void *arg)
+{
+	KcfPurchaseSet *set = (KcfPurchaseSet *) arg;
+
+	set->plain = kcf_stage_purchase_set(set->n, set->events, set->next_events);
+	return set->plain;
+}
+
+/*
+ * Runs the purchase stage of the claimed jobs of that stage as a set, in one
+ * subtransaction.  When it succeeds, each such job becomes its PURCHASE_CREATED
+ * follow-up, or is dropped (done) when it was handled before, and the number
+ * of jobs handled is returned; when it fails or a job is not the plain case,
+ * the set is rolled back, the jobs are left as claimed, to run one at a time,
+ * and 0 is returned.  *jobs is compacted to the jobs left to run, *n updated.
+ */
+static int
+run_purchase_set(KcfJob *jobs, int *n)
+{
+	int64	   *events = palloc(sizeof(int64) * *n);
+	int64	   *next_events = palloc(sizeof(int64) * *n);
+	int		   *at = palloc(sizeof(int) * *n);
+	KcfPurchaseSet set = {0, events, next_events, false};
+	ErrorData  *edata;
+	int			kept = 0;
+
+	for (int i = 0; i < *n; i++)
+		if (strcmp(jobs[i].consumer, "purchase") == 0)
+		{
+			at[set.n] = i;
+			events[set.n++] = jobs[i].event_id;
+		}
+	if (set.n == 0)
+		return 0;
+	edata = kcf_in_subtransaction(purchase_set_step, &set);
+	if (edata != NULL)
+	{
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(edata);
+		ereport(LOG,
+				(errmsg("kc_flow: the purchase stage of %d events failed as a set, each is handled on its own", set.n),
+				 errdetail("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message)));
+		FreeErrorData(edata);
+		return 0;
+	}
+	if (!set.plain)
+		return 0;				/* rolled back: the jobs run one at a time */
+	for (int k = 0; k < set.n; k++)
+	{
+		KcfJob	   *job = &jobs[at[k]];
+
+		job->consumer = NULL;	/* handled: dropped below unless it has a follow-up */
+		if (next_events[k] != 0)
+		{
+			job->consumer = kcf_consumer_for("PURCHASE_CREATED");
+			job->event_id = next_events[k];
+			job->event_type = "PURCHASE_CREATED";
+			job->attempts = 0;
+			job->deferrals = 0;
+		}
+	}
+	for (int i = 0; i < *n; i++)
+		if (jobs[i].consumer != NULL)
+			jobs[kept++] = jobs[i];
+	*n = kept;
+	return set.n;
+}
+
 /*
  * Claims up to max_jobs due events and handles them in the current
- * transaction (SPI connected).  Returns how many were handled, follow-up
- * events included; *claimed tells how many were claimed from the queue.
+ * transaction (SPI connected): first the purchase stage of the claimed
+ * PURCHASE_CONFIRMED events as a set (run_purchase_set), then each job with
+ * the follow-ups it emits, except the sessions stage of the allocations
+ * approved here, which runs for all of them at the end (run_sessions_set).  Returns how many were handled,
+ * follow-up events included; *claimed tells how many were claimed from the
+ * queue.
  */
 int
 kcf_dispatch_batch(int max_jobs, int *claimed)
 {
 	KcfJob	   *jobs = palloc0(sizeof(KcfJob) * max_jobs);
-	int			n = claim_jobs(jobs, max_jobs);
+	KcfJob	   *sessions = palloc0(sizeof(KcfJob) * max_jobs);
+	Datum	   *allocations = palloc0(sizeof(Datum) * max_jobs);
+	int			n_sessions = 0;
+	int			n;
 	int			handled = 0;
 
+	kcf_plan_hand_over_reset();
+	n = claim_jobs(jobs, max_jobs);
 	*claimed = n;
+	handled += run_purchase_set(jobs, &n);
 
 	for (int i = 0; i < n; i++)
 	{
 		KcfJob		job = jobs[i];
 		KcfJob		next;
+		Datum		allocation_id;
 
 		for (;;)
 		{
 			CHECK_FOR_INTERRUPTS();
 			handled++;
+			(void) kcf_plan_handed_over_since(&allocation_id);
 			if (!run_job(&job, &next))
 				break;
+			if (strcmp(next.consumer, "sessions") == 0 &&
+				kcf_plan_handed_over_since(&allocation_id))
+			{
+				sessions[n_sessions] = next;
+				allocations[n_sessions++] = allocation_id;
+				break;
+			}
 			job = next;
 		}
 	}
+	if (n_sessions > 0)
+		handled += run_sessions_set(sessions, allocations, n_sessions);
 	pfree(jobs);
+	pfree(sessions);
+	pfree(allocations);
 	return handled;
 }
 
@@ -426,12 +595,19 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 	/* as worker 0 does: the queue's ring rotates once its current table has grown, the log's once it has aged */
 	(void) kcf_rotate_queue();
 	(void) kcf_rotate_log();
-	/* as the workers do: positions for what committed, and for what this transaction wrote */
+	/*
+	 * As the workers do: positions for what committed, and for what this
+	 * transaction wrote.  Not waiting for the log head: its holder keeps it
+	 * to its commit, so concurrent callers waiting for it ran one at a time,
+	 * each with its commit's WAL flush; a skipped round's events get their
+	 * positions in the next round (the workers', woken by this commit, or
+	 * the next caller's).
+	 */
 	if (kcf_log_installed())
 	{
 		KcfRound	round;
 
-		(void) kcf_sequence(&round, true);
+		(void) kcf_sequence(&round, false);
 	}
 	SPI_finish();
 	PG_RETURN_INT32(handled);

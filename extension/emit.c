@@ -25,6 +25,7 @@
 #include "commands/sequence.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
@@ -127,6 +128,28 @@ lock_as_writer(void)
 	PG_END_TRY();
 }
 
+/* What a transaction that emitted events on the 0.2.0 schema owes at its commit, noted once. */
+static void
+noted_as_emitted(void)
+{
+	/*
+	 * The workers give every committed event its position, consumed or not.
+	 * A worker's own events get theirs in its own round, and their follow-up
+	 * stages run in its batch: no other worker needs waking.
+	 */
+	if (!kcf_am_worker)
+		wake_at_commit = true;
+	if (!emitted_in_xact)
+	{
+		/* kc_flow.health() reports the oldest transaction whose events are still to come */
+		if (kcf_shared_ready())
+			kcf_note_writing(GetCurrentTransactionStartTimestamp());
+		else
+			lock_as_writer();
+	}
+	emitted_in_xact = true;
+}
+
 int64
 kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 		 const char *payload_json)
@@ -175,25 +198,83 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 			wake_at_commit = true;
 	}
 	else
-	{
-		/*
-		 * The workers give every committed event its position, consumed or
-		 * not.  A worker's own events get theirs in its own round, and their
-		 * follow-up stages run in its batch: no other worker needs waking.
-		 */
-		if (!kcf_am_worker)
-			wake_at_commit = true;
-		if (!emitted_in_xact)
-		{
-			/* kc_flow.health() reports the oldest transaction whose events are still to come */
-			if (kcf_shared_ready())
-				kcf_note_writing(GetCurrentTransactionStartTimestamp());
-			else
-				lock_as_writer();
-		}
-	}
+		noted_as_emitted();
 	emitted_in_xact = true;
 	return id;
+}
+
+/*
+ * Appends n events of one type in one statement, as n calls of kcf_emit()
+ * would (the same ids, versions and queue rows; a student's events get
+ * consecutive versions in the order given), their ids in event_ids when
+ * not NULL.  On a 0.1.0 schema it calls kcf_emit() n times.
+ */
+void
+kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
+			 const Datum *student_ids, char *const *payloads, int64 *event_ids)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[6] = {INT8ARRAYOID, TEXTOID, UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
+	const char *consumer = kcf_consumer_for(event_type);
+	Datum	   *ids;
+	Datum	   *texts;
+
+	if (n == 0)
+		return;
+	if (!kcf_log_installed())
+	{
+		for (int i = 0; i < n; i++)
+		{
+			int64		id = kcf_emit(event_type, correlation_ids[i], student_ids[i], payloads[i]);
+
+			if (event_ids)
+				event_ids[i] = id;
+		}
+		return;
+	}
+	kcf_plan_generic(&plan,
+			 "WITH i AS ("
+			 "  SELECT * FROM unnest($1::bigint[], $3::uuid[], $4::uuid[], $5::text[])"
+			 "    WITH ORDINALITY AS u(id, correlation_id, student_id, payload, o)),"
+			 " v AS ("
+			 "  INSERT INTO kc_flow.cache_versions AS c (student_id, version)"
+			 "  SELECT student_id, count(*) FROM i GROUP BY student_id"
+			 "  ON CONFLICT (student_id) DO UPDATE SET version = c.version + excluded.version, updated_at = now()"
+			 "  RETURNING student_id, version),"
+			 " e AS ("
+			 "  INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version)"
+			 "  SELECT i.id, $2, i.correlation_id, i.student_id, i.payload::jsonb,"
+			 "         v.version - count(*) OVER (PARTITION BY i.student_id)"
+			 "                   + row_number() OVER (PARTITION BY i.student_id ORDER BY i.o)"
+			 "    FROM i JOIN v ON v.student_id = i.student_id),"
+			 " q AS ("
+			 "  INSERT INTO kc_flow.event_queue (event_id, consumer)"
+			 "  SELECT i.id, $6 FROM i WHERE $6 IS NOT NULL)"
+			 " SELECT 1",
+			 6, types);
+	ids = palloc(sizeof(Datum) * n);
+	texts = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		int64		id = take_event_id(false);
+
+		ids[i] = Int64GetDatum(id);
+		if (event_ids)
+			event_ids[i] = id;
+		texts[i] = CStringGetTextDatum(payloads[i] ? payloads[i] : "{}");
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = CStringGetTextDatum(event_type);
+	values[2] = PointerGetDatum(construct_array((Datum *) correlation_ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[3] = PointerGetDatum(construct_array((Datum *) student_ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[4] = PointerGetDatum(construct_array(texts, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[5] = consumer ? CStringGetTextDatum(consumer) : (Datum) 0;
+	if (consumer == NULL)
+		nulls[5] = 'n';
+	kcf_exec(plan, values, nulls, 1);
+	noted_as_emitted();
 }
 
 /* kc_flow.emit_event(event_type, correlation_id, student_id, payload) */

@@ -50,6 +50,7 @@ extern void kcf_wake_workers(void);
 extern void kcf_count_commit(void);
 extern uint64 kcf_commit_count(void);
 extern void kcf_set_in_batch(int worker, bool in_batch);
+extern void kcf_set_busy(int worker, bool busy);
 extern bool kcf_other_in_batch(int worker);
 extern void kcf_held_reset(int worker);
 extern void kcf_held_note(Datum trainer_id);
@@ -124,6 +125,7 @@ extern void kcf_analyze_grown_tables(void);
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern void kcf_require_read_committed(const char *what, const char *why);
 extern SPIPlanPtr kcf_plan_custom(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
+extern SPIPlanPtr kcf_plan_generic(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern int	kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
 extern bool kcf_get_bool(int row, int col, bool *isnull);
 extern int64 kcf_get_int64(int row, int col, bool *isnull);
@@ -137,6 +139,8 @@ extern const char *kcf_consumer_for(const char *event_type);
 /* emit.c: the outbox */
 extern int64 kcf_emit(const char *event_type, Datum correlation_id,
 					  Datum student_id, const char *payload_json);
+extern void kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
+						 const Datum *student_ids, char *const *payloads, int64 *event_ids);
 extern void kcf_emit_install_callbacks(void);
 
 /* dispatch.c: what the dispatcher hands a stage and what the stage answers */
@@ -184,11 +188,16 @@ typedef struct KcfPlan
 extern void kcf_plan_of_purchase(Datum purchase_id, KcfPlan *plan);
 extern void kcf_plan_of_allocation(Datum allocation_id, KcfPlan *plan);
 extern void kcf_plan_hand_over(Datum allocation_id, const KcfPlan *plan);
+extern bool kcf_plan_handed_over(Datum allocation_id, KcfPlan *plan);
+extern void kcf_plan_hand_over_reset(void);
+extern bool kcf_plan_handed_over_since(Datum *allocation_id);
 
 /* stage_*.c: one stage each, called by the dispatcher */
 extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);
+extern bool kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events);
 extern KcfOutcome kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result);
 extern KcfOutcome kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result);
+extern int	kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_ids);
 extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result);
 extern int	kcf_top_up_rolling_sessions(void);
 

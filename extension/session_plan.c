@@ -7,10 +7,12 @@
  * approved, needs the same rows to insert.  A plan never changes for a
  * purchase (it is anchored at the payment's success time), so the allocation
  * stage hands its plan over and the sessions stage takes it instead of
- * computing it again.  One plan is held at a time, in a memory context of its
- * own that outlives the subtransactions of a batch; when the sessions stage
- * finds none for its allocation (a retried or rolling top-up), it loads the
- * plan from SQL.
+ * computing it again.  The plans handed over in a batch are held until the
+ * next batch starts (the dispatcher runs the sessions stage of the whole
+ * batch at its end, dispatch.c), in a memory context of their own that
+ * outlives the subtransactions of a batch; when the sessions stage finds none
+ * for its allocation (a retried or rolling top-up), it loads the plan from
+ * SQL.
  */
 #include "kc_flow.h"
 
@@ -25,10 +27,16 @@
 	"       array_agg(pl.local_time ORDER BY pl.seq), array_agg(pl.starts_at ORDER BY pl.seq)," \
 	"       array_agg(pl.ends_at ORDER BY pl.seq), count(*)"
 
+/* the plans handed over since the batch began, and the last one's allocation */
+typedef struct HandedOver
+{
+	pg_uuid_t	allocation;
+	KcfPlan		plan;
+} HandedOver;
+
 static MemoryContext handover_context = NULL;
-static pg_uuid_t handover_allocation;
-static bool handover_held = false;
-static KcfPlan handover_plan;
+static List *handed_over = NIL;
+static bool handed_over_since_mark = false;
 
 static void
 read_plan(KcfPlan *plan)
@@ -56,9 +64,28 @@ kcf_plan_of_purchase(Datum purchase_id, KcfPlan *plan)
 	read_plan(plan);
 }
 
+/* The plan handed over for allocation allocation_id in this batch, if any. */
+bool
+kcf_plan_handed_over(Datum allocation_id, KcfPlan *plan)
+{
+	ListCell   *lc;
+
+	foreach(lc, handed_over)
+	{
+		HandedOver *h = (HandedOver *) lfirst(lc);
+
+		if (memcmp(&h->allocation, DatumGetUUIDP(allocation_id), sizeof(pg_uuid_t)) == 0)
+		{
+			*plan = h->plan;
+			return true;
+		}
+	}
+	return false;
+}
+
 /*
  * The plan of allocation allocation_id's purchase: the one handed over for it
- * if any, else computed.  Valid until the next hand-over.
+ * in this batch if any, else computed.  Valid until the next batch begins.
  */
 void
 kcf_plan_of_allocation(Datum allocation_id, KcfPlan *plan)
@@ -67,12 +94,8 @@ kcf_plan_of_allocation(Datum allocation_id, KcfPlan *plan)
 	Oid			types[1] = {UUIDOID};
 	Datum		values[1] = {allocation_id};
 
-	if (handover_held &&
-		memcmp(&handover_allocation, DatumGetUUIDP(allocation_id), sizeof(pg_uuid_t)) == 0)
-	{
-		*plan = handover_plan;
+	if (kcf_plan_handed_over(allocation_id, plan))
 		return;
-	}
 	kcf_plan(&stmt,
 			 PLAN_COLUMNS
 			 " FROM kc_flow.trainer_allocations a, kc_flow.purchase_plan(a.purchase_id) pl"
@@ -82,25 +105,52 @@ kcf_plan_of_allocation(Datum allocation_id, KcfPlan *plan)
 	read_plan(plan);
 }
 
-/* Keeps plan as allocation allocation_id's for the sessions stage. */
+/* Keeps plan as allocation allocation_id's for the sessions stage of this batch. */
 void
 kcf_plan_hand_over(Datum allocation_id, const KcfPlan *plan)
 {
 	MemoryContext old;
+	HandedOver *h;
 
 	if (handover_context == NULL)
 		handover_context = AllocSetContextCreate(TopMemoryContext, "kc_flow plan hand-over",
-												 ALLOCSET_SMALL_SIZES);
-	MemoryContextReset(handover_context);
-	handover_held = false;
+												 ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(handover_context);
-	handover_plan.times = datumCopy(plan->times, false, -1);
-	handover_plan.dates = datumCopy(plan->dates, false, -1);
-	handover_plan.local_times = datumCopy(plan->local_times, false, -1);
-	handover_plan.starts = datumCopy(plan->starts, false, -1);
-	handover_plan.ends = datumCopy(plan->ends, false, -1);
-	handover_plan.sessions = plan->sessions;
+	h = palloc(sizeof(HandedOver));
+	memcpy(&h->allocation, DatumGetUUIDP(allocation_id), sizeof(pg_uuid_t));
+	h->plan.times = datumCopy(plan->times, false, -1);
+	h->plan.dates = datumCopy(plan->dates, false, -1);
+	h->plan.local_times = datumCopy(plan->local_times, false, -1);
+	h->plan.starts = datumCopy(plan->starts, false, -1);
+	h->plan.ends = datumCopy(plan->ends, false, -1);
+	h->plan.sessions = plan->sessions;
+	handed_over = lcons(h, handed_over);
 	MemoryContextSwitchTo(old);
-	memcpy(&handover_allocation, DatumGetUUIDP(allocation_id), sizeof(pg_uuid_t));
-	handover_held = true;
+	handed_over_since_mark = true;
+}
+
+/* Forgets every plan handed over: a new batch begins. */
+void
+kcf_plan_hand_over_reset(void)
+{
+	if (handover_context != NULL)
+		MemoryContextReset(handover_context);
+	handed_over = NIL;
+	handed_over_since_mark = false;
+}
+
+/*
+ * Whether a plan was handed over since the last call, and for which
+ * allocation: the dispatcher asks after each job, so that a
+ * TRAINER_ALLOCATED event is matched with the plan its own stage booked.
+ */
+bool
+kcf_plan_handed_over_since(Datum *allocation_id)
+{
+	bool		was = handed_over_since_mark;
+
+	handed_over_since_mark = false;
+	if (was)
+		*allocation_id = UUIDPGetDatum(&((HandedOver *) linitial(handed_over))->allocation);
+	return was;
 }

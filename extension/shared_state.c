@@ -51,6 +51,7 @@ typedef struct KcfShared
 	pg_uuid_t	held[KCF_MAX_WORKERS][KCF_HELD_MAX];	/* trainers locked by the worker's open batch */
 	pg_atomic_uint64 commits;	/* commits that woke the workers, ever */
 	pg_atomic_uint32 batch[KCF_MAX_WORKERS];	/* 1: in a batch that will end with a round */
+	pg_atomic_uint32 busy[KCF_MAX_WORKERS];	/* 1: handling claimed events until its commit */
 	int			nslots;
 	pg_atomic_uint64 *writing_since;	/* by pgprocno: xact start, 0 = none */
 	pg_atomic_uint64 first_id[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno, 0 = none */
@@ -104,7 +105,10 @@ kcf_shmem_startup(void)
 		memset(kcf_shared->nheld, 0, sizeof(kcf_shared->nheld));
 		pg_atomic_init_u64(&kcf_shared->commits, 0);
 		for (int i = 0; i < KCF_MAX_WORKERS; i++)
+		{
 			pg_atomic_init_u32(&kcf_shared->batch[i], 0);
+			pg_atomic_init_u32(&kcf_shared->busy[i], 0);
+		}
 		kcf_shared->nslots = slot_count();
 		kcf_shared->writing_since = &kcf_shared->first_id[kcf_shared->nslots];
 		for (int i = 0; i < kcf_shared->nslots; i++)
@@ -256,11 +260,26 @@ kcf_other_in_batch(int worker)
 	return false;
 }
 
-/* Sets every registered worker's latch; cheap, safe to call at commit. */
+/* Whether worker is handling claimed events (from its claim to its commit). */
+void
+kcf_set_busy(int worker, bool busy)
+{
+	pg_atomic_write_u32(&kcf_shared->busy[worker], busy ? 1 : 0);
+}
+
+/*
+ * Wakes the workers for a commit that queued events; cheap, safe to call at
+ * commit.  One worker that is not busy is enough: woken after the commit, its
+ * next claim sees the events.  Waking the others too made each of them claim
+ * nothing, one empty transaction per commit and worker at low rates.  When
+ * every worker is busy, all are woken, so that each goes round again after
+ * its batch instead of sleeping.
+ */
 void
 kcf_wake_workers(void)
 {
 	Latch	   *latches[KCF_MAX_WORKERS];
+	Latch	   *idle = NULL;
 	int			n = 0;
 
 	if (kcf_shared == NULL)
@@ -268,8 +287,18 @@ kcf_wake_workers(void)
 	SpinLockAcquire(&kcf_shared->mutex);
 	for (int i = 0; i < KCF_MAX_WORKERS; i++)
 		if (kcf_shared->workers[i].latch != NULL)
+		{
 			latches[n++] = kcf_shared->workers[i].latch;
+			if (idle == NULL && kcf_shared->workers[i].latch != MyLatch &&
+				pg_atomic_read_u32(&kcf_shared->busy[i]) == 0)
+				idle = kcf_shared->workers[i].latch;
+		}
 	SpinLockRelease(&kcf_shared->mutex);
+	if (idle != NULL)
+	{
+		SetLatch(idle);
+		return;
+	}
 	for (int i = 0; i < n; i++)
 		if (latches[i] != MyLatch)
 			SetLatch(latches[i]);

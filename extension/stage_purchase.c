@@ -9,11 +9,18 @@
  * PURCHASE_ALREADY_ACTIVE, which the student's home shows, and refuses the
  * event, which the dispatcher dead-letters at once while the payment stays
  * recorded as succeeded.
+ *
+ * kcf_stage_purchase_set() is the stage for the PURCHASE_CONFIRMED events a
+ * batch claimed, in one statement, when each of them is the plain case (a
+ * succeeded payment, no purchase of it, none active for the course); any
+ * other case sends the whole set back to be handled one event at a time.
  */
 #include "kc_flow.h"
 
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/uuid.h"
 
 /*
  * Reads the event's payment into SPI_tuptable; false when it does not exist.
@@ -146,4 +153,86 @@ kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
 	result->next_event = kcf_emit(result->next_type, payment_id,
 								  kcf_get_datum(0, 2, &isnull), kcf_get_text(0, 1));
 	return KCF_DONE;
+}
+
+/*
+ * The purchase stage for n PURCHASE_CONFIRMED events at once: records each as
+ * handled unless it was before, and makes each one's purchase, emitting their
+ * PURCHASE_CREATED events in one statement; next_events[i] is event i's, 0
+ * when it was handled before.  False when any event is not the plain case:
+ * the caller rolls the set back and runs each event on its own
+ * (kcf_stage_purchase), which knows what to do with it.  Its lookups are
+ * scalar subqueries and LATERAL ... LIMIT 1, one index probe per event, so
+ * that no plan hashes the events or the payments for a small batch.
+ */
+bool
+kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *payments = palloc(sizeof(Datum) * n);
+	Datum	   *students = palloc(sizeof(Datum) * n);
+	char	  **payloads = palloc(sizeof(char *) * n);
+	int		   *made_for = palloc(sizeof(int) * n);
+	int64	   *made_events = palloc(sizeof(int64) * n);
+	int			made = 0;
+
+	for (int i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(event_ids[i]);
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	kcf_plan_generic(&plan,
+			 "WITH j AS (SELECT u.event_id, u.o FROM unnest($1::bigint[]) WITH ORDINALITY AS u(event_id, o)),"
+			 " m AS ("
+			 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
+			 "  SELECT j.event_id, 'purchase' FROM j"
+			 "   WHERE (SELECT 1 FROM kc_flow.processed_events x"
+			 "           WHERE x.event_id = j.event_id AND x.consumer = 'purchase' LIMIT 1) IS NULL"
+			 "  ON CONFLICT DO NOTHING RETURNING event_id),"
+			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = ANY ($1)),"
+			 " pay AS ("
+			 "  SELECT j.o, p.id, p.student_id, p.course_id, p.purchase_tier"
+			 "    FROM j JOIN m ON m.event_id = j.event_id"
+			 "   CROSS JOIN LATERAL (SELECT x.* FROM kc_flow.payments x"
+			 "                        WHERE x.id = (SELECT e.correlation_id FROM kc_flow.events e"
+			 "                                       WHERE e.id = j.event_id LIMIT 1)"
+			 "                        LIMIT 1) p"
+			 "   WHERE p.status = 'succeeded'"
+			 "     AND (SELECT x.id FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id) IS NULL"
+			 "     AND (SELECT x.id FROM kc_flow.student_course_purchases x"
+			 "           WHERE x.student_id = p.student_id AND x.course_id = p.course_id AND x.is_active) IS NULL),"
+			 " ins AS ("
+			 "  INSERT INTO kc_flow.student_course_purchases (payment_id, student_id, course_id, purchase_tier)"
+			 "  SELECT id, student_id, course_id, purchase_tier FROM pay"
+			 "  ON CONFLICT (student_id, course_id) WHERE is_active DO NOTHING"
+			 "  RETURNING id, payment_id, student_id, course_id, purchase_tier)"
+			 " SELECT j.o, m.event_id IS NOT NULL, ins.payment_id, ins.student_id,"
+			 "        jsonb_build_object('purchase_id', ins.id, 'payment_id', ins.payment_id,"
+			 "          'course_id', ins.course_id, 'purchase_tier', ins.purchase_tier)::text"
+			 "   FROM j LEFT JOIN m ON m.event_id = j.event_id"
+			 "          LEFT JOIN pay ON pay.o = j.o LEFT JOIN ins ON ins.payment_id = pay.id"
+			 "  ORDER BY j.o",
+			 1, types);
+	if (kcf_exec(plan, values, NULL, 0) != n)
+		return false;
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		next_events[i] = 0;
+		if (!kcf_get_bool(i, 2, &isnull))
+			continue;			/* handled before */
+		payments[made] = kcf_get_datum(i, 3, &isnull);
+		if (isnull)
+			return false;		/* not the plain case */
+		payments[made] = SPI_datumTransfer(payments[made], false, UUID_LEN);
+		students[made] = SPI_datumTransfer(kcf_get_datum(i, 4, &isnull), false, UUID_LEN);
+		payloads[made] = kcf_get_text(i, 5);
+		made_for[made++] = i;
+	}
+	kcf_emit_set("PURCHASE_CREATED", made, payments, students, payloads, made_events);
+	for (int k = 0; k < made; k++)
+		next_events[made_for[k]] = made_events[k];
+	return true;
 }

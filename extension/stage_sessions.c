@@ -11,11 +11,22 @@
  * EXTENSION kc_flow UPDATE.
  * kcf_top_up_rolling_sessions() adds the next ones as sessions pass; it runs
  * in the first worker's loop and in kc_flow.run_pending().
+ *
+ * kcf_stage_sessions_set() is the same stage for all the allocations a batch
+ * approved, with the plans their allocation stage handed over: their marks,
+ * their sessions and what SESSIONS_GENERATED says of each in one statement
+ * (dispatch.c runs it, and each event on its own when it fails).  Every
+ * lookup in it is a scalar subquery or a LATERAL ... LIMIT 1, one index probe
+ * per row: written as joins or EXISTS, the planner hashed all of
+ * tutoring_sessions or trainer_allocations for a batch of one or two.
  */
 #include "kc_flow.h"
 
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/uuid.h"
 
 /*
  * Generates the sessions an allocation is due; emits SESSIONS_GENERATED when
@@ -93,6 +104,164 @@ kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result)
 
 	generate_sessions(allocation_id);
 	return KCF_DONE;
+}
+
+/* Copies the n elements of array to elems. */
+static void
+copy_elements(Datum array, Oid type, Datum *elems, int n)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	Datum	   *items;
+	int			found;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	deconstruct_array(DatumGetArrayTypeP(array), type, typlen, typbyval, typalign, &items, NULL, &found);
+	if (found != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("a plan's columns disagree: %d elements where it has %d sessions", found, n)));
+	memcpy(elems, items, sizeof(Datum) * n);
+}
+
+static Datum
+make_array(Datum *elems, int n, Oid type)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elems, n, type, typlen, typbyval, typalign));
+}
+
+/*
+ * The sessions stage for n TRAINER_ALLOCATED events of this batch at once
+ * (event_ids, with the allocations they approved and whose plans were handed
+ * over in this batch): records each as handled unless it was before, inserts
+ * the sessions each is due as generate_sessions() does, and emits one
+ * SESSIONS_GENERATED per allocation that got any.  Returns how many were
+ * emitted.  An error leaves it to the caller to roll back and to run each
+ * event on its own (kcf_stage_sessions).
+ */
+int
+kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_ids)
+{
+	static SPIPlanPtr stmt = NULL;
+	Oid			types[9] = {UUIDARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, DATEARRAYOID,
+	TIMEARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, INT4OID};
+	Datum		values[9];
+	Datum	   *events = palloc(sizeof(Datum) * n);
+	KcfPlan    *plans = palloc(sizeof(KcfPlan) * n);
+	Datum	   *cols[6];
+	Oid			col_types[6] = {INT4OID, INT4OID, DATEOID, TIMEOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	int			rows = 0;
+	int			found;
+	Datum	   *payments;
+	Datum	   *students;
+	char	  **payloads;
+
+	/* the plans, flattened: the event's place in the set, seq, and the plan's columns */
+	for (int i = 0; i < n; i++)
+	{
+		events[i] = Int64GetDatum(event_ids[i]);
+		if (!kcf_plan_handed_over(allocation_ids[i], &plans[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("no plan was handed over for the allocation of event " INT64_FORMAT, event_ids[i]),
+					 errhint("The event is handled on its own.")));
+		rows += plans[i].sessions;
+	}
+	for (int c = 0; c < 6; c++)
+		cols[c] = palloc(sizeof(Datum) * Max(rows, 1));
+	rows = 0;
+	for (int i = 0; i < n; i++)
+	{
+		int			k = plans[i].sessions;
+
+		if (k == 0)
+			continue;
+		for (int j = 0; j < k; j++)
+		{
+			cols[0][rows + j] = Int32GetDatum(i + 1);
+			cols[1][rows + j] = Int32GetDatum(j + 1);
+		}
+		copy_elements(plans[i].dates, DATEOID, cols[2] + rows, k);
+		copy_elements(plans[i].local_times, TIMEOID, cols[3] + rows, k);
+		copy_elements(plans[i].starts, TIMESTAMPTZOID, cols[4] + rows, k);
+		copy_elements(plans[i].ends, TIMESTAMPTZOID, cols[5] + rows, k);
+		rows += k;
+	}
+
+	kcf_plan_generic(&stmt,
+			 "WITH j AS ("
+			 "  SELECT u.allocation_id, u.event_id, u.o"
+			 "    FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS u(allocation_id, event_id, o)),"
+			 " p AS ("
+			 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
+			 "  SELECT j.event_id, 'sessions' FROM j"
+			 "   WHERE (SELECT 1 FROM kc_flow.processed_events x"
+			 "           WHERE x.event_id = j.event_id AND x.consumer = 'sessions' LIMIT 1) IS NULL"
+			 "  ON CONFLICT DO NOTHING RETURNING event_id),"
+			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = ANY ($2)),"
+			 " a AS ("
+			 "  SELECT al.*, j.o FROM j JOIN p ON p.event_id = j.event_id"
+			 "   CROSS JOIN LATERAL (SELECT x.* FROM kc_flow.trainer_allocations x"
+			 "                        WHERE x.id = j.allocation_id AND x.status IN ('approved', 'active')"
+			 "                          AND (SELECT 1 FROM kc_flow.trainer_bookings b"
+			 "                                WHERE b.allocation_id = x.id) IS NOT NULL"
+			 "                        LIMIT 1) al),"
+			 " plan AS ("
+			 "  SELECT * FROM unnest($3, $4, $5, $6, $7, $8) AS pl(o, seq, local_date, local_time, starts_at, ends_at)),"
+			 " due AS ("
+			 "  SELECT pl.*, row_number() OVER (PARTITION BY pl.o ORDER BY pl.seq) AS r"
+			 "    FROM plan pl JOIN a ON a.o = pl.o"
+			 "   WHERE (SELECT 1 FROM kc_flow.tutoring_sessions s"
+			 "           WHERE s.allocation_id = a.id AND s.seq = pl.seq) IS NULL),"
+			 " ins AS ("
+			 "  INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id,"
+			 "         seq, scheduled_date, scheduled_time, starts_at, ends_at)"
+			 "  SELECT a.id, a.student_id, a.course_id, a.trainer_id, t.seq, t.local_date, t.local_time,"
+			 "         t.starts_at, t.ends_at"
+			 "    FROM due t JOIN a ON a.o = t.o"
+			 "   WHERE t.r <= CASE a.session_mode WHEN 'full' THEN 30"
+			 "                ELSE greatest(0, $9 - (SELECT count(*) FROM kc_flow.tutoring_sessions s"
+			 "                                        WHERE s.allocation_id = a.id AND s.status = 'scheduled'"
+			 "                                          AND s.ends_at > now())) END"
+			 "  RETURNING allocation_id, seq),"
+			 " made AS (SELECT allocation_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM ins GROUP BY allocation_id)"
+			 " SELECT (SELECT pu.payment_id FROM kc_flow.student_course_purchases pu WHERE pu.id = a.purchase_id),"
+			 "        a.student_id,"
+			 "        jsonb_build_object('allocation_id', a.id, 'purchase_id', a.purchase_id,"
+			 "          'trainer_id', a.trainer_id, 'mode', a.session_mode,"
+			 "          'count', m.n, 'first_seq', m.lo, 'last_seq', m.hi,"
+			 "          'total', (SELECT count(*) FROM plan pl WHERE pl.o = a.o)"
+			 "        )::text"
+			 "   FROM a JOIN made m ON m.allocation_id = a.id"
+			 "  ORDER BY a.o",
+			 9, types);
+	values[0] = make_array((Datum *) allocation_ids, n, UUIDOID);
+	values[1] = make_array(events, n, INT8OID);
+	for (int c = 0; c < 6; c++)
+		values[c + 2] = make_array(cols[c], rows, col_types[c]);
+	values[8] = Int32GetDatum(kcf_rolling_window);
+	found = kcf_exec(stmt, values, NULL, 0);
+
+	/* kcf_emit_set() runs a statement of its own: the rows are copied first */
+	payments = palloc(sizeof(Datum) * Max(found, 1));
+	students = palloc(sizeof(Datum) * Max(found, 1));
+	payloads = palloc(sizeof(char *) * Max(found, 1));
+	for (int i = 0; i < found; i++)
+	{
+		bool		isnull;
+
+		payments[i] = SPI_datumTransfer(kcf_get_datum(i, 1, &isnull), false, sizeof(pg_uuid_t));
+		students[i] = SPI_datumTransfer(kcf_get_datum(i, 2, &isnull), false, sizeof(pg_uuid_t));
+		payloads[i] = kcf_get_text(i, 3);
+	}
+	kcf_emit_set("SESSIONS_GENERATED", found, payments, students, payloads, NULL);
+	return found;
 }
 
 /* Tops up rolling allocations whose upcoming sessions ran low; returns how many grew. */

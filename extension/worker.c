@@ -64,6 +64,7 @@ static void
 forget_latch(int code, Datum arg)
 {
 	kcf_set_in_batch(DatumGetInt32(arg), false);
+	kcf_set_busy(DatumGetInt32(arg), false);
 	kcf_held_reset(DatumGetInt32(arg));
 	kcf_unregister_worker_latch(DatumGetInt32(arg));
 }
@@ -282,9 +283,13 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	if (log && kcf_sequence_in_batch)
 		kcf_set_in_batch(worker, true);
 	kcf_held_reset(worker);
+	kcf_set_busy(worker, true);
 	handled = kcf_dispatch_batch(kcf_batch_size, &claimed);
 	if (handled == 0)
+	{
 		kcf_set_in_batch(worker, false);
+		kcf_set_busy(worker, false);
+	}
 	if (worker == 0 && TimestampDifferenceExceeds(*last_top_up, GetCurrentTimestamp(), kcf_poll_interval_ms))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: topping up rolling sessions");
@@ -300,7 +305,11 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		*last_housekeeping = GetCurrentTimestamp();
 	}
 	if (claimed >= kcf_batch_size)
+	{
+		/* more is waiting: a commit woke one worker only (shared_state.c), so call in another */
+		kcf_wake_workers();
 		sleep_ms = 0;
+	}
 	else if ((due_ms = kcf_next_due_ms()) >= 0 && due_ms < sleep_ms)
 		sleep_ms = (long) due_ms;
 	if (log && kcf_sequence_in_batch)
@@ -330,6 +339,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	kcf_held_reset(worker);		/* the batch's trainer locks are gone */
+	kcf_set_busy(worker, false);
 	if (log && (!kcf_sequence_in_batch || apart))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
@@ -385,6 +395,14 @@ kcf_worker_main(Datum main_arg)
 	 */
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Every statement of a worker touches a few rows, but the planner's
+	 * guesses for tables without statistics (a ring's table just truncated,
+	 * a fresh database) put some above jit_above_cost: the sequencer's round
+	 * was compiled by LLVM for 30 ms at a time while it held the log head.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	kcf_register_worker_latch(worker, MyLatch);
 	before_shmem_exit(forget_latch, Int32GetDatum(worker));
 	ereport(LOG, (errmsg("kc_flow worker %d started on database \"%s\"", worker, kcf_database)));
@@ -404,6 +422,7 @@ kcf_worker_main(Datum main_arg)
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		kcf_set_in_batch(worker, false);
+		kcf_set_busy(worker, false);
 		kcf_held_reset(worker);
 		FlushErrorState();
 		MemoryContextSwitchTo(TopMemoryContext);

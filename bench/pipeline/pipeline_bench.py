@@ -126,10 +126,12 @@ def start_profile(conn):
 
 
 # the parts of a worker's time the profile reports (inclusive: a sample counts for every
-# part on its call chain): the stages, the allocation stage's steps, emitting, committing
-PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_allocation", "kcf_plan_of_purchase",
-                 "best_trainer", "book_trainer", "kcf_stage_sessions", "kcf_plan_of_allocation",
-                 "kcf_emit", "CommitTransaction"]
+# part on its call chain): the stages (one event at a time, or a batch's set), the allocation
+# stage's steps, emitting, the log's round, committing
+PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_purchase_set", "kcf_stage_allocation",
+                 "kcf_plan_of_purchase", "best_trainer", "book_trainer", "kcf_stage_sessions",
+                 "kcf_stage_sessions_set", "kcf_plan_of_allocation", "kcf_emit", "kcf_emit_set", "kcf_sequence",
+                 "CommitTransaction"]
 
 
 def stop_profile(perf):

@@ -156,6 +156,7 @@ CREATE TABLE kc_flow.tutoring_sessions (
     CONSTRAINT sessions_of_allocation FOREIGN KEY (allocation_id, student_id, course_id, trainer_id)
         REFERENCES kc_flow.trainer_allocations (id, student_id, course_id, trainer_id) ON DELETE CASCADE,
     CONSTRAINT sessions_one_per_slot UNIQUE (allocation_id, scheduled_date, scheduled_time),
+    -- also the index by which an allocation's sessions are found (stages, read side)
     CONSTRAINT sessions_one_per_seq UNIQUE (allocation_id, seq),
     CONSTRAINT sessions_no_trainer_overlap EXCLUDE USING gist
         (trainer_id WITH =, tstzrange(starts_at, ends_at) WITH &&) WHERE (status = 'scheduled')

@@ -35,7 +35,6 @@ CREATE INDEX sessions_scheduled_by_student
     ON kc_flow.tutoring_sessions (student_id, starts_at, id) WHERE status = 'scheduled';
 -- Trending is computed from recent purchases; this keeps the refresh a range scan.
 CREATE INDEX purchases_by_created_at ON kc_flow.student_course_purchases (created_at, course_id);
-CREATE INDEX sessions_by_allocation ON kc_flow.tutoring_sessions (allocation_id, status);
 
 CREATE TABLE kc_flow.course_trending (
     rank          int PRIMARY KEY CONSTRAINT course_trending_rank_positive CHECK (rank > 0),
