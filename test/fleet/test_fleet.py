@@ -98,12 +98,17 @@ def pct(xs, p):
 
 
 class Https:
-    """One keep-alive HTTPS connection to HAProxy per thread; HAProxy balances each request."""
+    """One keep-alive HTTPS connection to HAProxy per thread; HAProxy balances each request.
+    A GET whose connection failed is sent again once, on a new connection. A POST is not: once
+    sent, it may have been carried out with its answer lost (a timeout, a closed connection),
+    and sending it again would make a second payment for the same course, which the purchase
+    stage refuses (PURCHASE_ALREADY_ACTIVE, dead-lettered) while the first, never acknowledged
+    to this client, gets the purchase. Status 0: no answer."""
     local = threading.local()
 
     @classmethod
     def request(cls, method, path, tok):
-        for attempt in (0, 1):
+        for attempt in ((0, 1) if method == "GET" else (1,)):
             c = getattr(cls.local, "conn", None)
             if c is None:
                 c = cls.local.conn = http.client.HTTPSConnection("127.0.0.1", PORT, context=TLS, timeout=10)
