@@ -163,8 +163,8 @@ class Load:
         self.pairs = pairs
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.acked = []               # (payment_id, student, time acknowledged, time sent)
-        self.failed = []              # (time, status)
+        self.acked = []               # (payment_id, student, time acknowledged, time sent, course, gateway)
+        self.failed = []              # (time, status, student, course); status 0: no answer
         self.ws = {s: {"ids": [], "base": None, "gateway": None, "connects": 0, "drops": 0,
                        "lat": []} for s in students}
         self.reads = []               # (time, status, served_by, ws_gateway, min_version, version)
@@ -180,12 +180,12 @@ class Load:
                     return
                 s, c = self.pairs.pop()
             sent = time.time()
-            st, _, body = Https.request("POST", "/api/v1/demo/purchase?course=" + c, self.tokens[s])
+            st, gw, body = Https.request("POST", "/api/v1/demo/purchase?course=" + c, self.tokens[s])
             now = time.time()
             if st == 200:
-                self.acked.append((json.loads(body)["payment_id"], s, now, sent))
+                self.acked.append((json.loads(body)["payment_id"], s, now, sent, c, gw))
             else:
-                self.failed.append((now, st))
+                self.failed.append((now, st, s, c))
             time.sleep(PACE)
 
     def read_after_push(self, s, version, ws_gateway):
@@ -364,23 +364,20 @@ def main():
 
     # every acknowledged payment: one purchase, one allocation, its sessions (10 a tier-10 course)
     conn = db()
-    incomplete = None
-    deadline = time.time() + 30         # the backlog of a few seconds of purchases
-    while time.time() < deadline:
-        with conn.cursor() as cur:
-            cur.execute("""SELECT p, f->'purchases', f->'allocation'->>'status', f->'sessions'
-                             FROM unnest(%s::uuid[]) p, kc_flow.flow_status(p) f
-                            WHERE (f->>'purchases')::int <> 1 OR f->'allocation' IS NULL
-                               OR (f->>'sessions')::int <> 10""", ([a[0] for a in load.acked],))
-            incomplete = cur.fetchall()
-        if not incomplete:
-            break
-        time.sleep(1)
+    acked_ids = [a[0] for a in load.acked]
+    incomplete = wait_for_pipeline(conn, acked_ids)
     after_fail = [a for a in load.acked if a[3] > t_fail]
     report(len(load.acked) > 0 and not incomplete,
            "(3) every acknowledged payment (%d, %d after the kill) has exactly one purchase, one allocation "
            "and 10 sessions" % (len(load.acked), len(after_fail)),
-           "incomplete: %d, first: %s" % (len(incomplete or []), (incomplete or [])[:3]))
+           "incomplete (payment, purchases, allocation, sessions, events still queued): %d, first: %s"
+           % (len(incomplete), [r[:5] for r in incomplete[:3]]))
+    if incomplete:
+        explain_incomplete(conn, load, [r[0] for r in incomplete[:3]], t_fail)
+    note("purchases without a 200 that were recorded all the same (status: recorded/sent): %s"
+         % unacknowledged_payments(conn, load))
+    note("payments acknowledged before the kill whose purchase the new primary made: %d; rotations of the "
+         "event queue's ring: %d" % handoff(conn, load, t_fail))
 
     # every student's events reached its client exactly once, in order (it keeps reading)
     want = {}
@@ -426,12 +423,115 @@ def main():
            % (len(reads), len(other), len(stale), len(stale_other), errors),
            "stale (min_version, got, served by, pushed by): %s" % [(r[4], r[5], r[2], r[3]) for r in stale[:5]])
     failed = {}
-    for t, st in load.failed:
+    for _, st, _, _ in load.failed:
         failed[st] = failed.get(st, 0) + 1
     figures["purchases"] = {"acked": len(load.acked), "failed_by_status": failed,
                             "rate_per_s": round(len(load.acked) / (t_stop - load_start(load)), 1)}
     note("purchases refused or lost (status: count): %s" % failed)
     return figures
+
+
+INCOMPLETE_SQL = """
+    SELECT p::text, (f->>'purchases')::int, f->'allocation'->>'status', (f->>'sessions')::int,
+           coalesce((SELECT count(*) FROM jsonb_array_elements(f->'events') e
+                      WHERE jsonb_typeof(e->'queued') = 'object'), 0)
+      FROM unnest(%s::uuid[]) p LEFT JOIN LATERAL kc_flow.flow_status(p) f ON true
+     WHERE f IS NULL OR (f->>'purchases')::int IS DISTINCT FROM 1 OR f->'allocation' IS NULL
+        OR (f->>'sessions')::int IS DISTINCT FROM 10"""
+
+
+def wait_for_pipeline(conn, payments, stall=30, limit=60):
+    """The acknowledged payments that are not complete once the pipeline has drained: polls
+    flow_status() every second until every payment is complete; or until those that are not
+    have no event left in the queue on three polls in a row (their pipeline is over: waiting
+    changes nothing); or until `stall` seconds without progress (fewer incomplete payments),
+    `limit` seconds in all (a stuck or far too slow pipeline: their events stay queued).
+    Rows: (payment, purchases, allocation status, sessions, its events still queued)."""
+    start = last_progress = time.time()
+    settled = 0
+    fewest = len(payments) + 1
+    while True:
+        with conn.cursor() as cur:
+            cur.execute(INCOMPLETE_SQL, (payments,))
+            rows = cur.fetchall()
+        now = time.time()
+        if len(rows) < fewest:
+            fewest, last_progress = len(rows), now
+        settled = settled + 1 if rows and all(r[4] == 0 for r in rows) else 0
+        if not rows or settled >= 3 or now - last_progress >= stall or now - start >= limit:
+            return rows
+        time.sleep(1)
+
+
+def explain_incomplete(conn, load, payments, t_fail):
+    """Prints what is known of each incomplete acknowledged payment: when and through which
+    gateway it was acknowledged (seconds from the primary's kill), its flow_status() (events,
+    the stages that handled them, queue rows, dead letters), the other payments of the same
+    student and course; then the queue, the unresolved dead letters, the workers and the
+    monitor."""
+    acked = {a[0]: a for a in load.acked}
+    with conn.cursor() as cur:
+        for p in payments:
+            a = acked[p]
+            note("incomplete payment %s: sent %+.2f s, acknowledged %+.2f s from the kill, through %s"
+                 % (p, a[3] - t_fail, a[2] - t_fail, a[5]))
+            cur.execute("SELECT kc_flow.flow_status(%s)::text", (p,))
+            note("  flow_status: %s" % cur.fetchone()[0])
+            cur.execute("""SELECT id::text, status, created_at,
+                                  (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id)
+                             FROM kc_flow.payments p WHERE student_id = %s AND course_id = %s AND id <> %s
+                            ORDER BY created_at""", (a[1], a[4], p))
+            for other, status, created, purchases in cur.fetchall():
+                # the test buys each (student, course) once: a second payment was not its request
+                note("  another payment of the same student and course: %s (%s, created %s, %d purchase(s), %s)"
+                     % (other, status, created, purchases, "acknowledged" if other in acked else "not acknowledged"))
+        cur.execute("""SELECT consumer, count(*), count(*) FILTER (WHERE run_after <= now()), max(attempts),
+                              min(run_after)::text
+                         FROM kc_flow.event_queue GROUP BY consumer ORDER BY consumer""")
+        note("queue (consumer, rows, due, max attempts, first run_after): %s" % cur.fetchall())
+        cur.execute("""SELECT id, event_id, consumer, attempts, sqlstate, left(error_message, 160)
+                         FROM kc_flow.dead_letters WHERE NOT resolved ORDER BY id LIMIT 5""")
+        note("unresolved dead letters (first 5): %s" % cur.fetchall())
+        cur.execute("SELECT array_agg(worker || ':' || state ORDER BY worker) FROM kc_flow.worker_status()")
+        note("workers: %s; health: %s" % (cur.fetchone()[0], health(cur)))
+    rc, state = fleet("kc_fleet_state", FLEET)
+    note("monitor: %s" % state.strip().replace("\n", ", "))
+
+
+def handoff(conn, load, t_fail):
+    """How many payments acknowledged before the primary's kill had their PURCHASE_CONFIRMED
+    handled after it (by the new primary's workers: the failover's hand-off of queued events),
+    and the generation of the queue's ring (how many times it rotated)."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT count(*) FROM kc_flow.processed_events pe JOIN kc_flow.events e ON e.id = pe.event_id
+                        WHERE pe.consumer = 'purchase' AND e.correlation_id = ANY(%s::uuid[])
+                          AND pe.processed_at > to_timestamp(%s)""",
+                    ([a[0] for a in load.acked if a[2] < t_fail], t_fail))
+        n = cur.fetchone()[0]
+        cur.execute("SELECT last_value FROM kc_flow.event_queue_generation")
+        return n, cur.fetchone()[0]
+
+
+def health(cur):
+    cur.execute("SELECT kc_flow.health()::text")
+    return cur.fetchone()[0]
+
+
+def unacknowledged_payments(conn, load):
+    """Per status of the purchases that got no 200 (0: no answer at all), how many left a
+    payment all the same: a request answered 500 or cut off may have committed."""
+    sent = {}
+    for _, st, s, c in load.failed:
+        sent.setdefault(st, []).append((s, c))
+    out = {}
+    with conn.cursor() as cur:
+        for st, pairs in sorted(sent.items()):
+            cur.execute("""SELECT count(*) FROM unnest(%s::uuid[], %s::uuid[]) x(s, c)
+                            WHERE EXISTS (SELECT 1 FROM kc_flow.payments p WHERE p.student_id = x.s
+                                             AND p.course_id = x.c)""",
+                        ([p[0] for p in pairs], [p[1] for p in pairs]))
+            out[st] = "%d/%d" % (cur.fetchone()[0], len(pairs))
+    return out
 
 
 def load_start(load):
