@@ -4,14 +4,17 @@ purchases and reads through HAProxy, while its parts fail one after the other:
 
   steady    purchases, WebSocket clients, and a read of home with ?min_version=V (V: the
             version the push carried) after every push, through HAProxy
+  (6)       the synchronous standby stalls (its walreceiver stopped) for longer than the
+            purchases' client timeout: commits wait for it, some purchases get no answer
   (2)       kill -9 of the gateway holding the most sockets; restarted a few seconds later
   (5)       Redis stopped for a while, then started again
   (3)       the primary's machine dies (pg_autoctl and Postgres, kill -9): the monitor
             promotes the standby; time from the kill to the first purchase acknowledged
   (4)       the old primary's pg_autoctl starts again: it must come back as a standby
 
-then checks: (1) no read older than the push it followed; every acknowledged payment has
-exactly one purchase, one allocation and its sessions; every student's events reached its
+then checks: (1) no read older than the push it followed; every acknowledged payment, and
+every payment recorded for a purchase that got no 200, has exactly one purchase, one
+allocation and its sessions; every student's events reached its
 WebSocket client exactly once, in log order, across the reconnections. Prints TAP lines
 "ok - fleet: ..." / "not ok - fleet: ..." with the numbers, and one JSON line of figures.
 
@@ -43,6 +46,8 @@ STUDENTS = int(os.environ.get("KC_FLEET_STUDENTS", "30"))
 COURSES = int(os.environ.get("KC_FLEET_COURSES", "60"))
 PURCHASERS = 2
 PACE = 0.12                  # seconds between two purchases of one purchaser
+ANSWER_TIMEOUT = 10          # seconds a request waits for its answer
+STALL = ANSWER_TIMEOUT + 2   # seconds the standby stalls in (6): longer, so answers are lost
 RESULTS = {"ok": 0, "fail": 0}
 
 
@@ -111,7 +116,8 @@ class Https:
         for attempt in ((0, 1) if method == "GET" else (1,)):
             c = getattr(cls.local, "conn", None)
             if c is None:
-                c = cls.local.conn = http.client.HTTPSConnection("127.0.0.1", PORT, context=TLS, timeout=10)
+                c = cls.local.conn = http.client.HTTPSConnection("127.0.0.1", PORT, context=TLS,
+                                                                 timeout=ANSWER_TIMEOUT)
             try:
                 c.request(method, path, headers={"Authorization": "Bearer " + tok})
                 r = c.getresponse()
@@ -288,6 +294,25 @@ def main():
     time.sleep(12)
     note("steady: %d purchases acknowledged, %d reads after a push" % (len(load.acked), len(load.reads)))
 
+    # (6) the synchronous standby stalls: every commit waits for it, the purchases' answers too
+    rc, state = fleet("kc_fleet_state", FLEET)
+    secondary = next((ln.split()[0] for ln in state.splitlines() if ln.endswith(" secondary")), "node2")
+    t_s0 = time.time()
+    rc, out = fleet("kc_fleet_standby_stall", FLEET, secondary, str(STALL))
+    t_s1 = time.time()
+    time.sleep(5)
+    unanswered = [f for f in load.failed if f[1] == 0 and f[0] >= t_s0]
+    during = [a for a in load.acked if t_s0 + 1 < a[2] < t_s1]
+    resumed = next((a[2] for a in load.acked if a[3] > t_s1), None)
+    report(rc == 0 and len(unanswered) > 0 and resumed is not None,
+           "(6) the synchronous standby %s stalls %.0f s: %d purchases acknowledged during it, %d without an answer "
+           "within %d s, purchases acknowledged again %s s after it"
+           % (secondary, t_s1 - t_s0, len(during), len(unanswered), ANSWER_TIMEOUT,
+              fmt(resumed - t_s1) if resumed else "never (5)"),
+           (out if rc else "a stall longer than the client's timeout must leave purchases without an answer; "
+            "monitor: %s" % fleet("kc_fleet_state", FLEET)[1].strip().replace("\n", ", ")))
+    figures["standby_stall"] = {"acked_during": len(during), "unanswered": len(unanswered)}
+
     # (2) kill -9 of the gateway that holds the most sockets
     per = sockets_per_gateway(load)
     victim = max((g for g in per if g), key=lambda g: per[g])
@@ -363,13 +388,18 @@ def main():
     t_stop = time.time()
 
     # every acknowledged payment: one purchase, one allocation, its sessions (10 a tier-10 course)
+    # and so has every payment a purchase without a 200 left (its answer lost, or a 500 after the commit)
     conn = db()
     acked_ids = [a[0] for a in load.acked]
-    incomplete = wait_for_pipeline(conn, acked_ids)
+    with conn.cursor() as cur:
+        cur.execute("SELECT id::text FROM kc_flow.payments WHERE student_id = ANY(%s::uuid[]) AND NOT id = ANY(%s::uuid[])",
+                    (students, acked_ids))
+        unacked_ids = [r[0] for r in cur.fetchall()]
+    incomplete = wait_for_pipeline(conn, acked_ids + unacked_ids)
     after_fail = [a for a in load.acked if a[3] > t_fail]
     report(len(load.acked) > 0 and not incomplete,
-           "(3) every acknowledged payment (%d, %d after the kill) has exactly one purchase, one allocation "
-           "and 10 sessions" % (len(load.acked), len(after_fail)),
+           "(3) every acknowledged payment (%d, %d after the kill) and every other one recorded (%d) has exactly "
+           "one purchase, one allocation and 10 sessions" % (len(load.acked), len(after_fail), len(unacked_ids)),
            "incomplete (payment, purchases, allocation, sessions, events still queued): %d, first: %s"
            % (len(incomplete), [r[:5] for r in incomplete[:3]]))
     if incomplete:
@@ -464,7 +494,7 @@ def wait_for_pipeline(conn, payments, stall=30, limit=60):
 
 
 def explain_incomplete(conn, load, payments, t_fail):
-    """Prints what is known of each incomplete acknowledged payment: when and through which
+    """Prints what is known of each incomplete payment: whether, when and through which
     gateway it was acknowledged (seconds from the primary's kill), its flow_status() (events,
     the stages that handled them, queue rows, dead letters), the other payments of the same
     student and course; then the queue, the unresolved dead letters, the workers and the
@@ -472,15 +502,19 @@ def explain_incomplete(conn, load, payments, t_fail):
     acked = {a[0]: a for a in load.acked}
     with conn.cursor() as cur:
         for p in payments:
-            a = acked[p]
-            note("incomplete payment %s: sent %+.2f s, acknowledged %+.2f s from the kill, through %s"
-                 % (p, a[3] - t_fail, a[2] - t_fail, a[5]))
+            a = acked.get(p)
+            if a:
+                note("incomplete payment %s: sent %+.2f s, acknowledged %+.2f s from the kill, through %s"
+                     % (p, a[3] - t_fail, a[2] - t_fail, a[5]))
+            else:
+                note("incomplete payment %s: not acknowledged (its purchase got no 200)" % p)
             cur.execute("SELECT kc_flow.flow_status(%s)::text", (p,))
             note("  flow_status: %s" % cur.fetchone()[0])
-            cur.execute("""SELECT id::text, status, created_at,
-                                  (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = p.id)
-                             FROM kc_flow.payments p WHERE student_id = %s AND course_id = %s AND id <> %s
-                            ORDER BY created_at""", (a[1], a[4], p))
+            cur.execute("""SELECT o.id::text, o.status, o.created_at,
+                                  (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = o.id)
+                             FROM kc_flow.payments p JOIN kc_flow.payments o ON o.student_id = p.student_id
+                                  AND o.course_id = p.course_id AND o.id <> p.id
+                            WHERE p.id = %s ORDER BY o.created_at""", (p,))
             for other, status, created, purchases in cur.fetchall():
                 # the test buys each (student, course) once: a second payment was not its request
                 note("  another payment of the same student and course: %s (%s, created %s, %d purchase(s), %s)"
