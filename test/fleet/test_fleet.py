@@ -308,7 +308,7 @@ def main():
            "(6) the synchronous standby %s stalls %.0f s: %d purchases acknowledged during it, %d without an answer "
            "within %d s, purchases acknowledged again %s s after it"
            % (secondary, t_s1 - t_s0, len(during), len(unanswered), ANSWER_TIMEOUT,
-              fmt(resumed - t_s1) if resumed else "never (5)"),
+              fmt(resumed - t_s1) if resumed else "not within 5"),
            (out if rc else "a stall longer than the client's timeout must leave purchases without an answer; "
             "monitor: %s" % fleet("kc_fleet_state", FLEET)[1].strip().replace("\n", ", ")))
     figures["standby_stall"] = {"acked_during": len(during), "unanswered": len(unanswered)}
@@ -470,11 +470,11 @@ INCOMPLETE_SQL = """
         OR (f->>'sessions')::int IS DISTINCT FROM 10"""
 
 
-def wait_for_pipeline(conn, payments, stall=30, limit=60):
-    """The acknowledged payments that are not complete once the pipeline has drained: polls
+def wait_for_pipeline(conn, payments, idle=30, limit=60):
+    """The payments that are not complete once the pipeline has drained: polls
     flow_status() every second until every payment is complete; or until those that are not
     have no event left in the queue on three polls in a row (their pipeline is over: waiting
-    changes nothing); or until `stall` seconds without progress (fewer incomplete payments),
+    changes nothing); or until `idle` seconds without progress (fewer incomplete payments),
     `limit` seconds in all (a stuck or far too slow pipeline: their events stay queued).
     Rows: (payment, purchases, allocation status, sessions, its events still queued)."""
     start = last_progress = time.time()
@@ -488,7 +488,7 @@ def wait_for_pipeline(conn, payments, stall=30, limit=60):
         if len(rows) < fewest:
             fewest, last_progress = len(rows), now
         settled = settled + 1 if rows and all(r[4] == 0 for r in rows) else 0
-        if not rows or settled >= 3 or now - last_progress >= stall or now - start >= limit:
+        if not rows or settled >= 3 or now - last_progress >= idle or now - start >= limit:
             return rows
         time.sleep(1)
 
