@@ -33,6 +33,10 @@
 #       SIGKILL gateway N (1..3) / start it again on its port.
 #   kc_fleet_redis_stop FLEET / kc_fleet_redis_start FLEET
 #       stop / start the fleet's Redis (on its port).
+#   kc_fleet_standby_stall FLEET NODE SECONDS
+#       standby NODE stops taking WAL for SECONDS (its walreceiver is stopped with SIGSTOP,
+#       then continued), as when a standby's disk or network stalls: meanwhile every commit
+#       on the primary waits for its synchronous standby, and the clients' answers with it.
 #
 # Failover timing: the monitor's health checks are tightened (a check a second) and
 # primary_demote_timeout (8 s) stays above each keeper's network_partition_timeout (5 s), so
@@ -215,6 +219,19 @@ kc_fleet_redis_start() {
 kc_fleet_redis_stop() {
     _kc_usage 1 "kc_fleet_redis_stop FLEET" "$@" || return
     kc_redis_stop "$1/redis"
+}
+
+kc_fleet_standby_stall() {
+    _kc_usage 3 "kc_fleet_standby_stall FLEET NODE SECONDS" "$@" || return
+    local pm wr
+    pm=$(_kc_pg_pid "$1/$2")
+    [ -n "$pm" ] && wr=$(ps -o pid=,args= --ppid "$pm" | awk '/walreceiver/ {print $1; exit}')
+    if [ -z "$wr" ]; then
+        echo "kc_fleet_standby_stall: $2 has no walreceiver (not a standby, or not running)" >&2; return 1
+    fi
+    # continued however this ends, a signal included
+    (trap 'kill -CONT "$wr" 2>/dev/null' EXIT; trap 'exit 1' INT TERM HUP
+     kill -STOP "$wr" && { sleep "$3" & wait $!; })
 }
 
 kc_fleet_node_kill() {

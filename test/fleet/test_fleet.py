@@ -4,14 +4,17 @@ purchases and reads through HAProxy, while its parts fail one after the other:
 
   steady    purchases, WebSocket clients, and a read of home with ?min_version=V (V: the
             version the push carried) after every push, through HAProxy
+  (6)       the synchronous standby stalls (its walreceiver stopped) for longer than the
+            purchases' client timeout: commits wait for it, some purchases get no answer
   (2)       kill -9 of the gateway holding the most sockets; restarted a few seconds later
   (5)       Redis stopped for a while, then started again
   (3)       the primary's machine dies (pg_autoctl and Postgres, kill -9): the monitor
             promotes the standby; time from the kill to the first purchase acknowledged
   (4)       the old primary's pg_autoctl starts again: it must come back as a standby
 
-then checks: (1) no read older than the push it followed; every acknowledged payment has
-exactly one purchase, one allocation and its sessions; every student's events reached its
+then checks: (1) no read older than the push it followed; every acknowledged payment, and
+every payment recorded for a purchase that got no 200, has exactly one purchase, one
+allocation and its sessions; every student's events reached its
 WebSocket client exactly once, in log order, across the reconnections. Prints TAP lines
 "ok - fleet: ..." / "not ok - fleet: ..." with the numbers, and one JSON line of figures.
 
@@ -43,6 +46,8 @@ STUDENTS = int(os.environ.get("KC_FLEET_STUDENTS", "30"))
 COURSES = int(os.environ.get("KC_FLEET_COURSES", "60"))
 PURCHASERS = 2
 PACE = 0.12                  # seconds between two purchases of one purchaser
+ANSWER_TIMEOUT = 10          # seconds a request waits for its answer
+STALL = ANSWER_TIMEOUT + 2   # seconds the standby stalls in (6): longer, so answers are lost
 RESULTS = {"ok": 0, "fail": 0}
 
 
@@ -98,15 +103,21 @@ def pct(xs, p):
 
 
 class Https:
-    """One keep-alive HTTPS connection to HAProxy per thread; HAProxy balances each request."""
+    """One keep-alive HTTPS connection to HAProxy per thread; HAProxy balances each request.
+    A GET whose connection failed is sent again once, on a new connection. A POST is not: once
+    sent, it may have been carried out with its answer lost (a timeout, a closed connection),
+    and sending it again would make a second payment for the same course, which the purchase
+    stage refuses (PURCHASE_ALREADY_ACTIVE, dead-lettered) while the first, never acknowledged
+    to this client, gets the purchase. Status 0: no answer."""
     local = threading.local()
 
     @classmethod
     def request(cls, method, path, tok):
-        for attempt in (0, 1):
+        for attempt in ((0, 1) if method == "GET" else (1,)):
             c = getattr(cls.local, "conn", None)
             if c is None:
-                c = cls.local.conn = http.client.HTTPSConnection("127.0.0.1", PORT, context=TLS, timeout=10)
+                c = cls.local.conn = http.client.HTTPSConnection("127.0.0.1", PORT, context=TLS,
+                                                                 timeout=ANSWER_TIMEOUT)
             try:
                 c.request(method, path, headers={"Authorization": "Bearer " + tok})
                 r = c.getresponse()
@@ -158,8 +169,8 @@ class Load:
         self.pairs = pairs
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.acked = []               # (payment_id, student, time acknowledged, time sent)
-        self.failed = []              # (time, status)
+        self.acked = []               # (payment_id, student, time acknowledged, time sent, course, gateway)
+        self.failed = []              # (time, status, student, course); status 0: no answer
         self.ws = {s: {"ids": [], "base": None, "gateway": None, "connects": 0, "drops": 0,
                        "lat": []} for s in students}
         self.reads = []               # (time, status, served_by, ws_gateway, min_version, version)
@@ -175,12 +186,12 @@ class Load:
                     return
                 s, c = self.pairs.pop()
             sent = time.time()
-            st, _, body = Https.request("POST", "/api/v1/demo/purchase?course=" + c, self.tokens[s])
+            st, gw, body = Https.request("POST", "/api/v1/demo/purchase?course=" + c, self.tokens[s])
             now = time.time()
             if st == 200:
-                self.acked.append((json.loads(body)["payment_id"], s, now, sent))
+                self.acked.append((json.loads(body)["payment_id"], s, now, sent, c, gw))
             else:
-                self.failed.append((now, st))
+                self.failed.append((now, st, s, c))
             time.sleep(PACE)
 
     def read_after_push(self, s, version, ws_gateway):
@@ -283,6 +294,25 @@ def main():
     time.sleep(12)
     note("steady: %d purchases acknowledged, %d reads after a push" % (len(load.acked), len(load.reads)))
 
+    # (6) the synchronous standby stalls: every commit waits for it, the purchases' answers too
+    rc, state = fleet("kc_fleet_state", FLEET)
+    secondary = next((ln.split()[0] for ln in state.splitlines() if ln.endswith(" secondary")), "node2")
+    t_s0 = time.time()
+    rc, out = fleet("kc_fleet_standby_stall", FLEET, secondary, str(STALL))
+    t_s1 = time.time()
+    time.sleep(5)
+    unanswered = [f for f in load.failed if f[1] == 0 and f[0] >= t_s0]
+    during = [a for a in load.acked if t_s0 + 1 < a[2] < t_s1]
+    resumed = next((a[2] for a in load.acked if a[3] > t_s1), None)
+    report(rc == 0 and len(unanswered) > 0 and resumed is not None,
+           "(6) the synchronous standby %s stalls %.0f s: %d purchases acknowledged during it, %d without an answer "
+           "within %d s, purchases acknowledged again %s s after it"
+           % (secondary, t_s1 - t_s0, len(during), len(unanswered), ANSWER_TIMEOUT,
+              fmt(resumed - t_s1) if resumed else "not within 5"),
+           (out if rc else "a stall longer than the client's timeout must leave purchases without an answer; "
+            "monitor: %s" % fleet("kc_fleet_state", FLEET)[1].strip().replace("\n", ", ")))
+    figures["standby_stall"] = {"acked_during": len(during), "unanswered": len(unanswered)}
+
     # (2) kill -9 of the gateway that holds the most sockets
     per = sockets_per_gateway(load)
     victim = max((g for g in per if g), key=lambda g: per[g])
@@ -358,24 +388,26 @@ def main():
     t_stop = time.time()
 
     # every acknowledged payment: one purchase, one allocation, its sessions (10 a tier-10 course)
+    # and so has every payment a purchase without a 200 left (its answer lost, or a 500 after the commit)
     conn = db()
-    incomplete = None
-    deadline = time.time() + 30         # the backlog of a few seconds of purchases
-    while time.time() < deadline:
-        with conn.cursor() as cur:
-            cur.execute("""SELECT p, f->'purchases', f->'allocation'->>'status', f->'sessions'
-                             FROM unnest(%s::uuid[]) p, kc_flow.flow_status(p) f
-                            WHERE (f->>'purchases')::int <> 1 OR f->'allocation' IS NULL
-                               OR (f->>'sessions')::int <> 10""", ([a[0] for a in load.acked],))
-            incomplete = cur.fetchall()
-        if not incomplete:
-            break
-        time.sleep(1)
+    acked_ids = [a[0] for a in load.acked]
+    with conn.cursor() as cur:
+        cur.execute("SELECT id::text FROM kc_flow.payments WHERE student_id = ANY(%s::uuid[]) AND NOT id = ANY(%s::uuid[])",
+                    (students, acked_ids))
+        unacked_ids = [r[0] for r in cur.fetchall()]
+    incomplete = wait_for_pipeline(conn, acked_ids + unacked_ids)
     after_fail = [a for a in load.acked if a[3] > t_fail]
     report(len(load.acked) > 0 and not incomplete,
-           "(3) every acknowledged payment (%d, %d after the kill) has exactly one purchase, one allocation "
-           "and 10 sessions" % (len(load.acked), len(after_fail)),
-           "incomplete: %d, first: %s" % (len(incomplete or []), (incomplete or [])[:3]))
+           "(3) every acknowledged payment (%d, %d after the kill) and every other one recorded (%d) has exactly "
+           "one purchase, one allocation and 10 sessions" % (len(load.acked), len(after_fail), len(unacked_ids)),
+           "incomplete (payment, purchases, allocation, sessions, events still queued): %d, first: %s"
+           % (len(incomplete), [r[:5] for r in incomplete[:3]]))
+    if incomplete:
+        explain_incomplete(conn, load, [r[0] for r in incomplete[:3]], t_fail)
+    note("purchases without a 200 that were recorded all the same (status: recorded/sent): %s"
+         % unacknowledged_payments(conn, load))
+    note("payments acknowledged before the kill whose purchase the new primary made: %d; rotations of the "
+         "event queue's ring: %d" % handoff(conn, load, t_fail))
 
     # every student's events reached its client exactly once, in order (it keeps reading)
     want = {}
@@ -421,12 +453,119 @@ def main():
            % (len(reads), len(other), len(stale), len(stale_other), errors),
            "stale (min_version, got, served by, pushed by): %s" % [(r[4], r[5], r[2], r[3]) for r in stale[:5]])
     failed = {}
-    for t, st in load.failed:
+    for _, st, _, _ in load.failed:
         failed[st] = failed.get(st, 0) + 1
     figures["purchases"] = {"acked": len(load.acked), "failed_by_status": failed,
                             "rate_per_s": round(len(load.acked) / (t_stop - load_start(load)), 1)}
     note("purchases refused or lost (status: count): %s" % failed)
     return figures
+
+
+INCOMPLETE_SQL = """
+    SELECT p::text, (f->>'purchases')::int, f->'allocation'->>'status', (f->>'sessions')::int,
+           coalesce((SELECT count(*) FROM jsonb_array_elements(f->'events') e
+                      WHERE jsonb_typeof(e->'queued') = 'object'), 0)
+      FROM unnest(%s::uuid[]) p LEFT JOIN LATERAL kc_flow.flow_status(p) f ON true
+     WHERE f IS NULL OR (f->>'purchases')::int IS DISTINCT FROM 1 OR f->'allocation' IS NULL
+        OR (f->>'sessions')::int IS DISTINCT FROM 10"""
+
+
+def wait_for_pipeline(conn, payments, idle=30, limit=60):
+    """The payments that are not complete once the pipeline has drained: polls
+    flow_status() every second until every payment is complete; or until those that are not
+    have no event left in the queue on three polls in a row (their pipeline is over: waiting
+    changes nothing); or until `idle` seconds without progress (fewer incomplete payments),
+    `limit` seconds in all (a stuck or far too slow pipeline: their events stay queued).
+    Rows: (payment, purchases, allocation status, sessions, its events still queued)."""
+    start = last_progress = time.time()
+    settled = 0
+    fewest = len(payments) + 1
+    while True:
+        with conn.cursor() as cur:
+            cur.execute(INCOMPLETE_SQL, (payments,))
+            rows = cur.fetchall()
+        now = time.time()
+        if len(rows) < fewest:
+            fewest, last_progress = len(rows), now
+        settled = settled + 1 if rows and all(r[4] == 0 for r in rows) else 0
+        if not rows or settled >= 3 or now - last_progress >= idle or now - start >= limit:
+            return rows
+        time.sleep(1)
+
+
+def explain_incomplete(conn, load, payments, t_fail):
+    """Prints what is known of each incomplete payment: whether, when and through which
+    gateway it was acknowledged (seconds from the primary's kill), its flow_status() (events,
+    the stages that handled them, queue rows, dead letters), the other payments of the same
+    student and course; then the queue, the unresolved dead letters, the workers and the
+    monitor."""
+    acked = {a[0]: a for a in load.acked}
+    with conn.cursor() as cur:
+        for p in payments:
+            a = acked.get(p)
+            if a:
+                note("incomplete payment %s: sent %+.2f s, acknowledged %+.2f s from the kill, through %s"
+                     % (p, a[3] - t_fail, a[2] - t_fail, a[5]))
+            else:
+                note("incomplete payment %s: not acknowledged (its purchase got no 200)" % p)
+            cur.execute("SELECT kc_flow.flow_status(%s)::text", (p,))
+            note("  flow_status: %s" % cur.fetchone()[0])
+            cur.execute("""SELECT o.id::text, o.status, o.created_at,
+                                  (SELECT count(*) FROM kc_flow.student_course_purchases x WHERE x.payment_id = o.id)
+                             FROM kc_flow.payments p JOIN kc_flow.payments o ON o.student_id = p.student_id
+                                  AND o.course_id = p.course_id AND o.id <> p.id
+                            WHERE p.id = %s ORDER BY o.created_at""", (p,))
+            for other, status, created, purchases in cur.fetchall():
+                # the test buys each (student, course) once: a second payment was not its request
+                note("  another payment of the same student and course: %s (%s, created %s, %d purchase(s), %s)"
+                     % (other, status, created, purchases, "acknowledged" if other in acked else "not acknowledged"))
+        cur.execute("""SELECT consumer, count(*), count(*) FILTER (WHERE run_after <= now()), max(attempts),
+                              min(run_after)::text
+                         FROM kc_flow.event_queue GROUP BY consumer ORDER BY consumer""")
+        note("queue (consumer, rows, due, max attempts, first run_after): %s" % cur.fetchall())
+        cur.execute("""SELECT id, event_id, consumer, attempts, sqlstate, left(error_message, 160)
+                         FROM kc_flow.dead_letters WHERE NOT resolved ORDER BY id LIMIT 5""")
+        note("unresolved dead letters (first 5): %s" % cur.fetchall())
+        cur.execute("SELECT array_agg(worker || ':' || state ORDER BY worker) FROM kc_flow.worker_status()")
+        note("workers: %s; health: %s" % (cur.fetchone()[0], health(cur)))
+    rc, state = fleet("kc_fleet_state", FLEET)
+    note("monitor: %s" % state.strip().replace("\n", ", "))
+
+
+def handoff(conn, load, t_fail):
+    """How many payments acknowledged before the primary's kill had their PURCHASE_CONFIRMED
+    handled after it (by the new primary's workers: the failover's hand-off of queued events),
+    and the generation of the queue's ring (how many times it rotated)."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT count(*) FROM kc_flow.processed_events pe JOIN kc_flow.events e ON e.id = pe.event_id
+                        WHERE pe.consumer = 'purchase' AND e.correlation_id = ANY(%s::uuid[])
+                          AND pe.processed_at > to_timestamp(%s)""",
+                    ([a[0] for a in load.acked if a[2] < t_fail], t_fail))
+        n = cur.fetchone()[0]
+        cur.execute("SELECT last_value FROM kc_flow.event_queue_generation")
+        return n, cur.fetchone()[0]
+
+
+def health(cur):
+    cur.execute("SELECT kc_flow.health()::text")
+    return cur.fetchone()[0]
+
+
+def unacknowledged_payments(conn, load):
+    """Per status of the purchases that got no 200 (0: no answer at all), how many left a
+    payment all the same: a request answered 500 or cut off may have committed."""
+    sent = {}
+    for _, st, s, c in load.failed:
+        sent.setdefault(st, []).append((s, c))
+    out = {}
+    with conn.cursor() as cur:
+        for st, pairs in sorted(sent.items()):
+            cur.execute("""SELECT count(*) FROM unnest(%s::uuid[], %s::uuid[]) x(s, c)
+                            WHERE EXISTS (SELECT 1 FROM kc_flow.payments p WHERE p.student_id = x.s
+                                             AND p.course_id = x.c)""",
+                        ([p[0] for p in pairs], [p[1] for p in pairs]))
+            out[st] = "%d/%d" % (cur.fetchone()[0], len(pairs))
+    return out
 
 
 def load_start(load):

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # test/suites/55_fleet.sh - kc_flow on the fleet of issue 11 (test/fleet.sh): a pg_auto_failover
 # monitor, a primary and a synchronous standby with kc_flow preloaded, Redis, three gateways
-# behind HAProxy (TLS). Under continuous purchases and reads through HAProxy it kills a gateway,
-# stops Redis, kills the primary's machine and brings it back (test/fleet/test_fleet.py says
-# what each check asks). The gateways run with the in-process cache on: the case where a read
-# through another gateway than the push could be older, unless it honours ?min_version=.
+# behind HAProxy (TLS). Under continuous purchases and reads through HAProxy it stalls the
+# standby, kills a gateway, stops Redis, kills the primary's machine and brings it back
+# (test/fleet/test_fleet.py says what each check asks). The gateways run with the in-process
+# cache on: the case where a read through another gateway than the push could be older, unless
+# it honours ?min_version=.
 #
 # Self-contained: starts its own fleet under $KC_TEST_TMP and stops all of it on exit; about
 # 3 minutes. Run alone with `bash test/run.sh fleet`. Output: "ok - ..." / "not ok - ..." lines.
