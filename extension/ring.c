@@ -7,10 +7,10 @@
  * _1 and _2, whose default is a generation sequence modulo 3.  Rotating it,
  * as PgQ rotates its event tables: the slot after the current one (the
  * oldest) of every table of the ring is locked ACCESS EXCLUSIVE (waiting
- * for the first table's lock with a short lock_timeout,
- * kc_flow.rotation_lock_timeout, 200 ms by default, and taking
- * the others' without waiting, so that it never waits while holding one),
- * the ring copies the rows that must stay into the current slot (its carry
+ * for the first table's lock and taking the others' without waiting, so
+ * that it never waits while holding one; a lock not free gives them all up
+ * and the rotation tries again, for kc_flow.rotation_lock_timeout, 200 ms by
+ * default, in all), the ring copies the rows that must stay into the current slot (its carry
  * function), the oldest slots are TRUNCATEd and the generation advances, so
  * that they become current.  One rotator per ring at
  * a time (an advisory lock).  Rotation refuses to run in REPEATABLE READ: the
@@ -23,13 +23,19 @@
 #include "catalog/namespace.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 
 /* a transaction this old holding an oldest table makes worker 0 back off */
 #define LONG_TRANSACTION "1 s"
+
+/* how long a rotation that found a lock taken waits before it tries again */
+#define RETRY_MS 10
 
 static KcfRotation rotate(const KcfRing *ring, int64 generation);
 static bool held_by_others(const KcfRing *ring, int oldest);
@@ -66,6 +72,7 @@ typedef struct KcfRotationStep
 {
 	const KcfRing *ring;
 	int64		generation;
+	int			lock_timeout_ms;	/* how long it may wait for the first table */
 	bool		done;			/* the oldest slots were emptied */
 } KcfRotationStep;
 
@@ -95,12 +102,12 @@ rotation_step(void *arg)
 	 * before events, a claim events first).
 	 */
 	/*
-	 * kc_flow.rotation_lock_timeout (200 ms): the longest the workers' claims
-	 * queue behind the request.  Usually it waits for the other workers'
-	 * batches to commit; when a long transaction holds a lock it gives up,
-	 * and worker 0 backs off (worker.c).
+	 * What is left of kc_flow.rotation_lock_timeout (200 ms): the longest the
+	 * workers' claims queue behind the request.  Usually it waits for the
+	 * other workers' batches to commit; when a long transaction holds a lock
+	 * it gives up, and worker 0 backs off (worker.c).
 	 */
-	(void) set_config_option("lock_timeout", psprintf("%d", kcf_rotation_lock_timeout_ms),
+	(void) set_config_option("lock_timeout", psprintf("%d", step->lock_timeout_ms),
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	kcf_ring_exec(psprintf("LOCK TABLE %s_%d IN ACCESS EXCLUSIVE MODE", ring->tables[0], oldest));
 	AtEOXact_GUC(true, nest);
@@ -122,23 +129,37 @@ rotation_step(void *arg)
 }
 
 /*
- * The rotation itself, in a subtransaction so that a lock not granted in
- * time (55P03) is given up alone; any other error is the caller's.
+ * The rotation itself, in a subtransaction so that a lock not granted
+ * (55P03) is given up alone, with every lock the try took; any other error is
+ * the caller's.  A lock not free is tried again until
+ * kc_flow.rotation_lock_timeout has passed since the first try: a
+ * transaction that held it may have ended already, since a commit releases
+ * its table locks first, waking the rotation that waited for the first table,
+ * and its advisory locks (the log head a sequencer round held) after them.
  */
 static KcfRotation
 rotate(const KcfRing *ring, int64 generation)
 {
-	KcfRotationStep step = {ring, generation, false};
+	KcfRotationStep step = {ring, generation, kcf_rotation_lock_timeout_ms, false};
 	int			oldest = (generation + 1) % KCF_RING_SLOTS;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kcf_rotation_lock_timeout_ms);
 	KcfRotation result;
-	ErrorData  *edata = kcf_in_subtransaction(rotation_step, &step);
+	ErrorData  *edata;
 
-	if (edata != NULL)
+	while ((edata = kcf_in_subtransaction(rotation_step, &step)) != NULL)
 	{
+		long		left_ms;
+
 		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
 			ReThrowError(edata);
 		FreeErrorData(edata);
 		step.done = false;
+		left_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (left_ms <= RETRY_MS)
+			break;
+		(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, RETRY_MS, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+		step.lock_timeout_ms = (int) (left_ms - RETRY_MS);
 	}
 	result = step.done ? KCF_ROTATE_DONE : KCF_ROTATE_BUSY;
 
