@@ -459,8 +459,11 @@ S7 = "77777777-7777-4777-8777-777777777777"
 # A session that makes the gateway's home read of S7 a deadlock's victim: it holds courses,
 # waits until the read (which holds students since require_student) queues for courses, then
 # asks for students itself. The read waited first, so its deadlock check finds the cycle and
-# rolls it back; the rerun queues behind this session, which lets go 0.3 s later.
+# rolls it back; the rerun queues behind this session, which lets go 0.3 s later. This session
+# never runs a deadlock check of its own (its deadlock_timeout is a minute), so on a loaded
+# machine, where either backend's check could come first, the read is still the one chosen.
 DEADLOCK_SQL = """
+SET deadlock_timeout = '60s';
 BEGIN;
 LOCK TABLE kc_flow.courses IN ACCESS EXCLUSIVE MODE;
 DO $$
