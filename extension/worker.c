@@ -345,13 +345,9 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	if (log && kcf_sequence_in_batch)
 		kcf_set_in_batch(worker, true);
 	kcf_held_reset(worker);
-	kcf_set_busy(worker, true);
 	handled = kcf_dispatch_batch(kcf_batch_size, &claimed);
 	if (handled == 0)
-	{
 		kcf_set_in_batch(worker, false);
-		kcf_set_busy(worker, false);
-	}
 	if (claimed >= kcf_batch_size)
 	{
 		/* more is waiting: a commit woke one worker only (shared_state.c), so call in another */
@@ -387,7 +383,6 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	kcf_held_reset(worker);		/* the batch's trainer locks are gone */
-	kcf_set_busy(worker, false);
 	if (log && (!kcf_sequence_in_batch || apart))
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: sequencing the event log");
@@ -455,6 +450,7 @@ kcf_worker_main(Datum main_arg)
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	kcf_register_worker_latch(worker, MyLatch);
+	kcf_set_busy(worker, true);
 	before_shmem_exit(forget_latch, Int32GetDatum(worker));
 	ereport(LOG, (errmsg("kc_flow worker %d started on database \"%s\"", worker, kcf_database)));
 
@@ -473,7 +469,6 @@ kcf_worker_main(Datum main_arg)
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		kcf_set_in_batch(worker, false);
-		kcf_set_busy(worker, false);
 		kcf_held_reset(worker);
 		FlushErrorState();
 		MemoryContextSwitchTo(TopMemoryContext);
@@ -488,9 +483,16 @@ kcf_worker_main(Datum main_arg)
 	{
 		if (sleep_ms > 0)
 		{
+			/*
+			 * Idle only while on the latch: a commit wakes an idle worker
+			 * rather than one still sequencing, housekeeping or analyzing
+			 * after its batch (shared_state.c).
+			 */
+			kcf_set_busy(worker, false);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
+			kcf_set_busy(worker, true);
 		}
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
