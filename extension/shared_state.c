@@ -51,7 +51,7 @@ typedef struct KcfShared
 	pg_uuid_t	held[KCF_MAX_WORKERS][KCF_HELD_MAX];	/* trainers locked by the worker's open batch */
 	pg_atomic_uint64 commits;	/* commits that woke the workers, ever */
 	pg_atomic_uint32 batch[KCF_MAX_WORKERS];	/* 1: in a batch that will end with a round */
-	pg_atomic_uint32 busy[KCF_MAX_WORKERS];	/* 1: handling claimed events until its commit */
+	pg_atomic_uint32 busy[KCF_MAX_WORKERS];	/* 1: not waiting on its latch */
 	int			nslots;
 	pg_atomic_uint64 *writing_since;	/* by pgprocno: xact start, 0 = none */
 	pg_atomic_uint64 first_id[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno, 0 = none */
@@ -260,7 +260,10 @@ kcf_other_in_batch(int worker)
 	return false;
 }
 
-/* Whether worker is handling claimed events (from its claim to its commit). */
+/*
+ * Whether worker is at work (anything but waiting on its latch: a batch, its
+ * round, worker 0's housekeeping, rotations and ANALYZEs).
+ */
 void
 kcf_set_busy(int worker, bool busy)
 {

@@ -8,7 +8,8 @@ kc_flow's stages with their allocation search (run_pending in the payment's
 transaction). Then the allocation on its own: allocations/s of
 kc_flow.auto_assign, rolled back, over a fixed set of plans and the trainers
 the third limit loaded, and the workers' CPU time per purchase (user + system,
-from /proc) in each run. Ends with one line of JSON holding the figures.
+from /proc) in each run; at each offered load, where a payment's latency went (waiting for a
+worker, then the batch up to its round). Ends with one line of JSON holding the figures.
 
 KC_BENCH_PROFILE=FILE: perf records the kc_flow workers during the
 saturation run (call graphs, dwarf) and writes its report, inclusive time
@@ -100,9 +101,27 @@ def run_pipeline(conn, label, rate=None):
                                 " WHERE course_id = %s AND status = 'succeeded'", (world.course,)))
     lat = [(done[p] - float(succeeded[p])) * 1000 for p in done]
     listener.close()
+    wait, batch = gaps(conn, world.course)
     return {"label": label, "purchases": total, "secs": end - t0, "rate": total / (end - t0),
             "confirm_secs": confirm_secs, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-            "max": max(lat), "cpu_ms": cpu * 1000.0 / total}, world
+            "max": max(lat), "cpu_ms": cpu * 1000.0 / total,
+            "wait_p50": percentile(wait, 50), "wait_p99": percentile(wait, 99),
+            "batch_p50": percentile(batch, 50), "batch_p99": percentile(batch, 99)}, world
+
+
+def gaps(conn, course):
+    """Where each payment of course spent its latency, in ms: waiting for a worker (the
+    payment's succeeded_at to the start of the worker transaction that wrote its
+    SESSIONS_GENERATED, the event's created_at) and that batch up to its round (the event's
+    event_log.logged_at, just before the batch's commit)."""
+    got = rows(conn, """
+        SELECT extract(epoch FROM e.created_at - p.succeeded_at)::float8 * 1000,
+               extract(epoch FROM l.logged_at - e.created_at)::float8 * 1000
+          FROM kc_flow.payments p
+          JOIN kc_flow.events e ON e.correlation_id = p.id AND e.event_type = 'SESSIONS_GENERATED'
+          JOIN kc_flow.event_log l ON l.event_id = e.id
+         WHERE p.course_id = %s""", (course,))
+    return [r[0] for r in got], [r[1] for r in got]
 
 
 def cpu_seconds(pids):
@@ -330,6 +349,9 @@ def main():
         print("%-34s %12.0f %10s %10s %10s" % (lim["label"], lim["rate"], "-", "-", "-"))
     for r in [sat] + fixed:
         print("%-34s %12.0f %10.1f %10.1f %10.1f" % (r["label"], r["rate"], r["p50"], r["p99"], r["max"]))
+    for r in fixed:
+        print("%s: waiting for a worker p50 %.1f ms, p99 %.1f ms; the batch up to its round p50 %.1f ms, p99 %.1f ms"
+              % (r["label"], r["wait_p50"], r["wait_p99"], r["batch_p50"], r["batch_p99"]))
     print("the workers' CPU per purchase: %.2f ms at saturation%s" % (sat["cpu_ms"], "".join(
         ", %.2f ms at %s" % (r["cpu_ms"], r["label"].split()[-1]) for r in fixed)))
     print("allocation alone (auto_assign, rolled back, fixed plans): %.0f/s with 1 client, %.0f/s with %d"
@@ -353,7 +375,9 @@ def main():
     for r in fixed:
         key = r["label"].split()[-1].replace("/s", "")
         figures["offered_%s" % key] = {"rps": round(r["rate"], 1), "p50_ms": round(r["p50"], 1),
-                                       "p99_ms": round(r["p99"], 1)}
+                                       "p99_ms": round(r["p99"], 1), "cpu_ms": round(r["cpu_ms"], 2),
+                                       "wait_p50_ms": round(r["wait_p50"], 1), "wait_p99_ms": round(r["wait_p99"], 1),
+                                       "batch_p50_ms": round(r["batch_p50"], 1), "batch_p99_ms": round(r["batch_p99"], 1)}
     print(json.dumps(figures))
 
 
