@@ -51,9 +51,10 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
  * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not.
  *
  * c ranks the course's free trainers by load, then id: their ids come from
- * trainer_courses' index by course (which only takes inserts), their rows by
- * primary key (a bitmap scan of it when the course has few of the table's
- * trainers, else one scan of the small table).  The load is in no index, so
+ * trainer_courses' index by course (which only takes inserts) as an array,
+ * their rows by primary key, or by one hashed scan of the table while it is
+ * small (the planner's choice: an array from a subquery counts as a few rows,
+ * so the probes win early as the table grows).  The load is in no index, so
  * the trigger's update of it adds no index entry: under a held xmin horizon
  * a search reads only the row versions of the course's trainers, where a
  * scan of an index on the load walked the dead entries of every allocation
@@ -70,10 +71,10 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
  */
 #define ELIGIBLE_TRAINERS_SQL(lock) \
 	"SELECT f.id FROM (" \
-	"  SELECT r.id, r.active_students FROM kc_flow.trainers r" \
-	"   WHERE r.id = ANY (ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc" \
-	"                             WHERE tc.course_id = $1))" \
-	"     AND r.is_active AND r.active_students < r.max_active_students AND r.id <> ALL ($5)" \
+	"  SELECT r.id, r.active_students" \
+	"    FROM unnest(ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc WHERE tc.course_id = $1)) u(id)" \
+	"    JOIN kc_flow.trainers r ON r.id = u.id" \
+	"   WHERE r.is_active AND r.active_students < r.max_active_students AND r.id <> ALL ($5)" \
 	"   ORDER BY r.active_students, r.id OFFSET 0) c," \
 	"  LATERAL (SELECT t.id FROM kc_flow.trainers t" \
 	"   WHERE t.id = c.id AND t.is_active AND t.active_students < t.max_active_students" \
