@@ -375,23 +375,7 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	return handled;
 }
 
-/*
- * Milliseconds until the next queued event is due, called by a worker after
- * a batch that claimed less than it could; -1 when nothing is due later.
- *
- * Only rows due from the start of the worker's transaction on are looked at
- * (run_after >= now()): a row due before it that is still there was not
- * claimable by this batch's claim, which took every visible unlocked due row
- * (another worker holds it and handles it, or it committed after the claim,
- * and such a commit wakes the workers or is the other worker's own, whose
- * follow-ups run in its batch).  Rows this batch queued or deferred have
- * run_after >= now() and count.  The bound also keeps the scan of
- * event_queue_due off the front of the index, where the queue's handled rows
- * leave their dead entries: under a held xmin horizon nothing removes them
- * until the ring truncates their table, and reading min(run_after) from the
- * front walked them all after every batch (16% of the workers' time in the
- * soak's held phase).
- */
+/* Milliseconds until the next queued event is due; -1 when the queue is empty. */
 int64
 kcf_next_due_ms(void)
 {
@@ -403,7 +387,7 @@ kcf_next_due_ms(void)
 			 "SELECT CASE WHEN min(run_after) IS NOT NULL THEN"
 			 "         greatest(0, ceil(extract(epoch FROM min(run_after) - clock_timestamp()) * 1000))::bigint"
 			 "       END"
-			 "  FROM kc_flow.event_queue WHERE run_after >= now()",
+			 "  FROM kc_flow.event_queue",
 			 0, NULL);
 	kcf_exec(plan, NULL, NULL, 1);
 	ms = kcf_get_int64(0, 1, &isnull);
