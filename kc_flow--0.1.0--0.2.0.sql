@@ -415,11 +415,6 @@ INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)
 SELECT allocation_id, trainer_id, range_agg(during)
   FROM kc_flow.trainer_bookings_0_1_0 GROUP BY allocation_id, trainer_id;
 DROP TABLE kc_flow.trainer_bookings_0_1_0;
--- the search reads the free trainers in load order from an index instead of ranking them all
-CREATE INDEX trainers_free_by_load ON kc_flow.trainers (active_students, id)
-    WHERE is_active AND active_students < max_active_students;
-COMMENT ON INDEX kc_flow.trainers_free_by_load IS
-    'active trainers with a free place in the allocation''s order (load, then id): the search reads them in order and stops at the first who fits';
 -- a session's four references (allocation, student, course, trainer: four checks per
 -- session row) become one to its allocation with the allocation's parties
 ALTER TABLE kc_flow.trainer_allocations

@@ -48,31 +48,47 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 
 /*
  * The best trainer eligible for course $1 with planned times $2 (the same as
- * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not.  The
- * free trainers come in order of load, then id, from the index
- * trainers_free_by_load, and each is checked lazily in that order (OFFSET 0
- * keeps the checks per-candidate subplans, the course's first as it costs
- * least), so the usual case reads and checks one trainer rather than ranking
- * all of the course's.  With the lock, a fitting trainer that another
- * transaction holds (a worker's batch that booked it and has not committed)
- * is passed over for the next in the same scan; the lock re-reads the latest
+ * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not.
+ *
+ * c ranks the course's free trainers by load, then id: their ids come from
+ * trainer_courses' index by course (which only takes inserts) as an array,
+ * their rows by primary key, or by one hashed scan of the table while it is
+ * small (the planner's choice: an array from a subquery counts as a few rows,
+ * so the probes win early as the table grows).  The load is in no index, so
+ * the trigger's update of it adds no index entry: under a held xmin horizon
+ * a search reads only the row versions of the course's trainers, where a
+ * scan of an index on the load walked the dead entries of every allocation
+ * since the horizon (docs/extension.md, "Allocation").
+ *
+ * f then checks the ranked trainers lazily, one at a time in that order (a
+ * LATERAL subquery with OFFSET 0 is never flattened into a join that would
+ * check them all): the row is read again by primary key, its capacity,
+ * bookings and availability checked, and with the lock it is locked in the
+ * same subquery, SKIP LOCKED: a fitting trainer that another transaction
+ * holds (a worker's batch that booked it and has not committed) yields no
+ * row and the next in the ranking is checked.  The lock re-reads the latest
  * version of the row and checks its capacity again.
  */
 #define ELIGIBLE_TRAINERS_SQL(lock) \
-	"SELECT t.id FROM kc_flow.trainers t" \
-	" WHERE t.is_active AND t.active_students < t.max_active_students AND t.id <> ALL ($5)" \
-	"   AND EXISTS (SELECT 1 FROM kc_flow.trainer_courses tc" \
-	"                WHERE tc.trainer_id = t.id AND tc.course_id = $1 OFFSET 0)" \
-	"   AND NOT " BOOKED_SQL("t.id") \
-	"   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
-	"        WHERE NOT EXISTS (" \
-	"          SELECT 1 FROM kc_flow.trainer_availability av" \
-	"           WHERE av.trainer_id = t.id" \
-	"             AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE t.timezone)::int" \
-	"             AND av.start_time <= (pl.starts_at AT TIME ZONE t.timezone)::time" \
-	"             AND pl.ends_at AT TIME ZONE t.timezone" \
-	"                 <= (pl.starts_at AT TIME ZONE t.timezone)::date + av.end_time) OFFSET 0)" \
-	" ORDER BY t.active_students, t.id LIMIT 1" lock
+	"SELECT f.id FROM (" \
+	"  SELECT r.id, r.active_students" \
+	"    FROM unnest(ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc WHERE tc.course_id = $1)) u(id)" \
+	"    JOIN kc_flow.trainers r ON r.id = u.id" \
+	"   WHERE r.is_active AND r.active_students < r.max_active_students AND r.id <> ALL ($5)" \
+	"   ORDER BY r.active_students, r.id OFFSET 0) c," \
+	"  LATERAL (SELECT t.id FROM kc_flow.trainers t" \
+	"   WHERE t.id = c.id AND t.is_active AND t.active_students < t.max_active_students" \
+	"     AND NOT " BOOKED_SQL("t.id") \
+	"     AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
+	"          WHERE NOT EXISTS (" \
+	"            SELECT 1 FROM kc_flow.trainer_availability av" \
+	"             WHERE av.trainer_id = t.id" \
+	"               AND av.weekday = extract(isodow FROM pl.starts_at AT TIME ZONE t.timezone)::int" \
+	"               AND av.start_time <= (pl.starts_at AT TIME ZONE t.timezone)::time" \
+	"               AND pl.ends_at AT TIME ZONE t.timezone" \
+	"                   <= (pl.starts_at AT TIME ZONE t.timezone)::date + av.end_time) OFFSET 0)" \
+	"   OFFSET 0" lock ") f" \
+	" ORDER BY c.active_students, c.id LIMIT 1"
 
 /* Whether trainer $1 has a booking overlapping $2 (run after the lock: fresh snapshot). */
 #define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1")
@@ -173,7 +189,7 @@ best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nski
 	bool		isnull;
 
 	kcf_plan(&stmts[lock],
-			 lock ? ELIGIBLE_TRAINERS_SQL(" FOR NO KEY UPDATE OF t SKIP LOCKED") : ELIGIBLE_TRAINERS_SQL(""),
+			 lock ? ELIGIBLE_TRAINERS_SQL(" FOR NO KEY UPDATE SKIP LOCKED") : ELIGIBLE_TRAINERS_SQL(""),
 			 5, types);
 	values[0] = alloc->course_id;
 	values[1] = plan->times;

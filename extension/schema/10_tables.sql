@@ -25,10 +25,6 @@ CREATE TABLE kc_flow.trainers (
 COMMENT ON TABLE kc_flow.trainers IS 'tutors; an allocation needs a free place below max_active_students';
 COMMENT ON COLUMN kc_flow.trainers.active_students IS
     'approved and active allocations of this trainer, kept by a trigger on trainer_allocations; the allocation stage ranks and admits by it';
-CREATE INDEX trainers_free_by_load ON kc_flow.trainers (active_students, id)
-    WHERE is_active AND active_students < max_active_students;
-COMMENT ON INDEX kc_flow.trainers_free_by_load IS
-    'active trainers with a free place in the allocation''s order (load, then id): the search reads them in order and stops at the first who fits';
 
 CREATE TABLE kc_flow.courses (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
