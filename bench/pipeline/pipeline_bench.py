@@ -67,6 +67,7 @@ def run_pipeline(conn, label, rate=None):
                 " WHERE status = 'pending' AND course_id = ':course' LIMIT 1 FOR UPDATE SKIP LOCKED);\n")
     listener = Listener()
     done = {}
+    read = set()  # the log positions the listener read
     stop = threading.Event()
 
     def listen():
@@ -74,6 +75,7 @@ def run_pipeline(conn, label, rate=None):
             listener.poll(0.05)
             while listener.events:
                 t, e = listener.events.pop(0)
+                read.add(e["id"])
                 if e["type"] == "SESSIONS_GENERATED" and e["correlation_id"] in payments:
                     done.setdefault(e["correlation_id"], t)
 
@@ -95,7 +97,10 @@ def run_pipeline(conn, label, rate=None):
     cpu = cpu_seconds(workers) - cpu0
     total = per_client * CLIENTS
     if len(done) < total:
-        raise SystemExit("%s: only %d of %d purchases finished" % (label, len(done), total))
+        th.join(timeout=1)
+        raise SystemExit("%s: only %d of %d purchases finished\n%s"
+                         % (label, len(done), total, explain_missing(conn, world.course, payments - set(done),
+                                                                     listener, read)))
     end = max(done.values())
     succeeded = dict(rows(conn, "SELECT id::text, extract(epoch FROM succeeded_at) FROM kc_flow.payments"
                                 " WHERE course_id = %s AND status = 'succeeded'", (world.course,)))
@@ -107,6 +112,33 @@ def run_pipeline(conn, label, rate=None):
             "max": max(lat), "cpu_ms": cpu * 1000.0 / total,
             "wait_p50": percentile(wait, 50), "wait_p99": percentile(wait, 99),
             "batch_p50": percentile(batch, 50), "batch_p99": percentile(batch, 99)}, world
+
+
+def explain_missing(conn, course, missing, listener, read):
+    """Why the payments in missing had no SESSIONS_GENERATED notification: the course's
+    payments by status (a confirm that updated no row leaves one pending), the log's head,
+    backlog and the ranges the listener was told of, and per payment its flow_status
+    (status, events with what handled them and their queue rows, dead letters) and each
+    event's log position with whether a notified range covered it and the listener read it."""
+    out = ["payments of the course by status: %s" % dict(rows(
+        conn, "SELECT status, count(*) FROM kc_flow.payments WHERE course_id = %s GROUP BY status", (course,)))]
+    out.append("log head %s, backlog (committed, no position) %s" % (
+        one(conn, "SELECT kc_flow.log_head()"), one(conn, "SELECT row_to_json(b)::text FROM kc_flow.log_backlog() b")))
+    out.append("notified ranges: %d, the last %s; still in conn.notifies: %s"
+               % (len(listener.ranges), listener.ranges[-5:], [n.payload for n in listener.conn.notifies]))
+    read = read | set(e["id"] for _, e in listener.events)
+    for p in sorted(missing)[:20]:
+        out.append("payment %s: %s" % (p, json.dumps(one(conn, "SELECT kc_flow.flow_status(%s)", (p,)))))
+        for pos, eid, typ, txid in rows(conn, """
+                SELECT l.pos, e.id, e.event_type, e.txid::text FROM kc_flow.events e
+                  LEFT JOIN kc_flow.event_log l ON l.event_id = e.id
+                 WHERE e.correlation_id = %s ORDER BY e.id""", (p,)):
+            out.append("  event %s %s (txid %s): position %s, in a notified range %s, read by the listener %s"
+                       % (eid, typ, txid, pos, pos is not None and any(a <= pos <= b for a, b in listener.ranges),
+                          pos in read))
+    if len(missing) > 20:
+        out.append("... and %d more" % (len(missing) - 20))
+    return "\n".join(out)
 
 
 def gaps(conn, course):

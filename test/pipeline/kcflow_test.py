@@ -192,17 +192,20 @@ class Listener:
         self.ranges = []
 
     def poll(self, timeout=0.05):
-        if select.select([self.conn], [], [], timeout) != ([], [], []):
-            at = time.time()
-            self.conn.poll()
-            ranges = []
-            while self.conn.notifies:
-                n = self.conn.notifies.pop(0)
-                ranges.append(tuple(int(x) for x in n.payload.split("-")))
-            if ranges:
-                self.ranges += ranges
-                # one read for everything announced since the last poll
-                self._read(at, min(a for a, _ in ranges), max(b for _, b in ranges))
+        # a notification that came in while _read ran was taken off the socket with the
+        # query's result and waits in conn.notifies: the socket stays quiet, so look first
+        if not self.conn.notifies and select.select([self.conn], [], [], timeout) == ([], [], []):
+            return
+        at = time.time()
+        self.conn.poll()
+        ranges = []
+        while self.conn.notifies:
+            n = self.conn.notifies.pop(0)
+            ranges.append(tuple(int(x) for x in n.payload.split("-")))
+        if ranges:
+            self.ranges += ranges
+            # one read for everything announced since the last poll
+            self._read(at, min(a for a, _ in ranges), max(b for _, b in ranges))
 
     def _read(self, at, first, last):
         with self.conn.cursor() as cur:

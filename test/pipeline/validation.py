@@ -65,5 +65,25 @@ time.sleep(2)
 used = cpu_seconds(pids) - before
 ok(used < 0.2, "idle workers sleep (%.2f s of CPU in 2 s)" % used)
 
+# a notification that arrives while the listener reads the events of the previous one is
+# taken off the socket with that read's result: the listener must still act on it (the
+# bench once waited 120 s for the last purchase of a run, whose round came in that way)
+late = World(conn, trainers=2, students=1)
+payment = late.payments(tiers=(10,))[0]
+one(conn, "SELECT kc_flow.confirm_payment(%s)", (payment,))
+t0 = time.time()
+while time.time() - t0 < 5 and not one(conn, "SELECT count(*) FROM kc_flow.events e JOIN kc_flow.event_log l"
+                                             " ON l.event_id = e.id WHERE e.correlation_id = %s"
+                                             " AND e.event_type = 'SESSIONS_GENERATED'", (payment,)):
+    time.sleep(0.02)
+time.sleep(0.2)  # its round's NOTIFY reaches the listener's socket
+one(listener.conn, "SELECT 1")  # as a read would: the notifications now wait in conn.notifies
+t0 = time.time()
+while time.time() - t0 < 2 and not any(e["correlation_id"] == payment and e["type"] == "SESSIONS_GENERATED"
+                                       for _, e in listener.events):
+    listener.poll()
+ok(any(e["correlation_id"] == payment and e["type"] == "SESSIONS_GENERATED" for _, e in listener.events),
+   "a notification taken in during a read is not left unread", listener.conn.notifies)
+
 listener.close()
 finish()
