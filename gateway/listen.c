@@ -126,6 +126,27 @@ push_without_redis(kc_listener *l)
 }
 
 /* Serves one connection until it fails or the listener stops. */
+/*
+ * Handles the notifications libpq holds; true when one asks for a catch-up.
+ * Those that arrived while one of our own queries ran (a catch-up, a health
+ * poll) were read off the socket with its result, so poll() would not report
+ * them: they are looked for before each wait as well as after it.
+ */
+static bool
+take_notifies(kc_listener *l)
+{
+	PGnotify   *n;
+	bool		notified = false;
+
+	while ((n = PQnotifies(l->conn)) != NULL)
+	{
+		if (handle_notify(l, n->extra))
+			notified = true;
+		PQfreemem(n);
+	}
+	return notified;
+}
+
 static void
 serve_connection(kc_listener *l)
 {
@@ -150,8 +171,7 @@ serve_connection(kc_listener *l)
 	while (!atomic_load(&l->stop))
 	{
 		struct pollfd p[2] = {{PQsocket(l->conn), POLLIN, 0}, {l->wake[0], POLLIN, 0}};
-		bool		notified = false;
-		PGnotify   *n;
+		bool		notified;
 		struct timespec now;
 
 		if (!l->synced || !kc_cache_usable(l->cache))
@@ -172,7 +192,8 @@ serve_connection(kc_listener *l)
 		}
 		/* the first replay was tried: from here on readiness may be reported */
 		atomic_store(&l->connected, true);
-		if (poll(p, 2, 500) < 0)
+		notified = take_notifies(l);
+		if (poll(p, 2, notified ? 0 : 500) < 0 && !notified)
 			continue;
 		if (p[1].revents)
 			break;
@@ -181,12 +202,8 @@ serve_connection(kc_listener *l)
 			kc_logf(KC_LOG_WARN, "listen connection lost: %s", PQerrorMessage(l->conn));
 			break;
 		}
-		while ((n = PQnotifies(l->conn)) != NULL)
-		{
-			if (handle_notify(l, n->extra))
-				notified = true;
-			PQfreemem(n);
-		}
+		if (take_notifies(l))
+			notified = true;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (l->synced && (notified ||
 						  (now.tv_sec - last_catchup.tv_sec) * 1000 > IDLE_CATCHUP_MS))
