@@ -226,6 +226,9 @@ kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events)
 		payments[made] = kcf_get_datum(i, 3, &isnull);
 		if (isnull)
 			return false;		/* not the plain case */
+		for (int k = 0; k < made; k++)
+			if (memcmp(DatumGetUUIDP(payments[k]), DatumGetUUIDP(payments[made]), UUID_LEN) == 0)
+				return false;	/* two events of one payment: one purchase, one event */
 		payments[made] = SPI_datumTransfer(payments[made], false, UUID_LEN);
 		students[made] = SPI_datumTransfer(kcf_get_datum(i, 4, &isnull), false, UUID_LEN);
 		payloads[made] = kcf_get_text(i, 5);

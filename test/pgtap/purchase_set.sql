@@ -4,7 +4,7 @@
 -- others become purchases (extension/dispatch.c, run_purchase_set).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(8);
+SELECT plan(10);
 
 INSERT INTO kc_flow.courses (id, title, session_minutes, is_published)
 VALUES ('00000000-0000-0000-0000-0000000c9a70', 'Shogi', 45, true);
@@ -47,6 +47,23 @@ SELECT is((SELECT d.consumer || ' ' || d.sqlstate FROM kc_flow.dead_letters d JO
           'purchase 23505', 'its PURCHASE_CONFIRMED alone is dead-lettered, refused');
 SELECT is((SELECT count(*) FROM kc_flow.events WHERE event_type = 'PURCHASE_ALREADY_ACTIVE'
             AND correlation_id = '00000000-0000-0000-0000-0000000b9a11'), 1::bigint, 'and the student is told');
+-- two PURCHASE_CONFIRMED events of one payment in one batch (the trigger's and one emitted by
+-- hand): one purchase, and one PURCHASE_CREATED, as when they are handled one at a time
+INSERT INTO kc_flow.courses (id, title, session_minutes, is_published)
+VALUES ('00000000-0000-0000-0000-0000000c9a72', 'Janggi', 45, true);
+INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-0000000d9a01', '00000000-0000-0000-0000-0000000c9a72');
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+VALUES ('00000000-0000-0000-0000-0000000b9a21', '00000000-0000-0000-0000-0000000a9a03',
+        '00000000-0000-0000-0000-0000000c9a72', 10,
+        jsonb_build_object('weekdays', jsonb_build_array(7), 'start', '16:00', 'timezone', 'Europe/Berlin',
+                           'starts_on', '2031-01-01'), 100, 'succeeded');
+SELECT kc_flow.emit_event('PURCHASE_CONFIRMED', '00000000-0000-0000-0000-0000000b9a21',
+                          '00000000-0000-0000-0000-0000000a9a03');
+SELECT kc_flow.run_pending(1000);
+SELECT is((SELECT count(*) FROM kc_flow.student_course_purchases WHERE payment_id = '00000000-0000-0000-0000-0000000b9a21'),
+          1::bigint, 'two confirmations of one payment make one purchase');
+SELECT is((SELECT count(*) FROM kc_flow.events WHERE event_type = 'PURCHASE_CREATED'
+            AND correlation_id = '00000000-0000-0000-0000-0000000b9a21'), 1::bigint, 'and one PURCHASE_CREATED');
 SELECT is((SELECT count(*) FROM kc_flow.processed_events GROUP BY event_id, consumer HAVING count(*) > 1 LIMIT 1), NULL,
           'no event handled twice by a stage');
 
