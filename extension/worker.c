@@ -60,13 +60,17 @@ bool		kcf_am_worker = false;
 /* how often worker 0 looks for tables that outgrew their statistics (table_stats.c) */
 #define STATS_CHECK_MS 1000
 
+/*
+ * At exit: the latch goes first, so that a commit meanwhile cannot pick this
+ * worker as the idle one and wake nobody else.
+ */
 static void
 forget_latch(int code, Datum arg)
 {
+	kcf_unregister_worker_latch(DatumGetInt32(arg));
 	kcf_set_in_batch(DatumGetInt32(arg), false);
 	kcf_set_busy(DatumGetInt32(arg), false);
 	kcf_held_reset(DatumGetInt32(arg));
-	kcf_unregister_worker_latch(DatumGetInt32(arg));
 }
 
 /*
