@@ -188,16 +188,20 @@ catch_up_statistics(TimestampTz *last_check)
  * kc_flow.poll_interval_ms and refreshes the trending courses every minute,
  * in a transaction of its own, so that neither delays the commit of the
  * batch's events (a transaction that writes nothing costs no WAL flush).
+ * True when the top-up emitted events: they wait for a round, which the
+ * worker's next loop, run at once, gives them.
  */
-static void
+static bool
 housekeeping(TimestampTz *last_top_up, TimestampTz *last_housekeeping)
 {
 	bool		top_up = TimestampDifferenceExceeds(*last_top_up, GetCurrentTimestamp(), kcf_poll_interval_ms);
 	bool		trending = TimestampDifferenceExceeds(*last_housekeeping, GetCurrentTimestamp(),
 													  HOUSEKEEPING_INTERVAL_MS);
 
+	int			emitted = 0;
+
 	if (!top_up && !trending)
-		return;
+		return false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -205,7 +209,7 @@ housekeeping(TimestampTz *last_top_up, TimestampTz *last_housekeeping)
 	if (top_up)
 	{
 		pgstat_report_activity(STATE_RUNNING, "kc_flow: topping up rolling sessions");
-		kcf_top_up_rolling_sessions();
+		emitted = kcf_top_up_rolling_sessions();
 		*last_top_up = GetCurrentTimestamp();
 	}
 	if (trending)
@@ -219,6 +223,7 @@ housekeeping(TimestampTz *last_top_up, TimestampTz *last_housekeeping)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	return emitted > 0;
 }
 
 /*
@@ -405,7 +410,8 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		sleep_ms = next_due_apart(sleep_ms);
 	if (worker == 0)
 	{
-		housekeeping(last_top_up, last_housekeeping);
+		if (housekeeping(last_top_up, last_housekeeping))
+			sleep_ms = 0;
 		rotate_ring(&rings[0]);
 		rotate_ring(&rings[1]);
 		catch_up_statistics(last_stats_check);
