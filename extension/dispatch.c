@@ -354,6 +354,7 @@ typedef struct KcfSessionsSet
 	const Datum *allocations;
 } KcfSessionsSet;
 
+/* The sessions stage of the set, for kcf_in_subtransaction. */
 static bool
 sessions_set_step(void *arg)
 {
@@ -402,7 +403,8 @@ run_sessions_set(const KcfJob *jobs, const Datum *allocations, int n)
 		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 		ReThrowError(edata);
 	ereport(LOG,
-			(errmsg("kc_flow: the sessions stage of %d events failed as a set, each is handled on its own", n),
+			(errcode(edata->sqlerrcode),
+			 errmsg("kc_flow: the sessions stage of %d events failed as a set, each is handled on its own", n),
 			 errdetail("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message)));
 	FreeErrorData(edata);
 	for (int i = 0; i < n; i++)
@@ -419,6 +421,7 @@ typedef struct KcfPurchaseSet
 	bool		plain;			/* every event was the plain case: the set was kept */
 } KcfPurchaseSet;
 
+/* The purchase stage of the set, for kcf_in_subtransaction; set->plain says whether it was kept. */
 static bool
 purchase_set_step(void *arg)
 {
@@ -461,7 +464,8 @@ run_purchase_set(KcfJob *jobs, int *n)
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(edata);
 		ereport(LOG,
-				(errmsg("kc_flow: the purchase stage of %d events failed as a set, each is handled on its own", set.n),
+				(errcode(edata->sqlerrcode),
+				 errmsg("kc_flow: the purchase stage of %d events failed as a set, each is handled on its own", set.n),
 				 errdetail("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message)));
 		FreeErrorData(edata);
 		return 0;
@@ -494,9 +498,9 @@ run_purchase_set(KcfJob *jobs, int *n)
  * transaction (SPI connected): first the purchase stage of the claimed
  * PURCHASE_CONFIRMED events as a set (run_purchase_set), then each job with
  * the follow-ups it emits, except the sessions stage of the allocations
- * approved here, which runs for all of them at the end (run_sessions_set).  Returns how many were handled,
- * follow-up events included; *claimed tells how many were claimed from the
- * queue.
+ * approved here, which runs for all of them at the end (run_sessions_set).
+ * Returns how many were handled, follow-up events included; *claimed tells
+ * how many were claimed from the queue.
  */
 int
 kcf_dispatch_batch(int max_jobs, int *claimed)

@@ -10,9 +10,9 @@
  * for the first table's lock and taking the others' without waiting, so
  * that it never waits while holding one; a lock not free gives them all up
  * and the rotation tries again, for kc_flow.rotation_lock_timeout, 200 ms by
- * default, in all), the ring copies the rows that must stay into the current slot (its carry
- * function), the oldest slots are TRUNCATEd and the generation advances, so
- * that they become current.  One rotator per ring at
+ * default, in all), the ring copies the rows that must stay into the current
+ * slot (its carry function), the oldest slots are TRUNCATEd and the
+ * generation advances, so that they become current.  One rotator per ring at
  * a time (an advisory lock).  Rotation refuses to run in REPEATABLE READ: the
  * copy must read with a snapshot taken after the lock, when every writer and
  * reader of the oldest slots has ended.

@@ -67,7 +67,9 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
  * same subquery, SKIP LOCKED: a fitting trainer that another transaction
  * holds (a worker's batch that booked it and has not committed) yields no
  * row and the next in the ranking is checked.  The lock re-reads the latest
- * version of the row and checks its capacity again.
+ * version of the row and checks its capacity again.  The outer ORDER BY must
+ * stay c's own order, so that no Sort is planned above the join: a Sort would
+ * run f, and take its lock, for every fitting trainer before LIMIT 1.
  */
 #define ELIGIBLE_TRAINERS_SQL(lock) \
 	"SELECT f.id FROM (" \

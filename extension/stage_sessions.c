@@ -119,9 +119,7 @@ copy_elements(Datum array, Oid type, Datum *elems, int n)
 	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
 	deconstruct_array(DatumGetArrayTypeP(array), type, typlen, typbyval, typalign, &items, NULL, &found);
 	if (found != n)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("a plan's columns disagree: %d elements where it has %d sessions", found, n)));
+		elog(ERROR, "a plan's columns disagree: %d elements where it has %d sessions", found, n);
 	memcpy(elems, items, sizeof(Datum) * n);
 }
 

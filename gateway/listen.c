@@ -125,7 +125,6 @@ push_without_redis(kc_listener *l)
 	return rc >= 0 || PQstatus(l->conn) == CONNECTION_OK;
 }
 
-/* Serves one connection until it fails or the listener stops. */
 /*
  * Handles the notifications libpq holds; true when one asks for a catch-up.
  * Those that arrived while one of our own queries ran (a catch-up, a health
@@ -147,6 +146,7 @@ take_notifies(kc_listener *l)
 	return notified;
 }
 
+/* Serves one connection until it fails or the listener stops. */
 static void
 serve_connection(kc_listener *l)
 {
