@@ -24,15 +24,7 @@
 #include "setassoc.h"
 #include "websocket.h"
 
-static int failures;
-
-static void
-check(int cond, const char *name)
-{
-	printf("%s - %s\n", cond ? "ok" : "not ok", name);
-	if (!cond)
-		failures++;
-}
+#include "../lib/tap_check.h"
 
 /* True when m names the route labelled label. */
 static int

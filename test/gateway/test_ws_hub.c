@@ -22,18 +22,10 @@
 #include "log.h"
 #include "ws_hub.h"
 
+#include "../lib/tap_check.h"
+
 #define QUEUE 4
 #define STUDENT "11111111-1111-4111-8111-111111111111"
-
-static int	failures;
-
-static void
-check(int cond, const char *name)
-{
-	printf("%s - %s\n", cond ? "ok" : "not ok", name);
-	if (!cond)
-		failures++;
-}
 
 static long long
 no_position(void *arg)
