@@ -548,11 +548,31 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	return handled;
 }
 
-/* Milliseconds until the next queued event is due; -1 when the queue is empty. */
+/*
+ * Milliseconds until the next queued event is due, for a worker after a
+ * batch that claimed less than it could; -1 when nothing is due later.
+ *
+ * Only rows due from the start of that batch's transaction on (batch_start)
+ * are read: a row due before it that is still there was not claimable by
+ * the batch's claim, which took every visible, unlocked due row.  It is held
+ * by the other worker, which handles it and reads its own retries and
+ * deferrals (due after its batch began) in its own next-due read; or it
+ * committed after the claim, and such a commit sets a waiting worker's latch
+ * (emit.c), so the sleep ends at once.  Rows the batch queued, deferred or
+ * rescheduled are due at its start or later and count.  The bound keeps the
+ * read off the front of event_queue's index on run_after, where the handled
+ * rows' dead entries are: under a held xmin horizon nothing removes them
+ * until the ring truncates their table, and reading min(run_after) from the
+ * front walked them all after every batch, each a heap visit and a
+ * multixact lookup (20% of the workers' samples in the soak's held phase,
+ * docs/benchmarks.md).
+ */
 int64
-kcf_next_due_ms(void)
+kcf_next_due_ms(TimestampTz batch_start)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		values[1];
 	bool		isnull;
 	int64		ms;
 
@@ -560,9 +580,10 @@ kcf_next_due_ms(void)
 			 "SELECT CASE WHEN min(run_after) IS NOT NULL THEN"
 			 "         greatest(0, ceil(extract(epoch FROM min(run_after) - clock_timestamp()) * 1000))::bigint"
 			 "       END"
-			 "  FROM kc_flow.event_queue",
-			 0, NULL);
-	kcf_exec(plan, NULL, NULL, 1);
+			 "  FROM kc_flow.event_queue WHERE run_after >= $1",
+			 1, types);
+	values[0] = TimestampTzGetDatum(batch_start);
+	kcf_exec(plan, values, NULL, 1);
 	ms = kcf_get_int64(0, 1, &isnull);
 	return isnull ? -1 : ms;
 }
