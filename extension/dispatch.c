@@ -21,6 +21,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/itemptr.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(kcf_run_pending);
@@ -62,24 +63,47 @@ stage_for(const char *consumer)
 	return NULL;				/* keep compiler quiet */
 }
 
-/* Claims up to max due jobs; their queue rows stay locked until commit. */
+/*
+ * Claims up to max due jobs and deletes their queue rows, in the batch's own
+ * transaction: until it commits they stay locked (other workers skip them),
+ * and when it rolls back they come back as they were.  A job whose stage
+ * fails puts its row back (record_failure); one that defers queues a new one
+ * (defer_job).  Deleted here rather than in the job's subtransaction
+ * (record_handled, which still deletes the follow-ups a stage queued in the
+ * batch): a row locked by the transaction and deleted by its subtransaction
+ * gets a multixact as its xmax, and under a held xmin horizon every claim
+ * and every statement that scans the queue walks those dead rows, each
+ * visibility check a multixact lookup (docs/extension.md, "Storage under a
+ * held horizon").  Each claimed row is deleted by its table and tid, a TID
+ * scan whatever the statistics say (one statement for all of them, with
+ * the tids in an array, was planned as a scan of every slot).
+ */
 static int
 claim_jobs(KcfJob *jobs, int max)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr delete_plan = NULL;
 	Oid			types[1] = {INT4OID};
+	Oid			delete_types[2] = {OIDOID, TIDOID};
 	Datum		values[1];
+	Datum	   *tables;
+	ItemPointerData *tids;
 	int			n;
 
 	kcf_plan(&plan,
-			 "SELECT q.event_id, e.event_type, q.consumer, q.attempts, q.deferrals"
+			 "SELECT q.event_id, e.event_type, q.consumer, q.attempts, q.deferrals, q.tableoid, q.ctid"
 			 "  FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id"
 			 " WHERE q.run_after <= clock_timestamp()"
 			 " ORDER BY q.run_after, q.event_id"
 			 " LIMIT $1 FOR UPDATE OF q SKIP LOCKED",
 			 1, types);
+	kcf_plan(&delete_plan,
+			 "DELETE FROM kc_flow.event_queue WHERE tableoid = $1 AND ctid = $2",
+			 2, delete_types);
 	values[0] = Int32GetDatum(max);
 	n = kcf_exec(plan, values, NULL, 0);
+	tables = palloc(sizeof(Datum) * Max(n, 1));
+	tids = palloc(sizeof(ItemPointerData) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -89,18 +113,30 @@ claim_jobs(KcfJob *jobs, int max)
 		jobs[i].consumer = kcf_get_text(i, 3);
 		jobs[i].attempts = DatumGetInt32(kcf_get_datum(i, 4, &isnull));
 		jobs[i].deferrals = DatumGetInt32(kcf_get_datum(i, 5, &isnull));
+		tables[i] = kcf_get_datum(i, 6, &isnull);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(kcf_get_datum(i, 7, &isnull)), &tids[i]);
 	}
+	for (int i = 0; i < n; i++)
+	{
+		Datum		args[2] = {tables[i], PointerGetDatum(&tids[i])};
+
+		kcf_exec(delete_plan, args, NULL, 0);
+	}
+	pfree(tables);
+	pfree(tids);
 	return n;
 }
 
 /*
  * Records the job as handled: its processed_events row and the removal of its
- * queue row, done before the stage runs so that it commits (or rolls back)
- * with the stage's effect.  False when a row was there already: the event was
- * handled before and the stage must not run again.  processed_events is a
- * ring of tables (log_ring.c) whose unique key holds within one table only,
- * so the mark is looked for in all of them first; what makes a stage run once
- * is the claimed queue row, locked by us and deleted here.
+ * queue row (a follow-up's, queued in this batch; a claimed job's row was
+ * deleted by the claim), done before the stage runs so that it commits (or
+ * rolls back) with the stage's effect.  False when a row was there already:
+ * the event was handled before and the stage must not run again.
+ * processed_events is a ring of tables (log_ring.c) whose unique key holds
+ * within one table only, so the mark is looked for in all of them first;
+ * what makes a stage run once is the queue row, deleted by this batch's
+ * transaction and invisible to other workers' claims until it ends.
  */
 static bool
 record_handled(const KcfJob *job)
@@ -218,8 +254,8 @@ static void
 record_failure(const KcfJob *job, ErrorData *edata)
 {
 	static SPIPlanPtr retry_plan = NULL;
-	Oid			types[6] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[6];
+	Oid			types[7] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	Datum		values[7];
 	int			attempts = job->attempts + 1;
 	const char *sqlstate = unpack_sql_state(edata->sqlerrcode);
 	bool		permanent = is_permanent(edata->sqlerrcode);
@@ -228,18 +264,25 @@ record_failure(const KcfJob *job, ErrorData *edata)
 	{
 		int64		delay = retry_delay_ms(attempts);
 
+		/* a claimed job's row was deleted by the claim: it is queued again */
 		kcf_plan(&retry_plan,
-				 "UPDATE kc_flow.event_queue"
-				 "   SET attempts = $3, last_sqlstate = $4, last_error = $5,"
-				 "       run_after = clock_timestamp() + make_interval(secs => $6::bigint / 1000.0)"
-				 " WHERE event_id = $1 AND consumer = $2",
-				 6, types);
+				 "WITH u AS ("
+				 "  UPDATE kc_flow.event_queue"
+				 "     SET attempts = $3, last_sqlstate = $4, last_error = $5,"
+				 "         run_after = clock_timestamp() + make_interval(secs => $6::bigint / 1000.0)"
+				 "   WHERE event_id = $1 AND consumer = $2 RETURNING 1)"
+				 " INSERT INTO kc_flow.event_queue"
+				 "   (event_id, consumer, attempts, deferrals, last_sqlstate, last_error, run_after)"
+				 " SELECT $1, $2, $3, $7, $4, $5, clock_timestamp() + make_interval(secs => $6::bigint / 1000.0)"
+				 "  WHERE NOT EXISTS (SELECT 1 FROM u)",
+				 7, types);
 		values[0] = Int64GetDatum(job->event_id);
 		values[1] = CStringGetTextDatum(job->consumer);
 		values[2] = Int32GetDatum(attempts);
 		values[3] = CStringGetTextDatum(sqlstate);
 		values[4] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
 		values[5] = CStringGetTextDatum(psprintf(INT64_FORMAT, delay));
+		values[6] = Int32GetDatum(job->deferrals);
 		kcf_exec(retry_plan, values, NULL, 0);
 		ereport(LOG,
 				(errmsg("kc_flow: %s stage failed on event " INT64_FORMAT " (%s), attempt %d of %d, retry in " INT64_FORMAT " ms: %s",
@@ -548,11 +591,31 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	return handled;
 }
 
-/* Milliseconds until the next queued event is due; -1 when the queue is empty. */
+/*
+ * Milliseconds until the next queued event is due, for a worker after a
+ * batch that claimed less than it could; -1 when nothing is due later.
+ *
+ * Only rows due from the start of that batch's transaction on (batch_start)
+ * are read: a row due before it that is still there was not claimable by
+ * the batch's claim, which took every visible, unlocked due row.  It is held
+ * by the other worker, which handles it and reads its own retries and
+ * deferrals (due after its batch began) in its own next-due read; or it
+ * committed after the claim, and such a commit sets a waiting worker's latch
+ * (emit.c), so the sleep ends at once.  Rows the batch queued, deferred or
+ * rescheduled are due at its start or later and count.  The bound keeps the
+ * read off the front of event_queue's index on run_after, where the handled
+ * rows' dead entries are: under a held xmin horizon nothing removes them
+ * until the ring truncates their table, and reading min(run_after) from the
+ * front walked them all after every batch, each a heap visit and a
+ * multixact lookup (20% of the workers' samples in the soak's held phase,
+ * docs/benchmarks.md).
+ */
 int64
-kcf_next_due_ms(void)
+kcf_next_due_ms(TimestampTz batch_start)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		values[1];
 	bool		isnull;
 	int64		ms;
 
@@ -560,9 +623,10 @@ kcf_next_due_ms(void)
 			 "SELECT CASE WHEN min(run_after) IS NOT NULL THEN"
 			 "         greatest(0, ceil(extract(epoch FROM min(run_after) - clock_timestamp()) * 1000))::bigint"
 			 "       END"
-			 "  FROM kc_flow.event_queue",
-			 0, NULL);
-	kcf_exec(plan, NULL, NULL, 1);
+			 "  FROM kc_flow.event_queue WHERE run_after >= $1",
+			 1, types);
+	values[0] = TimestampTzGetDatum(batch_start);
+	kcf_exec(plan, values, NULL, 1);
 	ms = kcf_get_int64(0, 1, &isnull);
 	return isnull ? -1 : ms;
 }

@@ -169,7 +169,7 @@ typedef struct KcfStageResult
 } KcfStageResult;
 
 extern int	kcf_dispatch_batch(int max_jobs, int *claimed);
-extern int64 kcf_next_due_ms(void);
+extern int64 kcf_next_due_ms(TimestampTz batch_start);
 
 /* payload.c: reading an event's payload */
 extern Datum kcf_event_uuid(const KcfEvent *event, const char *key);

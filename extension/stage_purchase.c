@@ -156,7 +156,8 @@ kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result)
 }
 
 /*
- * The purchase stage for n PURCHASE_CONFIRMED events at once: records each as
+ * The purchase stage for n PURCHASE_CONFIRMED events at once, claimed by the
+ * batch (whose claim deleted their queue rows, dispatch.c): records each as
  * handled unless it was before, and makes each one's purchase, emitting their
  * PURCHASE_CREATED events in one statement; next_events[i] is event i's, 0
  * when it was handled before.  False when any event is not the plain case:
@@ -190,7 +191,6 @@ kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events)
 			 "   WHERE (SELECT 1 FROM kc_flow.processed_events x"
 			 "           WHERE x.event_id = j.event_id AND x.consumer = 'purchase' LIMIT 1) IS NULL"
 			 "  ON CONFLICT DO NOTHING RETURNING event_id),"
-			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = ANY ($1)),"
 			 " pay AS ("
 			 "  SELECT j.o, p.id, p.student_id, p.course_id, p.purchase_tier"
 			 "    FROM j JOIN m ON m.event_id = j.event_id"

@@ -228,13 +228,13 @@ housekeeping(TimestampTz *last_top_up, TimestampTz *last_housekeeping)
 
 /*
  * After a batch that handled events: how long the worker may sleep, at most
- * sleep_ms, until the next queued event is due, read in a short read-only
- * transaction.  Read in the batch transaction, the queue's index (full of
- * the entries of rows just handled) delayed that batch's commit by up to
- * 15 ms at 300 purchases/s.
+ * sleep_ms, until the next queued event due from the batch's start on
+ * (kcf_next_due_ms) is due, read in a short read-only transaction.  Read in
+ * the batch transaction, the queue's index (full of the entries of rows just
+ * handled) delayed that batch's commit by up to 15 ms at 300 purchases/s.
  */
 static long
-next_due_apart(long sleep_ms)
+next_due_apart(long sleep_ms, TimestampTz batch_start)
 {
 	int64		due_ms;
 
@@ -242,7 +242,7 @@ next_due_apart(long sleep_ms)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	if ((due_ms = kcf_next_due_ms()) >= 0 && due_ms < sleep_ms)
+	if ((due_ms = kcf_next_due_ms(batch_start)) >= 0 && due_ms < sleep_ms)
 		sleep_ms = (long) due_ms;
 	SPI_finish();
 	PopActiveSnapshot();
@@ -306,10 +306,12 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 	int64		due_ms;
 	bool		log;
 	KcfRound	round;
+	TimestampTz batch_start;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	batch_start = GetCurrentTransactionStartTimestamp();
 
 	if (!OidIsValid(get_extension_oid("kc_flow", true)))
 	{
@@ -363,7 +365,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		kcf_wake_workers();
 		sleep_ms = 0;
 	}
-	else if (handled == 0 && (due_ms = kcf_next_due_ms()) >= 0 && due_ms < sleep_ms)
+	else if (handled == 0 && (due_ms = kcf_next_due_ms(batch_start)) >= 0 && due_ms < sleep_ms)
 		sleep_ms = (long) due_ms;	/* a batch's own: after its commit (next_due_apart) */
 	if (log && kcf_sequence_in_batch)
 	{
@@ -407,7 +409,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 		CommitTransactionCommand();
 	}
 	if (handled > 0 && sleep_ms > 0)
-		sleep_ms = next_due_apart(sleep_ms);
+		sleep_ms = next_due_apart(sleep_ms, batch_start);
 	if (worker == 0)
 	{
 		if (housekeeping(last_top_up, last_housekeeping))

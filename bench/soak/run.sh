@@ -14,6 +14,7 @@
 # a time): soak.py samples each ring's total every 5 s and compares the peak over the last
 # minute with the peak over minute 1-2.
 #   --seconds N (600)  --rate R (150)  KC_BENCH_CONF (extra postgresql.conf lines, ';')
+#   KC_SOAK_PROFILE=PREFIX (perf on the workers for 30 s mid-phase, to PREFIX.held/.free; soak.py)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"

@@ -21,7 +21,14 @@ sample after minute 1 and one at the end could fall on a peak and a trough.
 A ring is judged by the total of its relations sampled every 5 s: the peak
 over the last minute against the peak over minute 1-2 (at most 1.2x).  The
 log's ring rotates by age (every half of kc_flow.event_retention); run.sh
-sets a 30 s retention, so that it reaches its steady size within the run."""
+sets a 30 s retention, so that it reaches its steady size within the run.
+
+Each phase also reports the kc_flow workers' CPU (user + system, from /proc)
+per purchase over the run.  KC_SOAK_PROFILE=PREFIX: perf records the two
+workers for 30 s in the middle of each phase (call graphs, dwarf) and writes
+the workers' share of each part of the pipeline and perf's report, inclusive
+and self time per symbol, to PREFIX.held and PREFIX.free (bench/pipeline's
+KC_BENCH_PROFILE does the same for its saturation run)."""
 import json
 import os
 import re
@@ -33,9 +40,77 @@ import time
 sys.path.insert(0, os.path.join(os.environ.get("KC_ROOT", "."), "bench", "pipeline"))
 sys.path.insert(0, os.path.join(os.environ.get("KC_ROOT", "."), "test", "pipeline"))
 from kcflow_test import World, Listener, connect, one, rows, run, wait_workers  # noqa: E402
-from pipeline_bench import percentile  # noqa: E402
+from pipeline_bench import PROFILE_PARTS, cpu_seconds, percentile  # noqa: E402
 
 TMP = os.environ.get("KC_BENCH_TMP", "/tmp")
+PROFILE = os.environ.get("KC_SOAK_PROFILE")
+PROFILE_SECONDS = 30
+
+
+def record_profile(pids, mode):
+    """perf record on the workers for PROFILE_SECONDS; returns (process, data file)."""
+    data = os.path.join(TMP, "perf-%s.data" % mode)
+    return subprocess.Popen(["perf", "record", "-q", "-F", "250", "--call-graph", "dwarf,16384",
+                             "-o", data, "-p", ",".join(str(p) for p in pids), "--", "sleep",
+                             str(PROFILE_SECONDS)], stdout=subprocess.DEVNULL), data
+
+
+# functions whose samples write_profile also splits by the kc_flow code they ran under
+MARKERS = ["GetMultiXactIdMembers", "HeapTupleSatisfiesVisibility", "heap_hot_search_buffer", "standard_planner"]
+
+
+def chains(script):
+    """The samples of `perf script -F ip,sym,dso`: for each, [(symbol, dso)], innermost first."""
+    chain = []
+    for line in script.splitlines() + [""]:
+        if not line.strip():
+            if chain:
+                yield chain
+            chain = []
+            continue
+        sym, _, dso = (line.split(None, 1) + [""])[1].rpartition(" (")
+        chain.append((sym.split("+")[0], dso))
+
+
+def kc_frames(chain):
+    """The sample's innermost two frames of kc_flow's own code (SPI helpers left out): the
+    statement or step it was in, and its caller."""
+    own = [s for s, dso in chain if "kc_flow.so" in dso and s not in ("kcf_exec", "kcf_in_subtransaction")]
+    return " < ".join(own[:2]) or "(outside kc_flow)"
+
+
+def write_profile(data, path):
+    """The share of the workers' samples in each of PROFILE_PARTS (inclusive); the samples by
+    the kc_flow code they ran in, all and those in each of MARKERS; then perf's report of
+    inclusive and of self time per symbol, to path."""
+    script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym,dso"], capture_output=True,
+                            text=True).stdout
+    samples, hits = 0, dict.fromkeys(PROFILE_PARTS, 0)
+    where = {m: {} for m in [None] + MARKERS}
+    for chain in chains(script):
+        samples += 1
+        names = set(s for s, _ in chain)
+        for part in PROFILE_PARTS:
+            hits[part] += part in names
+        frames = kc_frames(chain)
+        for m in [None] + MARKERS:
+            if m is None or m in names:
+                where[m][frames] = where[m].get(frames, 0) + 1
+    with open(path, "w") as f:
+        f.write("workers' samples: %d\n" % samples)
+        for part in PROFILE_PARTS:
+            f.write("%-24s %5.1f%%\n" % (part, 100.0 * hits[part] / max(samples, 1)))
+        for m in [None] + MARKERS:
+            f.write("\n== %s, by the kc_flow code it ran in: %.1f%% of the samples ==\n"
+                    % (m or "all samples", 100.0 * sum(where[m].values()) / max(samples, 1)))
+            for frames, n in sorted(where[m].items(), key=lambda kv: -kv[1])[:15]:
+                f.write("%6.2f%%  %s\n" % (100.0 * n / max(samples, 1), frames))
+        for children in ("--children", "--no-children"):
+            f.write("\n== perf report %s ==\n" % children)
+            f.flush()
+            subprocess.run(["perf", "report", "-i", data, "--stdio", children, "-g", "none",
+                            "--percent-limit", "0.3", "--sort", "symbol"], stdout=f, stderr=subprocess.DEVNULL)
+
 
 def sizes(conn):
     """Every kc_flow relation with storage: {name: [bytes, dead tuples or None, kind]}."""
@@ -142,6 +217,9 @@ def phase(mode, seconds, rate, out):
 
     th = threading.Thread(target=listen, daemon=True)
     th.start()
+    workers = [r[0] for r in rows(conn, "SELECT pid FROM kc_flow.worker_status() WHERE pid <> 0")]
+    perf = None
+    cpu0 = cpu_seconds(workers)
     t0 = time.time()
     # pgbench's output goes to a file, read at the end
     driver_log = open(os.path.join(TMP, "soak_pgbench.log"), "w+")
@@ -158,11 +236,14 @@ def phase(mode, seconds, rate, out):
                         "rings": ring_bytes(conn)})
         if minute1 is None and at >= min(60, seconds / 2):
             minute1 = sizes(conn)
+        if PROFILE and perf is None and at >= (seconds - PROFILE_SECONDS) / 2:
+            perf = record_profile(workers, mode)
     driver_log.seek(0)
     if driver.returncode != 0:
         raise SystemExit("pgbench failed:\n" + driver_log.read()[-4000:])
     driver_log.close()
     t_end = time.time()
+    cpu = cpu_seconds(workers) - cpu0
     confirmed = one(conn, "SELECT count(*) FROM kc_flow.payments WHERE status = 'succeeded'")
     completed_in_run = len(done)
     # let the pipeline finish what was confirmed (at most a minute), then measure
@@ -185,10 +266,15 @@ def phase(mode, seconds, rate, out):
                                 " WHERE status = 'succeeded'"))
     lat = [(done[p] - float(succeeded[p])) * 1000 for p in done if p in succeeded]
     listener.close()
+    if perf:
+        perf[0].wait()
+        write_profile(perf[1], "%s.%s" % (PROFILE, mode))
     result = {"mode": mode, "seconds": seconds, "offered_rps": rate, "confirmed": confirmed,
               "confirmed_rps": round(confirmed / (t_end - t0), 1),
               "completed_in_run_rps": round(completed_in_run / (t_end - t0), 1),
-              "completed": len(done), "p50_ms": round(percentile(lat, 50), 1) if lat else None,
+              "completed": len(done),
+              "worker_cpu_ms": round(cpu * 1000 / completed_in_run, 3) if completed_in_run else None,
+              "p50_ms": round(percentile(lat, 50), 1) if lat else None,
               "p99_ms": round(percentile(lat, 99), 1) if lat else None,
               "minute1": minute1, "end": end, "samples": samples, "rotations": rotations}
     with open(out, "w") as f:
@@ -206,7 +292,8 @@ def report(free_path, held_path):
           % (free["seconds"], free["offered_rps"]))
     print("%-22s %12s %12s" % ("", "free", "held"))
     for key, label in (("confirmed_rps", "confirmed/s"), ("completed_in_run_rps", "sessions done/s"),
-                       ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):
+                       ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+                       ("worker_cpu_ms", "workers' CPU/purchase ms")):
         print("%-22s %12s %12s" % (label, free[key], held[key]))
     for r in (free, held):
         claims = [s["claim_ms"] for s in r["samples"]]
@@ -245,8 +332,8 @@ def report(free_path, held_path):
              ", ".join("%s %.2f" % kv for kv in growth["free"].items()),
              ", ".join("%s %.2f" % kv for kv in growth["held"].items())))
     figures = {"bench": "soak", "seconds": free["seconds"], "offered_rps": free["offered_rps"],
-               "free": {k: free[k] for k in ("confirmed_rps", "completed_in_run_rps", "p50_ms", "p99_ms")},
-               "held": {k: held[k] for k in ("confirmed_rps", "completed_in_run_rps", "p50_ms", "p99_ms")},
+               "free": {k: free[k] for k in ("confirmed_rps", "completed_in_run_rps", "p50_ms", "p99_ms", "worker_cpu_ms")},
+               "held": {k: held[k] for k in ("confirmed_rps", "completed_in_run_rps", "p50_ms", "p99_ms", "worker_cpu_ms")},
                "rps_ratio": round(rps_ratio, 3), "p99_ratio": round(p99_ratio, 3) if p99_ratio else None,
                "ring_growth_free": {k: round(v, 2) for k, v in growth["free"].items()},
                "ring_growth_held": {k: round(v, 2) for k, v in growth["held"].items()},
