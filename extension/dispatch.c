@@ -101,16 +101,29 @@ claim_jobs(KcfJob *jobs, int max)
  * handled before and the stage must not run again.  processed_events is a
  * ring of tables (log_ring.c) whose unique key holds within one table only,
  * so the mark is looked for in all of them first; what makes a stage run once
- * is the claimed queue row, locked by us and deleted here.
+ * is the claimed queue row, locked by us and deleted here.  An event this
+ * batch deferred (emit.c) and whose consumer has not run has neither a queue
+ * row nor a mark anywhere: its mark is simply inserted.
  */
 static bool
 record_handled(const KcfJob *job)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr fresh_plan = NULL;
 	Oid			types[2] = {INT8OID, TEXTOID};
 	Datum		values[2];
 	bool		isnull;
 
+	values[0] = Int64GetDatum(job->event_id);
+	values[1] = CStringGetTextDatum(job->consumer);
+	if (kcf_emit_deferred_unhandled(job->event_id))
+	{
+		kcf_plan(&fresh_plan,
+				 "INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES ($1, $2)",
+				 2, types);
+		kcf_exec(fresh_plan, values, NULL, 0);
+		return true;
+	}
 	kcf_plan(&plan,
 			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer)"
 			 "           SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM kc_flow.processed_events x"
@@ -119,8 +132,6 @@ record_handled(const KcfJob *job)
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1)"
 			 " SELECT count(*) FROM p",
 			 2, types);
-	values[0] = Int64GetDatum(job->event_id);
-	values[1] = CStringGetTextDatum(job->consumer);
 	kcf_exec(plan, values, NULL, 1);
 	return kcf_get_int64(0, 1, &isnull) > 0;
 }

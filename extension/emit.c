@@ -512,6 +512,15 @@ kcf_emit_deferred_note(int64 id, bool consumed)
 	return d != NULL;
 }
 
+/* Whether event id is deferred and its consumer has not handled it: no queue row, no mark yet. */
+bool
+kcf_emit_deferred_unhandled(int64 id)
+{
+	KcfDeferred *d = deferred_event(id);
+
+	return d != NULL && !d->consumed;
+}
+
 /* Forgets the deferred events: they were written. */
 void
 kcf_emit_deferred_forget(void)
