@@ -5,7 +5,8 @@
 -- of its payment's events (on main: 9 updates, the same ids and versions).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(9);
+SELECT plan(15);
+SET LOCAL kc_flow.retry_base_ms = 60000;   -- a retried event is not due again in this test
 
 INSERT INTO kc_flow.courses (id, title, session_minutes, is_published)
 SELECT ('00000000-0000-0000-0000-0000000c7e7' || i)::uuid, 'Course ' || i, 45, true FROM generate_series(1, 3) i;
@@ -73,6 +74,44 @@ SELECT is((SELECT count(*) FROM kc_flow.event_queue q JOIN kc_flow.events e ON e
 SELECT is((SELECT count(*) FROM kc_flow.processed_events p JOIN kc_flow.events e ON e.id = p.event_id
             WHERE p.consumer = 'sessions' AND e.student_id::text LIKE '00000000-0000-0000-0000-0000000a7e0%'),
           3::bigint, 'the three TRAINER_ALLOCATED are marked handled by the sessions stage');
+
+SELECT is((SELECT array_agg(q.deferrals || ' ' || q.attempts) FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id
+            WHERE e.student_id = '00000000-0000-0000-0000-0000000a7e03' AND e.event_type = 'PURCHASE_CREATED'),
+          ARRAY['1 0'], 'the pending purchase''s PURCHASE_CREATED has one queue row, its deferral''s');
+
+-- a batch in which one allocation fails (transient): its deferred PURCHASE_CREATED is written
+-- with its queue row, which records the failure; the other student's purchase goes through
+INSERT INTO kc_flow.students (id, display_name, timezone)
+SELECT ('00000000-0000-0000-0000-0000000a7e0' || i)::uuid, 'Student ' || i, 'Europe/Berlin' FROM generate_series(4, 5) i;
+CREATE FUNCTION pg_temp.refuse_student_4() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.student_id = '00000000-0000-0000-0000-0000000a7e04' THEN
+        RAISE EXCEPTION 'no allocation for student 4' USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_student_4 BEFORE INSERT ON kc_flow.trainer_allocations
+    FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_student_4();
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+SELECT ('00000000-0000-0000-0000-0000000b7e1' || i)::uuid, ('00000000-0000-0000-0000-0000000a7e0' || i)::uuid,
+       '00000000-0000-0000-0000-0000000c7e72', 10,
+       jsonb_build_object('weekdays', jsonb_build_array(i), 'start', '14:00', 'timezone', 'Europe/Berlin',
+                          'starts_on', '2031-01-01'), 100, 'succeeded'
+  FROM generate_series(4, 5) i;
+SELECT is(kc_flow.run_pending(1000), 5, 'two purchases, two allocations (one failing), one session generation');
+SELECT is((SELECT q.attempts || ' ' || q.last_sqlstate FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id
+            WHERE e.student_id = '00000000-0000-0000-0000-0000000a7e04' AND e.event_type = 'PURCHASE_CREATED'),
+          '1 40001', 'the failed allocation''s PURCHASE_CREATED waits for its retry on its queue row');
+SELECT is((SELECT array_agg(e.event_type || ' ' || e.version ORDER BY e.id) FROM kc_flow.events e
+            WHERE e.student_id = '00000000-0000-0000-0000-0000000a7e04'),
+          ARRAY['PURCHASE_CONFIRMED 1', 'PURCHASE_CREATED 2'], 'its events are written, versions in id order');
+SELECT is((SELECT array_agg(e.event_type || ' ' || e.version ORDER BY e.id) FROM kc_flow.events e
+            WHERE e.student_id = '00000000-0000-0000-0000-0000000a7e05'),
+          ARRAY['PURCHASE_CONFIRMED 1', 'PURCHASE_CREATED 2', 'TRAINER_ALLOCATED 3', 'SESSIONS_GENERATED 4'],
+          'the other student''s purchase goes through');
+SELECT is((SELECT count(*) FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id
+            WHERE e.student_id = '00000000-0000-0000-0000-0000000a7e05'),
+          0::bigint, 'and leaves no queue row');
 
 SELECT * FROM finish();
 ROLLBACK;
