@@ -554,6 +554,7 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	int			handled = 0;
 
 	kcf_plan_hand_over_reset();
+	kcf_emit_batch_begin();
 	n = claim_jobs(jobs, max_jobs);
 	*claimed = n;
 	handled += run_purchase_set(jobs, &n);

@@ -62,6 +62,7 @@ typedef struct KcfDeferred
 } KcfDeferred;
 
 static bool deferring = false;
+static int	batch_nest_level = 0;	/* the transaction nesting level the batch runs at */
 static MemoryContext deferred_context = NULL;
 static KcfDeferred *deferred = NULL;
 static int	n_deferred = 0;
@@ -451,6 +452,19 @@ kcf_emit_set_after_deferred(const char *event_type, int n, const Datum *correlat
 					   consumed, n_consumed);
 }
 
+/*
+ * A batch begins at the current nesting level: nothing is deferred yet, and
+ * should that level's (sub)transaction abort, what the batch deferred goes
+ * with it (kcf_subxact_callback).
+ */
+void
+kcf_emit_batch_begin(void)
+{
+	deferring = false;
+	kcf_emit_deferred_forget();
+	batch_nest_level = GetCurrentTransactionNestLevel();
+}
+
 /* Whether kcf_emit() defers its events: on while the dispatcher runs an allocation job. */
 void
 kcf_emit_defer(bool on)
@@ -622,6 +636,7 @@ kcf_xact_callback(XactEvent event, void *arg)
 				kcf_wake_workers();
 			}
 			wake_at_commit = emitted_in_xact = false;
+			batch_nest_level = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
@@ -629,9 +644,30 @@ kcf_xact_callback(XactEvent event, void *arg)
 			wake_at_commit = emitted_in_xact = false;
 			deferring = false;
 			kcf_emit_deferred_forget();
+			batch_nest_level = 0;
 			break;
 		default:
 			break;
+	}
+}
+
+/*
+ * A subtransaction at or above the batch's level aborts (run_pending() under
+ * a savepoint or an exception block, the batch failing outside its jobs):
+ * the events the batch deferred are rolled back with everything they were
+ * about.  A job's own subtransaction is deeper; the dispatcher truncates
+ * what it deferred (kcf_emit_deferred_truncate).
+ */
+static void
+kcf_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB &&
+		GetCurrentTransactionNestLevel() <= batch_nest_level)
+	{
+		deferring = false;
+		kcf_emit_deferred_forget();
+		batch_nest_level = 0;
 	}
 }
 
@@ -639,4 +675,5 @@ void
 kcf_emit_install_callbacks(void)
 {
 	RegisterXactCallback(kcf_xact_callback, NULL);
+	RegisterSubXactCallback(kcf_subxact_callback, NULL);
 }

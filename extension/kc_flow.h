@@ -144,6 +144,7 @@ extern void kcf_emit_set(const char *event_type, int n, const Datum *correlation
 extern void kcf_emit_set_after_deferred(const char *event_type, int n, const Datum *correlation_ids,
 										const Datum *student_ids, char *const *payloads,
 										const int64 *consumed, int n_consumed);
+extern void kcf_emit_batch_begin(void);
 extern void kcf_emit_defer(bool on);
 extern int	kcf_emit_deferred_count(void);
 extern void kcf_emit_deferred_truncate(int n);
