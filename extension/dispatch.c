@@ -103,27 +103,21 @@ claim_jobs(KcfJob *jobs, int max)
  * so the mark is looked for in all of them first; what makes a stage run once
  * is the claimed queue row, locked by us and deleted here.  An event this
  * batch deferred (emit.c) and whose consumer has not run has neither a queue
- * row nor a mark anywhere: its mark is simply inserted.
+ * row nor a mark anywhere: nothing is written here, and when its stage is
+ * done, its mark is written with the event's row (job_step()).
  */
 static bool
 record_handled(const KcfJob *job)
 {
 	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr fresh_plan = NULL;
 	Oid			types[2] = {INT8OID, TEXTOID};
 	Datum		values[2];
 	bool		isnull;
 
+	if (kcf_emit_deferred_unhandled(job->event_id))
+		return true;
 	values[0] = Int64GetDatum(job->event_id);
 	values[1] = CStringGetTextDatum(job->consumer);
-	if (kcf_emit_deferred_unhandled(job->event_id))
-	{
-		kcf_plan(&fresh_plan,
-				 "INSERT INTO kc_flow.processed_events (event_id, consumer) VALUES ($1, $2)",
-				 2, types);
-		kcf_exec(fresh_plan, values, NULL, 0);
-		return true;
-	}
 	kcf_plan(&plan,
 			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer)"
 			 "           SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM kc_flow.processed_events x"
@@ -303,12 +297,15 @@ job_step(void *arg)
 	KcfJobStep *step = (KcfJobStep *) arg;
 	const KcfJob *job = step->job;
 	KcfEvent	event = {job->event_id, job->event_type};
+	bool		deferred = kcf_emit_deferred_unhandled(job->event_id);
 
 	if (record_handled(job))
 	{
 		switch (stage_for(job->consumer) (&event, &step->result))
 		{
 			case KCF_DONE:
+				if (deferred)
+					kcf_emit_deferred_handled(job->event_id, job->consumer);
 				break;
 			case KCF_DEFER:
 				defer_job(job, step->result.defer_ms);

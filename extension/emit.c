@@ -20,7 +20,8 @@
  * the batch's SESSIONS_GENERATED set at the batch's end, or by
  * kcf_emit_flush() before anything else emits (so that a student's versions
  * keep the order of its ids).  A deferred event whose consumer ran in the
- * same set (the sessions stage of a TRAINER_ALLOCATED) gets no queue row.
+ * same batch gets no queue row, and gets that consumer's processed mark in
+ * the same statement when the dispatcher says so (kcf_emit_deferred_handled).
  *
  * On a 0.1.0 schema (the library is upgraded before ALTER EXTENSION), the
  * 0.1.0 behaviour instead: the id is noted for the event horizon
@@ -59,6 +60,7 @@ typedef struct KcfDeferred
 	pg_uuid_t	student_id;
 	char	   *payload;
 	bool		consumed;		/* its consumer handled it in this batch: no queue row */
+	char	   *handled_by;		/* the consumer whose processed mark it gets with its row */
 } KcfDeferred;
 
 static bool deferring = false;
@@ -266,6 +268,7 @@ defer_event(const char *event_type, Datum correlation_id, Datum student_id,
 	memcpy(&d->student_id, DatumGetUUIDP(student_id), UUID_LEN);
 	d->payload = pstrdup(payload_json ? payload_json : "{}");
 	d->consumed = false;
+	d->handled_by = NULL;
 	MemoryContextSwitchTo(old);
 	n_deferred++;
 	noted_as_emitted();
@@ -277,27 +280,32 @@ defer_event(const char *event_type, Datum correlation_id, Datum student_id,
  * same ids, versions and queue rows; a student's events get consecutive
  * versions in the order given, its cache version one update): ids[i] is the
  * event's id when taken already, else 0 and it is taken here, in order;
- * consumers[i] the consumer whose queue row it gets, NULL for none.
+ * consumers[i] the consumer whose queue row it gets, NULL for none; marks[i]
+ * the consumer whose processed mark it gets (it handled the event already),
+ * NULL for none.
  */
 static void
 emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *student_ids,
-		  const char *const *payloads, const char **consumers, int64 *ids)
+		  const char *const *payloads, const char **consumers, const char **marks, int64 *ids)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[6];
+	Oid			argtypes[7] = {INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[7];
 	Datum	   *id_datums = palloc(sizeof(Datum) * n);
 	Datum	   *type_texts = palloc(sizeof(Datum) * n);
 	Datum	   *payload_texts = palloc(sizeof(Datum) * n);
 	Datum	   *consumer_texts = palloc(sizeof(Datum) * n);
 	bool	   *consumer_nulls = palloc(sizeof(bool) * n);
+	Datum	   *mark_texts = palloc(sizeof(Datum) * n);
+	bool	   *mark_nulls = palloc(sizeof(bool) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 
 	kcf_plan_generic(&plan,
 			 "WITH i AS ("
-			 "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[])"
-			 "    WITH ORDINALITY AS u(id, event_type, correlation_id, student_id, payload, consumer, o)),"
+			 "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[])"
+			 "    WITH ORDINALITY AS u(id, event_type, correlation_id, student_id, payload, consumer, mark, o)),"
 			 " v AS ("
 			 "  INSERT INTO kc_flow.cache_versions AS c (student_id, version)"
 			 "  SELECT student_id, count(*) FROM i GROUP BY student_id"
@@ -311,9 +319,12 @@ emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *
 			 "    FROM i JOIN v ON v.student_id = i.student_id),"
 			 " q AS ("
 			 "  INSERT INTO kc_flow.event_queue (event_id, consumer)"
-			 "  SELECT i.id, i.consumer FROM i WHERE i.consumer IS NOT NULL)"
+			 "  SELECT i.id, i.consumer FROM i WHERE i.consumer IS NOT NULL),"
+			 " m AS ("
+			 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
+			 "  SELECT i.id, i.mark FROM i WHERE i.mark IS NOT NULL)"
 			 " SELECT 1",
-			 6, argtypes);
+			 7, argtypes);
 	for (int i = 0; i < n; i++)
 	{
 		if (ids[i] == 0)
@@ -323,6 +334,8 @@ emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *
 		payload_texts[i] = CStringGetTextDatum(payloads[i] ? payloads[i] : "{}");
 		consumer_nulls[i] = consumers[i] == NULL;
 		consumer_texts[i] = consumers[i] ? CStringGetTextDatum(consumers[i]) : (Datum) 0;
+		mark_nulls[i] = marks[i] == NULL;
+		mark_texts[i] = marks[i] ? CStringGetTextDatum(marks[i]) : (Datum) 0;
 	}
 	values[0] = PointerGetDatum(construct_array(id_datums, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_array(type_texts, n, TEXTOID, -1, false, TYPALIGN_INT));
@@ -330,6 +343,8 @@ emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *
 	values[3] = PointerGetDatum(construct_array((Datum *) student_ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 	values[4] = PointerGetDatum(construct_array(payload_texts, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[5] = PointerGetDatum(construct_md_array(consumer_texts, consumer_nulls, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+	values[6] = PointerGetDatum(construct_md_array(mark_texts, mark_nulls, 1, dims, lbs,
 												   TEXTOID, -1, false, TYPALIGN_INT));
 	kcf_exec(plan, values, NULL, 1);
 	noted_as_emitted();
@@ -365,6 +380,7 @@ emit_with_deferred(const char *event_type, int n, const Datum *correlation_ids,
 	Datum	   *students;
 	const char **texts;
 	const char **consumers;
+	const char **marks;
 	int64	   *ids;
 
 	if (total == 0)
@@ -386,6 +402,7 @@ emit_with_deferred(const char *event_type, int n, const Datum *correlation_ids,
 	students = palloc(sizeof(Datum) * total);
 	texts = palloc(sizeof(char *) * total);
 	consumers = palloc(sizeof(char *) * total);
+	marks = palloc0(sizeof(char *) * total);
 	ids = palloc0(sizeof(int64) * total);
 	for (int i = 0; i < n_deferred; i++)
 	{
@@ -398,6 +415,7 @@ emit_with_deferred(const char *event_type, int n, const Datum *correlation_ids,
 		texts[i] = d->payload;
 		consumers[i] = d->consumed || listed(d->id, consumed, n_consumed) ? NULL
 			: kcf_consumer_for(d->event_type);
+		marks[i] = d->handled_by;
 	}
 	for (int i = 0; i < n; i++)
 	{
@@ -407,7 +425,7 @@ emit_with_deferred(const char *event_type, int n, const Datum *correlation_ids,
 		texts[n_deferred + i] = payloads[i];
 		consumers[n_deferred + i] = consumer;
 	}
-	emit_rows(total, types, corrs, students, texts, consumers, ids);
+	emit_rows(total, types, corrs, students, texts, consumers, marks, ids);
 	if (event_ids)
 		memcpy(event_ids, ids + n_deferred, sizeof(int64) * n);
 }
@@ -524,6 +542,20 @@ kcf_emit_deferred_note(int64 id, bool consumed)
 	if (d != NULL && consumed)
 		d->consumed = true;
 	return d != NULL;
+}
+
+/*
+ * Consumer handled deferred event id in this batch (its job was done): the
+ * event gets that consumer's processed mark with its row, and no queue row.
+ */
+void
+kcf_emit_deferred_handled(int64 id, const char *consumer)
+{
+	KcfDeferred *d = deferred_event(id);
+
+	Assert(d != NULL);
+	d->consumed = true;
+	d->handled_by = MemoryContextStrdup(deferred_context, consumer);
 }
 
 /* Whether event id is deferred and its consumer has not handled it: no queue row, no mark yet. */

@@ -153,6 +153,7 @@ extern void kcf_emit_flush(void);
 extern const char *kcf_emit_deferred_payload(int64 id);
 extern bool kcf_emit_deferred_note(int64 id, bool consumed);
 extern bool kcf_emit_deferred_unhandled(int64 id);
+extern void kcf_emit_deferred_handled(int64 id, const char *consumer);
 extern void kcf_emit_install_callbacks(void);
 
 /* dispatch.c: what the dispatcher hands a stage and what the stage answers */

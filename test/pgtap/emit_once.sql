@@ -5,7 +5,7 @@
 -- of its payment's events (on main: 9 updates, the same ids and versions).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(15);
+SELECT plan(17);
 SET LOCAL kc_flow.retry_base_ms = 60000;   -- a retried event is not due again in this test
 
 INSERT INTO kc_flow.courses (id, title, session_minutes, is_published)
@@ -75,6 +75,12 @@ SELECT is((SELECT count(*) FROM kc_flow.processed_events p JOIN kc_flow.events e
             WHERE p.consumer = 'sessions' AND e.student_id::text LIKE '00000000-0000-0000-0000-0000000a7e0%'),
           3::bigint, 'the three TRAINER_ALLOCATED are marked handled by the sessions stage');
 
+SELECT is((SELECT array_agg(e.student_id::text || ' ' || e.event_type ORDER BY e.id) FROM kc_flow.processed_events p
+             JOIN kc_flow.events e ON e.id = p.event_id
+            WHERE p.consumer = 'allocation' AND e.student_id::text LIKE '00000000-0000-0000-0000-0000000a7e0%'),
+          ARRAY['00000000-0000-0000-0000-0000000a7e01 PURCHASE_CREATED', '00000000-0000-0000-0000-0000000a7e01 PURCHASE_CREATED',
+                '00000000-0000-0000-0000-0000000a7e02 PURCHASE_CREATED'],
+          'the allocation stage''s marks, written with the events: the pending one has none (it is queued again)');
 SELECT is((SELECT array_agg(q.deferrals || ' ' || q.attempts) FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id
             WHERE e.student_id = '00000000-0000-0000-0000-0000000a7e03' AND e.event_type = 'PURCHASE_CREATED'),
           ARRAY['1 0'], 'the pending purchase''s PURCHASE_CREATED has one queue row, its deferral''s');
@@ -112,6 +118,10 @@ SELECT is((SELECT array_agg(e.event_type || ' ' || e.version ORDER BY e.id) FROM
 SELECT is((SELECT count(*) FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id
             WHERE e.student_id = '00000000-0000-0000-0000-0000000a7e05'),
           0::bigint, 'and leaves no queue row');
+SELECT is((SELECT array_agg(e.student_id::text ORDER BY e.id) FROM kc_flow.processed_events p
+             JOIN kc_flow.events e ON e.id = p.event_id
+            WHERE p.consumer = 'allocation' AND e.student_id IN ('00000000-0000-0000-0000-0000000a7e04', '00000000-0000-0000-0000-0000000a7e05')),
+          ARRAY['00000000-0000-0000-0000-0000000a7e05'], 'only the allocation that was done is marked');
 
 SELECT * FROM finish();
 ROLLBACK;
