@@ -531,17 +531,21 @@ kcf_emit_deferred_payload(int64 id)
 }
 
 /*
- * Whether event id is deferred; when consumed, notes that its consumer
- * handled it in this batch (its job was kept), so that it gets no queue row.
+ * Whether event id is deferred; notes whether its consumer handled it in
+ * this batch: consumed (its job was kept), so that it gets no queue row, or
+ * not (its job was rolled back), so that it gets its queue row and no mark.
  */
 bool
 kcf_emit_deferred_note(int64 id, bool consumed)
 {
 	KcfDeferred *d = deferred_event(id);
 
-	if (d != NULL && consumed)
-		d->consumed = true;
-	return d != NULL;
+	if (d == NULL)
+		return false;
+	d->consumed = consumed;
+	if (!consumed)
+		d->handled_by = NULL;
+	return true;
 }
 
 /*
