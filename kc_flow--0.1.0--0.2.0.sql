@@ -920,3 +920,31 @@ COMMENT ON FUNCTION kc_flow.rotate_log() IS
     'rotates the event log''s ring now if its current tables have been current for half of kc_flow.event_retention, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, the first oldest table''s lock not granted within 200 ms, or another one or the log head not free at once); call it in a short transaction of its own';
 REVOKE ALL ON FUNCTION kc_flow.rotate_log() FROM PUBLIC;
 -- ==== end of storage (issue 9) ====
+
+-- ==== the plan: each weekday's dates computed, not the calendar walked (issue 10) ====
+CREATE OR REPLACE FUNCTION kc_flow.plan_sessions(slot jsonb, sessions int, session_minutes int, reference timestamptz)
+    RETURNS TABLE (seq int, local_date date, local_time time, starts_at timestamptz, ends_at timestamptz)
+    LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    -- each weekday's first date from first_day on, then every 7 days: sessions dates per weekday
+    -- at most, of which the first sessions in date order (the same dates as walking the
+    -- calendar day by day, without the ~7 rows and the isodow per session that cost)
+    WITH s AS (
+        SELECT (slot->>'start')::time AS t,
+               slot->>'timezone' AS tz,
+               coalesce((slot->>'starts_on')::date,
+                        (reference AT TIME ZONE (slot->>'timezone'))::date + 1) AS first_day)
+    SELECT (row_number() OVER (ORDER BY x.d))::int,
+           x.d,
+           s.t,
+           (x.d + s.t) AT TIME ZONE s.tz,
+           ((x.d + s.t) AT TIME ZONE s.tz) + make_interval(mins => session_minutes)
+      FROM s,
+           LATERAL (SELECT DISTINCT w.w::int AS w FROM jsonb_array_elements_text(slot->'weekdays') AS w(w)
+                     WHERE w.w::int BETWEEN 1 AND 7) wd,
+           LATERAL (SELECT s.first_day + (wd.w - extract(isodow FROM s.first_day)::int + 7) % 7 + 7 * k AS d
+                      FROM pg_catalog.generate_series(0, sessions - 1) AS k) x
+     ORDER BY x.d
+     LIMIT sessions
+$$;
+-- ==== end of the plan ====

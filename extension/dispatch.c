@@ -13,8 +13,9 @@
  * a payment usually goes from confirmation to sessions in one worker
  * transaction.  Two stages run for the whole batch at once, each as one
  * subtransaction: the purchase stage of the claimed confirmations first, the
- * sessions stage of the allocations approved in the batch last; a set that
- * fails is rolled back and its events run one at a time as above.
+ * sessions stage of the allocations approved in the batch last, which also
+ * writes the events the allocation stage deferred; a set that fails is rolled
+ * back and its events run one at a time as above.
  */
 #include "kc_flow.h"
 
@@ -136,7 +137,10 @@ claim_jobs(KcfJob *jobs, int max)
  * processed_events is a ring of tables (log_ring.c) whose unique key holds
  * within one table only, so the mark is looked for in all of them first;
  * what makes a stage run once is the queue row, deleted by this batch's
- * transaction and invisible to other workers' claims until it ends.
+ * transaction and invisible to other workers' claims until it ends.  An
+ * event this batch deferred (emit.c) and whose consumer has not run has
+ * neither a queue row nor a mark anywhere: nothing is written here, and when
+ * its stage is done, its mark is written with the event's row (job_step()).
  */
 static bool
 record_handled(const KcfJob *job)
@@ -146,6 +150,10 @@ record_handled(const KcfJob *job)
 	Datum		values[2];
 	bool		isnull;
 
+	if (kcf_emit_deferred_unhandled(job->event_id))
+		return true;
+	values[0] = Int64GetDatum(job->event_id);
+	values[1] = CStringGetTextDatum(job->consumer);
 	kcf_plan(&plan,
 			 "WITH p AS (INSERT INTO kc_flow.processed_events (event_id, consumer)"
 			 "           SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM kc_flow.processed_events x"
@@ -154,8 +162,6 @@ record_handled(const KcfJob *job)
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = $1)"
 			 " SELECT count(*) FROM p",
 			 2, types);
-	values[0] = Int64GetDatum(job->event_id);
-	values[1] = CStringGetTextDatum(job->consumer);
 	kcf_exec(plan, values, NULL, 1);
 	return kcf_get_int64(0, 1, &isnull) > 0;
 }
@@ -334,12 +340,15 @@ job_step(void *arg)
 	KcfJobStep *step = (KcfJobStep *) arg;
 	const KcfJob *job = step->job;
 	KcfEvent	event = {job->event_id, job->event_type};
+	bool		deferred = kcf_emit_deferred_unhandled(job->event_id);
 
 	if (record_handled(job))
 	{
 		switch (stage_for(job->consumer) (&event, &step->result))
 		{
 			case KCF_DONE:
+				if (deferred)
+					kcf_emit_deferred_handled(job->event_id, job->consumer);
 				break;
 			case KCF_DEFER:
 				defer_job(job, step->result.defer_ms);
@@ -353,28 +362,40 @@ job_step(void *arg)
 }
 
 /*
- * Handles one job in a subtransaction.  Fills *next with the follow-up job
- * when the stage emitted an event for a later stage, to be handled next in
- * this batch (its queue row, written by us, is invisible to other workers).
- * Returns whether there is one.
+ * Handles one job in a subtransaction, with the events it emits deferred
+ * (defer: emit.c) or not.  Fills *next with the follow-up job when the stage
+ * emitted an event for a later stage, to be handled next in this batch (its
+ * queue row, written by us, is invisible to other workers).  Returns whether
+ * there is one.
  */
 static bool
-run_job(const KcfJob *job, KcfJob *next)
+run_job(const KcfJob *job, KcfJob *next, bool defer)
 {
 	KcfJobStep	step = {job, {0}};
-	ErrorData  *edata = kcf_in_subtransaction(job_step, &step);
+	int			mark = kcf_emit_deferred_count();
+	ErrorData  *edata;
 	KcfStageResult result;
 
+	kcf_emit_defer(defer);
+	edata = kcf_in_subtransaction(job_step, &step);
+	kcf_emit_defer(false);
 	if (edata != NULL)
 	{
+		/* what the rolled-back job deferred is gone with it */
+		kcf_emit_deferred_truncate(mark);
 		/* a cancel or shutdown request is not the event's fault */
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(edata);
+		/* a deferred event's failure is recorded on its queue row: written first */
+		if (kcf_emit_deferred_note(job->event_id, false))
+			kcf_emit_flush();
 		record_failure(job, edata);
 		FreeErrorData(edata);
 		return false;
 	}
+	/* done, deferred or refused: the job took care of its queue row */
+	(void) kcf_emit_deferred_note(job->event_id, true);
 	result = step.result;
 
 	if (result.next_event == 0)
@@ -417,7 +438,7 @@ run_chain(KcfJob job)
 	KcfJob		next;
 	int			handled = 1;
 
-	while (run_job(&job, &next))
+	while (run_job(&job, &next, false))
 	{
 		CHECK_FOR_INTERRUPTS();
 		job = next;
@@ -429,9 +450,12 @@ run_chain(KcfJob job)
 /*
  * The TRAINER_ALLOCATED jobs of the batch, whose allocation stage ran in it
  * and handed over its plan: their sessions stage in one subtransaction and
- * one statement.  When that fails, it is rolled back and each job runs on its
- * own, so that only a failing event is retried or dead-lettered.  Returns how
- * many jobs were handled.
+ * one statement, and the events the batch deferred (these TRAINER_ALLOCATED
+ * among them) written with its SESSIONS_GENERATED in one more.  When that
+ * fails, it is rolled back, the deferred events are written on their own,
+ * with their queue rows, and each job runs on its own, so that only a
+ * failing event is retried or dead-lettered.  Returns how many jobs were
+ * handled.
  */
 static int
 run_sessions_set(const KcfJob *jobs, const Datum *allocations, int n)
@@ -441,7 +465,10 @@ run_sessions_set(const KcfJob *jobs, const Datum *allocations, int n)
 	int			handled = 0;
 
 	if (edata == NULL)
+	{
+		kcf_emit_deferred_forget();
 		return n;
+	}
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 		ReThrowError(edata);
@@ -450,6 +477,7 @@ run_sessions_set(const KcfJob *jobs, const Datum *allocations, int n)
 			 errmsg("kc_flow: the sessions stage of %d events failed as a set, each is handled on its own", n),
 			 errdetail("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message)));
 	FreeErrorData(edata);
+	kcf_emit_flush();
 	for (int i = 0; i < n; i++)
 		handled += run_chain(jobs[i]);
 	return handled;
@@ -491,6 +519,7 @@ run_purchase_set(KcfJob *jobs, int *n)
 	KcfPurchaseSet set = {0, events, next_events, false};
 	ErrorData  *edata;
 	int			kept = 0;
+	int			mark = kcf_emit_deferred_count();
 
 	for (int i = 0; i < *n; i++)
 		if (strcmp(jobs[i].consumer, "purchase") == 0)
@@ -500,7 +529,12 @@ run_purchase_set(KcfJob *jobs, int *n)
 		}
 	if (set.n == 0)
 		return 0;
+	/* its PURCHASE_CREATED are deferred: the allocation stage runs next, in this batch */
+	kcf_emit_defer(true);
 	edata = kcf_in_subtransaction(purchase_set_step, &set);
+	kcf_emit_defer(false);
+	if (edata != NULL || !set.plain)
+		kcf_emit_deferred_truncate(mark);
 	if (edata != NULL)
 	{
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
@@ -542,6 +576,10 @@ run_purchase_set(KcfJob *jobs, int *n)
  * PURCHASE_CONFIRMED events as a set (run_purchase_set), then each job with
  * the follow-ups it emits, except the sessions stage of the allocations
  * approved here, which runs for all of them at the end (run_sessions_set).
+ * The allocation stage's events are deferred (emit.c) and written with the
+ * sessions set's SESSIONS_GENERATED, so that a student's cache version is
+ * bumped once for both; they are written before any other job runs, so that
+ * a student's events keep their versions in the order of their ids.
  * Returns how many were handled, follow-up events included; *claimed tells
  * how many were claimed from the queue.
  */
@@ -556,6 +594,7 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	int			handled = 0;
 
 	kcf_plan_hand_over_reset();
+	kcf_emit_batch_begin();
 	n = claim_jobs(jobs, max_jobs);
 	*claimed = n;
 	handled += run_purchase_set(jobs, &n);
@@ -568,10 +607,14 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 
 		for (;;)
 		{
+			bool		allocation = strcmp(job.consumer, "allocation") == 0;
+
 			CHECK_FOR_INTERRUPTS();
 			handled++;
+			if (!allocation)
+				kcf_emit_flush();
 			(void) kcf_plan_handed_over_since(&allocation_id);
-			if (!run_job(&job, &next))
+			if (!run_job(&job, &next, allocation))
 				break;
 			if (strcmp(next.consumer, "sessions") == 0 &&
 				kcf_plan_handed_over_since(&allocation_id))
@@ -585,6 +628,7 @@ kcf_dispatch_batch(int max_jobs, int *claimed)
 	}
 	if (n_sessions > 0)
 		handled += run_sessions_set(sessions, allocations, n_sessions);
+	kcf_emit_flush();
 	pfree(jobs);
 	pfree(sessions);
 	pfree(allocations);

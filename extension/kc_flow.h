@@ -141,6 +141,19 @@ extern int64 kcf_emit(const char *event_type, Datum correlation_id,
 					  Datum student_id, const char *payload_json);
 extern void kcf_emit_set(const char *event_type, int n, const Datum *correlation_ids,
 						 const Datum *student_ids, char *const *payloads, int64 *event_ids);
+extern void kcf_emit_set_after_deferred(const char *event_type, int n, const Datum *correlation_ids,
+										const Datum *student_ids, char *const *payloads,
+										const int64 *consumed, int n_consumed);
+extern void kcf_emit_batch_begin(void);
+extern void kcf_emit_defer(bool on);
+extern int	kcf_emit_deferred_count(void);
+extern void kcf_emit_deferred_truncate(int n);
+extern void kcf_emit_deferred_forget(void);
+extern void kcf_emit_flush(void);
+extern const char *kcf_emit_deferred_payload(int64 id);
+extern bool kcf_emit_deferred_note(int64 id, bool consumed);
+extern bool kcf_emit_deferred_unhandled(int64 id);
+extern void kcf_emit_deferred_handled(int64 id, const char *consumer);
 extern void kcf_emit_install_callbacks(void);
 
 /* dispatch.c: what the dispatcher hands a stage and what the stage answers */

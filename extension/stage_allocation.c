@@ -258,12 +258,18 @@ bookings_per_allocation(void)
 
 #define BOOK_SQL(approve, book) \
 	"WITH a AS (" approve "), b AS (" book ")" \
-	" SELECT a.id, jsonb_build_object('allocation_id', a.id, 'purchase_id', a.purchase_id," \
-	"   'trainer_id', a.trainer_id, 'course_id', a.course_id)::text FROM a"
+	" SELECT a.id FROM a"
+
+static char *
+uuid_text(Datum uuid)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, uuid));
+}
 
 /*
  * Books the plan on the trainer and approves the allocation, in one statement
- * with the allocation's insert or update; emits TRAINER_ALLOCATED.  False
+ * with the allocation's insert or update; emits TRAINER_ALLOCATED, its payload
+ * made here from what the stage knows.  False
  * when a new allocation was made by another transaction meanwhile.
  */
 static bool
@@ -296,7 +302,10 @@ book_trainer(Allocation *alloc, Datum trainer_id, const KcfPlan *plan, int64 *ne
 		return false;
 	alloc->id = kcf_get_datum(0, 1, &isnull);
 	kcf_plan_hand_over(alloc->id, plan);
-	*next_event = kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id, kcf_get_text(0, 2));
+	*next_event = kcf_emit("TRAINER_ALLOCATED", alloc->payment_id, alloc->student_id,
+						   psprintf("{\"allocation_id\":\"%s\",\"purchase_id\":\"%s\",\"trainer_id\":\"%s\",\"course_id\":\"%s\"}",
+									uuid_text(alloc->id), uuid_text(alloc->purchase_id),
+									uuid_text(trainer_id), uuid_text(alloc->course_id)));
 	return true;
 }
 

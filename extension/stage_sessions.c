@@ -139,8 +139,9 @@ make_array(Datum *elems, int n, Oid type)
  * (event_ids, with the allocations they approved and whose plans were handed
  * over in this batch): records each as handled unless it was before, inserts
  * the sessions each is due as generate_sessions() does, and emits one
- * SESSIONS_GENERATED per allocation that got any.  Returns how many were
- * emitted.  An error leaves it to the caller to roll back and to run each
+ * SESSIONS_GENERATED per allocation that got any, in one statement with the
+ * events the batch deferred (emit.c), the n TRAINER_ALLOCATED among them
+ * without queue rows.  Returns how many SESSIONS_GENERATED were emitted.  An error leaves it to the caller to roll back and to run each
  * event on its own (kcf_stage_sessions).
  */
 int
@@ -258,7 +259,8 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 		students[i] = SPI_datumTransfer(kcf_get_datum(i, 2, &isnull), false, sizeof(pg_uuid_t));
 		payloads[i] = kcf_get_text(i, 3);
 	}
-	kcf_emit_set("SESSIONS_GENERATED", found, payments, students, payloads, NULL);
+	/* with the batch's deferred events: its TRAINER_ALLOCATED, whose queue rows the set took */
+	kcf_emit_set_after_deferred("SESSIONS_GENERATED", found, payments, students, payloads, event_ids, n);
 	return found;
 }
 

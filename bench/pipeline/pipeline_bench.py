@@ -13,11 +13,12 @@ worker, then the batch up to its round). Ends with one line of JSON holding the 
 
 KC_BENCH_PROFILE=FILE: perf records the kc_flow workers during the
 saturation run (call graphs, dwarf) and writes its report, inclusive time
-per symbol, to FILE.
+per symbol, to FILE, and the samples to FILE.data.
 
 Run by bench/pipeline/run.sh, which starts the throwaway cluster."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -181,16 +182,19 @@ def start_profile(conn):
 # stage's steps, emitting, the log's round, committing
 PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_purchase_set", "kcf_stage_allocation",
                  "kcf_plan_of_purchase", "best_trainer", "book_trainer", "kcf_stage_sessions",
-                 "kcf_stage_sessions_set", "kcf_plan_of_allocation", "kcf_emit", "kcf_emit_set", "kcf_sequence",
+                 "kcf_stage_sessions_set", "kcf_plan_of_allocation", "kcf_emit", "kcf_emit_set",
+                 "kcf_emit_set_after_deferred", "kcf_emit_flush", "kcf_event_uuid", "kcf_sequence",
                  "CommitTransaction"]
 
 
 def stop_profile(perf):
     """Stops perf and writes to PROFILE the share of the workers' samples in each of
-    PROFILE_PARTS, then perf's own report (inclusive share per symbol)."""
+    PROFILE_PARTS, then perf's own report (inclusive share per symbol); the samples
+    themselves go to PROFILE.data (perf report -i PROFILE.data)."""
     proc, data = perf
     proc.send_signal(2)
     proc.wait()
+    shutil.copy(data, PROFILE + ".data")
     script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True, text=True).stdout
     samples, hits, chain = 0, dict.fromkeys(PROFILE_PARTS, 0), set()
     for line in script.splitlines() + [""]:

@@ -7,20 +7,25 @@ CREATE FUNCTION kc_flow.plan_sessions(slot jsonb, sessions int, session_minutes 
     RETURNS TABLE (seq int, local_date date, local_time time, starts_at timestamptz, ends_at timestamptz)
     LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
+    -- each weekday's first date from first_day on, then every 7 days: sessions dates per weekday
+    -- at most, of which the first sessions in date order (the same dates as walking the
+    -- calendar day by day, without the ~7 rows and the isodow per session that cost)
     WITH s AS (
         SELECT (slot->>'start')::time AS t,
                slot->>'timezone' AS tz,
                coalesce((slot->>'starts_on')::date,
-                        (reference AT TIME ZONE (slot->>'timezone'))::date + 1) AS first_day,
-               ARRAY(SELECT jsonb_array_elements_text(slot->'weekdays')::int) AS days)
-    SELECT (row_number() OVER (ORDER BY d))::int,
-           d::date,
+                        (reference AT TIME ZONE (slot->>'timezone'))::date + 1) AS first_day)
+    SELECT (row_number() OVER (ORDER BY x.d))::int,
+           x.d,
            s.t,
-           (d::date + s.t) AT TIME ZONE s.tz,
-           ((d::date + s.t) AT TIME ZONE s.tz) + make_interval(mins => session_minutes)
-      FROM s, pg_catalog.generate_series(s.first_day, s.first_day + 7 * sessions + 6, interval '1 day') AS d
-     WHERE extract(isodow FROM d)::int = ANY (s.days)
-     ORDER BY d
+           (x.d + s.t) AT TIME ZONE s.tz,
+           ((x.d + s.t) AT TIME ZONE s.tz) + make_interval(mins => session_minutes)
+      FROM s,
+           LATERAL (SELECT DISTINCT w.w::int AS w FROM jsonb_array_elements_text(slot->'weekdays') AS w(w)
+                     WHERE w.w::int BETWEEN 1 AND 7) wd,
+           LATERAL (SELECT s.first_day + (wd.w - extract(isodow FROM s.first_day)::int + 7) % 7 + 7 * k AS d
+                      FROM pg_catalog.generate_series(0, sessions - 1) AS k) x
+     ORDER BY x.d
      LIMIT sessions
 $$;
 COMMENT ON FUNCTION kc_flow.plan_sessions(jsonb, int, int, timestamptz) IS
