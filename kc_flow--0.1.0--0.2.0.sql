@@ -540,6 +540,9 @@ CREATE CONSTRAINT TRIGGER bookings_hold_their_sessions
     AFTER UPDATE OF allocation_id, trainer_id, during OR DELETE ON kc_flow.trainer_bookings
     DEFERRABLE INITIALLY IMMEDIATE
     FOR EACH ROW EXECUTE FUNCTION kc_flow.check_booking_holds_sessions();
+-- the upcoming sessions of student_home are read through sessions_by_student as fast: a
+-- student's sessions are a few heap pages; the partial index only cost every session an insert
+DROP INDEX kc_flow.sessions_scheduled_by_student;
 -- ---- end of sessions (issue 10) ------------------------------------------------------
 
 -- 0.2.0's event log: positions given after commit by a sequencer (docs/extension.md,

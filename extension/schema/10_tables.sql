@@ -157,6 +157,8 @@ CREATE TABLE kc_flow.tutoring_sessions (
     -- no two scheduled sessions of one trainer overlap: each lies inside its allocation's
     -- booking (triggers, 15_session_bookings.sql), and bookings never overlap
 );
+-- every list and count of a student's sessions on the read side, the upcoming ones included
+-- (a student's sessions are a few heap pages: a partial index of the scheduled ones saved nothing)
 CREATE INDEX sessions_by_student ON kc_flow.tutoring_sessions (student_id, starts_at, id);
 COMMENT ON TABLE kc_flow.tutoring_sessions IS
     'the sessions a student will attend; scheduled_date/scheduled_time are local to the purchase''s time slot zone';
