@@ -9,8 +9,11 @@
  * Sessions that have started stay scheduled, and every scheduled session
  * must lie inside its allocation's booking (extension/schema/
  * 15_session_bookings.sql): the booking keeps their times and gives up the
- * rest, and goes when none is left.  0.1.0's bookings (a row per session,
- * until ALTER EXTENSION kc_flow UPDATE) are all deleted, as 0.1.0 did.
+ * rest, and goes when none is left.  The bookings are locked first, in a
+ * statement of their own: sessions the sessions stage was making for them
+ * are then committed and seen by the refund's statement, which cancels them.
+ * 0.1.0's bookings (a row per session, until ALTER EXTENSION kc_flow UPDATE)
+ * are all deleted, as 0.1.0 did.
  */
 #include "kc_flow.h"
 
@@ -56,6 +59,15 @@
 	"          'cancelled_sessions', (SELECT count(*) FROM se))::text" \
 	"   FROM pu"
 
+/* Locks the bookings of the live allocations of the refunded payment (event $1). */
+#define LOCK_BOOKINGS_SQL \
+	"SELECT 1 FROM kc_flow.trainer_bookings b" \
+	"  JOIN kc_flow.trainer_allocations a ON a.id = b.allocation_id" \
+	"  JOIN kc_flow.student_course_purchases pu ON pu.id = a.purchase_id" \
+	"  JOIN kc_flow.events e ON pu.payment_id = e.correlation_id" \
+	" WHERE e.id = $1 AND pu.is_active AND a.status IN ('approved', 'active')" \
+	" ORDER BY b.allocation_id FOR UPDATE OF b"
+
 KcfOutcome
 kcf_stage_refund(const KcfEvent *event, KcfStageResult *result pg_attribute_unused())
 {
@@ -68,6 +80,13 @@ kcf_stage_refund(const KcfEvent *event, KcfStageResult *result pg_attribute_unus
 	bool		per_allocation = kcf_bookings_per_allocation();
 	bool		isnull;
 
+	if (per_allocation)
+	{
+		static SPIPlanPtr lock = NULL;
+
+		kcf_plan(&lock, LOCK_BOOKINGS_SQL, 1, types);
+		kcf_exec(lock, values, NULL, 0);
+	}
 	kcf_plan(&plans[per_allocation], sql[per_allocation], 1, types);
 	if (kcf_exec(plans[per_allocation], values, NULL, 1) > 0)
 		(void) kcf_emit("PURCHASE_CANCELLED", kcf_get_datum(0, 1, &isnull),

@@ -6,10 +6,12 @@
 -- the cost of an index insert and an exclusion probe per session.  The triggers below refuse
 -- every write that would break the rule: sessions inserted (one check per statement), a session
 -- moved, given another trainer or set back to scheduled, and a booking changed or deleted while
--- a scheduled session of its allocation needs it.  The row triggers are constraint triggers,
--- DEFERRABLE INITIALLY IMMEDIATE: a transaction that moves a booking and its sessions in separate
--- statements may SET CONSTRAINTS ... DEFERRED.  A single statement (the refund stage's) is
--- checked at its end, with all its parts done.
+-- a scheduled session of its allocation needs it.  A check locks the bookings it reads (FOR NO
+-- KEY UPDATE), so two transactions cannot each miss the other's write: a booking deleted beside
+-- new sessions, or two sessions of one allocation written at once.  The row triggers are
+-- constraint triggers, DEFERRABLE INITIALLY IMMEDIATE: a transaction that moves a booking and its
+-- sessions in separate statements may SET CONSTRAINTS ... DEFERRED.  A single statement (the
+-- refund stage's) is checked at its end, with all its parts done.
 
 CREATE FUNCTION kc_flow.refuse_sessions_outside_bookings(candidates kc_flow.tutoring_sessions[])
     RETURNS void
@@ -20,6 +22,13 @@ DECLARE
     bad    kc_flow.tutoring_sessions;
     clash  record;
 BEGIN
+    -- the bookings first: a concurrent change of one waits for this transaction, and one
+    -- committed meanwhile is what the checks below read (each statement takes a new snapshot)
+    PERFORM 1 FROM kc_flow.trainer_bookings b
+      WHERE b.allocation_id = ANY (ARRAY(SELECT c.allocation_id FROM unnest(candidates) AS c
+                                          WHERE c.status = 'scheduled'))
+      ORDER BY b.allocation_id
+        FOR NO KEY UPDATE;
     SELECT s.* INTO bad
       FROM unnest(candidates) AS s
      WHERE s.status = 'scheduled'
@@ -28,11 +37,11 @@ BEGIN
                AND b.during @> tstzrange(s.starts_at, s.ends_at) LIMIT 1) IS NULL
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'scheduled session % of allocation % is outside its booking', bad.id, bad.allocation_id
+        RAISE EXCEPTION 'a scheduled session of allocation % is outside its booking', bad.allocation_id
             USING ERRCODE = 'check_violation', CONSTRAINT = 'sessions_inside_booking', TABLE = 'tutoring_sessions',
                   SCHEMA = 'kc_flow',
-                  DETAIL = format('The session (trainer %s, %s to %s) is not within the times trainer_bookings holds for allocation %s on that trainer.',
-                                  bad.trainer_id, bad.starts_at, bad.ends_at, bad.allocation_id),
+                  DETAIL = format('Session %s (trainer %s, %s to %s) is not within the times trainer_bookings holds for its allocation on that trainer.',
+                                  bad.id, bad.trainer_id, bad.starts_at, bad.ends_at),
                   HINT = 'Book the time for the allocation first (kc_flow.trainer_bookings.during), or cancel the session.';
     END IF;
     -- sorted by start, an overlap shows between neighbours
@@ -48,7 +57,7 @@ BEGIN
      WHERE x.prev_ends_at > x.starts_at
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'scheduled sessions % and % of allocation % overlap', clash.prev_id, clash.id, clash.allocation_id
+        RAISE EXCEPTION 'two scheduled sessions of allocation % overlap', clash.allocation_id
             USING ERRCODE = 'exclusion_violation', CONSTRAINT = 'sessions_inside_booking', TABLE = 'tutoring_sessions',
                   SCHEMA = 'kc_flow',
                   DETAIL = format('Session %s runs from %s to %s, session %s from %s to %s, both with trainer %s.',
