@@ -10,8 +10,9 @@
 -- KEY UPDATE), so two transactions cannot each miss the other's write: a booking deleted beside
 -- new sessions, or two sessions of one allocation written at once.  The row triggers are
 -- constraint triggers, DEFERRABLE INITIALLY IMMEDIATE: a transaction that moves a booking and its
--- sessions in separate statements may SET CONSTRAINTS ... DEFERRED.  A single statement (the
--- refund stage's) is checked at its end, with all its parts done.
+-- sessions in separate statements may SET CONSTRAINTS ... DEFERRED (new sessions need their
+-- booking first: a statement trigger cannot be deferred).  A single statement (the refund
+-- stage's) is checked at its end, with all its parts done.
 
 CREATE FUNCTION kc_flow.refuse_sessions_outside_bookings(candidates kc_flow.tutoring_sessions[])
     RETURNS void
