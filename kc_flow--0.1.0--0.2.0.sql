@@ -431,6 +431,127 @@ ALTER TABLE kc_flow.tutoring_sessions
 DROP INDEX kc_flow.sessions_by_allocation;
 -- ---- end of allocation (issue 10) ----------------------------------------------------
 
+-- ---- sessions (issue 10): a scheduled session lies inside its allocation's booking ----
+-- The GiST exclusion constraint sessions_no_trainer_overlap cost an index insert and a probe
+-- per session; the rule of 15_session_bookings.sql makes it redundant (bookings never overlap).
+-- 0.1.0's refund deleted the booking of sessions that had started and stay scheduled: they get
+-- their booking back, unless another booking of their trainer took those times meanwhile.
+INSERT INTO kc_flow.trainer_bookings (allocation_id, trainer_id, during)
+SELECT o.allocation_id, o.trainer_id, o.during
+  FROM (SELECT s.allocation_id, s.trainer_id, range_agg(tstzrange(s.starts_at, s.ends_at)) AS during
+          FROM kc_flow.tutoring_sessions s
+         WHERE s.status = 'scheduled'
+           AND NOT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b WHERE b.allocation_id = s.allocation_id)
+         GROUP BY s.allocation_id, s.trainer_id) o
+ WHERE NOT EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b
+                    WHERE b.trainer_id = o.trainer_id AND b.during && o.during);
+ALTER TABLE kc_flow.tutoring_sessions DROP CONSTRAINT sessions_no_trainer_overlap;
+CREATE FUNCTION kc_flow.refuse_sessions_outside_bookings(candidates kc_flow.tutoring_sessions[])
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    bad    kc_flow.tutoring_sessions;
+    clash  record;
+BEGIN
+    -- the bookings first: a concurrent change of one waits for this transaction, and one
+    -- committed meanwhile is what the checks below read (each statement takes a new snapshot)
+    PERFORM 1 FROM kc_flow.trainer_bookings b
+      WHERE b.allocation_id = ANY (ARRAY(SELECT c.allocation_id FROM unnest(candidates) AS c
+                                          WHERE c.status = 'scheduled'))
+      ORDER BY b.allocation_id
+        FOR NO KEY UPDATE;
+    SELECT s.* INTO bad
+      FROM unnest(candidates) AS s
+     WHERE s.status = 'scheduled'
+       AND (SELECT 1 FROM kc_flow.trainer_bookings b
+             WHERE b.allocation_id = s.allocation_id AND b.trainer_id = s.trainer_id
+               AND b.during @> tstzrange(s.starts_at, s.ends_at) LIMIT 1) IS NULL
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a scheduled session of allocation % is outside its booking', bad.allocation_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'sessions_inside_booking', TABLE = 'tutoring_sessions',
+                  SCHEMA = 'kc_flow',
+                  DETAIL = format('Session %s (trainer %s, %s to %s) is not within the times trainer_bookings holds for its allocation on that trainer.',
+                                  bad.id, bad.trainer_id, bad.starts_at, bad.ends_at),
+                  HINT = 'Book the time for the allocation first (kc_flow.trainer_bookings.during), or cancel the session.';
+    END IF;
+    -- sorted by start, an overlap shows between neighbours
+    SELECT x.* INTO clash
+      FROM (SELECT DISTINCT c.allocation_id FROM unnest(candidates) AS c WHERE c.status = 'scheduled') a
+     CROSS JOIN LATERAL (
+            SELECT s.id, s.allocation_id, s.trainer_id, s.starts_at, s.ends_at,
+                   lag(s.id) OVER w AS prev_id, lag(s.starts_at) OVER w AS prev_starts_at,
+                   lag(s.ends_at) OVER w AS prev_ends_at
+              FROM kc_flow.tutoring_sessions s
+             WHERE s.allocation_id = a.allocation_id AND s.status = 'scheduled'
+            WINDOW w AS (ORDER BY s.starts_at, s.id)) x
+     WHERE x.prev_ends_at > x.starts_at
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'two scheduled sessions of allocation % overlap', clash.allocation_id
+            USING ERRCODE = 'exclusion_violation', CONSTRAINT = 'sessions_inside_booking', TABLE = 'tutoring_sessions',
+                  SCHEMA = 'kc_flow',
+                  DETAIL = format('Session %s runs from %s to %s, session %s from %s to %s, both with trainer %s.',
+                                  clash.prev_id, clash.prev_starts_at, clash.prev_ends_at, clash.id, clash.starts_at,
+                                  clash.ends_at, clash.trainer_id),
+                  HINT = 'A trainer teaches one session at a time: move or cancel one of them.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.refuse_sessions_outside_bookings(kc_flow.tutoring_sessions[]) IS
+    'raises check_violation if a scheduled session among candidates is not inside its allocation''s booking (same trainer, booking.during @> its range), exclusion_violation if two scheduled sessions of such an allocation overlap';
+
+CREATE FUNCTION kc_flow.check_sessions_inside_bookings() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, kc_flow
+AS $$
+BEGIN
+    IF TG_LEVEL = 'STATEMENT' THEN
+        PERFORM kc_flow.refuse_sessions_outside_bookings(ARRAY(SELECT n::kc_flow.tutoring_sessions FROM added n));
+    ELSE
+        -- the row as it is now: a deferred check sees the end of the transaction
+        PERFORM kc_flow.refuse_sessions_outside_bookings(
+            ARRAY(SELECT s FROM kc_flow.tutoring_sessions s WHERE s.id = NEW.id));
+    END IF;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.check_sessions_inside_bookings() IS
+    'trigger of tutoring_sessions: the sessions a statement inserted, or a session updated, must lie inside their allocation''s booking';
+
+CREATE FUNCTION kc_flow.check_booking_holds_sessions() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, kc_flow
+AS $$
+BEGIN
+    PERFORM kc_flow.refuse_sessions_outside_bookings(
+        ARRAY(SELECT s FROM kc_flow.tutoring_sessions s
+               WHERE s.allocation_id = OLD.allocation_id AND s.status = 'scheduled'));
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.check_booking_holds_sessions() IS
+    'trigger of trainer_bookings: a booking changed or deleted must still hold every scheduled session of its allocation';
+
+CREATE TRIGGER sessions_inside_booking_on_insert AFTER INSERT ON kc_flow.tutoring_sessions
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.check_sessions_inside_bookings();
+CREATE CONSTRAINT TRIGGER sessions_inside_booking_on_update
+    AFTER UPDATE OF status, allocation_id, trainer_id, starts_at, ends_at ON kc_flow.tutoring_sessions
+    DEFERRABLE INITIALLY IMMEDIATE
+    FOR EACH ROW WHEN (NEW.status = 'scheduled')
+    EXECUTE FUNCTION kc_flow.check_sessions_inside_bookings();
+CREATE CONSTRAINT TRIGGER bookings_hold_their_sessions
+    AFTER UPDATE OF allocation_id, trainer_id, during OR DELETE ON kc_flow.trainer_bookings
+    DEFERRABLE INITIALLY IMMEDIATE
+    FOR EACH ROW EXECUTE FUNCTION kc_flow.check_booking_holds_sessions();
+-- the upcoming sessions of student_home are read through sessions_by_student as fast: a
+-- student's sessions are a few heap pages; the partial index only cost every session an insert
+DROP INDEX kc_flow.sessions_scheduled_by_student;
+-- ---- end of sessions (issue 10) ------------------------------------------------------
+
 -- 0.2.0's event log: positions given after commit by a sequencer (docs/extension.md,
 -- "Gap-free event log").  The writers of events are waited for first (ADD COLUMN
 -- takes an ACCESS EXCLUSIVE lock), so every event is decided when the log is

@@ -209,6 +209,7 @@ extern bool kcf_plan_handed_over_since(Datum *allocation_id);
 extern KcfOutcome kcf_stage_purchase(const KcfEvent *event, KcfStageResult *result);
 extern bool kcf_stage_purchase_set(int n, const int64 *event_ids, int64 *next_events);
 extern KcfOutcome kcf_stage_allocation(const KcfEvent *event, KcfStageResult *result);
+extern bool kcf_bookings_per_allocation(void);
 extern KcfOutcome kcf_stage_sessions(const KcfEvent *event, KcfStageResult *result);
 extern int	kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_ids);
 extern KcfOutcome kcf_stage_refund(const KcfEvent *event, KcfStageResult *result);

@@ -221,8 +221,8 @@ booked_meanwhile(Datum trainer_id, const KcfPlan *plan)
  * Whether trainer_bookings holds one row per allocation (0.2.0) rather than
  * one per planned session (0.1.0's, until ALTER EXTENSION kc_flow UPDATE).
  */
-static bool
-bookings_per_allocation(void)
+bool
+kcf_bookings_per_allocation(void)
 {
 	Oid			nsp = get_namespace_oid("kc_flow", true);
 	Oid			rel = OidIsValid(nsp) ? get_relname_relid("trainer_bookings", nsp) : InvalidOid;
@@ -284,7 +284,7 @@ book_trainer(Allocation *alloc, Datum trainer_id, const KcfPlan *plan, int64 *ne
 		DATEARRAYOID, TIMEARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
 	Datum		values[10];
 	bool		is_new = alloc->id == (Datum) 0;
-	bool		per_allocation = bookings_per_allocation();
+	bool		per_allocation = kcf_bookings_per_allocation();
 	bool		isnull;
 
 	kcf_plan(&stmts[is_new][per_allocation], sql[is_new][per_allocation], 10, types);

@@ -12,6 +12,12 @@
  * kcf_top_up_rolling_sessions() adds the next ones as sessions pass; it runs
  * in the first worker's loop and in kc_flow.run_pending().
  *
+ * Every scheduled session must lie inside its allocation's booking
+ * (extension/schema/15_session_bookings.sql checks each insert): the
+ * statements lock the booking they generate from, so a refund that deleted
+ * it meanwhile leaves nothing to generate rather than failing the check,
+ * and a refund that comes after waits and then cancels what was made.
+ *
  * kcf_stage_sessions_set() is the same stage for all the allocations a batch
  * approved, with the plans their allocation stage handed over: their marks,
  * their sessions and what SESSIONS_GENERATED says of each in one statement
@@ -51,7 +57,8 @@ generate_sessions(Datum allocation_id)
 			 "WITH a AS ("
 			 "  SELECT * FROM kc_flow.trainer_allocations"
 			 "   WHERE id = $1 AND status IN ('approved', 'active')"
-			 "     AND EXISTS (SELECT 1 FROM kc_flow.trainer_bookings b WHERE b.allocation_id = $1)),"
+			 "     AND (SELECT 1 FROM kc_flow.trainer_bookings b WHERE b.allocation_id = $1"
+			 "           LIMIT 1 FOR NO KEY UPDATE) IS NOT NULL),"
 			 " upcoming AS ("
 			 "  SELECT count(*) AS n FROM kc_flow.tutoring_sessions"
 			 "   WHERE allocation_id = $1 AND status = 'scheduled' AND ends_at > now()),"
@@ -209,7 +216,7 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 			 "   CROSS JOIN LATERAL (SELECT x.* FROM kc_flow.trainer_allocations x"
 			 "                        WHERE x.id = j.allocation_id AND x.status IN ('approved', 'active')"
 			 "                          AND (SELECT 1 FROM kc_flow.trainer_bookings b"
-			 "                                WHERE b.allocation_id = x.id) IS NOT NULL"
+			 "                                WHERE b.allocation_id = x.id LIMIT 1 FOR NO KEY UPDATE) IS NOT NULL"
 			 "                        LIMIT 1) al),"
 			 " plan AS ("
 			 "  SELECT * FROM unnest($3, $4, $5, $6, $7, $8) AS pl(o, seq, local_date, local_time, starts_at, ends_at)),"

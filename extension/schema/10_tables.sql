@@ -153,10 +153,12 @@ CREATE TABLE kc_flow.tutoring_sessions (
         REFERENCES kc_flow.trainer_allocations (id, student_id, course_id, trainer_id) ON DELETE CASCADE,
     CONSTRAINT sessions_one_per_slot UNIQUE (allocation_id, scheduled_date, scheduled_time),
     -- also the index by which an allocation's sessions are found (stages, read side)
-    CONSTRAINT sessions_one_per_seq UNIQUE (allocation_id, seq),
-    CONSTRAINT sessions_no_trainer_overlap EXCLUDE USING gist
-        (trainer_id WITH =, tstzrange(starts_at, ends_at) WITH &&) WHERE (status = 'scheduled')
+    CONSTRAINT sessions_one_per_seq UNIQUE (allocation_id, seq)
+    -- no two scheduled sessions of one trainer overlap: each lies inside its allocation's
+    -- booking (triggers, 15_session_bookings.sql), and bookings never overlap
 );
+-- every list and count of a student's sessions on the read side, the upcoming ones included
+-- (a student's sessions are a few heap pages: a partial index of the scheduled ones saved nothing)
 CREATE INDEX sessions_by_student ON kc_flow.tutoring_sessions (student_id, starts_at, id);
 COMMENT ON TABLE kc_flow.tutoring_sessions IS
     'the sessions a student will attend; scheduled_date/scheduled_time are local to the purchase''s time slot zone';

@@ -30,9 +30,6 @@ $$;
 COMMENT ON FUNCTION kc_flow.session_json(kc_flow.session_details) IS
     'the JSON form of one session in every read-side answer: id, course_id, course_title, trainer_id, trainer_name, seq, total, starts_at, ends_at, status';
 
--- Partial index for "what is next": scheduled sessions of a student by start time.
-CREATE INDEX sessions_scheduled_by_student
-    ON kc_flow.tutoring_sessions (student_id, starts_at, id) WHERE status = 'scheduled';
 -- Trending is computed from recent purchases; this keeps the refresh a range scan.
 CREATE INDEX purchases_by_created_at ON kc_flow.student_course_purchases (created_at, course_id);
 

@@ -23,8 +23,11 @@ SELECT col_is_unique('kc_flow', 'trainer_allocations', ARRAY['purchase_id'], 'on
 SELECT index_is_unique('kc_flow', 'student_course_purchases', 'purchases_one_active_per_course', 'one active purchase per course');
 SELECT index_is_unique('kc_flow', 'trainer_allocations', 'allocations_one_live_per_course', 'one live allocation per course');
 SELECT col_is_unique('kc_flow', 'tutoring_sessions', ARRAY['allocation_id', 'scheduled_date', 'scheduled_time'], 'one session per slot');
-SELECT ok(EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'sessions_no_trainer_overlap' AND contype = 'x'),
-          'sessions carry the no-overlap exclusion constraint');
+SELECT is((SELECT array_agg(tgname::text ORDER BY tgname) FROM pg_trigger
+            WHERE tgrelid IN ('kc_flow.tutoring_sessions'::regclass, 'kc_flow.trainer_bookings'::regclass)
+              AND tgname::text LIKE ANY (ARRAY['sessions_inside_booking%', 'bookings_hold_their_sessions'])),
+          ARRAY['bookings_hold_their_sessions', 'sessions_inside_booking_on_insert', 'sessions_inside_booking_on_update'],
+          'a scheduled session lies inside its booking (no two of one trainer overlap): checked on both tables');
 SELECT ok(EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'bookings_no_trainer_double_booking' AND contype = 'x'),
           'bookings carry the no-double-booking exclusion constraint');
 SELECT has_trigger('kc_flow', 'payments', 'payments_emit', 'payments emit their events in a trigger');

@@ -241,4 +241,36 @@ done
 sql postgres -c "DROP DATABASE IF EXISTS $TRIM" >/dev/null
 
 # The workers, a kc-gateway and a WebSocket client across the update
+# 0.1.0's refund deleted the booking of sessions that had started and stay scheduled; the
+# update gives them one back, holding their times only (every scheduled session lies inside
+# its allocation's booking from 0.2.0 on).
+REFUND=kc_upgrade_refund
+sql postgres -c "DROP DATABASE IF EXISTS $REFUND" -c "CREATE DATABASE $REFUND" >/dev/null 2>&1
+sql $REFUND -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow VERSION '0.1.0' CASCADE"
+sql $REFUND >/dev/null <<'SQL'
+INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-00000000c001', 'Algebra', true);
+INSERT INTO kc_flow.trainers (id, display_name) VALUES ('00000000-0000-0000-0000-00000000d001', 'Ada');
+INSERT INTO kc_flow.trainer_courses VALUES ('00000000-0000-0000-0000-00000000d001', '00000000-0000-0000-0000-00000000c001');
+INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
+SELECT '00000000-0000-0000-0000-00000000d001', d, '00:00', '24:00' FROM generate_series(1, 7) d;
+INSERT INTO kc_flow.students (id, display_name) VALUES ('00000000-0000-0000-0000-00000000a001', 'S');
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+VALUES ('00000000-0000-0000-0000-0000000be001', '00000000-0000-0000-0000-00000000a001',
+        '00000000-0000-0000-0000-00000000c001', 10,
+        jsonb_build_object('weekdays', '[1,2,3,4,5,6,7]'::jsonb, 'start', '00:00', 'timezone', 'UTC',
+                           'starts_on', (now() AT TIME ZONE 'UTC')::date - 4), 100, 'succeeded');
+SELECT kc_flow.run_pending(100);
+UPDATE kc_flow.payments SET status = 'refunded';
+SELECT kc_flow.run_pending(100);
+SQL
+started="SELECT count(*) FROM kc_flow.tutoring_sessions WHERE status = 'scheduled'"
+check "0.1.0's refund left the started sessions scheduled without a booking" "5|0" \
+  "$(sql $REFUND -c "SELECT ($started), (SELECT count(*) FROM kc_flow.trainer_bookings)")"
+sql $REFUND -c "ALTER EXTENSION kc_flow UPDATE"
+check "after the update they have their booking back, with their times only" "5|t" \
+  "$(sql $REFUND -c "SELECT ($started), (SELECT b.during FROM kc_flow.trainer_bookings b)
+                       = (SELECT range_agg(tstzrange(starts_at, ends_at)) FROM kc_flow.tutoring_sessions
+                           WHERE status = 'scheduled')")"
+sql postgres -c "DROP DATABASE IF EXISTS $REFUND" >/dev/null
+
 bash "$KC_ROOT/test/upgrade/live.sh"
