@@ -939,6 +939,12 @@ CREATE FUNCTION kc_flow.trainer_load(trainer_id uuid) RETURNS int
 COMMENT ON FUNCTION kc_flow.trainer_load(uuid) IS
     'the trainer''s approved and active allocations (its load, below max_active_students while it has a free place): when kc_flow is preloaded the latest committed load from shared memory plus this transaction''s own changes, else counted';
 
+CREATE FUNCTION kc_flow.trainer_loads(trainer_ids uuid[]) RETURNS int[]
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'kcf_trainer_loads_sql';
+COMMENT ON FUNCTION kc_flow.trainer_loads(uuid[]) IS
+    'kc_flow.trainer_load() of each trainer of the array, in the same order, in one call: what the allocation search ranks by';
+
 CREATE FUNCTION kc_flow.note_trainer_load() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'kcf_note_trainer_load';

@@ -49,28 +49,42 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"         WHERE b.trainer_id = " t " AND b.during && $2 OFFSET 0)"
 
 /*
- * The load of trainer <t>: the hint kept in shared memory when preloaded
- * (trainer_load.c, the latest committed load and this transaction's own
- * changes), else the count of its approved and active allocations.
+ * The course's trainers with a free place in the order of the search: least
+ * loaded first, then by id; their ids come from trainer_courses' index by
+ * course (which only takes inserts) as an array.  The load is, when
+ * preloaded, trainer_load.c's hint (the latest committed load and this
+ * transaction's own changes) for the whole array in one call, else the
+ * count of each trainer's approved and active allocations.
  */
-#define HINTED_LOAD(t) "kc_flow.trainer_load(" t ")"
-#define COUNTED_LOAD(t) \
-	"(SELECT count(*)::int FROM kc_flow.trainer_allocations a" \
-	"  WHERE a.trainer_id = " t " AND a.status IN ('approved', 'active'))"
+#define COURSE_TRAINERS "ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc WHERE tc.course_id = $1)"
+#define HINTED_RANKING \
+	"SELECT r.id, u.load" \
+	"  FROM (SELECT " COURSE_TRAINERS " AS ids OFFSET 0) a" \
+	"  CROSS JOIN LATERAL unnest(a.ids, kc_flow.trainer_loads(a.ids)) u(id, load)" \
+	"  JOIN kc_flow.trainers r ON r.id = u.id" \
+	" WHERE r.is_active AND u.load < r.max_active_students AND r.id <> ALL ($5)" \
+	" ORDER BY u.load, r.id"
+#define COUNTED_RANKING \
+	"SELECT s.id, s.load FROM (" \
+	"  SELECT r.id, r.max_active_students," \
+	"         (SELECT count(*)::int FROM kc_flow.trainer_allocations a" \
+	"           WHERE a.trainer_id = r.id AND a.status IN ('approved', 'active')) AS load" \
+	"    FROM unnest(" COURSE_TRAINERS ") u(id)" \
+	"    JOIN kc_flow.trainers r ON r.id = u.id" \
+	"   WHERE r.is_active AND r.id <> ALL ($5) OFFSET 0) s" \
+	" WHERE s.load < s.max_active_students" \
+	" ORDER BY s.load, s.id"
 
 /*
  * The best trainer eligible for course $1 with planned times $2 (the same as
- * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not, its
- * load given by the expression load(t).
+ * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not.
  *
- * c ranks the course's free trainers by load, then id: their ids come from
- * trainer_courses' index by course (which only takes inserts) as an array,
- * their rows by primary key, or by one hashed scan of the table while it is
- * small (the planner's choice: an array from a subquery counts as a few rows,
- * so the probes win early as the table grows).  The load is not in the
+ * c ranks the course's free trainers (ranking, above): their rows are read
+ * by primary key, or by one hashed scan of the table while it is small (the
+ * planner's choice: an array counts as a few rows, so the probes win early
+ * as the table grows).  The load is not in the
  * trainer's row, so allocations leave no dead versions of it for a search to
- * read under a held xmin horizon (docs/extension.md, "Allocation").  The
- * load is computed once per trainer (the inner OFFSET 0).
+ * read under a held xmin horizon (docs/extension.md, "Allocation").
  *
  * f then checks the ranked trainers lazily, one at a time in that order (a
  * LATERAL subquery with OFFSET 0 is never flattened into a join that would
@@ -83,15 +97,8 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
  * stay c's own order, so that no Sort is planned above the join: a Sort would
  * run f, and take its lock, for every fitting trainer before LIMIT 1.
  */
-#define ELIGIBLE_TRAINERS_SQL(load, lock) \
-	"SELECT f.id FROM (" \
-	"  SELECT s.id, s.load FROM (" \
-	"    SELECT r.id, r.max_active_students, " load("r.id") " AS load" \
-	"      FROM unnest(ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc WHERE tc.course_id = $1)) u(id)" \
-	"      JOIN kc_flow.trainers r ON r.id = u.id" \
-	"     WHERE r.is_active AND r.id <> ALL ($5) OFFSET 0) s" \
-	"   WHERE s.load < s.max_active_students" \
-	"   ORDER BY s.load, s.id OFFSET 0) c," \
+#define ELIGIBLE_TRAINERS_SQL(ranking, lock) \
+	"SELECT f.id FROM (" ranking " OFFSET 0) c," \
 	"  LATERAL (SELECT t.id FROM kc_flow.trainers t" \
 	"   WHERE t.id = c.id AND t.is_active" \
 	"     AND NOT " BOOKED_SQL("t.id") \
@@ -220,8 +227,8 @@ best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nski
 {
 	static SPIPlanPtr stmts[2][2];
 	static const char *const sql[2][2] = {
-		{ELIGIBLE_TRAINERS_SQL(COUNTED_LOAD, ""), ELIGIBLE_TRAINERS_SQL(COUNTED_LOAD, " FOR NO KEY UPDATE SKIP LOCKED")},
-		{ELIGIBLE_TRAINERS_SQL(HINTED_LOAD, ""), ELIGIBLE_TRAINERS_SQL(HINTED_LOAD, " FOR NO KEY UPDATE SKIP LOCKED")},
+		{ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, ""), ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, " FOR NO KEY UPDATE SKIP LOCKED")},
+		{ELIGIBLE_TRAINERS_SQL(HINTED_RANKING, ""), ELIGIBLE_TRAINERS_SQL(HINTED_RANKING, " FOR NO KEY UPDATE SKIP LOCKED")},
 	};
 	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
 	UUIDARRAYOID};

@@ -35,6 +35,7 @@
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -43,6 +44,7 @@
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(kcf_trainer_load_sql);
+PG_FUNCTION_INFO_V1(kcf_trainer_loads_sql);
 PG_FUNCTION_INFO_V1(kcf_note_trainer_load);
 PG_FUNCTION_INFO_V1(kcf_forget_trainer_loads);
 
@@ -421,52 +423,92 @@ kcf_trainer_load_exact(Oid relid, Datum trainer_id, bool seed)
 }
 
 /*
- * The load of trainer_id as this transaction sees it: the hint (the latest
- * committed load) and this transaction's own changes, or the exact count,
- * which seeds the hint.
+ * The loads of the trainers ids[0..n-1] as this transaction sees them, into
+ * loads[]: from the hint (the latest committed load) and this transaction's
+ * own changes, one lock for all; the trainers without a hint are counted,
+ * which seeds their hints.
  */
-static int32
-trainer_load(Oid relid, Datum trainer_id)
+static void
+trainer_loads(Oid relid, Datum *ids, int n, int32 *loads)
 {
-	HintKey		key = hint_key(relid, trainer_id);
-	HintEntry  *e;
-	bool		valid = false;
-	int32		load = 0;
+	bool	   *missing = palloc(sizeof(bool) * n);
+	int			nmissing = 0;
 
 	if (hints != NULL)
-	{
 		LWLockAcquire(hint_lock, LW_SHARED);
-		e = hash_search(hints, &key, HASH_FIND, NULL);
-		if (e != NULL && e->valid)
-		{
-			valid = true;
-			load = e->load;
-		}
-		LWLockRelease(hint_lock);
-		if (valid)
-			return load + local_delta(&key);
+	for (int i = 0; i < n; i++)
+	{
+		HintKey		key = hint_key(relid, ids[i]);
+		HintEntry  *e = hints ? hash_search(hints, &key, HASH_FIND, NULL) : NULL;
+
+		missing[i] = e == NULL || !e->valid;
+		if (missing[i])
+			nmissing++;
+		else
+			loads[i] = e->load + local_delta(&key);
 	}
-	return kcf_trainer_load_exact(relid, trainer_id, true);
+	if (hints != NULL)
+		LWLockRelease(hint_lock);
+	if (nmissing == 0)
+		return;
+	SPI_connect();
+	for (int i = 0; i < n; i++)
+		if (missing[i])
+			loads[i] = kcf_trainer_load_exact(relid, ids[i], true);
+	SPI_finish();
+}
+
+/* The allocations table's oid, looked up once per statement (fn_extra). */
+static Oid
+statement_relid(FunctionCallInfo fcinfo)
+{
+	Oid		   *relid = fcinfo->flinfo->fn_extra;
+
+	if (relid == NULL)
+	{
+		relid = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
+		*relid = kcf_trainer_load_relid();
+		fcinfo->flinfo->fn_extra = relid;
+	}
+	return *relid;
 }
 
 /* kc_flow.trainer_load(trainer): its approved and active allocations. */
 Datum
 kcf_trainer_load_sql(PG_FUNCTION_ARGS)
 {
-	Oid		   *relid = fcinfo->flinfo->fn_extra;
+	Datum		id = PG_GETARG_DATUM(0);
 	int32		load;
 
-	if (relid == NULL)
-	{
-		/* looked up once per statement */
-		relid = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
-		*relid = kcf_trainer_load_relid();
-		fcinfo->flinfo->fn_extra = relid;
-	}
-	SPI_connect();
-	load = trainer_load(*relid, PG_GETARG_DATUM(0));
-	SPI_finish();
+	trainer_loads(statement_relid(fcinfo), &id, 1, &load);
 	PG_RETURN_INT32(load);
+}
+
+/* kc_flow.trainer_loads(trainers): the load of each, in the same order. */
+Datum
+kcf_trainer_loads_sql(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int32	   *loads;
+	Datum	   *out;
+
+	deconstruct_array(ids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &elems, &nulls, &n);
+	loads = palloc0(sizeof(int32) * Max(n, 1));
+	out = palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a trainer id in the array is null"),
+					 errhint("Pass the ids of existing trainers.")));
+	trainer_loads(statement_relid(fcinfo), elems, n, loads);
+	for (int i = 0; i < n; i++)
+		out[i] = Int32GetDatum(loads[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_md_array(out, NULL, ARR_NDIM(ids), ARR_DIMS(ids), ARR_LBOUND(ids),
+											 INT4OID, sizeof(int32), true, TYPALIGN_INT));
 }
 
 /* ---- the triggers ---- */
