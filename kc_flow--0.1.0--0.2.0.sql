@@ -1069,3 +1069,44 @@ AS $$
      LIMIT sessions
 $$;
 -- ==== end of the plan ====
+
+-- ==== a trainer's load without updating its row (issue 9) ====
+-- trainers.active_students was updated by every allocation that started or stopped holding a
+-- place: under a held xmin horizon each update left a version of the trainer that could not go.
+-- The load is now the count of the trainer's approved and active allocations, which the
+-- allocation stage ranks by from a hint in shared memory and checks exactly under the trainer's
+-- lock (extension/trainer_load.c, docs/extension.md "Allocation").
+DROP TRIGGER allocations_count_load ON kc_flow.trainer_allocations;
+DROP FUNCTION kc_flow.count_trainer_load();
+ALTER TABLE kc_flow.trainers DROP COLUMN active_students;
+COMMENT ON TABLE kc_flow.trainers IS
+    'tutors; an allocation needs a free place: fewer than max_active_students approved and active allocations (kc_flow.trainer_load)';
+
+CREATE FUNCTION kc_flow.trainer_load(trainer_id uuid) RETURNS int
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'kcf_trainer_load_sql';
+COMMENT ON FUNCTION kc_flow.trainer_load(uuid) IS
+    'the trainer''s approved and active allocations (its load, below max_active_students while it has a free place): when kc_flow is preloaded the latest committed load from shared memory plus this transaction''s own changes, else counted';
+
+CREATE FUNCTION kc_flow.trainer_loads(trainer_ids uuid[]) RETURNS int[]
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'kcf_trainer_loads_sql';
+COMMENT ON FUNCTION kc_flow.trainer_loads(uuid[]) IS
+    'kc_flow.trainer_load() of each trainer of the array, in the same order, in one call: what the allocation search ranks by';
+
+CREATE FUNCTION kc_flow.note_trainer_load() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_note_trainer_load';
+COMMENT ON FUNCTION kc_flow.note_trainer_load() IS
+    'row trigger of trainer_allocations: notes each change of a trainer''s load, applied to kc_flow.trainer_load()''s shared memory once the transaction commits';
+
+CREATE FUNCTION kc_flow.forget_trainer_loads() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_forget_trainer_loads';
+COMMENT ON FUNCTION kc_flow.forget_trainer_loads() IS
+    'TRUNCATE trigger of trainer_allocations: the loads kept in shared memory are counted again once the transaction commits';
+
+CREATE TRIGGER allocations_note_load AFTER INSERT OR UPDATE OF status, trainer_id OR DELETE ON kc_flow.trainer_allocations
+    FOR EACH ROW EXECUTE FUNCTION kc_flow.note_trainer_load();
+CREATE TRIGGER allocations_truncated AFTER TRUNCATE ON kc_flow.trainer_allocations
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.forget_trainer_loads();

@@ -140,6 +140,7 @@ _PG_init(void)
 		define_worker_gucs();
 	define_gucs();
 	kcf_emit_install_callbacks();
+	kcf_trainer_load_install_callbacks();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

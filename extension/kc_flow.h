@@ -63,6 +63,14 @@ extern int64 kcf_inflight_horizon(void);
 extern void kcf_note_writing(TimestampTz since);
 extern TimestampTz kcf_oldest_writer(void);
 
+/* trainer_load.c: a trainer's load without updating its row */
+extern void kcf_trainer_load_shmem_request(void);
+extern void kcf_trainer_load_shmem_startup(void);
+extern void kcf_trainer_load_install_callbacks(void);
+extern bool kcf_trainer_load_hinted(void);
+extern Oid	kcf_trainer_load_relid(void);
+extern int32 kcf_trainer_load_exact(Oid relid, Datum trainer_id, bool seed);
+
 /* the advisory lock keys of kc_flow: (KCF_LOCK_KEY1, one of the second keys) */
 #define KCF_LOCK_KEY1 0x6b63666c	/* "kcfl" */
 #define KCF_LOCK_WRITER 1		/* shared: an open transaction emitted events (no preload) */

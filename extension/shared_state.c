@@ -2,9 +2,11 @@
  * shared_state.c
  *      The little shared memory kc_flow keeps when it is preloaded.
  *
- * Four things live here:
+ * Five things live here:
  *  - the workers' latches, so that a committing transaction that emitted an
  *    event can wake the workers at once instead of waiting for their poll;
+ *  - the trainers' loads by which the allocation search ranks them, a hash
+ *    table of its own (trainer_load.c), attached here;
  *  - for every worker, the trainers its open batch has locked (booked, until
  *    the batch commits), so that another worker's search passes over them
  *    before checking them instead of finding them first (stage_allocation.c);
@@ -85,6 +87,7 @@ kcf_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shared_size());
 	RequestNamedLWLockTranche("kc_flow", 1);
+	kcf_trainer_load_shmem_request();
 }
 
 static void
@@ -117,6 +120,7 @@ kcf_shmem_startup(void)
 			pg_atomic_init_u64(&kcf_shared->writing_since[i], 0);
 		}
 	}
+	kcf_trainer_load_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

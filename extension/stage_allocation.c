@@ -11,10 +11,12 @@
  * is handed over to the sessions stage (session_plan.c).
  *
  * Concurrent allocations serialize per trainer on the trainer's row: the
- * candidate is locked (skipping trainers another allocation holds right now),
- * its capacity read from the locked row (trainers.active_students, kept by a
- * trigger) and its bookings checked again with a fresh snapshot, then booked.  The exclusion
- * constraint on trainer_bookings is the last line of defence.  When nobody
+ * candidate is locked (skipping trainers another allocation holds right now,
+ * and without a new version of the row), then its load counted and its
+ * bookings checked again with a fresh snapshot, then booked.  The ranking
+ * reads the loads from trainer_load.c's hint when preloaded, so no
+ * allocation updates the trainer's row.  The exclusion constraint on
+ * trainer_bookings is the last line of defence.  When nobody
  * is free the allocation stays pending and the event is deferred.
  */
 #include "kc_flow.h"
@@ -47,39 +49,58 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"         WHERE b.trainer_id = " t " AND b.during && $2 OFFSET 0)"
 
 /*
+ * The course's trainers with a free place in the order of the search: least
+ * loaded first, then by id; their ids come from trainer_courses' index by
+ * course (which only takes inserts) as an array.  The load is, when
+ * preloaded, trainer_load.c's hint (the latest committed load and this
+ * transaction's own changes) for the whole array in one call, else the
+ * count of each trainer's approved and active allocations.
+ */
+#define COURSE_TRAINERS "ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc WHERE tc.course_id = $1)"
+#define HINTED_RANKING \
+	"SELECT r.id, u.load" \
+	"  FROM (SELECT " COURSE_TRAINERS " AS ids OFFSET 0) a" \
+	"  CROSS JOIN LATERAL unnest(a.ids, kc_flow.trainer_loads(a.ids)) u(id, load)" \
+	"  JOIN kc_flow.trainers r ON r.id = u.id" \
+	" WHERE r.is_active AND u.load < r.max_active_students AND r.id <> ALL ($5)" \
+	" ORDER BY u.load, r.id"
+#define COUNTED_RANKING \
+	"SELECT s.id, s.load FROM (" \
+	"  SELECT r.id, r.max_active_students," \
+	"         (SELECT count(*)::int FROM kc_flow.trainer_allocations a" \
+	"           WHERE a.trainer_id = r.id AND a.status IN ('approved', 'active')) AS load" \
+	"    FROM unnest(" COURSE_TRAINERS ") u(id)" \
+	"    JOIN kc_flow.trainers r ON r.id = u.id" \
+	"   WHERE r.is_active AND r.id <> ALL ($5) OFFSET 0) s" \
+	" WHERE s.load < s.max_active_students" \
+	" ORDER BY s.load, s.id"
+
+/*
  * The best trainer eligible for course $1 with planned times $2 (the same as
  * arrays $3/$4), leaving out the trainers in $5, locked (lock) or not.
  *
- * c ranks the course's free trainers by load, then id: their ids come from
- * trainer_courses' index by course (which only takes inserts) as an array,
- * their rows by primary key, or by one hashed scan of the table while it is
- * small (the planner's choice: an array from a subquery counts as a few rows,
- * so the probes win early as the table grows).  The load is in no index, so
- * the trigger's update of it adds no index entry: under a held xmin horizon
- * a search reads only the row versions of the course's trainers, where a
- * scan of an index on the load walked the dead entries of every allocation
- * since the horizon (docs/extension.md, "Allocation").
+ * c ranks the course's free trainers (ranking, above): their rows are read
+ * by primary key, or by one hashed scan of the table while it is small (the
+ * planner's choice: an array counts as a few rows, so the probes win early
+ * as the table grows).  The load is not in the
+ * trainer's row, so allocations leave no dead versions of it for a search to
+ * read under a held xmin horizon (docs/extension.md, "Allocation").
  *
  * f then checks the ranked trainers lazily, one at a time in that order (a
  * LATERAL subquery with OFFSET 0 is never flattened into a join that would
- * check them all): the row is read again by primary key, its capacity,
- * bookings and availability checked, and with the lock it is locked in the
- * same subquery, SKIP LOCKED: a fitting trainer that another transaction
- * holds (a worker's batch that booked it and has not committed) yields no
- * row and the next in the ranking is checked.  The lock re-reads the latest
- * version of the row and checks its capacity again.  The outer ORDER BY must
+ * check them all): the row is read again by primary key, its bookings and
+ * availability checked, and with the lock it is locked in the same
+ * subquery, SKIP LOCKED: a fitting trainer that another transaction holds (a
+ * worker's batch that booked it and has not committed) yields no row and
+ * the next in the ranking is checked.  Its capacity is checked after the
+ * lock, against its exact load (still_fits()).  The outer ORDER BY must
  * stay c's own order, so that no Sort is planned above the join: a Sort would
  * run f, and take its lock, for every fitting trainer before LIMIT 1.
  */
-#define ELIGIBLE_TRAINERS_SQL(lock) \
-	"SELECT f.id FROM (" \
-	"  SELECT r.id, r.active_students" \
-	"    FROM unnest(ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc WHERE tc.course_id = $1)) u(id)" \
-	"    JOIN kc_flow.trainers r ON r.id = u.id" \
-	"   WHERE r.is_active AND r.active_students < r.max_active_students AND r.id <> ALL ($5)" \
-	"   ORDER BY r.active_students, r.id OFFSET 0) c," \
+#define ELIGIBLE_TRAINERS_SQL(ranking, lock) \
+	"SELECT f.id FROM (" ranking " OFFSET 0) c," \
 	"  LATERAL (SELECT t.id FROM kc_flow.trainers t" \
-	"   WHERE t.id = c.id AND t.is_active AND t.active_students < t.max_active_students" \
+	"   WHERE t.id = c.id AND t.is_active" \
 	"     AND NOT " BOOKED_SQL("t.id") \
 	"     AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS pl(starts_at, ends_at)" \
 	"          WHERE NOT EXISTS (" \
@@ -90,10 +111,13 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"               AND pl.ends_at AT TIME ZONE t.timezone" \
 	"                   <= (pl.starts_at AT TIME ZONE t.timezone)::date + av.end_time) OFFSET 0)" \
 	"   OFFSET 0" lock ") f" \
-	" ORDER BY c.active_students, c.id LIMIT 1"
+	" ORDER BY c.load, c.id LIMIT 1"
 
-/* Whether trainer $1 has a booking overlapping $2 (run after the lock: fresh snapshot). */
-#define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1")
+/*
+ * Whether trainer $1 has a booking overlapping $2, and its capacity (run
+ * after the lock: fresh snapshot).
+ */
+#define OVERLAPS_SQL "SELECT " BOOKED_SQL("$1") ", max_active_students FROM kc_flow.trainers WHERE id = $1"
 
 typedef struct Allocation
 {
@@ -178,43 +202,72 @@ insert_pending(Allocation *alloc)
 }
 
 /*
+ * Whether the search ranks by trainer_load.c's hint: when preloaded, on the
+ * 0.2.0 schema, whose trigger keeps it (0.1.0's kept trainers.active_students
+ * instead, until ALTER EXTENSION kc_flow UPDATE).
+ */
+static bool
+load_hinted(void)
+{
+	Oid			nsp;
+
+	if (!kcf_trainer_load_hinted())
+		return false;
+	nsp = get_namespace_oid("kc_flow", true);
+	return OidIsValid(nsp) &&
+		get_attnum(get_relname_relid("trainers", nsp), "active_students") == InvalidAttrNumber;
+}
+
+/*
  * The best trainer eligible for the plan right now, other than those in skip,
  * locked by this transaction (lock) or not; 0 if none.
  */
 static Datum
-best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nskip, bool lock)
+best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nskip, bool lock, bool hinted)
 {
-	static SPIPlanPtr stmts[2];
+	static SPIPlanPtr stmts[2][2];
+	static const char *const sql[2][2] = {
+		{ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, ""), ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, " FOR NO KEY UPDATE SKIP LOCKED")},
+		{ELIGIBLE_TRAINERS_SQL(HINTED_RANKING, ""), ELIGIBLE_TRAINERS_SQL(HINTED_RANKING, " FOR NO KEY UPDATE SKIP LOCKED")},
+	};
 	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
 	UUIDARRAYOID};
 	Datum		values[5];
 	bool		isnull;
 
-	kcf_plan(&stmts[lock],
-			 lock ? ELIGIBLE_TRAINERS_SQL(" FOR NO KEY UPDATE SKIP LOCKED") : ELIGIBLE_TRAINERS_SQL(""),
-			 5, types);
+	kcf_plan(&stmts[hinted][lock], sql[hinted][lock], 5, types);
 	values[0] = alloc->course_id;
 	values[1] = plan->times;
 	values[2] = plan->starts;
 	values[3] = plan->ends;
 	values[4] = PointerGetDatum(construct_array(skip, nskip, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	if (kcf_exec(stmts[lock], values, NULL, 1) == 0)
+	if (kcf_exec(stmts[hinted][lock], values, NULL, 1) == 0)
 		return (Datum) 0;
 	return kcf_get_datum(0, 1, &isnull);
 }
 
-/* Whether locked trainer trainer_id was booked over the plan since the search's snapshot. */
+/*
+ * Whether locked trainer trainer_id still fits, with a fresh snapshot: not
+ * booked over the plan since the search's snapshot, and its exact load below
+ * its capacity (the hint, when ranked by it, is set from that load).  Every
+ * allocator of the trainer holds its lock, so the load cannot grow until this
+ * transaction ends.
+ */
 static bool
-booked_meanwhile(Datum trainer_id, const KcfPlan *plan)
+still_fits(Datum trainer_id, const KcfPlan *plan, bool hinted)
 {
 	static SPIPlanPtr stmt = NULL;
 	Oid			types[2] = {UUIDOID, TSTZMULTIRANGEOID};
 	Datum		values[2] = {trainer_id, plan->times};
 	bool		isnull;
+	int32		capacity;
 
 	kcf_plan(&stmt, OVERLAPS_SQL, 2, types);
 	kcf_exec(stmt, values, NULL, 1);
-	return kcf_get_bool(0, 1, &isnull);
+	if (kcf_get_bool(0, 1, &isnull))
+		return false;
+	capacity = DatumGetInt32(kcf_get_datum(0, 2, &isnull));
+	return kcf_trainer_load_exact(kcf_trainer_load_relid(), trainer_id, hinted) < capacity;
 }
 
 /*
@@ -345,6 +398,7 @@ try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 	int			nheld;
 	int			ntried;
 	bool		busy;
+	bool		hinted = load_hinted();
 
 	if (!find_allocation(purchase_id, &alloc))
 		return ALLOC_NO_PURCHASE;
@@ -371,20 +425,20 @@ try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 	tried = skip + nheld;
 	for (ntried = 0; ntried < MAX_CANDIDATES; ntried++)
 	{
-		Datum		candidate = best_trainer(&alloc, &plan, skip, nheld + ntried, true);
+		Datum		candidate = best_trainer(&alloc, &plan, skip, nheld + ntried, true, hinted);
 
 		if (candidate == (Datum) 0 && nheld > 0)
 		{
 			/* the others' list may be a moment old (a batch that ended): the locks decide */
 			skip = tried;
 			nheld = 0;
-			candidate = best_trainer(&alloc, &plan, skip, ntried, true);
+			candidate = best_trainer(&alloc, &plan, skip, ntried, true, hinted);
 		}
 		if (candidate == (Datum) 0)
 			break;				/* nobody else qualifies, or the rest are held */
 		tried[ntried] = candidate;
 		kcf_held_note(candidate);
-		if (booked_meanwhile(candidate, &plan))
+		if (!still_fits(candidate, &plan, hinted))
 			continue;
 		if (!book_trainer(&alloc, candidate, &plan, next_event))
 			return ALLOC_RACED;
@@ -392,7 +446,7 @@ try_allocate(Datum purchase_id, Datum *trainer, int64 *next_event)
 		return ALLOC_ASSIGNED;
 	}
 	/* busy: a trainer would fit but another transaction holds it, or too many changed */
-	busy = ntried == MAX_CANDIDATES || best_trainer(&alloc, &plan, tried, ntried, false) != (Datum) 0;
+	busy = ntried == MAX_CANDIDATES || best_trainer(&alloc, &plan, tried, ntried, false, hinted) != (Datum) 0;
 	/* a new allocation not booked now is made pending (the student told, unless others are booking) */
 	if (alloc.id == (Datum) 0)
 	{

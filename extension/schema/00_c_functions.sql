@@ -97,3 +97,27 @@ CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS big
     AS 'MODULE_PATHNAME', 'kcf_trim_event_log_sql';
 COMMENT ON FUNCTION kc_flow.trim_event_log(int) IS
     'trims the event log now by rotating its ring by hand: each of its three tables whose events are all older than retention_s seconds (NULL: kc_flow.event_retention) is emptied in turn, the rows that stay copied forward as a rotation does (at most three rotations, each retried briefly while busy); returns kc_flow.log_floor(); call it in a short READ COMMITTED transaction of its own';
+
+CREATE FUNCTION kc_flow.trainer_load(trainer_id uuid) RETURNS int
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'kcf_trainer_load_sql';
+COMMENT ON FUNCTION kc_flow.trainer_load(uuid) IS
+    'the trainer''s approved and active allocations (its load, below max_active_students while it has a free place): when kc_flow is preloaded the latest committed load from shared memory plus this transaction''s own changes, else counted';
+
+CREATE FUNCTION kc_flow.trainer_loads(trainer_ids uuid[]) RETURNS int[]
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'kcf_trainer_loads_sql';
+COMMENT ON FUNCTION kc_flow.trainer_loads(uuid[]) IS
+    'kc_flow.trainer_load() of each trainer of the array, in the same order, in one call: what the allocation search ranks by';
+
+CREATE FUNCTION kc_flow.note_trainer_load() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_note_trainer_load';
+COMMENT ON FUNCTION kc_flow.note_trainer_load() IS
+    'row trigger of trainer_allocations: notes each change of a trainer''s load, applied to kc_flow.trainer_load()''s shared memory once the transaction commits';
+
+CREATE FUNCTION kc_flow.forget_trainer_loads() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_forget_trainer_loads';
+COMMENT ON FUNCTION kc_flow.forget_trainer_loads() IS
+    'TRUNCATE trigger of trainer_allocations: the loads kept in shared memory are counted again once the transaction commits';

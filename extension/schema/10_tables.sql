@@ -18,13 +18,10 @@ CREATE TABLE kc_flow.trainers (
     max_active_students int NOT NULL DEFAULT 10
                         CONSTRAINT trainers_capacity_positive CHECK (max_active_students > 0),
     is_active           boolean NOT NULL DEFAULT true,
-    active_students     int NOT NULL DEFAULT 0
-                        CONSTRAINT trainers_load_not_negative CHECK (active_students >= 0),
     created_at          timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE kc_flow.trainers IS 'tutors; an allocation needs a free place below max_active_students';
-COMMENT ON COLUMN kc_flow.trainers.active_students IS
-    'approved and active allocations of this trainer, kept by a trigger on trainer_allocations; the allocation stage ranks and admits by it';
+COMMENT ON TABLE kc_flow.trainers IS
+    'tutors; an allocation needs a free place: fewer than max_active_students approved and active allocations (kc_flow.trainer_load)';
 
 CREATE TABLE kc_flow.courses (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -269,29 +269,10 @@ CREATE TRIGGER trainer_availability_changed AFTER INSERT OR UPDATE ON kc_flow.tr
 CREATE TRIGGER allocations_freed AFTER UPDATE OF status ON kc_flow.trainer_allocations
     FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.retry_pending_allocations();
 
--- Keeps trainers.active_students equal to the trainer's approved and active allocations.
-CREATE FUNCTION kc_flow.count_trainer_load() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, kc_flow
-AS $$
-DECLARE
-    was_live boolean := TG_OP <> 'INSERT' AND OLD.trainer_id IS NOT NULL AND OLD.status IN ('approved', 'active');
-    is_live  boolean := TG_OP <> 'DELETE' AND NEW.trainer_id IS NOT NULL AND NEW.status IN ('approved', 'active');
-BEGIN
-    IF was_live AND (NOT is_live OR OLD.trainer_id <> NEW.trainer_id) THEN
-        UPDATE kc_flow.trainers SET active_students = active_students - 1 WHERE id = OLD.trainer_id;
-    END IF;
-    IF is_live AND (NOT was_live OR OLD.trainer_id <> NEW.trainer_id) THEN
-        UPDATE kc_flow.trainers SET active_students = active_students + 1 WHERE id = NEW.trainer_id;
-    END IF;
-    RETURN NULL;
-END;
-$$;
-COMMENT ON FUNCTION kc_flow.count_trainer_load() IS
-    'row trigger of trainer_allocations: moves trainers.active_students with every allocation that starts or stops holding a place';
-
-CREATE TRIGGER allocations_count_load AFTER INSERT OR UPDATE OF status, trainer_id OR DELETE ON kc_flow.trainer_allocations
-    FOR EACH ROW EXECUTE FUNCTION kc_flow.count_trainer_load();
+CREATE TRIGGER allocations_note_load AFTER INSERT OR UPDATE OF status, trainer_id OR DELETE ON kc_flow.trainer_allocations
+    FOR EACH ROW EXECUTE FUNCTION kc_flow.note_trainer_load();
+CREATE TRIGGER allocations_truncated AFTER TRUNCATE ON kc_flow.trainer_allocations
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.forget_trainer_loads();
 
 REVOKE ALL ON FUNCTION kc_flow.emit_event(text, uuid, uuid, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
