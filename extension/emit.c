@@ -232,10 +232,10 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 		send_notify(id, event_type, correlation_id, student_id, version);
 		if (consumer != NULL)
 			wake_at_commit = true;
+		emitted_in_xact = true;
 	}
 	else
 		noted_as_emitted();
-	emitted_in_xact = true;
 	return id;
 }
 
