@@ -32,7 +32,7 @@ fi
 NOFILE=$((CONNECTIONS + 10000))
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$NOFILE" ]; then
     ulimit -Hn "$NOFILE" 2>/dev/null ||
-        echo "bench/ws: the hard open-files limit stays $(ulimit -Hn) (no CAP_SYS_RESOURCE): the gateway can hold about that many sockets"
+        echo "bench/ws: the hard open-files limit stays $(ulimit -Hn) (no CAP_SYS_RESOURCE): a process holds about that many sockets"
 fi
 ulimit -n "$(ulimit -Hn)"
 PER_CLIENT=$(( $(ulimit -n) - 1000 ))
@@ -123,6 +123,7 @@ kc_as_postgres "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -c 4 
 EMITTED=$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.events WHERE payload ? 'bench'")
 read -r RSS2 PSS2 < <(mem)
 sleep 3                          # the last events' way to the clients
+curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.after"
 touch "$WORK/stop"
 for p in $CL_PIDS; do wait "$p" || true; done
 CL_PIDS=""
@@ -136,6 +137,20 @@ echo "events emitted (committed):   $EMITTED at a target of $RATE/s ($(grep -E '
 echo "gateway processes:            $PROCESSES serving (descriptors open in each, supervisor first:$FDS)"
 echo "gateway memory, all processes: $(mib $RSS0 $PSS0) idle, $(mib $RSS1 $PSS1) with the connections, $(mib $RSS2 $PSS2) after the run"
 echo "gateway CPU time (s):         $CPU"
+# where the time goes: the gateway's own histograms (bucket bounds), commit -> invalidation and
+# commit -> handed to the hub (with several processes: every process's observations together)
+python3 - "$WORK/metrics.after" <<'PY'
+import re, sys
+b = {}
+for line in open(sys.argv[1]):
+    m = re.match(r'(kc_(?:event|push)_lag_seconds)_bucket\{le="([^"]+)"\} (\d+)', line)
+    if m:
+        b.setdefault(m.group(1), []).append((float(m.group(2)), int(m.group(3))))
+for name, rows in sorted(b.items()):
+    total = rows[-1][1]
+    q = lambda f: next((le for le, c in rows if c >= f * total), None) if total else None
+    print("gateway %-22s p50 <= %s s, p99 <= %s s (%d observations)" % (name + ":", q(0.5), q(0.99), total))
+PY
 echo "gateway open-files limit:     $(awk '/Max open files/ {print $4}' /proc/"$(gw_pids | awk '{print $NF}')"/limits) per process"
 echo "load average:                 $LOAD0 before the run, $(cut -d' ' -f1-3 /proc/loadavg) after"
 grep -E '"level":"(warn|error)"' "$WORK/gw/gateway.log" | head -5 || true
