@@ -251,11 +251,7 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 		if (kids[i].pid == 0)
 		{
 			*index = i + 1;
-			*listen_fd = fds[i];
-			free(fds);
-			free(kids);
-			free(deaths);
-			return -1;
+			goto in_child;
 		}
 		if (kids[i].pid < 0)
 		{
@@ -315,11 +311,7 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 				if (kids[i].pid == 0)
 				{
 					*index = i + 1;
-					*listen_fd = fds[i];
-					free(fds);
-					free(kids);
-					free(deaths);
-					return -1;
+					goto in_child;
 				}
 				if (kids[i].pid < 0)
 				{
@@ -337,4 +329,12 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 	free(deaths);
 	kc_logf(KC_LOG_INFO, rc == 0 ? "kc-gateway stopped" : "kc-gateway stopped: its processes kept dying");
 	return rc;
+
+in_child:
+	/* a child: the supervisor's bookkeeping was copied, not shared; only its socket stays */
+	*listen_fd = fds[*index - 1];
+	free(fds);
+	free(kids);
+	free(deaths);
+	return -1;
 }
