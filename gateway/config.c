@@ -59,12 +59,18 @@ static const opt_def options[] = {
 	 "comma-separated allowed origins, or *; empty disables CORS headers"},
 	{"log-level", "KC_LOG_LEVEL", OPT_LEVEL, OFF(log_level), "info", 0, 0,
 	 "debug|info|warn|error (Cache HIT/MISS lines are debug)"},
+	{"processes", "KC_PROCESSES", OPT_INT, OFF(processes), "1", 1, 64,
+	 "processes serving the one port: a supervisor binds it once, forks N full gateways (own "
+	 "pools, LISTEN, WebSockets, local cache), restarts one that dies, and stops them on SIGTERM. "
+	 "For more sockets than one process may open (RLIMIT_NOFILE). Every per-process option below "
+	 "(threads, pools, ws-max-connections, caches) counts per process: Postgres sees "
+	 "up to N x (pg-pool + 3) connections (the pool, LISTEN, the console's two) against max_connections"},
 	{"threads", "KC_THREADS", OPT_INT, OFF(threads), "4", 1, 256,
 	 "HTTP worker threads"},
 	{"pg-pool", "KC_PG_POOL", OPT_INT, OFF(pg_pool), "0", 0, 256,
-	 "Postgres connections for requests (0: one per thread)"},
+	 "Postgres connections for requests, per process (0: one per thread)"},
 	{"redis-pool", "KC_REDIS_POOL", OPT_INT, OFF(redis_pool), "0", 0, 256,
-	 "Redis connections for requests (0: one per thread)"},
+	 "Redis connections for requests, per process (0: one per thread)"},
 	{"static-dir", "KC_STATIC_DIR", OPT_STR, OFF(static_dir), "", 0, 0,
 	 "directory holding index.html (empty: static/ beside the executable)"},
 	{"drain-timeout", "KC_DRAIN_TIMEOUT", OPT_INT, OFF(drain_timeout), "10", 0, 3600,
@@ -76,7 +82,7 @@ static const opt_def options[] = {
 	{"retry-after", "KC_RETRY_AFTER", OPT_INT, OFF(retry_after), "2", 1, 3600,
 	 "seconds announced in Retry-After when Postgres is down"},
 	{"ws-max-connections", "KC_WS_MAX_CONNECTIONS", OPT_INT, OFF(ws_max_connections), "10000", 1, 1000000,
-	 "WebSocket connections held at most (503 above); the open-files limit is raised to fit"},
+	 "WebSocket connections one process holds at most (503 above); the open-files limit is raised to fit"},
 	{"open-files", "KC_OPEN_FILES", OPT_INT, OFF(open_files), "0", 0, 16777216,
 	 "open-files limit set at start; 0: what --ws-max-connections and 8192 HTTP connections need. "
 	 "Above the hard limit it needs root (CAP_SYS_RESOURCE); fs.nr_open bounds it"},

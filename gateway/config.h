@@ -25,6 +25,7 @@ typedef struct kc_config
 	int			token_cache;	/* verified tokens remembered; 0: off */
 	char	   *cors_origins;	/* comma list, "*" or empty (no CORS) */
 	kc_log_level log_level;
+	int			processes;		/* gateway processes sharing the port (supervisor.c) */
 	int			threads;		/* HTTP worker threads */
 	int			pg_pool;		/* request connections to Postgres */
 	int			redis_pool;		/* request connections to Redis */

@@ -354,6 +354,7 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 	struct sockaddr_in6 a6;
 	struct sockaddr_in a4;
 	struct sockaddr *addr;
+	struct MHD_OptionItem where[2];
 	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
 		MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
 
@@ -377,10 +378,15 @@ kc_http_start(kc_app *app, char *err, size_t errlen)
 		snprintf(err, errlen, "listen host \"%s\" is not an IP address", cfg->listen_host);
 		return false;
 	}
+	/* a socket the supervisor bound (--processes), or the address to bind */
+	where[0].option = app->listen_fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_SOCK_ADDR;
+	where[0].value = app->listen_fd;
+	where[0].ptr_value = app->listen_fd >= 0 ? NULL : addr;
+	where[1].option = MHD_OPTION_END;
 	app->daemon = MHD_start_daemon(flags, (uint16_t) cfg->listen_port, NULL, NULL,
 								   access_handler, app,
 								   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, app,
-								   MHD_OPTION_SOCK_ADDR, addr,
+								   MHD_OPTION_ARRAY, where,
 								   MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) cfg->threads,
 								   /* HTTP only: a WebSocket leaves MHD after its 101 (websocket.c) */
 								   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) KC_HTTP_MAX_CONNECTIONS,

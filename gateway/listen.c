@@ -192,6 +192,7 @@ serve_connection(kc_listener *l)
 		}
 		/* the first replay was tried: from here on readiness may be reported */
 		atomic_store(&l->connected, true);
+		kc_metrics_set(KC_G_LISTEN_CONNECTED, 1);
 		notified = take_notifies(l);
 		if (poll(p, 2, notified ? 0 : 500) < 0 && !notified)
 			continue;
@@ -233,6 +234,7 @@ serve_connection(kc_listener *l)
 		}
 	}
 	atomic_store(&l->connected, false);
+	kc_metrics_set(KC_G_LISTEN_CONNECTED, 0);
 	atomic_store(&l->lag_known, false);
 	/* events may commit unseen from now on: requests must bypass the cache */
 	kc_cache_set_unsynced(l->cache);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 static _Atomic int log_level = KC_LOG_INFO;
+static char log_process[48];	/* ,"proc":K,"pid":P with --processes; else "" */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -53,6 +54,12 @@ kc_log_parse_level(const char *s, kc_log_level *out)
 		return true;
 	}
 	return false;
+}
+
+void
+kc_log_set_process(int index)
+{
+	snprintf(log_process, sizeof(log_process), ",\"proc\":%d,\"pid\":%d", index, (int) getpid());
 }
 
 const char *
@@ -166,6 +173,7 @@ kc_log_begin(kc_logline *l, kc_log_level level, const char *msg)
 							   "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"msg\":",
 							   ts, (int) (tv.tv_usec / 1000), level_names[level]);
 	append_string(l, msg);
+	append_raw(l, log_process, strlen(log_process));
 }
 
 void

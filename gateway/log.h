@@ -34,6 +34,12 @@ bool		kc_log_enabled(kc_log_level level);
 /* Parses debug|info|warn|error; returns false for anything else. */
 bool		kc_log_parse_level(const char *s, kc_log_level *out);
 const char *kc_log_level_name(kc_log_level level);
+/*
+ * From now on every line of this process says which process of the gateway
+ * wrote it: "proc" (0: the supervisor, 1..N: a child of --processes N) and
+ * "pid". Without --processes lines carry neither.
+ */
+void		kc_log_set_process(int index);
 
 /* Starts a line; when the level is filtered out every later call is a no-op. */
 void		kc_log_begin(kc_logline *l, kc_log_level level, const char *msg);

@@ -1,6 +1,10 @@
 /*
  * main.c - kc-gateway: configuration, start-up, signal handling, shutdown.
  *
+ * With --processes N the supervisor (supervisor.c) binds the port and forks N
+ * children right after the configuration is read; each child then starts as
+ * below, on the socket it was given.
+ *
  * Start-up order: config -> open-files limit -> pools (lazy connections) ->
  * WebSocket hub -> listener thread (it syncs the cache before requests may use
  * it, and feeds the hub) -> HTTP server. SIGTERM/SIGINT drain the HTTP server
@@ -22,7 +26,9 @@
 #include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
 #include "replica.h"
+#include "supervisor.h"
 #include "websocket.h"
 
 /*
@@ -115,6 +121,8 @@ main(int argc, char **argv)
 	char		err[512];
 	sigset_t	sigs;
 	int			sig = 0;
+	int			child = 0;
+	int			listen_fd = -1;
 
 	switch (kc_config_load(&cfg, argc, argv, err, sizeof(err)))
 	{
@@ -136,6 +144,17 @@ main(int argc, char **argv)
 		return rc;
 	}
 	kc_log_set_level(cfg.log_level);
+	if (cfg.processes > 1)
+	{
+		/* the supervisor stays in kc_supervise; each child goes on below as a whole gateway */
+		int			rc = kc_supervise(&cfg, &child, &listen_fd);
+
+		if (rc >= 0)
+		{
+			kc_config_free(&cfg);
+			return rc;
+		}
+	}
 
 	/* signals are taken synchronously by this thread; every other thread inherits the mask */
 	sigemptyset(&sigs);
@@ -146,6 +165,7 @@ main(int argc, char **argv)
 
 	memset(&app, 0, sizeof(app));
 	app.cfg = &cfg;
+	app.listen_fd = listen_fd;
 	if (!cfg.auth)
 	{
 		kc_logf(KC_LOG_WARN, "AUTHENTICATION IS OFF (KC_AUTH=off): every student's data is served to anyone; local demos only");
@@ -187,11 +207,14 @@ main(int argc, char **argv)
 		kc_listener_stop(app.listener);
 		return 1;
 	}
+	kc_metrics_set_serving(true);
 	{
 		kc_logline	l;
 
 		kc_log_begin(&l, KC_LOG_INFO, "kc-gateway listening");
 		kc_log_str(&l, "listen", cfg.listen);
+		if (child > 0)
+			kc_log_int(&l, "processes", cfg.processes);
 		kc_log_int(&l, "threads", cfg.threads);
 		kc_log_bool(&l, "auth", cfg.auth);
 		kc_log_int(&l, "cacheTtl", cfg.cache_ttl);
@@ -204,6 +227,7 @@ main(int argc, char **argv)
 	while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
 		;
 	kc_logf(KC_LOG_INFO, "signal %d: draining (up to %d s)", sig, cfg.drain_timeout);
+	kc_metrics_set_serving(false);
 	kc_http_drain_and_stop(&app, cfg.drain_timeout);
 	kc_listener_stop(app.listener);
 	kc_ws_free(&app);

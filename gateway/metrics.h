@@ -2,10 +2,13 @@
  * metrics.h - process-wide counters and histograms exposed on GET /metrics in
  * the Prometheus text format. Updates are lock-free atomics, safe from any thread.
  * Requests are counted per route under the labels of the route table (routes.h).
+ * With --processes N the figures live in a segment shared by the children
+ * (supervisor.c) and every read adds the children up (metrics.c says how).
  */
 #ifndef KC_METRICS_H
 #define KC_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct kc_route;
@@ -57,6 +60,7 @@ typedef enum kc_gauge
 	KC_G_LOG_UNANNOUNCED,
 	KC_G_NOTIFICATION_QUEUE_USAGE,
 	KC_G_CATCHUP_LAG,
+	KC_G_LISTEN_CONNECTED,		/* 1 while the listener holds LISTEN (listen.c) */
 	KC_G_COUNT
 } kc_gauge;
 
@@ -66,6 +70,8 @@ void		kc_metrics_cache(const struct kc_route *route, kc_cache_outcome outcome);
 void		kc_metrics_add(kc_counter c, long long delta);
 long long	kc_metrics_get(kc_counter c);
 void		kc_metrics_set(kc_gauge g, double value);
+/* a gauge as /metrics shows it: over every process */
+double		kc_metrics_gauge(kc_gauge g);
 /* commit-to-invalidation delay of one event */
 void		kc_metrics_event_lag(double seconds);
 /*
@@ -77,6 +83,21 @@ void		kc_metrics_event_lag(double seconds);
 double		kc_metrics_take_event_lag(void);
 /* commit-to-push delay of one event (handed to the WebSocket hub) */
 void		kc_metrics_push_lag(double seconds);
+/* The gateway's processes (supervisor.c), which share their figures. */
+/* Before the fork: one slot per child in a shared segment; false when it cannot be mapped. */
+bool		kc_metrics_share(int processes);
+/* The supervisor: child index (1..N) runs as pid now, in place of a dead one when restart. */
+void		kc_metrics_child_born(int index, int pid, bool restart);
+/* The supervisor: child index died; its sockets and gauges go, its counters stay. */
+void		kc_metrics_child_died(int index);
+/* In child index, right after the fork: its updates go to its own slot. */
+void		kc_metrics_become_child(int index);
+/* This process's HTTP server accepts (true) or drains (false). */
+void		kc_metrics_set_serving(bool serving);
+int			kc_metrics_processes(void);	/* N; 1 without --processes */
+int			kc_metrics_process_index(void); /* 1..N in a child; 0 without --processes */
+int			kc_metrics_processes_serving(void);
+
 /* Renders all metrics; returns a malloc'd string (NULL on out of memory). */
 char	   *kc_metrics_render(size_t *len);
 

@@ -39,6 +39,7 @@ typedef struct kc_app
 	_Atomic bool draining;
 	_Atomic int in_flight;
 	struct MHD_Daemon *daemon;
+	int			listen_fd;		/* bound by the supervisor (--processes); -1: the daemon binds cfg->listen */
 	struct kc_ws_hub *ws;		/* the WebSocket connections (websocket.c) */
 } kc_app;
 

@@ -3,7 +3,9 @@
  * /readyz (Postgres answers, LISTEN is up, not draining, and the catch-up is
  * at most READY_MAX_LAG_S behind the log; Redis and cache state are reported
  * but not required: without Redis the gateway still serves, bypassing the
- * cache; a 503 says why in "reason"), /metrics (Prometheus text), / (the demo page), and
+ * cache; a 503 says why in "reason"; with --processes N, also every process
+ * serving and listening, and which one answered), /metrics (Prometheus text,
+ * the sum of every process), / (the demo page), and
  * the 404 of every path the route table does not know.
  */
 #include <stdio.h>
@@ -38,12 +40,19 @@ kc_route_readyz(kc_request *req, kc_response *resp)
 	bool		draining = atomic_load(&app->draining);
 	double		lag = 0;
 	bool		lag_known = kc_listener_lag(app->listener, &lag);
+	int			procs = kc_metrics_processes();
+	int			serving = kc_metrics_processes_serving();
+	int			procs_listening = (int) kc_metrics_gauge(KC_G_LISTEN_CONNECTED);
 	const char *reason = draining ? "draining" : !pg ? kc_db_down_reason(app->db) :
 		!listening ? "listen connection down" :
-		lag_known && lag > READY_MAX_LAG_S ? "catch-up behind the newest committed event" : NULL;
+		lag_known && lag > READY_MAX_LAG_S ? "catch-up behind the newest committed event" :
+		procs > 1 && serving < procs ? "a process of the gateway is not serving (restarting)" :
+		procs > 1 && procs_listening < procs ? "a process of the gateway has no listen connection" :
+		NULL;
 	bool		ready = reason == NULL;
 	char		lag_text[32] = "null";
-	char	   *body = malloc(384);
+	char		procs_text[96] = "";
+	char	   *body = malloc(512);
 	int			n;
 
 	PQclear(res);
@@ -54,13 +63,17 @@ kc_route_readyz(kc_request *req, kc_response *resp)
 	}
 	if (lag_known)
 		snprintf(lag_text, sizeof(lag_text), "%.3f", lag);
-	n = snprintf(body, 384,
+	if (procs > 1)
+		snprintf(procs_text, sizeof(procs_text),
+				 ",\"process\":%d,\"processes\":%d,\"processes_serving\":%d,\"processes_listening\":%d",
+				 kc_metrics_process_index(), procs, serving, procs_listening);
+	n = snprintf(body, 512,
 				 "{\"status\":\"%s\",\"postgres\":%s,\"redis\":%s,\"listen\":%s,"
-				 "\"cache_synced\":%s,\"draining\":%s,\"watermark\":%lld,\"catchup_lag_seconds\":%s%s%s%s}",
+				 "\"cache_synced\":%s,\"draining\":%s,\"watermark\":%lld,\"catchup_lag_seconds\":%s%s%s%s%s}",
 				 ready ? "ready" : "not_ready", pg ? "true" : "false",
 				 redis ? "true" : "false", listening ? "true" : "false",
 				 synced ? "true" : "false", draining ? "true" : "false",
-				 kc_listener_watermark(app->listener), lag_text,
+				 kc_listener_watermark(app->listener), lag_text, procs_text,
 				 reason ? ",\"reason\":\"" : "", reason ? reason : "", reason ? "\"" : "");
 	resp->cache_control = "no-store";
 	kc_resp_body(resp, ready ? 200 : 503, "application/json", body, (size_t) n);

@@ -196,7 +196,8 @@ def main():
                       "connect_errors": errors, "connect_seconds": round(connect_s, 1),
                       "events_received": counts["events"], "first_event": first_event, "last_event": last_event,
                       "pings_answered": counts["pings"], "closed_by_server": counts["closed"],
-                      "client_rss_mib": round(rss_kib / 1024, 1)}))
+                      "client_rss_mib": round(rss_kib / 1024, 1),
+                      "client_cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1)}))
     sys.stdout.flush()
     os._exit(0)
 

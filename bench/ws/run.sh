@@ -5,6 +5,10 @@
 # held, commit-to-delivery latency p50/p90/p99/max and events/s delivered (measured by the
 # client, bench/ws/client.py, one epoll set), events delivered vs emitted, gateway RSS
 # before and with the connections open, and RSS per connection.
+# Beyond what one process may open, the gateway runs as PROCESSES processes on its one port
+# (kc-gateway --processes; default: as many as the per-process open-files limit calls for):
+# then RSS is summed over its processes, and PSS (/proc/PID/smaps_rollup: pages the processes
+# share counted once) is reported beside it.
 # The open-files limits are raised for the client (ulimit -n here) and the gateway (its own
 # setrlimit, --open-files); both need root above the hard limit. One loopback source
 # address gives about 28,000 ports towards the gateway (ip_local_port_range), so the
@@ -28,12 +32,25 @@ fi
 NOFILE=$((CONNECTIONS + 10000))
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$NOFILE" ]; then
     ulimit -Hn "$NOFILE" 2>/dev/null ||
-        echo "bench/ws: the hard open-files limit stays $(ulimit -Hn) (no CAP_SYS_RESOURCE): the gateway can hold about that many sockets"
+        echo "bench/ws: the hard open-files limit stays $(ulimit -Hn) (no CAP_SYS_RESOURCE): a process holds about that many sockets"
 fi
 ulimit -n "$(ulimit -Hn)"
 PER_CLIENT=$(( $(ulimit -n) - 1000 ))
 CLIENTS=$(( (CONNECTIONS + PER_CLIENT - 1) / PER_CLIENT ))
 CHUNK=$(( (CONNECTIONS + CLIENTS - 1) / CLIENTS ))     # the same share for each
+# A gateway process holds its open-files limit less ~500 other descriptors; past that the
+# gateway runs as several processes, 10% spare each: the kernel's SO_REUSEPORT hash spreads
+# the sockets over them unevenly by a few hundred.
+PER_GW=$(( $(ulimit -Hn) - 500 ))
+if [ -z "${PROCESSES:-}" ]; then
+    PROCESSES=1
+    [ "$CONNECTIONS" -gt "$PER_GW" ] && PROCESSES=$(( (CONNECTIONS * 10 / 9 + PER_GW - 1) / PER_GW ))
+fi
+if [ "$PROCESSES" -gt 1 ]; then
+    GW_OPTS=(KC_PROCESSES="$PROCESSES" KC_WS_MAX_CONNECTIONS="$PER_GW" KC_OPEN_FILES="$(ulimit -Hn)")
+else
+    GW_OPTS=(KC_WS_MAX_CONNECTIONS=$((CONNECTIONS + 100)))
+fi
 . "$ROOT/test/cluster.sh"
 
 exec 9>/tmp/kc_bench.lock
@@ -57,7 +74,7 @@ SECRET=bench-secret
 # the settings of every earlier run (kc_stack_start's), so that the figures stay comparable; it
 # returns once the workers run: since 0.2.0 an event reaches the log, and so the sockets, through
 # a worker's round, and the first seconds of events would measure their restart, not the push
-kc_stack_start "$WORK" kc_bench KC_JWT_SECRET="$SECRET" KC_WS_MAX_CONNECTIONS=$((CONNECTIONS + 100))
+kc_stack_start "$WORK" kc_bench KC_JWT_SECRET="$SECRET" "${GW_OPTS[@]}"
 PG_PORT=$KC_STACK_PG_PORT GW_PORT=$KC_STACK_GW_PORT
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d kc_bench -X -v ON_ERROR_STOP=1 -Atq)
 kc_as_postgres "${PSQL[@]}" -c "
@@ -67,8 +84,19 @@ kc_as_postgres "${PSQL[@]}" -c "
   INSERT INTO ws_bench_students SELECT row_number() OVER (), id FROM s;"
 kc_as_postgres "${PSQL[@]}" -c "SELECT id FROM ws_bench_students ORDER BY n" >"$WORK/students"
 GW_PID=$(cat "$WORK/gw/gateway.pid")
-rss() { awk '/VmRSS/ {print $2 / 1024 " MiB"}' /proc/$GW_PID/status; }
-RSS0=$(rss)
+# the gateway's processes: the one, or the supervisor and its children
+gw_pids() { echo "$GW_PID" $(cat "/proc/$GW_PID/task/$GW_PID/children" 2>/dev/null); }
+# "RSS PSS" in KiB, summed over the gateway's processes
+mem() {
+    local p rss=0 pss=0
+    for p in $(gw_pids); do
+        rss=$((rss + $(awk '/^Rss:/ {print $2}' "/proc/$p/smaps_rollup")))
+        pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup")))
+    done
+    echo "$rss $pss"
+}
+mib() { awk -v r="$1" -v p="$2" 'BEGIN {printf "RSS %.1f MiB (PSS %.1f MiB)", r / 1024, p / 1024}'; }
+read -r RSS0 PSS0 < <(mem)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for c in $(seq 0 $((CLIENTS - 1))); do
@@ -84,31 +112,49 @@ for c in $(seq 0 $((CLIENTS - 1))); do
     HELD=$((HELD + $(cat "$WORK/ready.$c" 2>/dev/null || echo 0)))
 done
 sleep 1
-RSS1=$(rss)
+read -r RSS1 PSS1 < <(mem)
+FDS=""
+for p in $(gw_pids); do FDS="$FDS $(ls "/proc/$p/fd" | wc -l)"; done
 WS_GAUGE=$(curl -s "http://127.0.0.1:$GW_PORT/metrics" | awk '$1 == "kc_ws_connections" {print $2}')
-echo "bench/ws: $HELD connections open by $CLIENTS client process(es) (gateway gauge $WS_GAUGE), emitting $RATE events/s for $DURATION s"
+echo "bench/ws: $HELD connections open by $CLIENTS client process(es) to $PROCESSES gateway process(es) (gateway gauge $WS_GAUGE), emitting $RATE events/s for $DURATION s"
 
 kc_as_postgres "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -c 4 -j 2 -R "$RATE" -T "$DURATION" \
     -D students="$CONNECTIONS" -f "$ROOT/bench/ws/emit.sql" kc_bench >"$WORK/pgbench.log" 2>&1 || true
 EMITTED=$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.events WHERE payload ? 'bench'")
-RSS2=$(rss)
+read -r RSS2 PSS2 < <(mem)
 sleep 3                          # the last events' way to the clients
+curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.after"
 touch "$WORK/stop"
 for p in $CL_PIDS; do wait "$p" || true; done
 CL_PIDS=""
-CPU=$(ps -o times= -p "$GW_PID")
+CPU=$(ps -o times= -p "$(gw_pids | tr ' ' ',')" | awk '{s += $1} END {print s}')
 
 echo
 echo "== bench/ws on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "connections requested:        $CONNECTIONS"
 echo "client results:               $(cat "$WORK"/client.*.json | tr '\n' ' ')"
 echo "events emitted (committed):   $EMITTED at a target of $RATE/s ($(grep -E '^tps' "$WORK/pgbench.log" | head -1))"
-echo "gateway RSS:                  $RSS0 idle, $RSS1 with the connections, $RSS2 after the run"
+echo "gateway processes:            $PROCESSES serving (descriptors open in each, supervisor first:$FDS)"
+echo "gateway memory, all processes: $(mib $RSS0 $PSS0) idle, $(mib $RSS1 $PSS1) with the connections, $(mib $RSS2 $PSS2) after the run"
 echo "gateway CPU time (s):         $CPU"
-echo "gateway open-files limit:     $(awk '/Max open files/ {print $4}' /proc/$GW_PID/limits)"
+# where the time goes: the gateway's own histograms (bucket bounds), commit -> invalidation and
+# commit -> handed to the hub (with several processes: every process's observations together)
+python3 - "$WORK/metrics.after" <<'PY'
+import re, sys
+b = {}
+for line in open(sys.argv[1]):
+    m = re.match(r'(kc_(?:event|push)_lag_seconds)_bucket\{le="([^"]+)"\} (\d+)', line)
+    if m:
+        b.setdefault(m.group(1), []).append((float(m.group(2)), int(m.group(3))))
+for name, rows in sorted(b.items()):
+    total = rows[-1][1]
+    q = lambda f: next((le for le, c in rows if c >= f * total), None) if total else None
+    print("gateway %-22s p50 <= %s s, p99 <= %s s (%d observations)" % (name + ":", q(0.5), q(0.99), total))
+PY
+echo "gateway open-files limit:     $(awk '/Max open files/ {print $4}' /proc/"$(gw_pids | awk '{print $NF}')"/limits) per process"
 echo "load average:                 $LOAD0 before the run, $(cut -d' ' -f1-3 /proc/loadavg) after"
 grep -E '"level":"(warn|error)"' "$WORK/gw/gateway.log" | head -5 || true
-python3 - "$WORK" "$CLIENTS" "$CONNECTIONS" "$RATE" "$EMITTED" "$RSS0" "$RSS1" "$LOAD0" <<'PY'
+python3 - "$WORK" "$CLIENTS" "$CONNECTIONS" "$RATE" "$EMITTED" "$RSS0 $PSS0" "$RSS1 $PSS1" "$LOAD0" "$PROCESSES" <<'PY'
 import json, sys
 work, clients = sys.argv[1], int(sys.argv[2])
 res = [json.load(open("%s/client.%d.json" % (work, c))) for c in range(clients)]
@@ -119,14 +165,17 @@ received = sum(r["events_received"] for r in res)
 firsts = [r["first_event"] for r in res if r["first_event"]]
 lasts = [r["last_event"] for r in res if r["last_event"]]
 span = max(lasts) - min(firsts) if firsts and lasts else 0
-rss0, rss1 = float(sys.argv[6].split()[0]), float(sys.argv[7].split()[0])
+(rss0, pss0), (rss1, pss1) = [[float(x) / 1024 for x in a.split()] for a in sys.argv[6:8]]
 print("latency (ms):                 p50 %s, p90 %s, p99 %s, max %s over %d events; closed by the server %d"
       % (pct(0.5), pct(0.9), pct(0.99), pct(1.0), len(lat), sum(r["closed_by_server"] for r in res)))
 print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, "rate": int(sys.argv[4]),
                   "emitted": int(sys.argv[5]), "received": received,
                   "delivered_per_s": round(received / span, 1) if span else None,
                   "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+                  "gateway_processes": int(sys.argv[9]),
                   "rss_idle_mib": round(rss0, 1), "rss_mib": round(rss1, 1),
+                  "pss_idle_mib": round(pss0, 1), "pss_mib": round(pss1, 1),
                   "kib_per_connection": round((rss1 - rss0) * 1024 / max(held, 1), 2),
+                  "pss_kib_per_connection": round((pss1 - pss0) * 1024 / max(held, 1), 2),
                   "client_processes": clients, "loadavg": sys.argv[8]}))
 PY

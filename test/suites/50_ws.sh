@@ -2,7 +2,8 @@
 # test/suites/50_ws.sh - the WebSocket route of kc-gateway (docs/design.md §8): handshakes,
 # bad frames, replay, live order under out-of-order commits, reconnect without loss,
 # isolation between students, invalidate-before-push, the demo purchase route, slow
-# consumers (1008), dead peers, SIGTERM (1001). See test/ws/test_ws.py; the hub's
+# consumers (1008), dead peers, SIGTERM (1001), and a gateway of two processes (--processes 2:
+# test/ws/test_processes.py). See test/ws/test_ws.py; the hub's
 # per-socket bound alone: test/gateway/test_ws_hub.c.
 #
 # Uses the harness's Postgres (PGPORT, workers on) and Redis (KC_REDIS_URL; other db
@@ -38,4 +39,9 @@ KC_WS_TMP="$WORK" timeout 300 $PY "$KC_ROOT/test/ws/test_ws.py"
 rc=$?
 [ $rc -eq 124 ] && echo "not ok - ws: tests finished within 300 s"
 [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "not ok - ws: test program exited with $rc"
+# --processes 2: a supervisor and two children on one port (test/ws/test_processes.py)
+KC_WS_TMP="$WORK" timeout 120 $PY "$KC_ROOT/test/ws/test_processes.py"
+rc=$?
+[ $rc -eq 124 ] && echo "not ok - ws: --processes tests finished within 120 s"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "not ok - ws: test_processes.py exited with $rc"
 exit 0
