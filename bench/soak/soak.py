@@ -380,6 +380,8 @@ def report(free_path, held_path):
                "ring_growth_free": {k: round(v, 2) for k, v in growth["free"].items()},
                "ring_growth_held": {k: round(v, 2) for k, v in growth["held"].items()},
                "held_over_free_worst": [worst_rel, round(by_horizon.get(worst_rel, 0), 2)],
+               "data_rings_held_over_free": {d: round(by_horizon[d + " ring"], 2)
+                                             for d in DATA_RINGS if d + " ring" in by_horizon},
                "held_over_free_above_1_2": {n: round(by_horizon[n], 2) for n in over},
                "targets_met": rps_ratio >= 0.9 and (p99_ratio or 99) <= 1.1 and worst["held"] <= 1.2 and not over,
                "load": open("/proc/loadavg").read().split()[:3]}
