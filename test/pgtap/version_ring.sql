@@ -5,7 +5,6 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(11);
-SET LOCAL kc_flow.version_rotation_rows = 0;   -- rotate as soon as the rule of twice the carried rows allows
 
 INSERT INTO kc_flow.students (id, display_name, timezone)
 SELECT ('00000000-0000-0000-0000-0000000a5e0' || i)::uuid, 'Student ' || i, 'Europe/Berlin' FROM generate_series(1, 3) i;
@@ -38,6 +37,7 @@ SELECT is((SELECT array_agg(c.student_id::text || ' ' || c.version ORDER BY c.st
 -- carried forward whenever its table is the oldest. After each, both students' versions as
 -- seen by the read side, and by the view; before each, the updates of the version tables
 -- (a TRUNCATE zeroes a table's counts in pg_stat_xact_user_tables).
+SET LOCAL kc_flow.version_rotation_rows = 0;   -- rotate as soon as the rule of twice the carried rows allows
 CREATE TEMP TABLE seen (step int, upd bigint, rotated text, v1 bigint, v2 bigint, home1 bigint, view2 bigint);
 DO $$
 DECLARE
