@@ -109,7 +109,7 @@ BEGIN
     )
     SELECT jsonb_build_object(
         'student_id', student,
-        'version', coalesce((SELECT v.version FROM kc_flow.cache_versions v WHERE v.student_id = student), 0),
+        'version', kc_flow.student_version(student),
         'overview', jsonb_build_object(
             'active_courses', (SELECT count(*) FROM kc_flow.student_course_purchases p
                                 WHERE p.student_id = student AND p.is_active),
@@ -846,6 +846,140 @@ CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS big
 COMMENT ON FUNCTION kc_flow.trim_event_log(int) IS
     'trims the event log now by rotating its ring by hand: each of its three tables whose events are all older than retention_s seconds (NULL: kc_flow.event_retention) is emptied in turn, the rows that stay copied forward as a rotation does (at most three rotations, each retried briefly while busy); returns kc_flow.log_floor(); call it in a short READ COMMITTED transaction of its own';
 REVOKE ALL ON FUNCTION kc_flow.trim_event_log(int) FROM PUBLIC;
+
+-- ==== storage (issue 9): the students' cache versions as insert-only rows in a ring ====
+-- 0.1.0's table cache_versions (a row per student, updated by every bump) becomes the ring
+-- kc_flow.student_versions (extension/version_ring.c) and a view of the same name. Its lock is
+-- taken here, after the queue's and the events' (the order of a worker's batch: claim, then
+-- emit). Each student's version becomes one row of the current table.
+ALTER TABLE kc_flow.cache_versions RENAME TO cache_versions_010;
+ALTER INDEX kc_flow.cache_versions_pkey RENAME TO cache_versions_010_pkey;
+
+-- The students' cache versions (issue 9): insert-only rows in a ring of three tables emptied
+-- by TRUNCATE (extension/version_ring.c, docs/extension.md "Cache versions"). 0.1.0 kept one
+-- row per student in the table cache_versions and updated it with every bump, a dead version
+-- per bump while something held the xmin horizon; cache_versions is now a view of the ring.
+CREATE SEQUENCE kc_flow.version_generation AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.version_generation IS
+    'the generation of the cache versions'' ring (student_versions): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/version_ring.c); read without a snapshot by student_version()';
+
+CREATE FUNCTION kc_flow.version_slot() RETURNS smallint
+    LANGUAGE sql VOLATILE
+AS $$ SELECT (last_value % 3)::smallint FROM kc_flow.version_generation $$;
+COMMENT ON FUNCTION kc_flow.version_slot() IS
+    'the slot of the cache versions'' ring that new rows go to (the default of student_versions.slot)';
+
+CREATE TABLE kc_flow.student_versions (
+    student_id uuid NOT NULL,
+    version    bigint NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    slot       smallint NOT NULL DEFAULT kc_flow.version_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.student_versions_0 PARTITION OF kc_flow.student_versions (
+    CONSTRAINT student_versions_0_pkey PRIMARY KEY (student_id, version)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.student_versions_1 PARTITION OF kc_flow.student_versions (
+    CONSTRAINT student_versions_1_pkey PRIMARY KEY (student_id, version)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.student_versions_2 PARTITION OF kc_flow.student_versions (
+    CONSTRAINT student_versions_2_pkey PRIMARY KEY (student_id, version)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.student_versions_0 IS 'slot 0 of the cache versions'' ring (kc_flow.student_versions)';
+COMMENT ON TABLE kc_flow.student_versions_1 IS 'slot 1 of the cache versions'' ring (kc_flow.student_versions)';
+COMMENT ON TABLE kc_flow.student_versions_2 IS 'slot 2 of the cache versions'' ring (kc_flow.student_versions)';
+COMMENT ON TABLE kc_flow.student_versions IS
+    'a row per bump of a student''s cache version, in every transaction that changes what the student''s home or learning view shows (emit_event; a worker''s batch bumps once for all of a student''s events in it), under the student''s advisory lock; the version is the largest (kc_flow.student_version()); insert-only, a ring of three tables (slot), the oldest truncated once the current one has grown, each student''s largest version carried forward (extension/version_ring.c)';
+COMMENT ON COLUMN kc_flow.student_versions.version IS
+    'the student''s version after the bump: the previous one plus the number of the student''s events the bump''s statement wrote';
+COMMENT ON COLUMN kc_flow.student_versions.slot IS
+    'the table of the ring the row is in; rotation copies each student''s largest version left only in the oldest table into the current one before truncating it';
+
+CREATE TABLE kc_flow.version_rotations (
+    generation bigint PRIMARY KEY,
+    rotated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    carried    bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE kc_flow.version_rotations IS
+    'one row per generation of the cache versions'' ring, written by the rotation that made it current: when, and how many students'' versions it carried forward (the next rotation waits for twice as many rows); insert-only';
+INSERT INTO kc_flow.version_rotations (generation) VALUES (0);
+
+CREATE FUNCTION kc_flow.student_version(student uuid) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- The ring's tables are locked (by the plan) before the generation is read. A snapshot
+    -- older than the last rotation (its row is not in it, the sequence says it happened)
+    -- sees the truncated table empty and the carried rows not yet written: the student's
+    -- events of that snapshot carry the versions their bumps gave.
+    RETURN greatest(
+        (SELECT coalesce(max(v.version), 0) FROM kc_flow.student_versions v WHERE v.student_id = student),
+        CASE WHEN (SELECT max(r.generation) FROM kc_flow.version_rotations r)
+                  < (SELECT g.last_value FROM kc_flow.version_generation g)
+             THEN (SELECT max(e.version) FROM kc_flow.events e WHERE e.student_id = student)
+        END);
+END
+$$;
+COMMENT ON FUNCTION kc_flow.student_version(uuid) IS
+    'the student''s cache version in the calling snapshot (0 before its first event): the largest of the ring''s rows, and, in a snapshot older than the ring''s last rotation, of the student''s events; the read side''s "version"';
+
+CREATE VIEW kc_flow.cache_versions AS
+SELECT DISTINCT ON (v.student_id) v.student_id, v.version, v.at AS updated_at
+  FROM kc_flow.student_versions v
+ ORDER BY v.student_id, v.version DESC;
+COMMENT ON VIEW kc_flow.cache_versions IS
+    'per student, the cache version (the largest of kc_flow.student_versions) and when it was bumped; caches fence on it; a view since 0.2.0 (0.1.0 kept a row per student, updated by every bump)';
+
+INSERT INTO kc_flow.student_versions (student_id, version, at)
+SELECT student_id, version, updated_at FROM kc_flow.cache_versions_010 WHERE version > 0;
+DROP TABLE kc_flow.cache_versions_010;
+
+-- student_learning reads the version as student_home does (student_home: above)
+CREATE OR REPLACE FUNCTION kc_flow.student_learning(student uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    PERFORM kc_flow.require_student(student);
+    SELECT jsonb_build_object(
+        'student_id', student,
+        'version', kc_flow.student_version(student),
+        'courses', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'purchase_id', p.id, 'course_id', p.course_id, 'title', c.title,
+                       'purchase_tier', p.purchase_tier, 'purchased_at', p.created_at,
+                       'is_active', p.is_active,
+                       'allocation', CASE WHEN a.id IS NULL THEN NULL ELSE jsonb_build_object(
+                                         'id', a.id, 'status', a.status, 'trainer_id', a.trainer_id,
+                                         'trainer_name', t.display_name, 'allocated_at', a.allocated_at) END,
+                       'progress', jsonb_build_object(
+                                       'completed', (SELECT count(*) FROM kc_flow.tutoring_sessions s
+                                                      WHERE s.allocation_id = a.id AND s.status = 'completed'),
+                                       'total', p.purchase_tier),
+                       'next_session', (SELECT kc_flow.session_json(d) FROM kc_flow.session_details d
+                                         WHERE d.allocation_id = a.id AND d.status = 'scheduled'
+                                           AND d.ends_at > now()
+                                         ORDER BY d.starts_at, d.id LIMIT 1),
+                       'sessions', coalesce((SELECT jsonb_agg(kc_flow.session_json(d) ORDER BY d.seq)
+                                               FROM kc_flow.session_details d
+                                              WHERE d.allocation_id = a.id), '[]'))
+                   ORDER BY p.is_active DESC, p.created_at DESC, p.id)
+              FROM kc_flow.student_course_purchases p
+              JOIN kc_flow.courses c ON c.id = p.course_id
+              LEFT JOIN kc_flow.trainer_allocations a ON a.purchase_id = p.id
+              LEFT JOIN kc_flow.trainers t ON t.id = a.trainer_id
+             WHERE p.student_id = student), '[]'),
+        'generated_at', now())
+      INTO result;
+    RETURN result;
+END;
+$$;
+
+CREATE FUNCTION kc_flow.rotate_versions() RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_rotate_versions_sql';
+COMMENT ON FUNCTION kc_flow.rotate_versions() IS
+    'rotates the cache versions'' ring now if its current table holds at least kc_flow.version_rotation_rows rows and twice what the last rotation carried into it, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms: a transaction that read the versions holds it until it ends); call it in a short transaction of its own';
+REVOKE ALL ON FUNCTION kc_flow.rotate_versions() FROM PUBLIC;
+-- ==== end of the cache versions (issue 9) ====
 
 -- Payments that 0.1.0 dead-lettered because the student held the course already (23505)
 -- get the PURCHASE_ALREADY_ACTIVE event 0.2.0 gives such a payment, so the student's home

@@ -704,9 +704,14 @@ kcf_run_pending(PG_FUNCTION_ARGS)
 			break;
 	}
 	handled += kcf_top_up_rolling_sessions();
-	/* as worker 0 does: the queue's ring rotates once its current table has grown, the log's once it has aged */
+	/*
+	 * As worker 0 does: the queue's ring rotates once its current table has
+	 * grown, the log's once it has aged, the versions' once its current
+	 * table holds enough rows
+	 */
 	(void) kcf_rotate_queue();
 	(void) kcf_rotate_log();
+	(void) kcf_rotate_versions();
 	/*
 	 * As the workers do: positions for what committed, and for what this
 	 * transaction wrote.  Not waiting for the log head: its holder keeps it

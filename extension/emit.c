@@ -4,7 +4,8 @@
  *
  * kcf_emit() is the only writer of new kc_flow.events (the rotation of the
  * log's ring only copies rows forward, log_ring.c).  In one statement it bumps
- * the student's cache version, inserts the event (with the writing
+ * the student's cache version (a new row of the versions' ring, taken after
+ * the student's lock: version_ring.c), inserts the event (with the writing
  * transaction's id, the txid column's default) and, when a stage consumes
  * that type (the table of event types, event_types.c), queues it.  A
  * transaction callback wakes the workers right after such a commit: they
@@ -25,7 +26,8 @@
  *
  * On a 0.1.0 schema (the library is upgraded before ALTER EXTENSION), the
  * 0.1.0 behaviour instead: the id is noted for the event horizon
- * (shared_state.c) and NOTIFY kc_flow_events is sent per event.
+ * (shared_state.c), NOTIFY kc_flow_events is sent per event and the version
+ * is the student's row of the table cache_versions, updated.
  */
 #include "kc_flow.h"
 
@@ -42,6 +44,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
 /* advisory lock taken instead of the shared horizon (0.1.0) or the writing note (0.2.0) when not preloaded */
@@ -184,35 +187,86 @@ noted_as_emitted(void)
 	emitted_in_xact = true;
 }
 
+/*
+ * Runs a statement that bumps cache versions, the students' locks taken
+ * (kcf_version_lock()).  In READ COMMITTED its snapshot is taken now, after
+ * the locks; a transaction snapshot may be older than the last bump of a
+ * student, so in REPEATABLE READ and SERIALIZABLE it reads with the latest
+ * snapshot instead, as the foreign key checks do: two transactions never
+ * give one version twice.
+ */
+static void
+exec_bump(SPIPlanPtr plan, Datum *values, const char *nulls)
+{
+	int			rc;
+
+	if (!IsolationUsesXactSnapshot())
+	{
+		kcf_exec(plan, values, nulls, 1);
+		return;
+	}
+	CommandCounterIncrement();
+	rc = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
+							  false, true, 1);
+	if (rc < 0)
+		elog(ERROR, "kc_flow: statement failed: %s", SPI_result_code_string(rc));
+}
+
+/* what follows the version bump in kcf_emit()'s statement: the event and its queue row */
+#define EMIT_EVENT_AND_QUEUE_ROW \
+	" e AS (" \
+	"  INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version)" \
+	"  SELECT $1, $2, $3, $4, $5::jsonb, v.version FROM v RETURNING version)," \
+	" q AS (" \
+	"  INSERT INTO kc_flow.event_queue (event_id, consumer)" \
+	"  SELECT $1, $6 WHERE $6 IS NOT NULL)" \
+	" SELECT version FROM e"
+
+/* The statement of kcf_emit(): version, event, queue row; the new version is its result. */
+static SPIPlanPtr
+emit_plan(bool version_ring)
+{
+	static SPIPlanPtr ring_plan = NULL;
+	static SPIPlanPtr table_plan = NULL;
+	Oid			types[6] = {INT8OID, TEXTOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID};
+
+	if (version_ring)
+		return kcf_plan(&ring_plan,
+						"WITH v AS ("
+						"  INSERT INTO kc_flow.student_versions (student_id, version)"
+						"  SELECT $4, coalesce(max(x.version), 0) + 1"
+						"    FROM kc_flow.student_versions x WHERE x.student_id = $4"
+						"  RETURNING version),"
+						EMIT_EVENT_AND_QUEUE_ROW,
+						6, types);
+	/* 0.1.0's table, one row per student */
+	return kcf_plan(&table_plan,
+					"WITH v AS ("
+					"  INSERT INTO kc_flow.cache_versions AS c (student_id, version) VALUES ($4, 1)"
+					"  ON CONFLICT (student_id) DO UPDATE SET version = c.version + 1, updated_at = now()"
+					"  RETURNING version),"
+					EMIT_EVENT_AND_QUEUE_ROW,
+					6, types);
+}
+
 int64
 kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 		 const char *payload_json)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[6] = {INT8OID, TEXTOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = "      ";
 	const char *consumer = kcf_consumer_for(event_type);
 	bool		legacy = !kcf_log_installed();
+	bool		version_ring;
+	SPIPlanPtr	plan;
 	int64		id;
 	int64		version;
 	bool		isnull;
 
 	if (deferring && !legacy)
 		return defer_event(event_type, correlation_id, student_id, payload_json);
-	kcf_plan(&plan,
-			 "WITH v AS ("
-			 "  INSERT INTO kc_flow.cache_versions AS c (student_id, version) VALUES ($4, 1)"
-			 "  ON CONFLICT (student_id) DO UPDATE SET version = c.version + 1, updated_at = now()"
-			 "  RETURNING version),"
-			 " e AS ("
-			 "  INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version)"
-			 "  SELECT $1, $2, $3, $4, $5::jsonb, v.version FROM v RETURNING version),"
-			 " q AS ("
-			 "  INSERT INTO kc_flow.event_queue (event_id, consumer)"
-			 "  SELECT $1, $6 WHERE $6 IS NOT NULL)"
-			 " SELECT version FROM e",
-			 6, types);
+	version_ring = kcf_version_ring_installed();
+	plan = emit_plan(version_ring);
 
 	id = take_event_id(legacy);
 	values[0] = Int64GetDatum(id);
@@ -224,7 +278,13 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 	if (consumer == NULL)
 		nulls[5] = 'n';
 
-	kcf_exec(plan, values, nulls, 1);
+	if (version_ring)
+	{
+		kcf_version_lock(1, &student_id);
+		exec_bump(plan, values, nulls);
+	}
+	else
+		kcf_exec(plan, values, nulls, 1);
 	version = kcf_get_int64(0, 1, &isnull);
 
 	if (legacy)
@@ -278,11 +338,11 @@ defer_event(const char *event_type, Datum correlation_id, Datum student_id,
 /*
  * Appends n events in one statement, as n calls of kcf_emit() would (the
  * same ids, versions and queue rows; a student's events get consecutive
- * versions in the order given, its cache version one update): ids[i] is the
+ * versions in the order given, its cache version one new row): ids[i] is the
  * event's id when taken already, else 0 and it is taken here, in order;
  * consumers[i] the consumer whose queue row it gets, NULL for none; marks[i]
  * the consumer whose processed mark it gets (it handled the event already),
- * NULL for none.
+ * NULL for none.  Only on the 0.2.0 schema, whose versions are the ring.
  */
 static void
 emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *student_ids,
@@ -307,9 +367,11 @@ emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *
 			 "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[])"
 			 "    WITH ORDINALITY AS u(id, event_type, correlation_id, student_id, payload, consumer, mark, o)),"
 			 " v AS ("
-			 "  INSERT INTO kc_flow.cache_versions AS c (student_id, version)"
-			 "  SELECT student_id, count(*) FROM i GROUP BY student_id"
-			 "  ON CONFLICT (student_id) DO UPDATE SET version = c.version + excluded.version, updated_at = now()"
+			 "  INSERT INTO kc_flow.student_versions (student_id, version)"
+			 "  SELECT s.student_id,"
+			 "         coalesce((SELECT max(x.version) FROM kc_flow.student_versions x"
+			 "                    WHERE x.student_id = s.student_id), 0) + s.n"
+			 "    FROM (SELECT student_id, count(*) AS n FROM i GROUP BY student_id) s"
 			 "  RETURNING student_id, version),"
 			 " e AS ("
 			 "  INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version)"
@@ -346,7 +408,8 @@ emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *
 												   TEXTOID, -1, false, TYPALIGN_INT));
 	values[6] = PointerGetDatum(construct_md_array(mark_texts, mark_nulls, 1, dims, lbs,
 												   TEXTOID, -1, false, TYPALIGN_INT));
-	kcf_exec(plan, values, NULL, 1);
+	kcf_version_lock(n, student_ids);
+	exec_bump(plan, values, NULL);
 	noted_as_emitted();
 }
 

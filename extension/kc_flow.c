@@ -29,6 +29,7 @@ int			kcf_event_retention_s = 7 * 24 * 3600;
 bool		kcf_sequence_in_batch = true;
 int			kcf_queue_rotation_size = 128;
 int			kcf_rotation_lock_timeout_ms = 200;
+int			kcf_version_rotation_rows = 20000;
 
 static const struct config_enum_entry session_mode_options[] = {
 	{"full", KCF_SESSIONS_FULL, false},
@@ -102,6 +103,12 @@ define_gucs(void)
 							"Rotation truncates the oldest of the three tables; see docs/extension.md, \"Storage under a held horizon\".",
 							&kcf_queue_rotation_size, 128, 8, 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("kc_flow.version_rotation_rows",
+							"Rows of the cache versions' current table from which the ring rotates.",
+							"It rotates once the current table also holds twice the rows the last rotation carried into it; "
+							"see docs/extension.md, \"Cache versions\".",
+							&kcf_version_rotation_rows, 20000, 0, INT_MAX / 2,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("kc_flow.rotation_lock_timeout",
 							"How long a rotation of a ring waits for its oldest tables' locks.",
 							"The workers' claims queue behind the request meanwhile; a rotation not granted in time is "

@@ -32,6 +32,7 @@ extern int	kcf_event_retention_s;
 extern bool kcf_sequence_in_batch;
 extern int	kcf_queue_rotation_size;
 extern int	kcf_rotation_lock_timeout_ms;
+extern int	kcf_version_rotation_rows;
 
 /* values of kcf_session_generation (kc_flow.session_generation) */
 enum
@@ -77,6 +78,9 @@ extern int32 kcf_trainer_load_exact(Oid relid, Datum trainer_id, bool seed);
 #define KCF_LOCK_SEQUENCER 2	/* exclusive: the log head, one sequencer at a time */
 #define KCF_LOCK_ROTATOR 3		/* exclusive: one rotation of the queue's ring at a time */
 #define KCF_LOCK_LOG_ROTATOR 4	/* exclusive: one rotation of the log's ring at a time */
+#define KCF_LOCK_VERSION_ROTATOR 5	/* exclusive: one rotation of the versions' ring at a time */
+/* a lock space of its own: (KCF_LOCK_VERSIONS, uuid_hash(student)), a student's version bumps one at a time */
+#define KCF_LOCK_VERSIONS 0x6b637673	/* "kcvs" */
 
 /* log.c: the commit-ordered event log (0.2.0) */
 typedef struct KcfRound
@@ -125,6 +129,11 @@ extern KcfRotation kcf_rotate_queue(void);
 /* log_ring.c: the event log, processed_events and the rounds as a ring (0.2.0) */
 extern bool kcf_log_ring_installed(void);
 extern KcfRotation kcf_rotate_log(void);
+
+/* version_ring.c: the students' cache versions, insert-only, as a ring (0.2.0) */
+extern bool kcf_version_ring_installed(void);
+extern void kcf_version_lock(int n, const Datum *student_ids);
+extern KcfRotation kcf_rotate_versions(void);
 
 /* table_stats.c: ANALYZE of tables whose statistics lag far behind */
 extern void kcf_analyze_grown_tables(void);

@@ -10,7 +10,8 @@
  * the next retry is due, or kc_flow.poll_interval_ms passes.  Worker 0 also tops up rolling sessions
  * and refreshes the trending courses every minute, and every second rotates
  * the event queue's ring when its current table has grown (queue_ring.c), the
- * event log's when its current table has aged (log_ring.c), and ANALYZEs the
+ * event log's when its current table has aged (log_ring.c), the cache
+ * versions' when its current table holds enough rows (version_ring.c), and ANALYZEs the
  * tables that outgrew their statistics (table_stats.c).  An error outside the per-event subtransactions is logged and
  * the loop goes on after a pause; a worker that dies is restarted by the
  * postmaster five seconds later.
@@ -53,7 +54,7 @@ bool		kcf_am_worker = false;
 
 #define HOUSEKEEPING_INTERVAL_MS (60 * 1000)
 
-/* how often worker 0 looks whether a ring must rotate (queue_ring.c, log_ring.c) */
+/* how often worker 0 looks whether a ring must rotate (queue_ring.c, log_ring.c, version_ring.c) */
 #define ROTATION_CHECK_MS 1000
 #define ROTATION_MAX_BACKOFF_MS (10 * 1000)
 
@@ -122,8 +123,8 @@ typedef struct KcfRingCheck
 } KcfRingCheck;
 
 /*
- * Worker 0, every ROTATION_CHECK_MS: rotates a ring (the queue's or the
- * log's) when it is due, in a short transaction of its own (the truncated
+ * Worker 0, every ROTATION_CHECK_MS: rotates a ring (the queue's, the
+ * log's or the versions') when it is due, in a short transaction of its own (the truncated
  * tables stay locked until it commits).  When it could not (a long
  * transaction holds a lock on an oldest table, and each try makes the claims
  * wait behind it for up to its lock_timeout), the next try waits twice as
@@ -416,6 +417,7 @@ work_once(int worker, TimestampTz *last_top_up, TimestampTz *last_housekeeping,
 			sleep_ms = 0;
 		rotate_ring(&rings[0]);
 		rotate_ring(&rings[1]);
+		rotate_ring(&rings[2]);
 		catch_up_statistics(last_stats_check);
 	}
 	pgstat_report_stat(false);
@@ -429,9 +431,10 @@ kcf_worker_main(Datum main_arg)
 	int			worker = DatumGetInt32(main_arg);
 	static TimestampTz last_top_up = 0;
 	static TimestampTz last_housekeeping = 0;
-	static KcfRingCheck rings[2] = {
+	static KcfRingCheck rings[3] = {
 		{"kc_flow: rotating the event queue", kcf_rotate_queue},
 		{"kc_flow: rotating the event log", kcf_rotate_log},
+		{"kc_flow: rotating the cache versions", kcf_rotate_versions},
 	};
 	static TimestampTz last_stats_check = 0;
 	static KcfWaiting waiting = KCF_WAITING_NONE;

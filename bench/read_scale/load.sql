@@ -24,7 +24,7 @@ SELECT md5('a' || i)::uuid, md5('s' || i)::uuid, md5('c' || (i % 50))::uuid, md5
        CASE WHEN k = 1 THEN 'completed' ELSE 'scheduled' END
   FROM generate_series(:from, :to) i, generate_series(1, 3) k,
        LATERAL (SELECT timestamptz '2031-01-06 08:00+00' + ((i / 2000) * 3 + k) * interval '1 hour' AS t0) t;
-INSERT INTO kc_flow.cache_versions (student_id, version)
+INSERT INTO kc_flow.student_versions (student_id, version)
 SELECT md5('s' || i)::uuid, 3 FROM generate_series(:from, :to) i;
 SET session_replication_role = origin;
 ANALYZE;

@@ -30,6 +30,9 @@ A ring is judged by the total of its relations sampled every 5 s: the peak
 over the last minute against the peak over minute 1-2 (at most 1.2x).  The
 log's ring rotates by age (every half of kc_flow.event_retention); run.sh
 sets a 30 s retention, so that it reaches its steady size within the run.
+The cache versions' ring (version_ring.c) is a saw-tooth too, but it keeps
+every student's version, so it grows with the data like the tables outside
+the rings: it is judged by held / free of its peak over the last minute.
 
 Each phase also reports the kc_flow workers' CPU (user + system, from /proc)
 per purchase over the run.  KC_SOAK_PROFILE=PREFIX: perf records the two
@@ -132,11 +135,13 @@ def sizes(conn):
 
 # the rings' relations by name: partitions, their indexes, and the 0.1.0-shaped tables
 RINGS = {"queue": "^event_queue", "log": "^(events|event_log|processed_events|log_rounds)"}
+# rings that grow with the data (each student's version stays): judged by held / free
+DATA_RINGS = {"versions": "^student_versions"}
 
 
 def ring_of(name):
     """The ring a relation belongs to, or None."""
-    for ring, pattern in RINGS.items():
+    for ring, pattern in list(RINGS.items()) + list(DATA_RINGS.items()):
         if re.match(pattern, name):
             return ring
     return None
@@ -148,7 +153,7 @@ def ring_bytes(conn):
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                 WHERE n.nspname = 'kc_flow' AND c.relname ~ %s AND c.relkind IN ('r', 'i')""",
                       (pattern,))
-            for ring, pattern in RINGS.items()}
+            for ring, pattern in list(RINGS.items()) + list(DATA_RINGS.items())}
 
 
 def ring_peaks(samples, seconds, ring):
@@ -168,12 +173,19 @@ SMALL = 256 * 1024
 
 
 def horizon_growth(free, held):
-    """{relation: held end / free end} for every relation outside the rings above SMALL."""
+    """{relation: held end / free end} for every relation outside the rings above SMALL,
+    and {"<ring> ring": held / free of its peak over the last minute} for DATA_RINGS."""
     out = {}
     for name, (b, _, _) in held["end"].items():
         a = free["end"].get(name, [0])[0]
         if ring_of(name) is None and max(a, b) > SMALL:
             out[name] = b / a if a else float("inf")
+    for ring in DATA_RINGS:
+        if ring in free["samples"][-1]["rings"] and ring in held["samples"][-1]["rings"]:
+            a = ring_peaks(free["samples"], free["seconds"], ring)[1]
+            b = ring_peaks(held["samples"], held["seconds"], ring)[1]
+            if max(a, b) > SMALL:
+                out[ring + " ring"] = b / a if a else float("inf")
     return out
 
 
@@ -277,7 +289,8 @@ def phase(mode, seconds, rate, out):
     time.sleep(1.5)
     end = sizes(conn)
     rotations = {}
-    for ring, seq in (("queue", "kc_flow.event_queue_generation"), ("log", "kc_flow.log_generation")):
+    for ring, seq in (("queue", "kc_flow.event_queue_generation"), ("log", "kc_flow.log_generation"),
+                      ("versions", "kc_flow.version_generation")):
         if one(conn, "SELECT to_regclass(%s) IS NOT NULL", (seq,)):
             rotations[ring] = one(conn, "SELECT last_value FROM " + seq)
     if held is not None:
@@ -342,7 +355,8 @@ def report(free_path, held_path):
     p99_ratio = held["p99_ms"] / free["p99_ms"] if free["p99_ms"] and held["p99_ms"] else None
     print("* a ring's relation (the queue's or the log's): judged by its ring's total, sampled every 5 s,"
           " the peak over the last minute against the peak over minute 1-2; the others grow with the data"
-          " and are judged by held end / free end")
+          " and are judged by held end / free end (the versions' ring: by held / free of its peak over"
+          " the last minute)")
     by_horizon = horizon_growth(free, held)
     worst_rel = max(by_horizon, key=by_horizon.get) if by_horizon else None
     over = sorted((n for n, x in by_horizon.items() if x > 1.2), key=lambda n: -by_horizon[n])
@@ -351,7 +365,7 @@ def report(free_path, held_path):
              "; above the target: " + ", ".join("%s %.2f" % (n, by_horizon[n]) for n in over) if over else ""))
     for r in (free, held):
         peaks = ", ".join("%s %d -> %d kB" % ((ring,) + tuple(b // 1024 for b in ring_peaks(r["samples"], r["seconds"], ring)))
-                          for ring in RINGS)
+                          for ring in list(RINGS) + [d for d in DATA_RINGS if d in r["samples"][-1]["rings"]])
         print("%s: ring peaks minute 1-2 -> last minute: %s; generations at the end: %s"
               % (r["mode"], peaks, r.get("rotations") or "-"))
     print("held / free: sessions done/s %.3f (target >= 0.9), p99 %s (target <= 1.1);"
@@ -366,6 +380,8 @@ def report(free_path, held_path):
                "ring_growth_free": {k: round(v, 2) for k, v in growth["free"].items()},
                "ring_growth_held": {k: round(v, 2) for k, v in growth["held"].items()},
                "held_over_free_worst": [worst_rel, round(by_horizon.get(worst_rel, 0), 2)],
+               "data_rings_held_over_free": {d: round(by_horizon[d + " ring"], 2)
+                                             for d in DATA_RINGS if d + " ring" in by_horizon},
                "held_over_free_above_1_2": {n: round(by_horizon[n], 2) for n in over},
                "targets_met": rps_ratio >= 0.9 and (p99_ratio or 99) <= 1.1 and worst["held"] <= 1.2 and not over,
                "load": open("/proc/loadavg").read().split()[:3]}

@@ -92,6 +92,12 @@ CREATE FUNCTION kc_flow.rotate_log() RETURNS text
 COMMENT ON FUNCTION kc_flow.rotate_log() IS
     'rotates the event log''s ring now if its current tables have been current for half of kc_flow.event_retention, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, the first oldest table''s lock not granted within 200 ms, or another one or the log head not free at once); call it in a short transaction of its own';
 
+CREATE FUNCTION kc_flow.rotate_versions() RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_rotate_versions_sql';
+COMMENT ON FUNCTION kc_flow.rotate_versions() IS
+    'rotates the cache versions'' ring now if its current table holds at least kc_flow.version_rotation_rows rows and twice what the last rotation carried into it, as worker 0 and run_pending() do: ''rotated'', ''not due'' or ''busy'' (another rotation, or the oldest table''s lock not granted within 200 ms: a transaction that read the versions holds it until it ends); call it in a short transaction of its own';
+
 CREATE FUNCTION kc_flow.trim_event_log(retention_s int DEFAULT NULL) RETURNS bigint
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'kcf_trim_event_log_sql';

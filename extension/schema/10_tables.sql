@@ -344,10 +344,73 @@ COMMENT ON COLUMN kc_flow.dead_letters.event_id IS
 COMMENT ON TABLE kc_flow.dead_letters IS
     'events a stage could not handle, with the last error: refused by the stage or failed with an error that cannot succeed on retry (first attempt), or failed kc_flow.max_attempts times; kc_flow.retry_dead_letter(id) puts one back in the queue';
 
-CREATE TABLE kc_flow.cache_versions (
-    student_id uuid PRIMARY KEY,
-    version    bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
+-- The students' cache versions (issue 9): insert-only rows in a ring of three tables emptied
+-- by TRUNCATE (extension/version_ring.c, docs/extension.md "Cache versions"). 0.1.0 kept one
+-- row per student in the table cache_versions and updated it with every bump, a dead version
+-- per bump while something held the xmin horizon; cache_versions is now a view of the ring.
+CREATE SEQUENCE kc_flow.version_generation AS bigint MINVALUE 0 START 0 CACHE 1;
+COMMENT ON SEQUENCE kc_flow.version_generation IS
+    'the generation of the cache versions'' ring (student_versions): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/version_ring.c); read without a snapshot by student_version()';
+
+CREATE FUNCTION kc_flow.version_slot() RETURNS smallint
+    LANGUAGE sql VOLATILE
+AS $$ SELECT (last_value % 3)::smallint FROM kc_flow.version_generation $$;
+COMMENT ON FUNCTION kc_flow.version_slot() IS
+    'the slot of the cache versions'' ring that new rows go to (the default of student_versions.slot)';
+
+CREATE TABLE kc_flow.student_versions (
+    student_id uuid NOT NULL,
+    version    bigint NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    slot       smallint NOT NULL DEFAULT kc_flow.version_slot()
+) PARTITION BY LIST (slot);
+CREATE TABLE kc_flow.student_versions_0 PARTITION OF kc_flow.student_versions (
+    CONSTRAINT student_versions_0_pkey PRIMARY KEY (student_id, version)) FOR VALUES IN (0);
+CREATE TABLE kc_flow.student_versions_1 PARTITION OF kc_flow.student_versions (
+    CONSTRAINT student_versions_1_pkey PRIMARY KEY (student_id, version)) FOR VALUES IN (1);
+CREATE TABLE kc_flow.student_versions_2 PARTITION OF kc_flow.student_versions (
+    CONSTRAINT student_versions_2_pkey PRIMARY KEY (student_id, version)) FOR VALUES IN (2);
+COMMENT ON TABLE kc_flow.student_versions_0 IS 'slot 0 of the cache versions'' ring (kc_flow.student_versions)';
+COMMENT ON TABLE kc_flow.student_versions_1 IS 'slot 1 of the cache versions'' ring (kc_flow.student_versions)';
+COMMENT ON TABLE kc_flow.student_versions_2 IS 'slot 2 of the cache versions'' ring (kc_flow.student_versions)';
+COMMENT ON TABLE kc_flow.student_versions IS
+    'a row per bump of a student''s cache version, in every transaction that changes what the student''s home or learning view shows (emit_event; a worker''s batch bumps once for all of a student''s events in it), under the student''s advisory lock; the version is the largest (kc_flow.student_version()); insert-only, a ring of three tables (slot), the oldest truncated once the current one has grown, each student''s largest version carried forward (extension/version_ring.c)';
+COMMENT ON COLUMN kc_flow.student_versions.version IS
+    'the student''s version after the bump: the previous one plus the number of the student''s events the bump''s statement wrote';
+COMMENT ON COLUMN kc_flow.student_versions.slot IS
+    'the table of the ring the row is in; rotation copies each student''s largest version left only in the oldest table into the current one before truncating it';
+
+CREATE TABLE kc_flow.version_rotations (
+    generation bigint PRIMARY KEY,
+    rotated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    carried    bigint NOT NULL DEFAULT 0
 );
-COMMENT ON TABLE kc_flow.cache_versions IS
-    'per student, bumped in every transaction that changes what the student''s home or learning view shows; caches fence on it';
+COMMENT ON TABLE kc_flow.version_rotations IS
+    'one row per generation of the cache versions'' ring, written by the rotation that made it current: when, and how many students'' versions it carried forward (the next rotation waits for twice as many rows); insert-only';
+INSERT INTO kc_flow.version_rotations (generation) VALUES (0);
+
+CREATE FUNCTION kc_flow.student_version(student uuid) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    -- The ring's tables are locked (by the plan) before the generation is read. A snapshot
+    -- older than the last rotation (its row is not in it, the sequence says it happened)
+    -- sees the truncated table empty and the carried rows not yet written: the student's
+    -- events of that snapshot carry the versions their bumps gave.
+    RETURN greatest(
+        (SELECT coalesce(max(v.version), 0) FROM kc_flow.student_versions v WHERE v.student_id = student),
+        CASE WHEN (SELECT max(r.generation) FROM kc_flow.version_rotations r)
+                  < (SELECT g.last_value FROM kc_flow.version_generation g)
+             THEN (SELECT max(e.version) FROM kc_flow.events e WHERE e.student_id = student)
+        END);
+END
+$$;
+COMMENT ON FUNCTION kc_flow.student_version(uuid) IS
+    'the student''s cache version in the calling snapshot (0 before its first event): the largest of the ring''s rows, and, in a snapshot older than the ring''s last rotation, of the student''s events; the read side''s "version"';
+
+CREATE VIEW kc_flow.cache_versions AS
+SELECT DISTINCT ON (v.student_id) v.student_id, v.version, v.at AS updated_at
+  FROM kc_flow.student_versions v
+ ORDER BY v.student_id, v.version DESC;
+COMMENT ON VIEW kc_flow.cache_versions IS
+    'per student, the cache version (the largest of kc_flow.student_versions) and when it was bumped; caches fence on it; a view since 0.2.0 (0.1.0 kept a row per student, updated by every bump)';

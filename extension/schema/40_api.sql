@@ -279,6 +279,7 @@ REVOKE ALL ON FUNCTION kc_flow.run_pending(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.sequence_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.rotate_queue() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.rotate_log() FROM PUBLIC;
+REVOKE ALL ON FUNCTION kc_flow.rotate_versions() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.trim_event_log(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.retry_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kc_flow.auto_assign(uuid) FROM PUBLIC;

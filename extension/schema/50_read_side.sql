@@ -3,7 +3,8 @@
 -- Every read function is SECURITY DEFINER with a fixed search_path, so a role that may only
 -- EXECUTE them can serve the gateway. The JSON views are STABLE: all their statements run in
 -- the snapshot of the calling query, so the "version" they return is the student's
--- cache_versions.version as of exactly the data shown (a cache fenced on that version is safe).
+-- cache version (kc_flow.student_version()) as of exactly the data shown (a cache fenced on
+-- that version is safe).
 -- An unknown student raises no_data_found (SQLSTATE P0002).
 
 -- One row per session with the names a screen shows; the base of every session list below.
@@ -126,7 +127,7 @@ BEGIN
     )
     SELECT jsonb_build_object(
         'student_id', student,
-        'version', coalesce((SELECT v.version FROM kc_flow.cache_versions v WHERE v.student_id = student), 0),
+        'version', kc_flow.student_version(student),
         'overview', jsonb_build_object(
             'active_courses', (SELECT count(*) FROM kc_flow.student_course_purchases p
                                 WHERE p.student_id = student AND p.is_active),
@@ -182,7 +183,7 @@ BEGIN
     PERFORM kc_flow.require_student(student);
     SELECT jsonb_build_object(
         'student_id', student,
-        'version', coalesce((SELECT v.version FROM kc_flow.cache_versions v WHERE v.student_id = student), 0),
+        'version', kc_flow.student_version(student),
         'courses', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                        'purchase_id', p.id, 'course_id', p.course_id, 'title', c.title,

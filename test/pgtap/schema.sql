@@ -9,7 +9,8 @@ SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_c
   'events', 'events_0', 'events_1', 'events_2', 'event_log', 'event_log_0', 'event_log_1', 'event_log_2',
   'log_rounds', 'log_rounds_0', 'log_rounds_1', 'log_rounds_2', 'log_rotations',
   'event_queue', 'event_queue_0', 'event_queue_1', 'event_queue_2',
-  'processed_events', 'processed_events_0', 'processed_events_1', 'processed_events_2', 'dead_letters', 'cache_versions',
+  'processed_events', 'processed_events_0', 'processed_events_1', 'processed_events_2', 'dead_letters',
+  'student_versions', 'student_versions_0', 'student_versions_1', 'student_versions_2', 'version_rotations',
   'course_trending']);
 SELECT is((SELECT count(*)::int FROM pg_constraint c WHERE c.conrelid IN ('kc_flow.event_log_0'::regclass, 'kc_flow.event_log_1'::regclass, 'kc_flow.event_log_2'::regclass)
              AND pg_get_constraintdef(c.oid) = 'PRIMARY KEY (pos)'), 3, 'each table of the log''s ring is keyed by position');

@@ -104,9 +104,18 @@ log_before=$(sql $OLD -c "SELECT count(*) || '|' || coalesce(max(id), 0) FROM kc
 top=${log_before#*|}
 # ids given out and trimmed since (or rolled back): a 0.1.0 cursor may be above every id left
 given=$(sql $OLD -c "SELECT setval('kc_flow.events_id_seq', (SELECT last_value + 5 FROM kc_flow.events_id_seq))")
+# each student's cache version under 0.1.0 (a row of the table cache_versions)
+versions_before=$(sql $OLD -c "SELECT string_agg(s.id || ' ' || coalesce(c.version, 0), ',' ORDER BY s.id)
+                                 FROM kc_flow.students s LEFT JOIN kc_flow.cache_versions c ON c.student_id = s.id")
 sql $OLD -c "ALTER EXTENSION kc_flow UPDATE"
 check "ALTER EXTENSION kc_flow UPDATE goes to 0.2.0" "0.2.0" \
   "$(sql $OLD -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
+check "each student's cache version goes on from 0.1.0's, raised by the events the update wrote, in the ring" \
+  "$versions_before" \
+  "$(sql $OLD -c "SELECT string_agg(s.id || ' ' || (kc_flow.student_version(s.id)
+                                                    - (SELECT count(*) FROM kc_flow.events e
+                                                        WHERE e.student_id = s.id AND e.id > $given)), ',' ORDER BY s.id)
+                    FROM kc_flow.students s")"
 sql $OLD -c "SELECT kc_flow.sequence_log()" >/dev/null     # the workers' round, as run_pending does
 check "cursors go on across the update: each old event keeps its id as its position, the new ones come after" \
   "$log_before|true|true" \
