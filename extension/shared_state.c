@@ -278,9 +278,13 @@ kcf_set_busy(int worker, bool busy)
  * Wakes the workers for a commit that queued events; cheap, safe to call at
  * commit.  One worker that is not busy is enough: woken after the commit, its
  * next claim sees the events.  Waking the others too made each of them claim
- * nothing, one empty transaction per commit and worker at low rates.  When
- * every worker is busy, all are woken, so that each goes round again after
- * its batch instead of sleeping.
+ * nothing, one empty transaction per commit and worker at low rates.  The
+ * worker woken is flagged busy here, by the waker, rather than by itself once
+ * it runs: on a loaded machine a woken worker may wait milliseconds for a
+ * CPU, and the next commit meanwhile must go to another idle worker instead
+ * of setting the same latch again while the other sleeps.  When every worker
+ * is busy, all are woken, so that each goes round again after its batch
+ * instead of sleeping.
  */
 void
 kcf_wake_workers(void)
@@ -295,9 +299,11 @@ kcf_wake_workers(void)
 	for (int i = 0; i < KCF_MAX_WORKERS; i++)
 		if (kcf_shared->workers[i].latch != NULL)
 		{
+			uint32		not_busy = 0;
+
 			latches[n++] = kcf_shared->workers[i].latch;
 			if (idle == NULL && kcf_shared->workers[i].latch != MyLatch &&
-				pg_atomic_read_u32(&kcf_shared->busy[i]) == 0)
+				pg_atomic_compare_exchange_u32(&kcf_shared->busy[i], &not_busy, 1))
 				idle = kcf_shared->workers[i].latch;
 		}
 	SpinLockRelease(&kcf_shared->mutex);

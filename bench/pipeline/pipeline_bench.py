@@ -13,7 +13,8 @@ worker, then the batch up to its round). Ends with one line of JSON holding the 
 
 KC_BENCH_PROFILE=FILE: perf records the kc_flow workers during the
 saturation run (call graphs, dwarf) and writes its report, inclusive time
-per symbol, to FILE, and the samples to FILE.data.
+per symbol, to FILE, and the samples to FILE.data; with
+KC_BENCH_PROFILE_RATE=R, during the run at an offered R purchases/s instead.
 
 Run by bench/pipeline/run.sh, which starts the throwaway cluster."""
 import json
@@ -32,6 +33,7 @@ CLIENTS = int(os.environ.get("KC_BENCH_CLIENTS", "8"))
 TRAINERS = max(100, N // 10)
 TMP = os.environ.get("KC_BENCH_TMP", "/tmp")
 PROFILE = os.environ.get("KC_BENCH_PROFILE")
+PROFILE_RATE = int(os.environ["KC_BENCH_PROFILE_RATE"]) if os.environ.get("KC_BENCH_PROFILE_RATE") else None
 
 
 def pgbench(db, script, transactions, clients, rate=None, define=None):
@@ -83,7 +85,7 @@ def run_pipeline(conn, label, rate=None):
     th = threading.Thread(target=listen, daemon=True)
     th.start()
     per_client = N // CLIENTS
-    perf = start_profile(conn) if PROFILE and rate is None else None
+    perf = start_profile(conn) if PROFILE and rate == PROFILE_RATE else None
     workers = [r[0] for r in rows(conn, "SELECT pid FROM kc_flow.worker_status() WHERE pid <> 0")]
     cpu0 = cpu_seconds(workers)
     t0 = time.time()
@@ -105,14 +107,19 @@ def run_pipeline(conn, label, rate=None):
     end = max(done.values())
     succeeded = dict(rows(conn, "SELECT id::text, extract(epoch FROM succeeded_at) FROM kc_flow.payments"
                                 " WHERE course_id = %s AND status = 'succeeded'", (world.course,)))
-    lat = [(done[p] - float(succeeded[p])) * 1000 for p in done]
+    lat = dict((p, (done[p] - float(succeeded[p])) * 1000) for p in done)
     listener.close()
     wait, batch = gaps(conn, world.course)
+    # the rest of each payment's latency: the batch's commit (its WAL flush) and the notification
+    after = [lat[p] - wait[p] - batch[p] for p in wait]
+    lat = list(lat.values())
+    wait, batch = list(wait.values()), list(batch.values())
     return {"label": label, "purchases": total, "secs": end - t0, "rate": total / (end - t0),
             "confirm_secs": confirm_secs, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
             "max": max(lat), "cpu_ms": cpu * 1000.0 / total,
             "wait_p50": percentile(wait, 50), "wait_p99": percentile(wait, 99),
-            "batch_p50": percentile(batch, 50), "batch_p99": percentile(batch, 99)}, world
+            "batch_p50": percentile(batch, 50), "batch_p99": percentile(batch, 99),
+            "after_p50": percentile(after, 50), "after_p99": percentile(after, 99)}, world
 
 
 def explain_missing(conn, course, missing, listener, read):
@@ -146,15 +153,15 @@ def gaps(conn, course):
     """Where each payment of course spent its latency, in ms: waiting for a worker (the
     payment's succeeded_at to the start of the worker transaction that wrote its
     SESSIONS_GENERATED, the event's created_at) and that batch up to its round (the event's
-    event_log.logged_at, just before the batch's commit)."""
+    event_log.logged_at, just before the batch's commit), each a dict by payment id."""
     got = rows(conn, """
-        SELECT extract(epoch FROM e.created_at - p.succeeded_at)::float8 * 1000,
+        SELECT p.id::text, extract(epoch FROM e.created_at - p.succeeded_at)::float8 * 1000,
                extract(epoch FROM l.logged_at - e.created_at)::float8 * 1000
           FROM kc_flow.payments p
           JOIN kc_flow.events e ON e.correlation_id = p.id AND e.event_type = 'SESSIONS_GENERATED'
           JOIN kc_flow.event_log l ON l.event_id = e.id
          WHERE p.course_id = %s""", (course,))
-    return [r[0] for r in got], [r[1] for r in got]
+    return dict((r[0], r[1]) for r in got), dict((r[0], r[2]) for r in got)
 
 
 def cpu_seconds(pids):
@@ -184,7 +191,8 @@ PROFILE_PARTS = ["kcf_dispatch_batch", "kcf_stage_purchase", "kcf_stage_purchase
                  "kcf_plan_of_purchase", "best_trainer", "book_trainer", "kcf_stage_sessions",
                  "kcf_stage_sessions_set", "kcf_plan_of_allocation", "kcf_emit", "kcf_emit_set",
                  "kcf_emit_set_after_deferred", "kcf_emit_flush", "kcf_event_uuid", "kcf_sequence",
-                 "CommitTransaction"]
+                 "CommitTransaction", "claim_jobs", "kcf_next_due_ms", "XLogFlush", "rotate_ring",
+                 "catch_up_statistics", "housekeeping", "pgstat_report_stat"]
 
 
 def stop_profile(perf):
@@ -386,8 +394,10 @@ def main():
     for r in [sat] + fixed:
         print("%-34s %12.0f %10.1f %10.1f %10.1f" % (r["label"], r["rate"], r["p50"], r["p99"], r["max"]))
     for r in fixed:
-        print("%s: waiting for a worker p50 %.1f ms, p99 %.1f ms; the batch up to its round p50 %.1f ms, p99 %.1f ms"
-              % (r["label"], r["wait_p50"], r["wait_p99"], r["batch_p50"], r["batch_p99"]))
+        print("%s: waiting for a worker p50 %.1f ms, p99 %.1f ms; the batch up to its round p50 %.1f ms, p99 %.1f ms;"
+              " its commit and the notification p50 %.1f ms, p99 %.1f ms"
+              % (r["label"], r["wait_p50"], r["wait_p99"], r["batch_p50"], r["batch_p99"], r["after_p50"],
+                 r["after_p99"]))
     print("the workers' CPU per purchase: %.2f ms at saturation%s" % (sat["cpu_ms"], "".join(
         ", %.2f ms at %s" % (r["cpu_ms"], r["label"].split()[-1]) for r in fixed)))
     print("allocation alone (auto_assign, rolled back, fixed plans): %.0f/s with 1 client, %.0f/s with %d"
@@ -413,7 +423,8 @@ def main():
         figures["offered_%s" % key] = {"rps": round(r["rate"], 1), "p50_ms": round(r["p50"], 1),
                                        "p99_ms": round(r["p99"], 1), "cpu_ms": round(r["cpu_ms"], 2),
                                        "wait_p50_ms": round(r["wait_p50"], 1), "wait_p99_ms": round(r["wait_p99"], 1),
-                                       "batch_p50_ms": round(r["batch_p50"], 1), "batch_p99_ms": round(r["batch_p99"], 1)}
+                                       "batch_p50_ms": round(r["batch_p50"], 1), "batch_p99_ms": round(r["batch_p99"], 1),
+                                       "after_p50_ms": round(r["after_p50"], 1), "after_p99_ms": round(r["after_p99"], 1)}
     print(json.dumps(figures))
 
 

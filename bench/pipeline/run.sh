@@ -4,6 +4,7 @@
 # and then the pipeline, and prints a table with the ratio.
 #   KC_BENCH_CONF (extra postgresql.conf lines)  KC_BENCH_PURCHASES (2000)  KC_BENCH_CLIENTS (8)  KC_BENCH_RATES ("100 300": offered loads, purchases/s)
 #   KC_BENCH_PROFILE (a file: perf profile of the workers at saturation, see pipeline_bench.py)
+#   KC_BENCH_PROFILE_RATE (profile the run at this offered load instead)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$KC_ROOT"

@@ -10,6 +10,7 @@ PY=/usr/bin/python3
 $PY validation.py || echo "not ok - validation.py exited with $?"
 $PY concurrency.py || echo "not ok - concurrency.py exited with $?"
 $PY worker_errors.py || echo "not ok - worker_errors.py exited with $?"
+$PY wake_handoff.py || echo "not ok - wake_handoff.py exited with $?"
 
 # the crash test gets its own cluster: it kills and restarts the server
 crash_dir="$KC_TEST_TMP/crash"
