@@ -1115,8 +1115,9 @@ CREATE TRIGGER allocations_truncated AFTER TRUNCATE ON kc_flow.trainer_allocatio
 -- 0.1.0's payments table becomes payment_orders (its terms; names of its constraints and
 -- indexes kept, as its errors report them), its status becomes rows of payment_outcomes,
 -- and kc_flow.payments a view of both with 0.1.0's columns, written through its INSTEAD
--- OF trigger (docs/design.md, "Payments").  The outcomes are copied before the trigger
--- that emits their events exists: they emitted theirs under 0.1.0.
+-- OF trigger (docs/extension.md, "Payments: a status change inserts a row").  The
+-- outcomes are copied before the trigger that emits their events exists: they emitted
+-- theirs under 0.1.0.
 DROP TRIGGER payments_check ON kc_flow.payments;
 DROP TRIGGER payments_emit ON kc_flow.payments;
 DROP FUNCTION kc_flow.payments_check();

@@ -56,9 +56,10 @@ COMMENT ON TABLE kc_flow.trainer_availability IS
 -- A payment is stored as its order (the terms, written once and changed only while
 -- pending) and its outcomes (one row per transition, never updated): confirming or
 -- refunding inserts a row and rewrites none, so it leaves no dead version behind even
--- while an old snapshot holds the xmin horizon (docs/design.md, "Payments").  The view
--- kc_flow.payments (20_payment_rules.sql) shows both as one row, as 0.1.0's table did;
--- the constraints keep 0.1.0's names, which its errors report.
+-- while an old snapshot holds the xmin horizon (docs/extension.md, "Payments: a status
+-- change inserts a row").  The view kc_flow.payments (20_payment_rules.sql) shows both
+-- as one row, as 0.1.0's table did; the constraints keep 0.1.0's names, which its
+-- errors report.
 CREATE TABLE kc_flow.payment_orders (
     id            uuid CONSTRAINT payments_pkey PRIMARY KEY DEFAULT gen_random_uuid(),
     student_id    uuid NOT NULL CONSTRAINT payments_student_id_fkey REFERENCES kc_flow.students,

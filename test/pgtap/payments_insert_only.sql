@@ -1,8 +1,8 @@
 -- pgTAP: a payment's status changes write new rows only.  Confirming (the platform's
 -- UPDATE of kc_flow.payments, or kc_flow.confirm_payment), failing and refunding a
 -- payment insert its outcome and update or delete no row of any payments table, so
--- under a held xmin horizon they leave no dead version behind (docs/design.md,
--- "Payments").  The contract of 0.1.0's table stays: RETURNING, frozen terms,
+-- under a held xmin horizon they leave no dead version behind (docs/extension.md,
+-- "Payments: a status change inserts a row").  The contract of 0.1.0's table stays: RETURNING, frozen terms,
 -- metadata of a settled payment, and constraints that refuse a second settlement or a
 -- refund without a success even when the view is bypassed.
 BEGIN;
