@@ -74,18 +74,21 @@ $$;
 COMMENT ON FUNCTION kc_flow.validate_time_slot(jsonb) IS
     'raises invalid_parameter_value unless the time slot is {"weekdays":[ISO days],"start":"HH:MM","timezone":IANA zone[,"starts_on":"YYYY-MM-DD"]}';
 
--- A payment as one row, as 0.1.0's table was: its order and its status, derived from
--- its outcomes (at most one settling row and one refund, by the indexes of
--- payment_outcomes, so the joins never repeat an order).
+-- A payment as one row, as 0.1.0's table was: its order, and its status derived from
+-- its outcomes.  Only the order is in FROM, so SELECT ... FOR UPDATE [SKIP LOCKED] on
+-- the view locks the order's row, and a reader that does not ask for the status pays
+-- nothing for it.  The status is the alphabetically first outcome: failed, refunded
+-- (beside succeeded), succeeded; one probe of payment_outcomes_pkey.
 CREATE VIEW kc_flow.payments AS
 SELECT o.id, o.student_id, o.course_id, o.amount_cents, o.currency,
-       coalesce(r.outcome, s.outcome, 'pending') AS status,
+       coalesce((SELECT min(x.outcome) FROM kc_flow.payment_outcomes x WHERE x.payment_id = o.id),
+                'pending') AS status,
        o.purchase_tier, o.time_slot, o.metadata, o.created_at,
-       greatest(o.updated_at, s.occurred_at, r.occurred_at) AS updated_at,
-       CASE WHEN s.outcome = 'succeeded' THEN s.occurred_at END AS succeeded_at
-  FROM kc_flow.payment_orders o
-  LEFT JOIN kc_flow.payment_outcomes s ON s.payment_id = o.id AND s.outcome IN ('succeeded', 'failed')
-  LEFT JOIN kc_flow.payment_outcomes r ON r.payment_id = o.id AND r.outcome = 'refunded';
+       greatest(o.updated_at, (SELECT max(x.occurred_at) FROM kc_flow.payment_outcomes x
+                                WHERE x.payment_id = o.id)) AS updated_at,
+       (SELECT x.occurred_at FROM kc_flow.payment_outcomes x
+         WHERE x.payment_id = o.id AND x.outcome = 'succeeded') AS succeeded_at
+  FROM kc_flow.payment_orders o;
 ALTER VIEW kc_flow.payments ALTER COLUMN id SET DEFAULT gen_random_uuid();
 ALTER VIEW kc_flow.payments ALTER COLUMN currency SET DEFAULT 'USD';
 ALTER VIEW kc_flow.payments ALTER COLUMN status SET DEFAULT 'pending';
@@ -102,7 +105,7 @@ CREATE FUNCTION kc_flow.payment_status(payment uuid, OUT status text, OUT succee
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, kc_flow
 AS $$
-    SELECT coalesce(max(o.outcome) FILTER (WHERE o.outcome = 'refunded'), max(o.outcome), 'pending'),
+    SELECT coalesce(min(o.outcome), 'pending'),
            max(o.occurred_at) FILTER (WHERE o.outcome = 'succeeded'), max(o.occurred_at)
       FROM kc_flow.payment_outcomes o WHERE o.payment_id = payment
 $$;
