@@ -1112,6 +1112,7 @@ CREATE TRIGGER allocations_truncated AFTER TRUNCATE ON kc_flow.trainer_allocatio
     FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.forget_trainer_loads();
 
 
+
 -- ==== storage (issue 9): a payment's status changes insert rows, they rewrite none ====
 -- 0.1.0's payments table becomes payment_orders (its terms; names of its constraints and
 -- indexes kept, as its errors report them), its status becomes rows of payment_outcomes,
@@ -1178,20 +1179,6 @@ ALTER VIEW kc_flow.payments ALTER COLUMN created_at SET DEFAULT now();
 ALTER VIEW kc_flow.payments ALTER COLUMN updated_at SET DEFAULT now();
 COMMENT ON VIEW kc_flow.payments IS
     'payments as reported by the payment provider; status moves pending->succeeded|failed, succeeded->refunded; becoming succeeded emits PURCHASE_CONFIRMED; written through its INSTEAD OF trigger into payment_orders and payment_outcomes';
-
--- The status of a payment and when it last changed, from its outcomes, read with
--- the caller's snapshot.
-CREATE FUNCTION kc_flow.payment_status(payment uuid, OUT status text, OUT succeeded_at timestamptz,
-                                       OUT changed_at timestamptz)
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, kc_flow
-AS $$
-    SELECT coalesce(min(o.outcome), 'pending'),
-           max(o.occurred_at) FILTER (WHERE o.outcome = 'succeeded'), max(o.occurred_at)
-      FROM kc_flow.payment_outcomes o WHERE o.payment_id = payment
-$$;
-COMMENT ON FUNCTION kc_flow.payment_status(uuid) IS
-    'a payment''s status (pending without an outcome), its success time and the time of its last outcome';
 
 -- Records a change of status after checking it against the payment's current
 -- status; the caller holds the lock of the payment's order.
@@ -1310,7 +1297,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    SELECT * INTO cur FROM kc_flow.payment_status(OLD.id);
+    SELECT coalesce(min(x.outcome), 'pending') AS status,
+           max(x.occurred_at) FILTER (WHERE x.outcome = 'succeeded') AS succeeded_at,
+           max(x.occurred_at) AS changed_at
+      INTO cur FROM kc_flow.payment_outcomes x WHERE x.payment_id = OLD.id;
     IF NEW.succeeded_at IS DISTINCT FROM OLD.succeeded_at THEN
         RAISE EXCEPTION 'column "succeeded_at" of kc_flow.payments can only be set by a status change'
             USING ERRCODE = 'generated_always',
@@ -1421,7 +1411,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % does not exist', payment USING ERRCODE = 'no_data_found';
     END IF;
-    SELECT s.status INTO current FROM kc_flow.payment_status(payment) s;
+    SELECT coalesce(min(x.outcome), 'pending') INTO current    -- as kc_flow.payments derives it
+      FROM kc_flow.payment_outcomes x WHERE x.payment_id = payment;
     IF current = 'succeeded' THEN
         RETURN NULL;            -- confirming twice is harmless: one event only
     END IF;

@@ -98,20 +98,6 @@ ALTER VIEW kc_flow.payments ALTER COLUMN updated_at SET DEFAULT now();
 COMMENT ON VIEW kc_flow.payments IS
     'payments as reported by the payment provider; status moves pending->succeeded|failed, succeeded->refunded; becoming succeeded emits PURCHASE_CONFIRMED; written through its INSTEAD OF trigger into payment_orders and payment_outcomes';
 
--- The status of a payment and when it last changed, from its outcomes, read with
--- the caller's snapshot.
-CREATE FUNCTION kc_flow.payment_status(payment uuid, OUT status text, OUT succeeded_at timestamptz,
-                                       OUT changed_at timestamptz)
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, kc_flow
-AS $$
-    SELECT coalesce(min(o.outcome), 'pending'),
-           max(o.occurred_at) FILTER (WHERE o.outcome = 'succeeded'), max(o.occurred_at)
-      FROM kc_flow.payment_outcomes o WHERE o.payment_id = payment
-$$;
-COMMENT ON FUNCTION kc_flow.payment_status(uuid) IS
-    'a payment''s status (pending without an outcome), its success time and the time of its last outcome';
-
 -- Records a change of status after checking it against the payment's current
 -- status; the caller holds the lock of the payment's order.
 CREATE FUNCTION kc_flow.record_outcome(payment uuid, current text, target text) RETURNS void
@@ -229,7 +215,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    SELECT * INTO cur FROM kc_flow.payment_status(OLD.id);
+    SELECT coalesce(min(x.outcome), 'pending') AS status,
+           max(x.occurred_at) FILTER (WHERE x.outcome = 'succeeded') AS succeeded_at,
+           max(x.occurred_at) AS changed_at
+      INTO cur FROM kc_flow.payment_outcomes x WHERE x.payment_id = OLD.id;
     IF NEW.succeeded_at IS DISTINCT FROM OLD.succeeded_at THEN
         RAISE EXCEPTION 'column "succeeded_at" of kc_flow.payments can only be set by a status change'
             USING ERRCODE = 'generated_always',
