@@ -1245,3 +1245,317 @@ CREATE TRIGGER allocations_note_load AFTER INSERT OR UPDATE OF status, trainer_i
     FOR EACH ROW EXECUTE FUNCTION kc_flow.note_trainer_load();
 CREATE TRIGGER allocations_truncated AFTER TRUNCATE ON kc_flow.trainer_allocations
     FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.forget_trainer_loads();
+
+
+
+-- ==== storage (issue 9): a payment's status changes insert rows, they rewrite none ====
+-- 0.1.0's payments table becomes payment_orders (its terms; names of its constraints and
+-- indexes kept, as its errors report them), its status becomes rows of payment_outcomes,
+-- and kc_flow.payments a view of both with 0.1.0's columns, written through its INSTEAD
+-- OF trigger (docs/extension.md, "Payments: a status change inserts a row").  The
+-- outcomes are copied before the trigger that emits their events exists: they emitted
+-- theirs under 0.1.0.
+DROP TRIGGER payments_check ON kc_flow.payments;
+DROP TRIGGER payments_emit ON kc_flow.payments;
+DROP FUNCTION kc_flow.payments_check();
+ALTER TABLE kc_flow.payments RENAME TO payment_orders;
+COMMENT ON TABLE kc_flow.payment_orders IS
+    'the terms of each payment (kc_flow.payments shows them with their status); updated in place only while the payment is pending (terms) or for its metadata, never by a change of status';
+COMMENT ON COLUMN kc_flow.payment_orders.updated_at IS
+    'when the terms or metadata last changed; kc_flow.payments.updated_at is the later of this and the last outcome';
+
+CREATE TABLE kc_flow.payment_outcomes (
+    payment_id  uuid NOT NULL
+                CONSTRAINT payment_outcomes_payment_id_fkey REFERENCES kc_flow.payment_orders ON DELETE CASCADE,
+    outcome     text NOT NULL
+                CONSTRAINT payment_outcomes_outcome_known CHECK (outcome IN ('succeeded', 'failed', 'refunded')),
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    follows     text GENERATED ALWAYS AS (CASE WHEN outcome = 'refunded' THEN 'succeeded' END) STORED,
+    CONSTRAINT payment_outcomes_pkey PRIMARY KEY (payment_id, outcome),
+    CONSTRAINT payment_outcomes_refund_needs_success FOREIGN KEY (payment_id, follows)
+        REFERENCES kc_flow.payment_outcomes (payment_id, outcome) ON DELETE CASCADE
+);
+-- the hard guarantee under concurrency: of two sessions settling one payment, the
+-- second waits for the first and then finds its row here
+CREATE UNIQUE INDEX payment_outcomes_settled_once ON kc_flow.payment_outcomes (payment_id)
+    WHERE outcome IN ('succeeded', 'failed');
+COMMENT ON TABLE kc_flow.payment_outcomes IS
+    'the status changes of each payment, insert-only: no row is pending, succeeded or failed settles it (one of the two, once), refunded follows succeeded; a succeeded or refunded row emits its event';
+COMMENT ON COLUMN kc_flow.payment_outcomes.follows IS
+    'the outcome this one requires before it (succeeded for refunded), enforced by payment_outcomes_refund_needs_success';
+
+INSERT INTO kc_flow.payment_outcomes (payment_id, outcome, occurred_at)
+SELECT id, 'succeeded', coalesce(succeeded_at, updated_at) FROM kc_flow.payment_orders
+ WHERE status IN ('succeeded', 'refunded');
+INSERT INTO kc_flow.payment_outcomes (payment_id, outcome, occurred_at)
+SELECT id, status, updated_at FROM kc_flow.payment_orders WHERE status IN ('failed', 'refunded');
+ALTER TABLE kc_flow.payment_orders DROP COLUMN status, DROP COLUMN succeeded_at;
+
+-- A payment as one row, as 0.1.0's table was: its order, and its status derived from
+-- its outcomes.  Only the order is in FROM, so SELECT ... FOR UPDATE [SKIP LOCKED] on
+-- the view locks the order's row, and a reader that does not ask for the status pays
+-- nothing for it.  The status is the alphabetically first outcome: failed, refunded
+-- (beside succeeded), succeeded; one probe of payment_outcomes_pkey.
+CREATE VIEW kc_flow.payments AS
+SELECT o.id, o.student_id, o.course_id, o.amount_cents, o.currency,
+       coalesce((SELECT min(x.outcome) FROM kc_flow.payment_outcomes x WHERE x.payment_id = o.id),
+                'pending') AS status,
+       o.purchase_tier, o.time_slot, o.metadata, o.created_at,
+       greatest(o.updated_at, (SELECT max(x.occurred_at) FROM kc_flow.payment_outcomes x
+                                WHERE x.payment_id = o.id)) AS updated_at,
+       (SELECT x.occurred_at FROM kc_flow.payment_outcomes x
+         WHERE x.payment_id = o.id AND x.outcome = 'succeeded') AS succeeded_at
+  FROM kc_flow.payment_orders o;
+ALTER VIEW kc_flow.payments ALTER COLUMN id SET DEFAULT gen_random_uuid();
+ALTER VIEW kc_flow.payments ALTER COLUMN currency SET DEFAULT 'USD';
+ALTER VIEW kc_flow.payments ALTER COLUMN status SET DEFAULT 'pending';
+ALTER VIEW kc_flow.payments ALTER COLUMN metadata SET DEFAULT '{}';
+ALTER VIEW kc_flow.payments ALTER COLUMN created_at SET DEFAULT now();
+ALTER VIEW kc_flow.payments ALTER COLUMN updated_at SET DEFAULT now();
+COMMENT ON VIEW kc_flow.payments IS
+    'payments as reported by the payment provider; status moves pending->succeeded|failed, succeeded->refunded; becoming succeeded emits PURCHASE_CONFIRMED; written through its INSTEAD OF trigger into payment_orders and payment_outcomes';
+
+-- Records a change of status after checking it against the payment's current
+-- status; the caller holds the lock of the payment's order.
+CREATE FUNCTION kc_flow.record_outcome(payment uuid, current text, target text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, kc_flow
+AS $$
+BEGIN
+    IF NOT ((current = 'pending' AND target IN ('succeeded', 'failed'))
+            OR (current = 'succeeded' AND target = 'refunded')) THEN
+        RAISE EXCEPTION 'payment % cannot go from % to %', payment, current, target
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_status_transition',
+                  DETAIL = 'Allowed: pending->succeeded, pending->failed, succeeded->refunded.';
+    END IF;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES (payment, target);
+        RETURN;
+    END IF;
+    -- a transaction snapshot may miss an outcome committed while the lock was awaited:
+    -- the indexes refuse it, reported as an UPDATE of a row changed meanwhile would be
+    BEGIN
+        INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES (payment, target);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'could not serialize access due to concurrent update'
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('Payment %s got an outcome after this transaction''s snapshot.', payment);
+    END;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.record_outcome(uuid, text, text) IS
+    'inserts a payment''s next outcome if current->target is pending->succeeded|failed or succeeded->refunded (23514 otherwise); 40001 when a transaction snapshot missed a concurrent outcome';
+
+-- Writes kc_flow.payments: the checks of 0.1.0's BEFORE trigger, with its errors, then
+-- the order (insert, or update of terms and metadata) and an outcome per status change.
+CREATE FUNCTION kc_flow.payments_write() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    ord     kc_flow.payment_orders;
+    changed kc_flow.payment_orders;
+    cur     record;
+    settles boolean;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM kc_flow.payment_orders WHERE id = OLD.id;
+        RETURN CASE WHEN FOUND THEN OLD END;
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.student_id IS NULL OR NEW.course_id IS NULL THEN
+            RAISE EXCEPTION 'a payment needs a student and a course'
+                USING ERRCODE = 'not_null_violation',
+                      DETAIL = format('Got student %s, course %s.',
+                                      coalesce(NEW.student_id::text, 'NULL'), coalesce(NEW.course_id::text, 'NULL'));
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM kc_flow.students WHERE id = NEW.student_id) THEN
+            RAISE EXCEPTION 'student % does not exist', NEW.student_id
+                USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'payments_student_id_fkey';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM kc_flow.courses WHERE id = NEW.course_id) THEN
+            RAISE EXCEPTION 'course % does not exist', NEW.course_id
+                USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'payments_course_id_fkey';
+        END IF;
+        IF NOT (SELECT is_published FROM kc_flow.courses WHERE id = NEW.course_id) THEN
+            RAISE EXCEPTION 'course % is not published', NEW.course_id
+                USING ERRCODE = 'check_violation',
+                      HINT = 'Only published courses can be paid for.';
+        END IF;
+        IF NEW.purchase_tier IS NULL OR NEW.purchase_tier NOT IN (10, 20, 30) THEN
+            RAISE EXCEPTION 'purchase tier must be 10, 20 or 30 sessions'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_tier_is_10_20_30',
+                      DETAIL = format('Got %s.', coalesce(NEW.purchase_tier::text, 'NULL'));
+        END IF;
+        IF NEW.amount_cents IS NULL OR NEW.amount_cents < 0 THEN
+            RAISE EXCEPTION 'amount_cents must be zero or more'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_amount_not_negative',
+                      DETAIL = format('Got %s.', coalesce(NEW.amount_cents::text, 'NULL'));
+        END IF;
+        IF NEW.currency IS NULL OR NEW.currency !~ '^[A-Z]{3}$' THEN
+            RAISE EXCEPTION 'currency must be an ISO 4217 code of three capital letters'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_currency_is_iso4217',
+                      DETAIL = format('Got %s.', coalesce(NEW.currency, 'NULL'));
+        END IF;
+        IF NEW.status NOT IN ('pending', 'succeeded', 'failed') THEN
+            RAISE EXCEPTION 'a new payment cannot be %', NEW.status
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_status_transition',
+                      HINT = 'Insert it as pending, succeeded or failed.';
+        END IF;
+        PERFORM kc_flow.validate_time_slot(NEW.time_slot);
+        IF NEW.status IS NULL THEN
+            RAISE EXCEPTION 'null value in column "status" of relation "payments" violates not-null constraint'
+                USING ERRCODE = 'not_null_violation', SCHEMA = 'kc_flow', TABLE = 'payments', COLUMN = 'status';
+        END IF;
+        IF NEW.succeeded_at IS NOT NULL AND NEW.status <> 'succeeded' THEN
+            RAISE EXCEPTION 'column "succeeded_at" of kc_flow.payments can only be set by a status change'
+                USING ERRCODE = 'generated_always',
+                      DETAIL = 'It is the time the payment became succeeded.';
+        END IF;
+        INSERT INTO kc_flow.payment_orders (id, student_id, course_id, amount_cents, currency, purchase_tier,
+                                            time_slot, metadata, created_at, updated_at)
+        VALUES (NEW.id, NEW.student_id, NEW.course_id, NEW.amount_cents, NEW.currency, NEW.purchase_tier,
+                NEW.time_slot, NEW.metadata, NEW.created_at, NEW.updated_at);
+        IF NEW.status <> 'pending' THEN
+            INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES (NEW.id, NEW.status);
+            NEW.updated_at := greatest(NEW.updated_at, now());
+        END IF;
+        NEW.succeeded_at := CASE WHEN NEW.status = 'succeeded' THEN now() END;
+        RETURN NEW;
+    END IF;
+
+    -- UPDATE: the order's row lock stands for the lock an UPDATE of 0.1.0's row took (it
+    -- writes no version); status and terms are read after it, so a session that waited
+    -- for another's change sees that change, as an UPDATE that re-reads its row does
+    SELECT * INTO ord FROM kc_flow.payment_orders WHERE id = OLD.id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT coalesce(min(x.outcome), 'pending') AS status,
+           max(x.occurred_at) FILTER (WHERE x.outcome = 'succeeded') AS succeeded_at,
+           max(x.occurred_at) AS changed_at
+      INTO cur FROM kc_flow.payment_outcomes x WHERE x.payment_id = OLD.id;
+    IF NEW.succeeded_at IS DISTINCT FROM OLD.succeeded_at THEN
+        RAISE EXCEPTION 'column "succeeded_at" of kc_flow.payments can only be set by a status change'
+            USING ERRCODE = 'generated_always',
+                  DETAIL = 'It is the time the payment became succeeded.';
+    END IF;
+
+    -- the columns this statement sets take its values, the others keep the current ones
+    changed := ord;
+    IF NEW.id IS DISTINCT FROM OLD.id THEN changed.id := NEW.id; END IF;
+    IF NEW.student_id IS DISTINCT FROM OLD.student_id THEN changed.student_id := NEW.student_id; END IF;
+    IF NEW.course_id IS DISTINCT FROM OLD.course_id THEN changed.course_id := NEW.course_id; END IF;
+    IF NEW.amount_cents IS DISTINCT FROM OLD.amount_cents THEN changed.amount_cents := NEW.amount_cents; END IF;
+    IF NEW.currency IS DISTINCT FROM OLD.currency THEN changed.currency := NEW.currency; END IF;
+    IF NEW.purchase_tier IS DISTINCT FROM OLD.purchase_tier THEN changed.purchase_tier := NEW.purchase_tier; END IF;
+    IF NEW.time_slot IS DISTINCT FROM OLD.time_slot THEN changed.time_slot := NEW.time_slot; END IF;
+    IF NEW.metadata IS DISTINCT FROM OLD.metadata THEN changed.metadata := NEW.metadata; END IF;
+    IF NEW.created_at IS DISTINCT FROM OLD.created_at THEN changed.created_at := NEW.created_at; END IF;
+
+    IF (changed.student_id, changed.course_id, changed.purchase_tier, changed.time_slot, changed.amount_cents,
+        changed.currency)
+       IS DISTINCT FROM
+       (ord.student_id, ord.course_id, ord.purchase_tier, ord.time_slot, ord.amount_cents, ord.currency)
+    THEN
+        IF cur.status <> 'pending' THEN
+            RAISE EXCEPTION 'payment % is %, its terms can no longer change', OLD.id, cur.status
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_terms_frozen',
+                      HINT = 'Only status and metadata of a settled payment may be updated.';
+        END IF;
+        PERFORM kc_flow.validate_time_slot(changed.time_slot);
+    END IF;
+
+    settles := NEW.status IS DISTINCT FROM OLD.status AND NEW.status IS DISTINCT FROM cur.status;
+    IF changed IS DISTINCT FROM ord THEN
+        changed.updated_at := now();
+        UPDATE kc_flow.payment_orders
+           SET id = changed.id, student_id = changed.student_id, course_id = changed.course_id,
+               amount_cents = changed.amount_cents, currency = changed.currency,
+               purchase_tier = changed.purchase_tier, time_slot = changed.time_slot,
+               metadata = changed.metadata, created_at = changed.created_at, updated_at = changed.updated_at
+         WHERE id = OLD.id;
+    END IF;
+    IF settles THEN
+        PERFORM kc_flow.record_outcome(changed.id, cur.status, NEW.status);
+    END IF;
+
+    NEW.id := changed.id;
+    NEW.student_id := changed.student_id;
+    NEW.course_id := changed.course_id;
+    NEW.amount_cents := changed.amount_cents;
+    NEW.currency := changed.currency;
+    NEW.purchase_tier := changed.purchase_tier;
+    NEW.time_slot := changed.time_slot;
+    NEW.metadata := changed.metadata;
+    NEW.created_at := changed.created_at;
+    NEW.status := CASE WHEN settles THEN NEW.status ELSE cur.status END;
+    NEW.succeeded_at := CASE WHEN settles AND NEW.status = 'succeeded' THEN now() ELSE cur.succeeded_at END;
+    NEW.updated_at := CASE WHEN settles THEN now() ELSE greatest(changed.updated_at, cur.changed_at) END;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.payments_write() IS
+    'INSTEAD OF trigger of the payments view: 0.1.0''s checks and errors (unknown or unpublished courses, bad slots, frozen terms, illegal status changes), then the order and one outcome per status change';
+
+CREATE TRIGGER payments_write INSTEAD OF INSERT OR UPDATE OR DELETE ON kc_flow.payments
+    FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_write();
+
+-- Emits PURCHASE_CONFIRMED / PURCHASE_REFUNDED in the payment's own transaction.
+CREATE OR REPLACE FUNCTION kc_flow.payments_emit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    o kc_flow.payment_orders;
+BEGIN
+    SELECT * INTO o FROM kc_flow.payment_orders WHERE id = NEW.payment_id;
+    IF NEW.outcome = 'succeeded' THEN
+        PERFORM kc_flow.emit_event('PURCHASE_CONFIRMED', o.id, o.student_id,
+            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id,
+                               'purchase_tier', o.purchase_tier, 'amount_cents', o.amount_cents,
+                               'currency', o.currency));
+    ELSE
+        PERFORM kc_flow.emit_event('PURCHASE_REFUNDED', o.id, o.student_id,
+            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id));
+    END IF;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.payments_emit() IS
+    'AFTER trigger of payment_outcomes: a payment becoming succeeded (or refunded) emits its event in the same transaction';
+
+CREATE TRIGGER payments_emit AFTER INSERT ON kc_flow.payment_outcomes
+    FOR EACH ROW WHEN (NEW.outcome IN ('succeeded', 'refunded')) EXECUTE FUNCTION kc_flow.payments_emit();
+
+CREATE OR REPLACE FUNCTION kc_flow.confirm_payment(payment uuid) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    current text;
+    event_id bigint;
+BEGIN
+    IF payment IS NULL THEN
+        RAISE EXCEPTION 'payment id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- the order's row lock serializes the payment's confirmations and writes no version;
+    -- the status is read after it, so the second of two confirmations sees the first
+    PERFORM FROM kc_flow.payment_orders WHERE id = payment FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % does not exist', payment USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT coalesce(min(x.outcome), 'pending') INTO current    -- as kc_flow.payments derives it
+      FROM kc_flow.payment_outcomes x WHERE x.payment_id = payment;
+    IF current = 'succeeded' THEN
+        RETURN NULL;            -- confirming twice is harmless: one event only
+    END IF;
+    PERFORM kc_flow.record_outcome(payment, current, 'succeeded');
+    SELECT max(id) INTO event_id FROM kc_flow.events
+     WHERE correlation_id = payment AND event_type = 'PURCHASE_CONFIRMED';
+    RETURN event_id;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.confirm_payment(uuid) IS
+    'marks a pending payment succeeded (an outcome row), which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';

@@ -67,5 +67,5 @@ SELECT retry_dead_letter(-1);
 SELECT (SELECT count(*) FROM payments) = b.payments AS payments_same,
        (SELECT count(*) FROM events) = b.events AS events_same,
        (SELECT count(*) FROM student_course_purchases) = b.purchases AS purchases_same,
-       (SELECT count(*) FROM pg_tables WHERE schemaname = 'kc_flow' AND tablename = 'payments') AS payments_table
+       (SELECT count(*) FROM pg_views WHERE schemaname = 'kc_flow' AND viewname = 'payments') AS payments_table
   FROM before b;

@@ -54,6 +54,22 @@ def pgbench(db, script, transactions, clients, rate=None, define=None):
     return secs, (tps[-1] if tps else transactions * clients / secs)
 
 
+def confirm_in_order(conn, course, payments):
+    """The statement that confirms the next of `payments`, taken by number as the soak's
+    driver takes them.  A search for a pending payment (FOR UPDATE SKIP LOCKED) could lock
+    one that another client confirmed after the search's snapshot: a confirmation inserts
+    an outcome and leaves the order's row as it was, so the lock does not re-read the row,
+    and the second confirmation would be a no-op the run waits for in vain."""
+    name = "bench_order_" + course.replace("-", "")[:12]
+    run(conn, "CREATE TABLE public.%s (n bigint PRIMARY KEY, payment uuid NOT NULL)" % name)
+    run(conn, "INSERT INTO public.%s SELECT o, p FROM unnest(%%s::uuid[]) WITH ORDINALITY AS u(p, o)" % name,
+        (list(payments),))
+    run(conn, "CREATE SEQUENCE public.%s_next" % name)
+    return ("UPDATE kc_flow.payments SET status = 'succeeded'"
+            " WHERE id = (SELECT payment FROM public.%s WHERE n = (SELECT nextval('public.%s_next')));\n"
+            % (name, name))
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
@@ -63,11 +79,11 @@ def run_pipeline(conn, label, rate=None):
     """Confirms N payments with pgbench (CLIENTS connections, optionally at a
     fixed rate) and waits for every SESSIONS_GENERATED notification."""
     world = World(conn, trainers=TRAINERS, students=N, capacity=20)
-    payments = set(world.payments())
+    ordered = world.payments()
+    payments = set(ordered)
     script = os.path.join(TMP, "confirm.sql")
     with open(script, "w") as f:
-        f.write("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = (SELECT id FROM kc_flow.payments"
-                " WHERE status = 'pending' AND course_id = ':course' LIMIT 1 FOR UPDATE SKIP LOCKED);\n")
+        f.write(confirm_in_order(conn, world.course, ordered))
     listener = Listener()
     done = {}
     read = set()  # the log positions the listener read
@@ -318,11 +334,8 @@ def limit_one_transaction(limit_db):
     (kc_flow.run_pending in the same transaction; no workers run in this database)."""
     conn = connect(dbname=limit_db)
     world = World(conn, trainers=TRAINERS, students=N, capacity=20)
-    world.payments()
-    r = limit_run(limit_db,
-                  "BEGIN;\nUPDATE kc_flow.payments SET status = 'succeeded' WHERE id = (SELECT id FROM kc_flow.payments"
-                  " WHERE status = 'pending' AND course_id = '%s' LIMIT 1 FOR UPDATE SKIP LOCKED);\n"
-                  "SELECT kc_flow.run_pending(8);\nCOMMIT;\n" % world.course, N,
+    confirm = confirm_in_order(conn, world.course, world.payments())
+    r = limit_run(limit_db, "BEGIN;\n" + confirm + "SELECT kc_flow.run_pending(8);\nCOMMIT;\n", N,
                   "limit: kc_flow's stages, 1 txn")
     made = one(conn, "SELECT count(*) FROM kc_flow.tutoring_sessions WHERE course_id = %s", (world.course,))
     expect = one(conn, "SELECT sum(purchase_tier) FROM kc_flow.payments WHERE course_id = %s AND status = 'succeeded'",

@@ -9,18 +9,22 @@
 -- holds the log head to its commit): doing them here would serialise the
 -- clients on that head, so the limit leaves them out and is the higher for it.
 
-CREATE TABLE bench_plan (payment_id uuid PRIMARY KEY, trainer_id uuid NOT NULL);
+-- bench_plan's rows are taken in order, by number (see confirm_in_order in pipeline_bench.py)
+CREATE TABLE bench_plan (payment_id uuid PRIMARY KEY, trainer_id uuid NOT NULL,
+                         n bigint GENERATED ALWAYS AS IDENTITY UNIQUE);
+CREATE SEQUENCE bench_plan_next;
 
 CREATE FUNCTION bench_same_writes() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     p record;
+    k bigint := nextval('bench_plan_next');
     purchase uuid;
     allocation uuid;
     ev bigint;
 BEGIN
     SELECT x.id, x.student_id, x.course_id, x.purchase_tier, b.trainer_id INTO p
       FROM kc_flow.payments x JOIN bench_plan b ON b.payment_id = x.id
-     WHERE x.status = 'pending' LIMIT 1 FOR UPDATE OF x SKIP LOCKED;
+     WHERE b.n = k;
     IF NOT FOUND THEN
         RETURN;
     END IF;

@@ -5,10 +5,13 @@ SET session_replication_role = replica;
 INSERT INTO kc_flow.students (id, display_name, timezone)
 SELECT md5('s' || i)::uuid, 'student ' || i, 'Europe/Berlin' FROM generate_series(:from, :to) i;
 INSERT INTO bench_ids SELECT i, md5('s' || i)::uuid FROM generate_series(:from, :to) i;
-INSERT INTO kc_flow.payments (id, student_id, course_id, amount_cents, status, purchase_tier, time_slot, succeeded_at)
-SELECT md5('p' || i)::uuid, md5('s' || i)::uuid, md5('c' || (i % 50))::uuid, 1000, 'succeeded', 10,
-       '{"weekdays":[1],"start":"10:00","timezone":"Europe/Berlin"}', now() - (i % 30) * interval '1 day'
+-- (the tables under kc_flow.payments: its INSTEAD OF trigger is off here too)
+INSERT INTO kc_flow.payment_orders (id, student_id, course_id, amount_cents, purchase_tier, time_slot)
+SELECT md5('p' || i)::uuid, md5('s' || i)::uuid, md5('c' || (i % 50))::uuid, 1000, 10,
+       '{"weekdays":[1],"start":"10:00","timezone":"Europe/Berlin"}'
   FROM generate_series(:from, :to) i;
+INSERT INTO kc_flow.payment_outcomes (payment_id, outcome, occurred_at)
+SELECT md5('p' || i)::uuid, 'succeeded', now() - (i % 30) * interval '1 day' FROM generate_series(:from, :to) i;
 INSERT INTO kc_flow.student_course_purchases (id, payment_id, student_id, course_id, purchase_tier, created_at)
 SELECT md5('u' || i)::uuid, md5('p' || i)::uuid, md5('s' || i)::uuid, md5('c' || (i % 50))::uuid, 10,
        now() - (i % 30) * interval '1 day'

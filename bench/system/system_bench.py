@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "bench", "pipeline"))
 sys.path.insert(0, os.path.join(os.environ["KC_ROOT"], "test", "lib"))
 from kcflow_test import World, Listener, connect, rows, wait_workers  # noqa: E402
 from kc_client import token  # noqa: E402
-from pipeline_bench import limit_mission, limit_same_writes, pipeline_plan  # noqa: E402
+from pipeline_bench import confirm_in_order, limit_mission, limit_same_writes, pipeline_plan  # noqa: E402
 
 N = int(os.environ.get("KC_BENCH_PURCHASES", "1000"))
 RATES = os.environ.get("KC_BENCH_RATES", "50 200 max").split()     # purchases/s, or max: saturation
@@ -110,8 +110,7 @@ def run(conn, rate):
     time.sleep(0.5)             # the socket is up and replaying
     script = os.path.join(TMP, "confirm.sql")
     with open(script, "w") as f:
-        f.write("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = (SELECT id FROM kc_flow.payments"
-                " WHERE status = 'pending' AND course_id = ':course' LIMIT 1 FOR UPDATE SKIP LOCKED);\n")
+        f.write(confirm_in_order(conn, world.course, payments))
     t0 = time.time()
     args = ["pgbench", "-n", "-c", "4", "-j", "2", "-t", str(N // 4), "-D", "course=" + world.course, "-f", script]
     if rate != "max":

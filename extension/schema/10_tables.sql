@@ -53,30 +53,56 @@ CREATE INDEX trainer_availability_by_trainer ON kc_flow.trainer_availability (tr
 COMMENT ON TABLE kc_flow.trainer_availability IS
     'weekly windows (ISO weekday, local times in the trainer''s zone) in which a trainer can teach; a window ends on the day it starts';
 
-CREATE TABLE kc_flow.payments (
-    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    student_id    uuid NOT NULL REFERENCES kc_flow.students,
-    course_id     uuid NOT NULL REFERENCES kc_flow.courses,
+-- A payment is stored as its order (the terms, written once and changed only while
+-- pending) and its outcomes (one row per transition, never updated): confirming or
+-- refunding inserts a row and rewrites none, so it leaves no dead version behind even
+-- while an old snapshot holds the xmin horizon (docs/extension.md, "Payments: a status
+-- change inserts a row").  The view kc_flow.payments (20_payment_rules.sql) shows both
+-- as one row, as 0.1.0's table did; the constraints keep 0.1.0's names, which its
+-- errors report.
+CREATE TABLE kc_flow.payment_orders (
+    id            uuid CONSTRAINT payments_pkey PRIMARY KEY DEFAULT gen_random_uuid(),
+    student_id    uuid NOT NULL CONSTRAINT payments_student_id_fkey REFERENCES kc_flow.students,
+    course_id     uuid NOT NULL CONSTRAINT payments_course_id_fkey REFERENCES kc_flow.courses,
     amount_cents  bigint NOT NULL CONSTRAINT payments_amount_not_negative CHECK (amount_cents >= 0),
     currency      char(3) NOT NULL DEFAULT 'USD'
                   CONSTRAINT payments_currency_is_iso4217 CHECK (currency ~ '^[A-Z]{3}$'),
-    status        text NOT NULL DEFAULT 'pending'
-                  CONSTRAINT payments_status_known CHECK (status IN ('pending', 'succeeded', 'failed', 'refunded')),
     purchase_tier int NOT NULL
                   CONSTRAINT payments_tier_is_10_20_30 CHECK (purchase_tier IN (10, 20, 30)),
     time_slot     jsonb NOT NULL,
     metadata      jsonb NOT NULL DEFAULT '{}',
     created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now(),
-    succeeded_at  timestamptz
+    updated_at    timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX payments_by_student ON kc_flow.payments (student_id);
-COMMENT ON TABLE kc_flow.payments IS
-    'payments as reported by the payment provider; status moves pending->succeeded|failed, succeeded->refunded; becoming succeeded emits PURCHASE_CONFIRMED';
+CREATE INDEX payments_by_student ON kc_flow.payment_orders (student_id);
+COMMENT ON TABLE kc_flow.payment_orders IS
+    'the terms of each payment (kc_flow.payments shows them with their status); updated in place only while the payment is pending (terms) or for its metadata, never by a change of status';
+COMMENT ON COLUMN kc_flow.payment_orders.updated_at IS
+    'when the terms or metadata last changed; kc_flow.payments.updated_at is the later of this and the last outcome';
+
+CREATE TABLE kc_flow.payment_outcomes (
+    payment_id  uuid NOT NULL
+                CONSTRAINT payment_outcomes_payment_id_fkey REFERENCES kc_flow.payment_orders ON DELETE CASCADE,
+    outcome     text NOT NULL
+                CONSTRAINT payment_outcomes_outcome_known CHECK (outcome IN ('succeeded', 'failed', 'refunded')),
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    follows     text GENERATED ALWAYS AS (CASE WHEN outcome = 'refunded' THEN 'succeeded' END) STORED,
+    CONSTRAINT payment_outcomes_pkey PRIMARY KEY (payment_id, outcome),
+    CONSTRAINT payment_outcomes_refund_needs_success FOREIGN KEY (payment_id, follows)
+        REFERENCES kc_flow.payment_outcomes (payment_id, outcome) ON DELETE CASCADE
+);
+-- the hard guarantee under concurrency: of two sessions settling one payment, the
+-- second waits for the first and then finds its row here
+CREATE UNIQUE INDEX payment_outcomes_settled_once ON kc_flow.payment_outcomes (payment_id)
+    WHERE outcome IN ('succeeded', 'failed');
+COMMENT ON TABLE kc_flow.payment_outcomes IS
+    'the status changes of each payment, insert-only: no row is pending, succeeded or failed settles it (one of the two, once), refunded follows succeeded; a succeeded or refunded row emits its event';
+COMMENT ON COLUMN kc_flow.payment_outcomes.follows IS
+    'the outcome this one requires before it (succeeded for refunded), enforced by payment_outcomes_refund_needs_success';
 
 CREATE TABLE kc_flow.student_course_purchases (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    payment_id    uuid NOT NULL CONSTRAINT purchases_one_per_payment UNIQUE REFERENCES kc_flow.payments,
+    payment_id    uuid NOT NULL CONSTRAINT purchases_one_per_payment UNIQUE REFERENCES kc_flow.payment_orders,
     student_id    uuid NOT NULL REFERENCES kc_flow.students,
     course_id     uuid NOT NULL REFERENCES kc_flow.courses,
     purchase_tier int NOT NULL CONSTRAINT purchases_tier_is_10_20_30 CHECK (purchase_tier IN (10, 20, 30)),

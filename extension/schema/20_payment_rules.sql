@@ -74,13 +74,78 @@ $$;
 COMMENT ON FUNCTION kc_flow.validate_time_slot(jsonb) IS
     'raises invalid_parameter_value unless the time slot is {"weekdays":[ISO days],"start":"HH:MM","timezone":IANA zone[,"starts_on":"YYYY-MM-DD"]}';
 
--- Checks a payment before it is written: references, publication, slot, and
--- the status machine pending->succeeded|failed, succeeded->refunded.
-CREATE FUNCTION kc_flow.payments_check() RETURNS trigger
+-- A payment as one row, as 0.1.0's table was: its order, and its status derived from
+-- its outcomes.  Only the order is in FROM, so SELECT ... FOR UPDATE [SKIP LOCKED] on
+-- the view locks the order's row, and a reader that does not ask for the status pays
+-- nothing for it.  The status is the alphabetically first outcome: failed, refunded
+-- (beside succeeded), succeeded; one probe of payment_outcomes_pkey.
+CREATE VIEW kc_flow.payments AS
+SELECT o.id, o.student_id, o.course_id, o.amount_cents, o.currency,
+       coalesce((SELECT min(x.outcome) FROM kc_flow.payment_outcomes x WHERE x.payment_id = o.id),
+                'pending') AS status,
+       o.purchase_tier, o.time_slot, o.metadata, o.created_at,
+       greatest(o.updated_at, (SELECT max(x.occurred_at) FROM kc_flow.payment_outcomes x
+                                WHERE x.payment_id = o.id)) AS updated_at,
+       (SELECT x.occurred_at FROM kc_flow.payment_outcomes x
+         WHERE x.payment_id = o.id AND x.outcome = 'succeeded') AS succeeded_at
+  FROM kc_flow.payment_orders o;
+ALTER VIEW kc_flow.payments ALTER COLUMN id SET DEFAULT gen_random_uuid();
+ALTER VIEW kc_flow.payments ALTER COLUMN currency SET DEFAULT 'USD';
+ALTER VIEW kc_flow.payments ALTER COLUMN status SET DEFAULT 'pending';
+ALTER VIEW kc_flow.payments ALTER COLUMN metadata SET DEFAULT '{}';
+ALTER VIEW kc_flow.payments ALTER COLUMN created_at SET DEFAULT now();
+ALTER VIEW kc_flow.payments ALTER COLUMN updated_at SET DEFAULT now();
+COMMENT ON VIEW kc_flow.payments IS
+    'payments as reported by the payment provider; status moves pending->succeeded|failed, succeeded->refunded; becoming succeeded emits PURCHASE_CONFIRMED; written through its INSTEAD OF trigger into payment_orders and payment_outcomes';
+
+-- Records a change of status after checking it against the payment's current
+-- status; the caller holds the lock of the payment's order.
+CREATE FUNCTION kc_flow.record_outcome(payment uuid, current text, target text) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, kc_flow
 AS $$
 BEGIN
+    IF NOT ((current = 'pending' AND target IN ('succeeded', 'failed'))
+            OR (current = 'succeeded' AND target = 'refunded')) THEN
+        RAISE EXCEPTION 'payment % cannot go from % to %', payment, current, target
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_status_transition',
+                  DETAIL = 'Allowed: pending->succeeded, pending->failed, succeeded->refunded.';
+    END IF;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES (payment, target);
+        RETURN;
+    END IF;
+    -- a transaction snapshot may miss an outcome committed while the lock was awaited:
+    -- the indexes refuse it, reported as an UPDATE of a row changed meanwhile would be
+    BEGIN
+        INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES (payment, target);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'could not serialize access due to concurrent update'
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('Payment %s got an outcome after this transaction''s snapshot.', payment);
+    END;
+END;
+$$;
+COMMENT ON FUNCTION kc_flow.record_outcome(uuid, text, text) IS
+    'inserts a payment''s next outcome if current->target is pending->succeeded|failed or succeeded->refunded (23514 otherwise); 40001 when a transaction snapshot missed a concurrent outcome';
+
+-- Writes kc_flow.payments: the checks of 0.1.0's BEFORE trigger, with its errors, then
+-- the order (insert, or update of terms and metadata) and an outcome per status change.
+CREATE FUNCTION kc_flow.payments_write() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, kc_flow
+AS $$
+DECLARE
+    ord     kc_flow.payment_orders;
+    changed kc_flow.payment_orders;
+    cur     record;
+    settles boolean;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM kc_flow.payment_orders WHERE id = OLD.id;
+        RETURN CASE WHEN FOUND THEN OLD END;
+    END IF;
+
     IF TG_OP = 'INSERT' THEN
         IF NEW.student_id IS NULL OR NEW.course_id IS NULL THEN
             RAISE EXCEPTION 'a payment needs a student and a course'
@@ -122,65 +187,127 @@ BEGIN
                       HINT = 'Insert it as pending, succeeded or failed.';
         END IF;
         PERFORM kc_flow.validate_time_slot(NEW.time_slot);
-        IF NEW.status = 'succeeded' THEN
-            NEW.succeeded_at := now();
+        IF NEW.status IS NULL THEN
+            RAISE EXCEPTION 'null value in column "status" of relation "payments" violates not-null constraint'
+                USING ERRCODE = 'not_null_violation', SCHEMA = 'kc_flow', TABLE = 'payments', COLUMN = 'status';
         END IF;
+        IF NEW.succeeded_at IS NOT NULL AND NEW.status <> 'succeeded' THEN
+            RAISE EXCEPTION 'column "succeeded_at" of kc_flow.payments can only be set by a status change'
+                USING ERRCODE = 'generated_always',
+                      DETAIL = 'It is the time the payment became succeeded.';
+        END IF;
+        INSERT INTO kc_flow.payment_orders (id, student_id, course_id, amount_cents, currency, purchase_tier,
+                                            time_slot, metadata, created_at, updated_at)
+        VALUES (NEW.id, NEW.student_id, NEW.course_id, NEW.amount_cents, NEW.currency, NEW.purchase_tier,
+                NEW.time_slot, NEW.metadata, NEW.created_at, NEW.updated_at);
+        IF NEW.status <> 'pending' THEN
+            INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES (NEW.id, NEW.status);
+            NEW.updated_at := greatest(NEW.updated_at, now());
+        END IF;
+        NEW.succeeded_at := CASE WHEN NEW.status = 'succeeded' THEN now() END;
         RETURN NEW;
     END IF;
 
-    IF (NEW.student_id, NEW.course_id, NEW.purchase_tier, NEW.time_slot, NEW.amount_cents, NEW.currency)
+    -- UPDATE: the order's row lock stands for the lock an UPDATE of 0.1.0's row took (it
+    -- writes no version); status and terms are read after it, so a session that waited
+    -- for another's change sees that change, as an UPDATE that re-reads its row does
+    SELECT * INTO ord FROM kc_flow.payment_orders WHERE id = OLD.id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT coalesce(min(x.outcome), 'pending') AS status,
+           max(x.occurred_at) FILTER (WHERE x.outcome = 'succeeded') AS succeeded_at,
+           max(x.occurred_at) AS changed_at
+      INTO cur FROM kc_flow.payment_outcomes x WHERE x.payment_id = OLD.id;
+    IF NEW.succeeded_at IS DISTINCT FROM OLD.succeeded_at THEN
+        RAISE EXCEPTION 'column "succeeded_at" of kc_flow.payments can only be set by a status change'
+            USING ERRCODE = 'generated_always',
+                  DETAIL = 'It is the time the payment became succeeded.';
+    END IF;
+
+    -- the columns this statement sets take its values, the others keep the current ones
+    changed := ord;
+    IF NEW.id IS DISTINCT FROM OLD.id THEN changed.id := NEW.id; END IF;
+    IF NEW.student_id IS DISTINCT FROM OLD.student_id THEN changed.student_id := NEW.student_id; END IF;
+    IF NEW.course_id IS DISTINCT FROM OLD.course_id THEN changed.course_id := NEW.course_id; END IF;
+    IF NEW.amount_cents IS DISTINCT FROM OLD.amount_cents THEN changed.amount_cents := NEW.amount_cents; END IF;
+    IF NEW.currency IS DISTINCT FROM OLD.currency THEN changed.currency := NEW.currency; END IF;
+    IF NEW.purchase_tier IS DISTINCT FROM OLD.purchase_tier THEN changed.purchase_tier := NEW.purchase_tier; END IF;
+    IF NEW.time_slot IS DISTINCT FROM OLD.time_slot THEN changed.time_slot := NEW.time_slot; END IF;
+    IF NEW.metadata IS DISTINCT FROM OLD.metadata THEN changed.metadata := NEW.metadata; END IF;
+    IF NEW.created_at IS DISTINCT FROM OLD.created_at THEN changed.created_at := NEW.created_at; END IF;
+
+    IF (changed.student_id, changed.course_id, changed.purchase_tier, changed.time_slot, changed.amount_cents,
+        changed.currency)
        IS DISTINCT FROM
-       (OLD.student_id, OLD.course_id, OLD.purchase_tier, OLD.time_slot, OLD.amount_cents, OLD.currency)
+       (ord.student_id, ord.course_id, ord.purchase_tier, ord.time_slot, ord.amount_cents, ord.currency)
     THEN
-        IF OLD.status <> 'pending' THEN
-            RAISE EXCEPTION 'payment % is %, its terms can no longer change', OLD.id, OLD.status
+        IF cur.status <> 'pending' THEN
+            RAISE EXCEPTION 'payment % is %, its terms can no longer change', OLD.id, cur.status
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_terms_frozen',
                       HINT = 'Only status and metadata of a settled payment may be updated.';
         END IF;
-        PERFORM kc_flow.validate_time_slot(NEW.time_slot);
+        PERFORM kc_flow.validate_time_slot(changed.time_slot);
     END IF;
 
-    IF NEW.status IS DISTINCT FROM OLD.status THEN
-        IF NOT ((OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed'))
-                OR (OLD.status = 'succeeded' AND NEW.status = 'refunded')) THEN
-            RAISE EXCEPTION 'payment % cannot go from % to %', OLD.id, OLD.status, NEW.status
-                USING ERRCODE = 'check_violation', CONSTRAINT = 'payments_status_transition',
-                      DETAIL = 'Allowed: pending->succeeded, pending->failed, succeeded->refunded.';
-        END IF;
-        IF NEW.status = 'succeeded' THEN
-            NEW.succeeded_at := now();
-        END IF;
+    settles := NEW.status IS DISTINCT FROM OLD.status AND NEW.status IS DISTINCT FROM cur.status;
+    IF changed IS DISTINCT FROM ord THEN
+        changed.updated_at := now();
+        UPDATE kc_flow.payment_orders
+           SET id = changed.id, student_id = changed.student_id, course_id = changed.course_id,
+               amount_cents = changed.amount_cents, currency = changed.currency,
+               purchase_tier = changed.purchase_tier, time_slot = changed.time_slot,
+               metadata = changed.metadata, created_at = changed.created_at, updated_at = changed.updated_at
+         WHERE id = OLD.id;
     END IF;
-    NEW.updated_at := now();
+    IF settles THEN
+        PERFORM kc_flow.record_outcome(changed.id, cur.status, NEW.status);
+    END IF;
+
+    NEW.id := changed.id;
+    NEW.student_id := changed.student_id;
+    NEW.course_id := changed.course_id;
+    NEW.amount_cents := changed.amount_cents;
+    NEW.currency := changed.currency;
+    NEW.purchase_tier := changed.purchase_tier;
+    NEW.time_slot := changed.time_slot;
+    NEW.metadata := changed.metadata;
+    NEW.created_at := changed.created_at;
+    NEW.status := CASE WHEN settles THEN NEW.status ELSE cur.status END;
+    NEW.succeeded_at := CASE WHEN settles AND NEW.status = 'succeeded' THEN now() ELSE cur.succeeded_at END;
+    NEW.updated_at := CASE WHEN settles THEN now() ELSE greatest(changed.updated_at, cur.changed_at) END;
     RETURN NEW;
 END;
 $$;
-COMMENT ON FUNCTION kc_flow.payments_check() IS
-    'BEFORE trigger of payments: clear errors for unknown or unpublished courses, bad slots and illegal status changes';
+COMMENT ON FUNCTION kc_flow.payments_write() IS
+    'INSTEAD OF trigger of the payments view: 0.1.0''s checks and errors (unknown or unpublished courses, bad slots, frozen terms, illegal status changes), then the order and one outcome per status change';
 
-CREATE TRIGGER payments_check BEFORE INSERT OR UPDATE ON kc_flow.payments
-    FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_check();
+CREATE TRIGGER payments_write INSTEAD OF INSERT OR UPDATE OR DELETE ON kc_flow.payments
+    FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_write();
 
 -- Emits PURCHASE_CONFIRMED / PURCHASE_REFUNDED in the payment's own transaction.
 CREATE FUNCTION kc_flow.payments_emit() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, kc_flow
 AS $$
+DECLARE
+    o kc_flow.payment_orders;
 BEGIN
-    IF NEW.status = 'succeeded' AND (TG_OP = 'INSERT' OR OLD.status = 'pending') THEN
-        PERFORM kc_flow.emit_event('PURCHASE_CONFIRMED', NEW.id, NEW.student_id,
-            jsonb_build_object('payment_id', NEW.id, 'course_id', NEW.course_id,
-                               'purchase_tier', NEW.purchase_tier, 'amount_cents', NEW.amount_cents,
-                               'currency', NEW.currency));
-    ELSIF TG_OP = 'UPDATE' AND OLD.status = 'succeeded' AND NEW.status = 'refunded' THEN
-        PERFORM kc_flow.emit_event('PURCHASE_REFUNDED', NEW.id, NEW.student_id,
-            jsonb_build_object('payment_id', NEW.id, 'course_id', NEW.course_id));
+    SELECT * INTO o FROM kc_flow.payment_orders WHERE id = NEW.payment_id;
+    IF NEW.outcome = 'succeeded' THEN
+        PERFORM kc_flow.emit_event('PURCHASE_CONFIRMED', o.id, o.student_id,
+            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id,
+                               'purchase_tier', o.purchase_tier, 'amount_cents', o.amount_cents,
+                               'currency', o.currency));
+    ELSE
+        PERFORM kc_flow.emit_event('PURCHASE_REFUNDED', o.id, o.student_id,
+            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id));
     END IF;
     RETURN NULL;
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.payments_emit() IS
-    'AFTER trigger of payments: a payment becoming succeeded (or refunded) emits its event in the same transaction';
+    'AFTER trigger of payment_outcomes: a payment becoming succeeded (or refunded) emits its event in the same transaction';
 
-CREATE TRIGGER payments_emit AFTER INSERT OR UPDATE OF status ON kc_flow.payments
-    FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_emit();
+CREATE TRIGGER payments_emit AFTER INSERT ON kc_flow.payment_outcomes
+    FOR EACH ROW WHEN (NEW.outcome IN ('succeeded', 'refunded')) EXECUTE FUNCTION kc_flow.payments_emit();

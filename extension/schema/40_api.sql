@@ -41,21 +41,25 @@ BEGIN
     IF payment IS NULL THEN
         RAISE EXCEPTION 'payment id must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT status INTO current FROM kc_flow.payments WHERE id = payment FOR UPDATE;
+    -- the order's row lock serializes the payment's confirmations and writes no version;
+    -- the status is read after it, so the second of two confirmations sees the first
+    PERFORM FROM kc_flow.payment_orders WHERE id = payment FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % does not exist', payment USING ERRCODE = 'no_data_found';
     END IF;
+    SELECT coalesce(min(x.outcome), 'pending') INTO current    -- as kc_flow.payments derives it
+      FROM kc_flow.payment_outcomes x WHERE x.payment_id = payment;
     IF current = 'succeeded' THEN
         RETURN NULL;            -- confirming twice is harmless: one event only
     END IF;
-    UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = payment;
+    PERFORM kc_flow.record_outcome(payment, current, 'succeeded');
     SELECT max(id) INTO event_id FROM kc_flow.events
      WHERE correlation_id = payment AND event_type = 'PURCHASE_CONFIRMED';
     RETURN event_id;
 END;
 $$;
 COMMENT ON FUNCTION kc_flow.confirm_payment(uuid) IS
-    'marks a pending payment succeeded, which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';
+    'marks a pending payment succeeded (an outcome row), which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';
 
 CREATE FUNCTION kc_flow.log_floor() RETURNS bigint
     LANGUAGE sql VOLATILE SECURITY DEFINER

@@ -1,11 +1,11 @@
 -- pgTAP: the schema's promises, stated as assertions.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(28);
+SELECT plan(31);
 
 SELECT has_extension('kc_flow');
 SELECT tables_are('kc_flow', ARRAY['students', 'trainers', 'courses', 'trainer_courses', 'trainer_availability',
-  'payments', 'student_course_purchases', 'trainer_allocations', 'trainer_bookings', 'tutoring_sessions',
+  'payment_orders', 'payment_outcomes', 'student_course_purchases', 'trainer_allocations', 'trainer_bookings', 'tutoring_sessions',
   'events', 'events_0', 'events_1', 'events_2', 'event_log', 'event_log_0', 'event_log_1', 'event_log_2',
   'log_rounds', 'log_rounds_0', 'log_rounds_1', 'log_rounds_2', 'log_rotations',
   'event_queue', 'event_queue_0', 'event_queue_1', 'event_queue_2',
@@ -31,8 +31,13 @@ SELECT is((SELECT array_agg(tgname::text ORDER BY tgname) FROM pg_trigger
           'a scheduled session lies inside its booking (no two of one trainer overlap): checked on both tables');
 SELECT ok(EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'bookings_no_trainer_double_booking' AND contype = 'x'),
           'bookings carry the no-double-booking exclusion constraint');
-SELECT has_trigger('kc_flow', 'payments', 'payments_emit', 'payments emit their events in a trigger');
-SELECT has_trigger('kc_flow', 'payments', 'payments_check', 'payments are checked in a trigger');
+SELECT has_view('kc_flow', 'payments', 'payments is a view of orders and their outcomes');
+SELECT has_trigger('kc_flow', 'payment_outcomes', 'payments_emit', 'payments emit their events in a trigger');
+SELECT has_trigger('kc_flow', 'payments', 'payments_write', 'payments are checked in a trigger');
+SELECT index_is_unique('kc_flow', 'payment_outcomes', 'payment_outcomes_settled_once',
+                       'a payment is settled (succeeded or failed) once');
+SELECT fk_ok('kc_flow', 'payment_outcomes', ARRAY['payment_id', 'follows'],
+             'kc_flow', 'payment_outcomes', ARRAY['payment_id', 'outcome'], 'a refund follows a success');
 
 SELECT is_definer('kc_flow', 'student_home', ARRAY['uuid'], 'student_home is SECURITY DEFINER');
 SELECT is_definer('kc_flow', 'student_learning', ARRAY['uuid'], 'student_learning is SECURITY DEFINER');

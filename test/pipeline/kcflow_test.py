@@ -140,7 +140,7 @@ def check_invariants(conn, course, label):
           LEFT JOIN kc_flow.trainer_allocations a ON a.purchase_id = pu.id
           LEFT JOIN kc_flow.tutoring_sessions s ON s.allocation_id = a.id AND s.status = 'scheduled'
          WHERE p.course_id = %s AND p.status = 'succeeded'
-         GROUP BY p.id
+         GROUP BY p.id, p.purchase_tier
         HAVING count(DISTINCT pu.id) <> 1 OR count(DISTINCT a.id) <> 1
             OR NOT (max(a.status) = 'pending' AND count(s.id) = 0
                     OR max(a.status) = 'approved' AND count(s.id) = p.purchase_tier)""", (course,))
