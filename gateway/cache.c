@@ -31,18 +31,26 @@
 #define WATERMARK_EVENT_KEY "kc:gateway:watermark:event"
 
 /*
- * KEYS: fence, home, learning. ARGV: version, fence ttl.
- * Returns -1 when the fence already covers version, else a bit mask of the
- * views that existed: 1 home, 2 learning.
+ * A batch of events, in log order. KEYS: fence, home, learning of each event
+ * in turn. ARGV: fence ttl, then each event's version. Returns one integer per
+ * event: -1 when the fence already covered its version, else a bit mask of
+ * the views that existed (1 home, 2 learning). One call for the batch: one
+ * round trip, and each invalidation atomic as the whole is.
  */
 static const char invalidate_lua[] =
-	"local f = tonumber(redis.call('GET', KEYS[1]) or '-1')\n"
-	"local v = tonumber(ARGV[1])\n"
-	"if f >= v then return -1 end\n"
-	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-	"local h = redis.call('DEL', KEYS[2])\n"
-	"local l = redis.call('DEL', KEYS[3])\n"
-	"return h + 2 * l\n";
+	"local out = {}\n"
+	"for i = 1, #ARGV - 1 do\n"
+	"  local k = 3 * (i - 1)\n"
+	"  local f = tonumber(redis.call('GET', KEYS[k + 1]) or '-1')\n"
+	"  local v = tonumber(ARGV[i + 1])\n"
+	"  if f >= v then\n"
+	"    out[i] = -1\n"
+	"  else\n"
+	"    redis.call('SET', KEYS[k + 1], ARGV[i + 1], 'EX', ARGV[1])\n"
+	"    out[i] = redis.call('DEL', KEYS[k + 2]) + 2 * redis.call('DEL', KEYS[k + 3])\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
 
 /*
  * KEYS: fence, view key. ARGV: version, body, ttl, source, fence ttl.
@@ -366,42 +374,59 @@ kc_cache_fill(kc_cache *c, kc_view view, const char *student,
 }
 
 int
-kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *deleted)
+kc_cache_invalidate_batch(kc_cache *c, int n, const kc_invalidation *inv, int *deleted)
 {
-	char		fence[128],
-				home[128],
-				learning[128],
-				ver[32],
-				ttl[16];
-	const char *argv[5] = {fence, home, learning, ver, ttl};
-	size_t		argl[5];
-	bool		ok;
-	long long	v;
+	/* per event: three keys and a version, each with its length */
+	char	   *text = malloc((size_t) n * (3 * 128 + 32) + 16);
+	const char **argv = malloc((size_t) (4 * n + 1) * sizeof(*argv));
+	size_t	   *argl = malloc((size_t) (4 * n + 1) * sizeof(*argl));
+	long long  *out = malloc((size_t) n * sizeof(*out));
+	int			rc = -1;
 
-	snprintf(fence, sizeof(fence), "student:ver:%s", student);
-	kc_cache_key(home, sizeof(home), KC_VIEW_HOME, student);
-	kc_cache_key(learning, sizeof(learning), KC_VIEW_LEARNING, student);
-	snprintf(ver, sizeof(ver), "%lld", version);
-	snprintf(ttl, sizeof(ttl), "%d", fence_ttl(c));
-	for (int i = 0; i < 5; i++)
-		argl[i] = strlen(argv[i]);
-	v = kc_redis_script_int(c->redis, SCRIPT_INVALIDATE, 3, 5, argv, argl, &ok);
+	if (text && argv && argl && out)
+	{
+		char	   *ttl = text + (size_t) n * (3 * 128 + 32);
+
+		for (int i = 0; i < n; i++)
+		{
+			char	   *fence = text + (size_t) i * (3 * 128 + 32),
+					   *home = fence + 128,
+					   *learning = home + 128,
+					   *ver = learning + 128;
+
+			snprintf(fence, 128, "student:ver:%s", inv[i].student);
+			kc_cache_key(home, 128, KC_VIEW_HOME, inv[i].student);
+			kc_cache_key(learning, 128, KC_VIEW_LEARNING, inv[i].student);
+			snprintf(ver, 32, "%lld", inv[i].version);
+			argv[3 * i] = fence;
+			argv[3 * i + 1] = home;
+			argv[3 * i + 2] = learning;
+			argv[3 * n + 1 + i] = ver;
+		}
+		snprintf(ttl, 16, "%d", fence_ttl(c));
+		argv[3 * n] = ttl;
+		for (int i = 0; i < 4 * n + 1; i++)
+			argl[i] = strlen(argv[i]);
+		rc = kc_redis_script_ints(c->redis, SCRIPT_INVALIDATE, 3 * n, 4 * n + 1, argv, argl, out, n);
+	}
 	/*
 	 * After Redis, whatever it answered (the fence may already cover the event when
 	 * another path applied it): a reader that took its ticket before this point may
 	 * have read the old body from Redis, and this voids its ticket.
 	 */
 	if (c->local)
-		kc_local_invalidate(c->local, student);
-	if (!ok)
-	{
+		for (int i = 0; i < n; i++)
+			kc_local_invalidate(c->local, inv[i].student);
+	if (rc < 0)
 		kc_metrics_add(KC_M_INVALIDATION_ERRORS, 1);
-		return -1;
-	}
-	if (v < 0)
-		return 0;
-	*deleted = (int) v;
-	return 1;
+	else
+		for (int i = 0; i < n; i++)
+			deleted[i] = (int) out[i];
+	free(text);
+	free(argv);
+	free(argl);
+	free(out);
+	return rc;
 }
 
 int

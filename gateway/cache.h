@@ -87,13 +87,22 @@ int			kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ti
 /* 1 stored, 0 refused by the fence (or a newer entry, or no fence for a replica), -1 Redis error. */
 int			kc_cache_fill(kc_cache *c, kc_view view, const char *student,
 						  long long version, const char *body, size_t len, kc_fill_source source);
+/* One event's invalidation: its student, and the version it made. */
+typedef struct kc_invalidation
+{
+	const char *student;
+	long long	version;
+} kc_invalidation;
+
 /*
- * Raises the fence of student to version and deletes both views, atomically.
- * Returns 1 when applied (*deleted = bit mask of the views that existed:
- * 1 home, 2 learning), 0 when the fence was
- * already at or above version (nothing to do), -1 on a Redis error.
+ * For each of the n events of inv, in order: raises the fence of its student
+ * to its version and deletes both views, atomically; all n in one Redis round
+ * trip, and in this process's cache too. deleted[i] is -1 when the fence was
+ * already at or above the version (nothing to do), else the bit mask of the
+ * views that existed (1 home, 2 learning). 0 ok, -1 on a Redis error (the
+ * in-process cache is invalidated all the same).
  */
-int			kc_cache_invalidate(kc_cache *c, const char *student, long long version, int *deleted);
+int			kc_cache_invalidate_batch(kc_cache *c, int n, const kc_invalidation *inv, int *deleted);
 /*
  * 1 found (*wm set), 0 absent, -1 error. The identity of an event at or below
  * the watermark (which event_log held at *event_pos, see catchup.c) is copied

@@ -4,7 +4,7 @@
  * It keeps the views of up to N students in this process, so a hit costs no
  * Redis round trip. It is exactly as fresh as Redis for every event this
  * gateway's listener sees, because cache.c drives it from the same operations:
- *   - invalidate: the listener's kc_cache_invalidate drops the student's views
+ *   - invalidate: the listener's kc_cache_invalidate_batch drops the student's views
  *     here right after the Redis script ran (whatever its answer), before the
  *     event is handed to any subscriber (the push);
  *   - fill: a body read from Redis or Postgres is stored only with a ticket

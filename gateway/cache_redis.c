@@ -238,16 +238,21 @@ kc_redis_release(kc_redis *r, kc_pool_lease *l, bool failed)
 	kc_pool_fail(r->pool, l, why);
 }
 
-/* EVALSHA of scripts[script], falling back to EVAL when Redis lost its script cache. */
+/*
+ * EVALSHA of scripts[script], falling back to EVAL when Redis lost its script
+ * cache; NULL when out of memory or Redis failed.
+ */
 static redisReply *
 run_script(kc_redis *rd, redisContext *ctx, int script, int nkeys, int nargs,
 		   const char **argv, const size_t *argl)
 {
-	const char *full[12];
-	size_t		fulll[12];
-	char		nk[8];
-	redisReply *r;
+	const char **full = malloc((3 + nargs) * sizeof(*full));
+	size_t	   *fulll = malloc((3 + nargs) * sizeof(*fulll));
+	char		nk[16];
+	redisReply *r = NULL;
 
+	if (!full || !fulll)
+		goto done;
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	full[0] = "EVALSHA";
 	fulll[0] = 7;
@@ -255,11 +260,8 @@ run_script(kc_redis *rd, redisContext *ctx, int script, int nkeys, int nargs,
 	fulll[1] = 40;
 	full[2] = nk;
 	fulll[2] = strlen(nk);
-	for (int i = 0; i < nargs; i++)
-	{
-		full[3 + i] = argv[i];
-		fulll[3 + i] = argl[i];
-	}
+	memcpy(full + 3, argv, nargs * sizeof(*full));
+	memcpy(fulll + 3, argl, nargs * sizeof(*fulll));
 	r = redisCommandArgv(ctx, 3 + nargs, full, fulll);
 	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
 	{
@@ -270,6 +272,9 @@ run_script(kc_redis *rd, redisContext *ctx, int script, int nkeys, int nargs,
 		fulll[1] = strlen(rd->setup.scripts[script]);
 		r = redisCommandArgv(ctx, 3 + nargs, full, fulll);
 	}
+done:
+	free(full);
+	free(fulll);
 	return r;
 }
 
@@ -297,6 +302,36 @@ kc_redis_script_int(kc_redis *rd, int script, int nkeys, int nargs, const char *
 		freeReplyObject(r);
 	kc_redis_release(rd, &lease, !*ok);
 	return v;
+}
+
+int
+kc_redis_script_ints(kc_redis *rd, int script, int nkeys, int nargs, const char **argv,
+					 const size_t *argl, long long *out, int nout)
+{
+	kc_pool_lease lease;
+	redisContext *ctx = kc_redis_acquire(rd, &lease);
+	redisReply *r;
+	bool		ok = false;
+
+	if (!ctx)
+		return -1;
+	r = run_script(rd, ctx, script, nkeys, nargs, argv, argl);
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t) nout)
+	{
+		ok = true;
+		for (int i = 0; i < nout; i++)
+		{
+			ok = ok && r->element[i]->type == REDIS_REPLY_INTEGER;
+			out[i] = ok ? r->element[i]->integer : 0;
+		}
+	}
+	if (r && !ok)
+		kc_logf(KC_LOG_ERROR, "redis script error: %s",
+				r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	if (r)
+		freeReplyObject(r);
+	kc_redis_release(rd, &lease, !ok);
+	return ok ? 0 : -1;
 }
 
 int

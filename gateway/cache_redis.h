@@ -50,6 +50,12 @@ void		kc_redis_release(kc_redis *r, kc_pool_lease *l, bool failed);
 /* Runs scripts[script] (EVALSHA, EVAL if Redis lost it); its integer reply, *ok false on failure. */
 long long	kc_redis_script_int(kc_redis *r, int script, int nkeys, int nargs,
 								const char **argv, const size_t *argl, bool *ok);
+/*
+ * Runs scripts[script] for an array of nout integers, into out (one round
+ * trip whatever the number of keys); 0 ok, -1 on failure.
+ */
+int			kc_redis_script_ints(kc_redis *r, int script, int nkeys, int nargs,
+								 const char **argv, const size_t *argl, long long *out, int nout);
 /* Longest value kc_redis_mget keeps (longer ones are cut). */
 #define KC_REDIS_VALUE_MAX 128
 /*

@@ -94,33 +94,55 @@ log_invalidated(const char *student, const char *type, int existed_mask,
 	}
 }
 
-/* Invalidates for one event; false when Redis failed. */
+/*
+ * Invalidates the n events of a batch, in one Redis round trip; false when
+ * Redis failed (then none of them counts as applied).
+ */
 static bool
-apply_event(kc_listener *l, const kc_event_note *ev)
+apply_events(kc_listener *l, int n, const kc_event_note *ev)
 {
+	kc_invalidation *inv = malloc((size_t) n * sizeof(*inv));
+	int		   *mask = malloc((size_t) n * sizeof(*mask));
 	struct timespec t0,
 				t1;
-	int			mask = 0;
-	int			r;
+	double		ms;
+	int			r = -1;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	r = kc_cache_invalidate(l->cache, ev->student_id, ev->version, &mask);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	if (r < 0)
-		return false;
-	if (r == 1)
+	if (inv && mask)
 	{
-		kc_metrics_add(KC_M_INVALIDATIONS, 1);
-		log_invalidated(ev->student_id, ev->type, mask, ev->version,
-						(t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+		for (int i = 0; i < n; i++)
+		{
+			inv[i].student = ev[i].student_id;
+			inv[i].version = ev[i].version;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		r = kc_cache_invalidate_batch(l->cache, n, inv, mask);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
 	}
 	else
+		kc_logf(KC_LOG_ERROR, "out of memory invalidating %d events", n);
+	if (r == 0)
 	{
-		kc_metrics_add(KC_M_INVALIDATIONS_SKIPPED, 1);
-		kc_logf(KC_LOG_DEBUG, "invalidation of %s at version %lld already applied",
-				ev->student_id, ev->version);
+		ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+		kc_metrics_add(KC_M_INVALIDATION_BATCHES, 1);
+		for (int i = 0; i < n; i++)
+		{
+			if (mask[i] >= 0)
+			{
+				kc_metrics_add(KC_M_INVALIDATIONS, 1);
+				log_invalidated(ev[i].student_id, ev[i].type, mask[i], ev[i].version, ms);
+			}
+			else
+			{
+				kc_metrics_add(KC_M_INVALIDATIONS_SKIPPED, 1);
+				kc_logf(KC_LOG_DEBUG, "invalidation of %s at version %lld already applied",
+						ev[i].student_id, ev[i].version);
+			}
+		}
 	}
-	return true;
+	free(inv);
+	free(mask);
+	return r == 0;
 }
 
 int
@@ -128,7 +150,15 @@ kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 {
 	long long	last = from;
 	char		last_ident[KC_EVENT_IDENT_MAX];
+	/* the batch's events, pointing into its result */
+	kc_event_note *evs = malloc(CATCHUP_BATCH * sizeof(*evs));
+	int			rc = 1;
 
+	if (!evs)
+	{
+		kc_logf(KC_LOG_ERROR, "out of memory for a catch-up batch");
+		return -1;
+	}
 	for (;;)
 	{
 		char		after[24],
@@ -156,51 +186,60 @@ kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 		{
 			const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
-			if (state && strcmp(state, "KC410") == 0)
-			{
-				PQclear(r);
-				return -2;
-			}
-			kc_logf(KC_LOG_WARN, "catch-up query failed: %s", PQresultErrorMessage(r));
+			rc = state && strcmp(state, "KC410") == 0 ? -2 : -1;
+			if (rc == -1)
+				kc_logf(KC_LOG_WARN, "catch-up query failed: %s", PQresultErrorMessage(r));
 			PQclear(r);
-			return -1;
+			break;
 		}
 		rows = PQntuples(r);
 		for (int i = 0; i < rows; i++)
 		{
-			kc_event_note ev;
+			kc_event_note *ev = &evs[i];
 
-			ev.id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-			ev.type = PQgetvalue(r, i, 1);
-			ev.student_id = PQgetvalue(r, i, 2);
-			ev.correlation_id = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
-			ev.version = strtoll(PQgetvalue(r, i, 4), NULL, 10);
-			ev.created_at = PQgetvalue(r, i, 6);
-			ev.payload = PQgetvalue(r, i, 7);
-			if (invalidate && !apply_event(l, &ev))
-			{
-				PQclear(r);
-				return 0;
-			}
-			last = ev.id;
+			ev->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+			ev->type = PQgetvalue(r, i, 1);
+			ev->student_id = PQgetvalue(r, i, 2);
+			ev->correlation_id = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+			ev->version = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+			ev->created_at = PQgetvalue(r, i, 6);
+			ev->payload = PQgetvalue(r, i, 7);
+		}
+		/* every event of the batch invalidated before any of them is pushed */
+		if (rows > 0 && invalidate && !apply_events(l, rows, evs))
+		{
+			PQclear(r);
+			rc = 0;
+			break;
+		}
+		for (int i = 0; i < rows; i++)
+		{
+			const kc_event_note *ev = &evs[i];
+
+			last = ev->id;
 			snprintf(last_ident, sizeof(last_ident), "%s", PQgetvalue(r, i, 8));
-			if (ev.id <= atomic_load(&l->watermark))
+			if (ev->id <= atomic_load(&l->watermark))
 				continue;		/* pushed before: its invalidation only was owed */
 			kc_metrics_add(KC_M_EVENTS, 1);
 			/* from the event's entry in the log (about its commit) to its invalidation */
 			kc_metrics_event_lag(wall_now() - strtod(PQgetvalue(r, i, 5), NULL));
 			/* invalidated, or Redis away and bypassed by every read: the push may go */
 			if (l->on_event)
-				l->on_event(&ev, l->arg);
-			atomic_store(&l->watermark, ev.id);
+				l->on_event(ev, l->arg);
+			atomic_store(&l->watermark, ev->id);
 			memcpy(l->ident, last_ident, sizeof(l->ident));
 		}
 		PQclear(r);
 		if (rows > 0 && invalidate && kc_cache_set_watermark(l->cache, last, last_ident) < 0)
-			return 0;
+		{
+			rc = 0;
+			break;
+		}
 		if (rows < CATCHUP_BATCH)
-			return 1;
+			break;
 	}
+	free(evs);
+	return rc;
 }
 
 /* One-value query on the listener's connection; malloc'd text, NULL on failure. */

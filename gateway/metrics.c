@@ -118,6 +118,8 @@ static const struct
 	{KC_M_INVALIDATIONS, SUM, "kc_cache_invalidations_total", "counter", "cache invalidations applied"},
 	{KC_M_INVALIDATIONS_SKIPPED, SUM, "kc_cache_invalidations_skipped_total", "counter",
 	"events already covered by the fence"},
+	{KC_M_INVALIDATION_BATCHES, SUM, "kc_cache_invalidation_batches_total", "counter",
+	"Redis round trips that invalidated a catch-up batch's events"},
 	{KC_M_FILLS, SUM, "kc_cache_fills_total", "counter", "cache entries stored after a miss"},
 	{KC_M_FILLS_REFUSED, SUM, "kc_cache_fills_refused_total", "counter",
 	"fills refused because an invalidation raised the fence past the read version"},

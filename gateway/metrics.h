@@ -25,6 +25,7 @@ typedef enum kc_counter
 {
 	KC_M_INVALIDATIONS = 0,		/* invalidations applied (fence raised, keys deleted) */
 	KC_M_INVALIDATIONS_SKIPPED, /* event already covered by the fence */
+	KC_M_INVALIDATION_BATCHES,	/* Redis calls that invalidated a catch-up batch */
 	KC_M_FILLS,					/* cache SETs stored */
 	KC_M_FILLS_REFUSED,			/* fills refused by the fence */
 	KC_M_EVENTS,				/* events seen by the listener */

@@ -1068,6 +1068,39 @@ def test_below_floor(gw_env):
     gw2.stop()
 
 
+def redis_calls(command):
+    """How many times Redis ran command since its last CONFIG RESETSTAT (INFO commandstats)."""
+    m = re.search(r"^cmdstat_%s:calls=(\d+)" % command, redis("INFO", "commandstats"), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_batch_invalidation(gw_env):
+    """Events committed together are invalidated in one Redis script call (one round trip), not
+    one each: counted with Redis' own INFO commandstats. Every view they made stale is gone and
+    every fence at its student's version before the watermark moves past them."""
+    gw = Gateway("batch", **gw_env)
+    check(gw.ready() is not None, "batch: gateway ready")
+    warmed = [warm(gw, st) for st in (S1, S2, S3)]
+    students = [S1, S2, S3] + sql("INSERT INTO kc_flow.students (display_name) "
+                                  "SELECT 'batch ' || g FROM generate_series(1, 17) g RETURNING id").split()
+    redis("CONFIG", "RESETSTAT")
+    sql("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), s, '{}') "
+        "FROM unnest('{%s}'::uuid[]) AS s" % ",".join(students))
+    want = {st: db_version(st) for st in students}
+    fenced = wait_for(lambda: all(redis("GET", "student:ver:" + st) == str(v) for st, v in want.items()), 15)
+    head = int(sql("SELECT kc_flow.settled_event_id()"))
+    moved = wait_for(lambda: int(redis("GET", "kc:gateway:watermark") or 0) >= head, 10)
+    views = [redis("EXISTS", "student:home:" + st) for st in (S1, S2, S3)]
+    calls = redis_calls("evalsha")
+    check(all(warmed) and len(students) == 20 and fenced and moved and views == ["0", "0", "0"],
+          "batch: 20 events in one transaction raise 20 fences and drop the cached views",
+          (warmed, len(students), fenced, moved, views))
+    # the batch's script call and the watermark's; twice that if the log sequenced them in two rounds
+    check(calls <= 4, "batch: 20 events invalidated in at most 2 Redis script calls, plus the watermark's",
+          (calls, metric(gw, "kc_cache_invalidation_batches_total")))
+    gw.stop()
+
+
 def main():
     test_help()
     gw_env = {}
@@ -1098,6 +1131,7 @@ def main():
     test_held_transaction(gw_env)
     test_ready_lag(gw_env)
     test_below_floor(gw_env)
+    test_batch_invalidation(gw_env)
     print("# gateway integration: %d failed" % failures)
     return 1 if failures else 0
 
