@@ -28,7 +28,10 @@ def report(ok, name, detail=""):
     RESULTS["ok" if ok else "fail"] += 1
     print(("ok" if ok else "not ok") + " - ws: " + name, flush=True)
     if not ok and detail:
-        for line in str(detail).splitlines()[:15]:
+        lines = str(detail).splitlines()
+        if len(lines) > 15:     # a traceback: its start and its end, where the error is
+            lines = lines[:3] + ["..."] + lines[-12:]
+        for line in lines:
             print("#   " + line, flush=True)
 
 
