@@ -186,12 +186,13 @@ def settled(gw, port, db="kc_fo", timeout=60):
                     timeout, 0.2)
 
 
-def stale_answers(gw, port, students, seconds, db="kc_fo"):
-    """Home reads over `seconds`: (stale, failed, total). A read is stale when its version is
-    below the one the database had before the request was sent."""
+def stale_answers(gw, port, students, seconds, db="kc_fo", at_least=21):
+    """Home reads over `seconds`, and on until `at_least` reads were made (a loaded machine
+    may make few in the time; ten times `seconds` at most): (stale, failed, total). A read is
+    stale when its version is below the one the database had before the request was sent."""
     stale = failed = total = 0
-    end = time.time() + seconds
-    while time.time() < end:
+    start = time.time()
+    while time.time() < start + seconds or (total < at_least and time.time() < start + 10 * seconds):
         for s in students:
             want = db_version(port, s, db)
             st, v, xc = gw.home(s)
