@@ -3,7 +3,7 @@
 # (one per student, default 10000), emits RATE events/s (default 1000) for DURATION s
 # with pgbench calling kc_flow.emit_event for random students, and reports: connections
 # held, commit-to-delivery latency p50/p90/p99/max and events/s delivered (measured by the
-# client, bench/ws/client.py, one epoll set), events delivered vs emitted, gateway RSS
+# client, bench/ws/client.c, one epoll set per process), events delivered vs emitted, gateway RSS
 # before and with the connections open, and RSS per connection.
 # Beyond what one process may open, the gateway runs as PROCESSES processes on its one port
 # (kc-gateway --processes; default: as many as the per-process open-files limit calls for):
@@ -22,7 +22,6 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CONNECTIONS=${CONNECTIONS:-10000}
 RATE=${RATE:-1000}
 DURATION=${DURATION:-20}
-PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 if [ -z "${SOURCES:-}" ]; then
     SOURCES=""
     for i in $(seq 1 $(( (CONNECTIONS + 24999) / 25000 ))); do SOURCES="$SOURCES 127.0.0.$i"; done
@@ -61,6 +60,7 @@ make -s -C "$ROOT" >/dev/null
 make -s -C "$ROOT" install >/dev/null
 WORK=$(mktemp -d /tmp/kc-wsbench.XXXXXX)
 chmod 755 "$WORK"
+cc -O2 -Wall -Wextra -Wno-unused-parameter -o "$WORK/client" "$ROOT/bench/ws/client.c" -lwslay -ljwt -lcjson -lcrypto
 CL_PIDS=""
 cleanup() {
     set +e
@@ -102,7 +102,7 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for c in $(seq 0 $((CLIENTS - 1))); do
     first=$((c * CHUNK)); count=$((CONNECTIONS - first < CHUNK ? CONNECTIONS - first : CHUNK))
     # shellcheck disable=SC2086  # one argument per source address
-    "$PY" "$ROOT/bench/ws/client.py" "$GW_PORT" "$SECRET" "$WORK/students" "$first" "$count" "$WORK/ready.$c" \
+    "$WORK/client" "$GW_PORT" "$SECRET" "$WORK/students" "$first" "$count" "$WORK/ready.$c" \
         "$WORK/stop" "$WORK/lat.$c" $SOURCES >"$WORK/client.$c.json" &
     CL_PIDS="$CL_PIDS $!"
 done
