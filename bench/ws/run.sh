@@ -166,8 +166,11 @@ firsts = [r["first_event"] for r in res if r["first_event"]]
 lasts = [r["last_event"] for r in res if r["last_event"]]
 span = max(lasts) - min(firsts) if firsts and lasts else 0
 (rss0, pss0), (rss1, pss1) = [[float(x) / 1024 for x in a.split()] for a in sys.argv[6:8]]
+cpu = round(sum(r["client_cpu_s"] for r in res), 1)
+cpu_held = round(cpu - sum(r["connect_cpu_s"] for r in res), 1)
 print("latency (ms):                 p50 %s, p90 %s, p99 %s, max %s over %d events; closed by the server %d"
       % (pct(0.5), pct(0.9), pct(0.99), pct(1.0), len(lat), sum(r["closed_by_server"] for r in res)))
+print("client CPU time (s):          %s in all, %s of it after every connection was open" % (cpu, cpu_held))
 print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, "rate": int(sys.argv[4]),
                   "emitted": int(sys.argv[5]), "received": received,
                   "delivered_per_s": round(received / span, 1) if span else None,
@@ -177,5 +180,6 @@ print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, 
                   "pss_idle_mib": round(pss0, 1), "pss_mib": round(pss1, 1),
                   "kib_per_connection": round((rss1 - rss0) * 1024 / max(held, 1), 2),
                   "pss_kib_per_connection": round((pss1 - pss0) * 1024 / max(held, 1), 2),
-                  "client_processes": clients, "loadavg": sys.argv[8]}))
+                  "client_processes": clients, "client_cpu_s": cpu, "client_cpu_held_s": cpu_held,
+                  "loadavg": sys.argv[8]}))
 PY
