@@ -12,7 +12,8 @@
 # The open-files limits are raised for the client (ulimit -n here) and the gateway (its own
 # setrlimit, --open-files); both need root above the hard limit. One loopback source
 # address gives about 28,000 ports towards the gateway (ip_local_port_range), so the
-# client spreads its sockets over 127.0.0.1, 127.0.0.2, ... (SOURCES to choose them).
+# client spreads its sockets over 127.0.0.1, 127.0.0.2, ... (SOURCES to choose them), one
+# per 10,000: the kernel's search for a free port slows as an address's range fills up.
 # Starts its own throwaway Postgres, Redis and gateway on loopback (kc_stack_start,
 # test/cluster.sh) and stops them. Takes the machine-wide benchmark lock (/tmp/kc_bench.lock).
 #   CONNECTIONS=10000 RATE=1000 DURATION=20 bash bench/ws/run.sh
@@ -24,7 +25,7 @@ RATE=${RATE:-1000}
 DURATION=${DURATION:-20}
 if [ -z "${SOURCES:-}" ]; then
     SOURCES=""
-    for i in $(seq 1 $(( (CONNECTIONS + 24999) / 25000 ))); do SOURCES="$SOURCES 127.0.0.$i"; done
+    for i in $(seq 1 $(( (CONNECTIONS + 9999) / 10000 ))); do SOURCES="$SOURCES 127.0.0.$i"; done
 fi
 # Without CAP_SYS_RESOURCE (e.g. in a container) the hard limit stays: then the client runs
 # as several processes, and the gateway holds what its own limit allows (it says so in its log).
