@@ -54,6 +54,7 @@ typedef struct conn
 	enum state	state;
 	bool		close_frame;	/* the server sent a close frame */
 	bool		eof;			/* the server closed the socket */
+	bool		want_out;		/* watched for EPOLLOUT (a pong waits) */
 	char	   *student;		/* until the request is sent */
 	uint8_t    *buf;			/* bytes read but not yet consumed */
 	size_t		len;
@@ -251,6 +252,12 @@ read_handshake(conn *c)
 		return false;
 	}
 	c->off = end + 4 - c->buf;
+	if (c->off == c->len)		/* nothing after the answer: the buffer goes */
+	{
+		free(c->buf);
+		c->buf = NULL;
+		c->off = c->len = 0;
+	}
 	c->state = OPEN;
 	g.open++;
 	return true;
@@ -314,8 +321,12 @@ on_ready(conn *c, uint32_t ev)
 		return;
 	}
 	/* a pong that did not fit waits for EPOLLOUT */
-	mod.events = EPOLLIN | (wslay_event_want_write(c->ctx) ? EPOLLOUT : 0);
-	epoll_ctl(g.epfd, EPOLL_CTL_MOD, c->fd, &mod);
+	if (c->want_out != (wslay_event_want_write(c->ctx) != 0))
+	{
+		c->want_out = !c->want_out;
+		mod.events = EPOLLIN | (c->want_out ? EPOLLOUT : 0);
+		epoll_ctl(g.epfd, EPOLL_CTL_MOD, c->fd, &mod);
+	}
 }
 
 static ssize_t
