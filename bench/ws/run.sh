@@ -3,7 +3,7 @@
 # (one per student, default 10000), emits RATE events/s (default 1000) for DURATION s
 # with pgbench calling kc_flow.emit_event for random students, and reports: connections
 # held, commit-to-delivery latency p50/p90/p99/max and events/s delivered (measured by the
-# client, bench/ws/client.py, one epoll set), events delivered vs emitted, gateway RSS
+# client, bench/ws/client.c, one epoll set per process), events delivered vs emitted, gateway RSS
 # before and with the connections open, and RSS per connection.
 # Beyond what one process may open, the gateway runs as PROCESSES processes on its one port
 # (kc-gateway --processes; default: as many as the per-process open-files limit calls for):
@@ -12,7 +12,8 @@
 # The open-files limits are raised for the client (ulimit -n here) and the gateway (its own
 # setrlimit, --open-files); both need root above the hard limit. One loopback source
 # address gives about 28,000 ports towards the gateway (ip_local_port_range), so the
-# client spreads its sockets over 127.0.0.1, 127.0.0.2, ... (SOURCES to choose them).
+# client spreads its sockets over 127.0.0.1, 127.0.0.2, ... (SOURCES to choose them), one
+# per 10,000: the kernel's search for a free port slows as an address's range fills up.
 # Starts its own throwaway Postgres, Redis and gateway on loopback (kc_stack_start,
 # test/cluster.sh) and stops them. Takes the machine-wide benchmark lock (/tmp/kc_bench.lock).
 #   CONNECTIONS=10000 RATE=1000 DURATION=20 bash bench/ws/run.sh
@@ -22,10 +23,9 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CONNECTIONS=${CONNECTIONS:-10000}
 RATE=${RATE:-1000}
 DURATION=${DURATION:-20}
-PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 if [ -z "${SOURCES:-}" ]; then
     SOURCES=""
-    for i in $(seq 1 $(( (CONNECTIONS + 24999) / 25000 ))); do SOURCES="$SOURCES 127.0.0.$i"; done
+    for i in $(seq 1 $(( (CONNECTIONS + 9999) / 10000 ))); do SOURCES="$SOURCES 127.0.0.$i"; done
 fi
 # Without CAP_SYS_RESOURCE (e.g. in a container) the hard limit stays: then the client runs
 # as several processes, and the gateway holds what its own limit allows (it says so in its log).
@@ -61,6 +61,7 @@ make -s -C "$ROOT" >/dev/null
 make -s -C "$ROOT" install >/dev/null
 WORK=$(mktemp -d /tmp/kc-wsbench.XXXXXX)
 chmod 755 "$WORK"
+cc -O2 -Wall -Wextra -Wno-unused-parameter -o "$WORK/client" "$ROOT/bench/ws/client.c" -lwslay -ljwt -lcjson -lcrypto
 CL_PIDS=""
 cleanup() {
     set +e
@@ -102,7 +103,7 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for c in $(seq 0 $((CLIENTS - 1))); do
     first=$((c * CHUNK)); count=$((CONNECTIONS - first < CHUNK ? CONNECTIONS - first : CHUNK))
     # shellcheck disable=SC2086  # one argument per source address
-    "$PY" "$ROOT/bench/ws/client.py" "$GW_PORT" "$SECRET" "$WORK/students" "$first" "$count" "$WORK/ready.$c" \
+    "$WORK/client" "$GW_PORT" "$SECRET" "$WORK/students" "$first" "$count" "$WORK/ready.$c" \
         "$WORK/stop" "$WORK/lat.$c" $SOURCES >"$WORK/client.$c.json" &
     CL_PIDS="$CL_PIDS $!"
 done
@@ -166,8 +167,11 @@ firsts = [r["first_event"] for r in res if r["first_event"]]
 lasts = [r["last_event"] for r in res if r["last_event"]]
 span = max(lasts) - min(firsts) if firsts and lasts else 0
 (rss0, pss0), (rss1, pss1) = [[float(x) / 1024 for x in a.split()] for a in sys.argv[6:8]]
+cpu = round(sum(r["client_cpu_s"] for r in res), 1)
+cpu_held = round(cpu - sum(r["connect_cpu_s"] for r in res), 1)
 print("latency (ms):                 p50 %s, p90 %s, p99 %s, max %s over %d events; closed by the server %d"
       % (pct(0.5), pct(0.9), pct(0.99), pct(1.0), len(lat), sum(r["closed_by_server"] for r in res)))
+print("client CPU time (s):          %s in all, %s of it after every connection was open" % (cpu, cpu_held))
 print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, "rate": int(sys.argv[4]),
                   "emitted": int(sys.argv[5]), "received": received,
                   "delivered_per_s": round(received / span, 1) if span else None,
@@ -177,5 +181,6 @@ print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, 
                   "pss_idle_mib": round(pss0, 1), "pss_mib": round(pss1, 1),
                   "kib_per_connection": round((rss1 - rss0) * 1024 / max(held, 1), 2),
                   "pss_kib_per_connection": round((pss1 - pss0) * 1024 / max(held, 1), 2),
-                  "client_processes": clients, "loadavg": sys.argv[8]}))
+                  "client_processes": clients, "client_cpu_s": cpu, "client_cpu_held_s": cpu_held,
+                  "loadavg": sys.argv[8]}))
 PY
