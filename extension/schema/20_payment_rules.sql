@@ -223,6 +223,27 @@ BEGIN
            max(x.occurred_at) FILTER (WHERE x.outcome = 'succeeded') AS succeeded_at,
            max(x.occurred_at) AS changed_at
       INTO cur FROM kc_flow.payment_outcomes x WHERE x.payment_id = OLD.id;
+    -- the common statement sets the status alone (a confirmation, a failure, a refund):
+    -- the order keeps its terms and row, so the result is what the steps below would give
+    -- for it, in one comparison and one assignment
+    IF (NEW.id, NEW.student_id, NEW.course_id, NEW.amount_cents, NEW.currency, NEW.purchase_tier,
+        NEW.time_slot, NEW.metadata, NEW.created_at, NEW.succeeded_at)
+       IS NOT DISTINCT FROM
+       (OLD.id, OLD.student_id, OLD.course_id, OLD.amount_cents, OLD.currency, OLD.purchase_tier,
+        OLD.time_slot, OLD.metadata, OLD.created_at, OLD.succeeded_at)
+    THEN
+        settles := NEW.status IS DISTINCT FROM OLD.status AND NEW.status IS DISTINCT FROM cur.status;
+        IF settles THEN
+            PERFORM kc_flow.record_outcome(ord.id, cur.status, NEW.status);
+        END IF;
+        NEW := ROW(ord.id, ord.student_id, ord.course_id, ord.amount_cents, ord.currency,
+                   CASE WHEN settles THEN NEW.status ELSE cur.status END,
+                   ord.purchase_tier, ord.time_slot, ord.metadata, ord.created_at,
+                   CASE WHEN settles THEN now() ELSE greatest(ord.updated_at, cur.changed_at) END,
+                   CASE WHEN settles AND NEW.status = 'succeeded' THEN now() ELSE cur.succeeded_at END);
+        RETURN NEW;
+    END IF;
+
     IF NEW.succeeded_at IS DISTINCT FROM OLD.succeeded_at THEN
         RAISE EXCEPTION 'column "succeeded_at" of kc_flow.payments can only be set by a status change'
             USING ERRCODE = 'generated_always',
