@@ -7,7 +7,7 @@
 -- refund without a success even when the view is bypassed.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(15);
+SELECT plan(17);
 
 INSERT INTO kc_flow.students (id, display_name) VALUES ('00000000-0000-0000-0000-00000000b301', 'Insert only');
 INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-00000000b302', 'Outcomes', true);
@@ -34,6 +34,13 @@ SELECT isnt(kc_flow.confirm_payment('00000000-0000-0000-0000-00000000b312'), NUL
             'confirm_payment confirms and returns the event');
 SELECT is((SELECT n FROM payment_rewrites), 0, 'the confirmation by confirm_payment rewrote no row');
 SELECT is(kc_flow.confirm_payment('00000000-0000-0000-0000-00000000b312'), NULL, 'a second confirm_payment is a no-op');
+-- an UPDATE to the status the payment already has writes nothing and reports the row
+WITH u AS (UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = '00000000-0000-0000-0000-00000000b312'
+           RETURNING status, succeeded_at IS NOT NULL AS stamped)
+SELECT is((SELECT array_agg(status || ' ' || stamped) FROM u), ARRAY['succeeded true'],
+          'a second confirmation by UPDATE reports the payment succeeded');
+SELECT is((SELECT count(*)::int FROM kc_flow.payment_outcomes WHERE payment_id = '00000000-0000-0000-0000-00000000b312'),
+          1, 'a second confirmation by UPDATE inserts no outcome');
 UPDATE kc_flow.payments SET status = 'refunded' WHERE id = '00000000-0000-0000-0000-00000000b311';
 SELECT is((SELECT n FROM payment_rewrites), 0, 'the refund rewrote no row');
 UPDATE kc_flow.payments SET status = 'failed' WHERE id = '00000000-0000-0000-0000-00000000b313';
