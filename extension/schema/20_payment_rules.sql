@@ -78,20 +78,35 @@ COMMENT ON FUNCTION kc_flow.validate_time_slot(jsonb) IS
 -- its outcomes.  Only the order is in FROM, so SELECT ... FOR UPDATE [SKIP LOCKED] on
 -- the view locks the order's row, and a reader that does not ask for the status pays
 -- nothing for it.  The status is the alphabetically first outcome: failed, refunded
--- (beside succeeded), succeeded; one probe of payment_outcomes_pkey.  The subqueries
--- take the first row in order rather than min()/max(): the same values (occurred_at is
--- never null), without the planner's second plan of each aggregate, which was most of
--- the time an UPDATE of the view spent in planning.
+-- (beside succeeded), succeeded.  The three derived columns are functions in C
+-- (extension/payments_status.c), each one probe of payment_outcomes_pkey in the
+-- statement's snapshot, as correlated subqueries were: a function call costs the
+-- planner nothing, where the subqueries were most of the time an UPDATE of the view
+-- (planned at every call with the simple protocol) spent in planning.
+CREATE FUNCTION kc_flow.payment_status(payment uuid) RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_payment_status';
+COMMENT ON FUNCTION kc_flow.payment_status(uuid) IS
+    'the payment''s status as kc_flow.payments shows it: its first outcome in order (failed, refunded, succeeded), pending when it has none';
+
+CREATE FUNCTION kc_flow.payment_updated_at(payment uuid, order_updated_at timestamptz) RETURNS timestamptz
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_payment_updated_at';
+COMMENT ON FUNCTION kc_flow.payment_updated_at(uuid, timestamptz) IS
+    'kc_flow.payments.updated_at: the later of the order''s updated_at and the payment''s last outcome';
+
+CREATE FUNCTION kc_flow.payment_succeeded_at(payment uuid) RETURNS timestamptz
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_payment_succeeded_at';
+COMMENT ON FUNCTION kc_flow.payment_succeeded_at(uuid) IS
+    'kc_flow.payments.succeeded_at: when the payment''s succeeded outcome was recorded, NULL without one';
+
 CREATE VIEW kc_flow.payments AS
 SELECT o.id, o.student_id, o.course_id, o.amount_cents, o.currency,
-       coalesce((SELECT x.outcome FROM kc_flow.payment_outcomes x
-                  WHERE x.payment_id = o.id ORDER BY x.outcome LIMIT 1),
-                'pending') AS status,
+       kc_flow.payment_status(o.id) AS status,
        o.purchase_tier, o.time_slot, o.metadata, o.created_at,
-       greatest(o.updated_at, (SELECT x.occurred_at FROM kc_flow.payment_outcomes x
-                                WHERE x.payment_id = o.id ORDER BY x.occurred_at DESC LIMIT 1)) AS updated_at,
-       (SELECT x.occurred_at FROM kc_flow.payment_outcomes x
-         WHERE x.payment_id = o.id AND x.outcome = 'succeeded') AS succeeded_at
+       kc_flow.payment_updated_at(o.id, o.updated_at) AS updated_at,
+       kc_flow.payment_succeeded_at(o.id) AS succeeded_at
   FROM kc_flow.payment_orders o;
 ALTER VIEW kc_flow.payments ALTER COLUMN id SET DEFAULT gen_random_uuid();
 ALTER VIEW kc_flow.payments ALTER COLUMN currency SET DEFAULT 'USD';
