@@ -1370,7 +1370,9 @@ COMMENT ON FUNCTION kc_flow.record_outcome(uuid, text, text) IS
 
 -- Writes kc_flow.payments: the checks of 0.1.0's BEFORE trigger, with its errors, then
 -- the order (insert, or update of terms and metadata) and an outcome per status change.
-CREATE FUNCTION kc_flow.payments_write() RETURNS trigger
+-- Called by the view's trigger payments_write() (extension/payments_write.c) for every
+-- write but a status-only UPDATE the rules allow in a READ COMMITTED transaction.
+CREATE FUNCTION kc_flow.payments_write_rules() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, kc_flow
 AS $$
@@ -1539,8 +1541,14 @@ BEGIN
     RETURN NEW;
 END;
 $$;
+COMMENT ON FUNCTION kc_flow.payments_write_rules() IS
+    'the payments view''s writes as rules, called by its trigger payments_write(): 0.1.0''s checks and errors (unknown or unpublished courses, bad slots, frozen terms, illegal status changes), then the order and one outcome per status change';
+
+CREATE FUNCTION kc_flow.payments_write() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_payments_write';
 COMMENT ON FUNCTION kc_flow.payments_write() IS
-    'INSTEAD OF trigger of the payments view: 0.1.0''s checks and errors (unknown or unpublished courses, bad slots, frozen terms, illegal status changes), then the order and one outcome per status change';
+    'INSTEAD OF trigger of the payments view: a status-only UPDATE the rules allow, in READ COMMITTED, locks the order and inserts the outcome with plans kept per backend; every other write goes to payments_write_rules(), whose errors are the only ones raised';
 
 CREATE TRIGGER payments_write INSTEAD OF INSERT OR UPDATE OR DELETE ON kc_flow.payments
     FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_write();
