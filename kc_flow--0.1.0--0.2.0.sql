@@ -1371,7 +1371,8 @@ COMMENT ON FUNCTION kc_flow.record_outcome(uuid, text, text) IS
 -- Writes kc_flow.payments: the checks of 0.1.0's BEFORE trigger, with its errors, then
 -- the order (insert, or update of terms and metadata) and an outcome per status change.
 -- Called by the view's trigger payments_write() (extension/payments_write.c) for every
--- write but a status-only UPDATE the rules allow in a READ COMMITTED transaction.
+-- write but an INSERT that passes every check below and a status-only UPDATE the rules
+-- allow in a READ COMMITTED transaction, which it writes itself.
 CREATE FUNCTION kc_flow.payments_write_rules() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, kc_flow
@@ -1548,7 +1549,7 @@ CREATE FUNCTION kc_flow.payments_write() RETURNS trigger
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'kcf_payments_write';
 COMMENT ON FUNCTION kc_flow.payments_write() IS
-    'INSTEAD OF trigger of the payments view: a status-only UPDATE the rules allow, in READ COMMITTED, locks the order and inserts the outcome with plans kept per backend; every other write goes to payments_write_rules(), whose errors are the only ones raised';
+    'INSTEAD OF trigger of the payments view: an INSERT that passes every check, and a status-only UPDATE the rules allow in READ COMMITTED (the order locked, the outcome inserted), written with plans kept per backend; every other write goes to payments_write_rules(), whose errors are the only ones raised';
 
 CREATE TRIGGER payments_write INSTEAD OF INSERT OR UPDATE OR DELETE ON kc_flow.payments
     FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_write();

@@ -3,19 +3,23 @@
  *      The INSTEAD OF trigger of the kc_flow.payments view: the checkout's
  *      change of status in C, every other write in PL/pgSQL.
  *
- * The platform confirms a payment with `UPDATE kc_flow.payments SET status =
- * 'succeeded'`, once per checkout.  For such an UPDATE (no column but status
- * differs from the row the statement read) in a READ COMMITTED transaction,
- * this trigger locks the payment's order, reads its outcomes after the lock,
- * inserts the new outcome when the change is one the rules allow
- * (pending->succeeded|failed, succeeded->refunded) and returns the row as the
- * view then shows it: three statements prepared once per backend.  Every
- * other write (an INSERT, a DELETE, a change of terms or metadata, a change
- * the rules refuse, any statement under a transaction snapshot) is handed to
- * kc_flow.payments_write_rules() (20_payment_rules.sql) with the same trigger
- * call, so that its checks, errors, SQLSTATEs and constraint names are the
- * only ones the platform sees.  The outcome's AFTER trigger (payments_emit)
- * writes the event in the same transaction either way.
+ * The platform's checkout inserts a payment into kc_flow.payments and confirms
+ * it with `UPDATE kc_flow.payments SET status = 'succeeded'`.  An INSERT that
+ * passes every check of the rules (checked here without raising: the slot by
+ * payments_slot.c) is written with one statement for the student and course
+ * and one for the order (and its outcome when it is not pending).  A
+ * status-only UPDATE (no column but status differs from the row the statement
+ * read) in a READ COMMITTED transaction locks the payment's order, reads its
+ * outcomes after the lock, inserts the new outcome when the change is one the
+ * rules allow (pending->succeeded|failed, succeeded->refunded) and returns the
+ * row as the view then shows it.  The statements are prepared once per
+ * backend.  Every other write (an INSERT a check would refuse, a DELETE, a
+ * change of terms or metadata, a change the rules refuse, any UPDATE under a
+ * transaction snapshot) is handed to kc_flow.payments_write_rules()
+ * (20_payment_rules.sql) with the same trigger call, so that its checks,
+ * errors, SQLSTATEs and constraint names are the only ones the platform sees.
+ * The outcome's AFTER trigger (payments_emit) writes the event in the same
+ * transaction either way.
  *
  * The statements name every object and operator with its schema, so the
  * caller's search_path cannot change them, and the function needs no SET
@@ -36,14 +40,20 @@
 
 PG_FUNCTION_INFO_V1(kcf_payments_write);
 
+static bool insert_payment(TriggerData *td, HeapTuple *result);
 static bool sets_status_alone(TriggerData *td);
 static bool change_status(TriggerData *td, HeapTuple *result);
 static bool allowed(const char *current, const char *target);
+static SPIPlanPtr outcome_plan(void);
+static Datum column(TriggerData *td, HeapTuple row, const char *name, bool *isnull);
+static bool is_currency(Datum value);
 static Datum write_by_rules(FunctionCallInfo fcinfo);
 
+static SPIPlanPtr refs_plan;
+static SPIPlanPtr order_plan;
 static SPIPlanPtr lock_plan;
 static SPIPlanPtr state_plan;
-static SPIPlanPtr insert_plan;
+static SPIPlanPtr outcome_insert;
 
 /* The order's columns, in the order lock_plan returns them; the view has the same names. */
 static const char *const order_columns[] = {
@@ -67,10 +77,131 @@ kcf_payments_write(PG_FUNCTION_ARGS)
 				 errdetail("It writes the kc_flow.payments view."),
 				 errhint("It is the view's trigger payments_write; do not call it otherwise.")));
 
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && insert_payment(td, &result))
+		return PointerGetDatum(result);
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && !IsolationUsesXactSnapshot() &&
 		sets_status_alone(td) && change_status(td, &result))
 		return PointerGetDatum(result);
 	return write_by_rules(fcinfo);
+}
+
+/* The view's column of that name in the row, *isnull set. */
+static Datum
+column(TriggerData *td, HeapTuple row, const char *name, bool *isnull)
+{
+	TupleDesc	view = td->tg_relation->rd_att;
+
+	return heap_getattr(row, SPI_fnumber(view, name), view, isnull);
+}
+
+/* Three capital letters A-Z, as payments_currency_is_iso4217 wants. */
+static bool
+is_currency(Datum value)
+{
+	char	   *code = TextDatumGetCString(value);
+
+	return strlen(code) == 3 && strspn(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3;
+}
+
+/*
+ * The INSERT of a payment that passes every check of the rules: false
+ * (nothing written) when one might refuse it, for write_by_rules() to judge;
+ * otherwise the order (and its outcome) is written and *result is the row to
+ * return, with updated_at and succeeded_at as the rules set them.
+ */
+static bool
+insert_payment(TriggerData *td, HeapTuple *result)
+{
+	HeapTuple	row = td->tg_trigtuple;
+	TupleDesc	view = td->tg_relation->rd_att;
+	bool		isnull;
+	Datum		tier = column(td, row, "purchase_tier", &isnull);
+	Datum		status;
+	char	   *status_text;
+	Datum		values[10];
+	char		nulls[10];
+	Oid			types[10];
+	int			cols[2] = {SPI_fnumber(view, "updated_at"), SPI_fnumber(view, "succeeded_at")};
+	Datum		stamps[2];
+	char		stamp_nulls[2] = {' ', 'n'};
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			i;
+
+	if (isnull || (DatumGetInt32(tier) != 10 && DatumGetInt32(tier) != 20 && DatumGetInt32(tier) != 30))
+		return false;
+	values[0] = column(td, row, "amount_cents", &isnull);
+	if (isnull || DatumGetInt64(values[0]) < 0)
+		return false;
+	values[0] = column(td, row, "currency", &isnull);
+	if (isnull || !is_currency(values[0]))
+		return false;
+	status = column(td, row, "status", &isnull);
+	if (isnull)
+		return false;
+	status_text = TextDatumGetCString(status);
+	if (strcmp(status_text, "pending") != 0 && strcmp(status_text, "succeeded") != 0 &&
+		strcmp(status_text, "failed") != 0)
+		return false;
+	column(td, row, "succeeded_at", &isnull);
+	if (!isnull && strcmp(status_text, "succeeded") != 0)
+		return false;
+	values[0] = column(td, row, "time_slot", &isnull);
+	if (isnull || !kcf_slot_surely_valid(values[0]))
+		return false;
+	values[0] = column(td, row, "student_id", &isnull);
+	if (isnull)
+		return false;
+	values[1] = column(td, row, "course_id", &isnull);
+	if (isnull)
+		return false;
+
+	SPI_connect();
+	/* the student exists, the course exists and is published */
+	kcf_plan(&refs_plan,
+			 "SELECT EXISTS (SELECT FROM kc_flow.students s WHERE s.id OPERATOR(pg_catalog.=) $1)"
+			 "   AND coalesce((SELECT c.is_published FROM kc_flow.courses c"
+			 "                  WHERE c.id OPERATOR(pg_catalog.=) $2), false)",
+			 2, (Oid[]) {UUIDOID, UUIDOID});
+	kcf_exec(refs_plan, values, NULL, 1);
+	if (!kcf_get_bool(0, 1, &isnull))
+	{
+		SPI_finish();
+		return false;
+	}
+
+	for (i = 0; i < lengthof(order_columns); i++)
+	{
+		int			att = SPI_fnumber(view, order_columns[i]);
+
+		values[i] = heap_getattr(row, att, view, &isnull);
+		nulls[i] = isnull ? 'n' : ' ';
+		types[i] = TupleDescAttr(view, att - 1)->atttypid;
+	}
+	kcf_plan(&order_plan,
+			 "INSERT INTO kc_flow.payment_orders (id, student_id, course_id, amount_cents, currency,"
+			 "       purchase_tier, time_slot, metadata, created_at, updated_at)"
+			 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+			 lengthof(order_columns), types);
+	kcf_exec(order_plan, values, nulls, 0);
+
+	stamps[0] = values[ORDER_UPDATED_AT - 1];
+	stamp_nulls[0] = nulls[ORDER_UPDATED_AT - 1];
+	if (strcmp(status_text, "pending") != 0)
+	{
+		values[1] = status;
+		kcf_exec(outcome_plan(), values, NULL, 0);
+		if (stamp_nulls[0] == 'n' || DatumGetTimestampTz(stamps[0]) < now)
+			stamps[0] = TimestampTzGetDatum(now);
+		stamp_nulls[0] = ' ';
+	}
+	if (strcmp(status_text, "succeeded") == 0)
+	{
+		stamps[1] = TimestampTzGetDatum(now);
+		stamp_nulls[1] = ' ';
+	}
+	*result = SPI_modifytuple(td->tg_relation, row, 2, cols, stamps, stamp_nulls);
+	SPI_finish();
+	return true;
 }
 
 /*
@@ -104,6 +235,15 @@ sets_status_alone(TriggerData *td)
 			return false;
 	}
 	return true;
+}
+
+/* The insert of an outcome ($1 payment, $2 outcome), prepared once. */
+static SPIPlanPtr
+outcome_plan(void)
+{
+	return kcf_plan(&outcome_insert,
+					"INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES ($1, $2)",
+					2, (Oid[]) {UUIDOID, TEXTOID});
 }
 
 /* pending->succeeded|failed and succeeded->refunded, as record_outcome() allows. */
@@ -198,11 +338,8 @@ change_status(TriggerData *td, HeapTuple *result)
 	}
 	if (settles)
 	{
-		kcf_plan(&insert_plan,
-				 "INSERT INTO kc_flow.payment_outcomes (payment_id, outcome) VALUES ($1, $2)",
-				 2, (Oid[]) {UUIDOID, TEXTOID});
 		values[1] = new_status;
-		kcf_exec(insert_plan, values, NULL, 0);
+		kcf_exec(outcome_plan(), values, NULL, 0);
 	}
 
 	row[status_att - 1] = settles ? new_status : CStringGetTextDatum(current);

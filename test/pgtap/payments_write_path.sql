@@ -1,5 +1,7 @@
--- pgTAP: the payments view's trigger takes its short path in C for the checkout's
--- status-only UPDATE and hands every other write to payments_write_rules(), and both
+-- pgTAP: the payments view's trigger takes its short paths in C for the checkout's
+-- INSERT of a payment that passes every check and its status-only UPDATE, and hands
+-- every other write to payments_write_rules() (whose errors sql/03_payment_rules
+-- checks), and both
 -- paths and the view's derived columns (payment_status(), payment_updated_at(),
 -- payment_succeeded_at()) show a payment as 0.1.0's table did (docs/extension.md,
 -- "Payments: a status change inserts a row").  pg_stat_xact_user_functions counts the
@@ -7,7 +9,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET LOCAL track_functions = 'pl';
-SELECT plan(12);
+SELECT plan(17);
 
 INSERT INTO kc_flow.students (id, display_name) VALUES ('00000000-0000-0000-0000-00000000b401', 'Write path');
 INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-00000000b402', 'Paths', true);
@@ -22,7 +24,29 @@ SELECT coalesce(sum(calls), 0)::int AS n FROM pg_stat_xact_user_functions
  WHERE schemaname = 'kc_flow' AND funcname = 'payments_write_rules';
 CREATE TEMP TABLE seen AS SELECT (SELECT n FROM rules_calls) AS calls;
 
-SELECT is((SELECT calls FROM seen), 3, 'an INSERT goes through the rules');
+SELECT is((SELECT calls FROM seen), 0, 'an INSERT that passes every check does not call the rules');
+SELECT is((SELECT count(*)::int FROM kc_flow.payment_orders WHERE student_id = '00000000-0000-0000-0000-00000000b401'),
+          3, 'it wrote the orders');
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+VALUES ('00000000-0000-0000-0000-00000000b414', '00000000-0000-0000-0000-00000000b401',
+        '00000000-0000-0000-0000-00000000b402', 20,
+        '{"weekdays":[2],"start":"09:30","timezone":"UTC","starts_on":"2031-02-03"}', 100, 'failed');
+SELECT is((SELECT n FROM rules_calls), 1, 'an INSERT with a starts_on goes through the rules');
+CREATE TEMP TABLE inserted AS
+WITH i AS (INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, status)
+           VALUES ('00000000-0000-0000-0000-00000000b415', '00000000-0000-0000-0000-00000000b401',
+                   '00000000-0000-0000-0000-00000000b402', 30,
+                   '{"weekdays":[6,7],"start":"23:59","timezone":"Europe/Berlin"}', 0, 'succeeded')
+           RETURNING *)
+SELECT * FROM i;
+SELECT is((SELECT row(i.*)::text FROM inserted i),
+          (SELECT row(p.*)::text FROM kc_flow.payments p WHERE p.id = '00000000-0000-0000-0000-00000000b415'),
+          'a payment inserted as succeeded: RETURNING shows the row the view then shows');
+SELECT is((SELECT array_agg(event_type::text) FROM kc_flow.events WHERE correlation_id = '00000000-0000-0000-0000-00000000b415'),
+          ARRAY['PURCHASE_CONFIRMED'], 'and it emitted its event, without the rules');
+SELECT is((SELECT row(status, succeeded_at, updated_at)::text FROM kc_flow.payments
+            WHERE id = '00000000-0000-0000-0000-00000000b414'),
+          row('failed', NULL::timestamptz, now())::text, 'a payment inserted as failed shows it');
 SELECT is((SELECT row(status, succeeded_at, updated_at)::text FROM kc_flow.payments
             WHERE id = '00000000-0000-0000-0000-00000000b411'),
           row('pending', NULL::timestamptz, now())::text,
@@ -32,7 +56,7 @@ CREATE TEMP TABLE confirmed AS
 WITH u AS (UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = '00000000-0000-0000-0000-00000000b411'
            RETURNING *)
 SELECT * FROM u;
-SELECT is((SELECT n FROM rules_calls), 3, 'a confirmation by UPDATE does not call the rules');
+SELECT is((SELECT n FROM rules_calls), 1, 'a confirmation by UPDATE does not call the rules');
 SELECT is((SELECT count(*)::int FROM kc_flow.payment_outcomes WHERE payment_id = '00000000-0000-0000-0000-00000000b411'),
           1, 'it inserted the outcome');
 SELECT is((SELECT c::text FROM confirmed c), (SELECT p::text FROM kc_flow.payments p WHERE p.id = '00000000-0000-0000-0000-00000000b411'),
