@@ -1554,27 +1554,11 @@ COMMENT ON FUNCTION kc_flow.payments_write() IS
 CREATE TRIGGER payments_write INSTEAD OF INSERT OR UPDATE OR DELETE ON kc_flow.payments
     FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_write();
 
--- Emits PURCHASE_CONFIRMED / PURCHASE_REFUNDED in the payment's own transaction.
+-- Emits PURCHASE_CONFIRMED / PURCHASE_REFUNDED in the payment's own transaction: C
+-- (extension/payments_emit.c), one statement prepared once per backend.
 CREATE OR REPLACE FUNCTION kc_flow.payments_emit() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, kc_flow
-AS $$
-DECLARE
-    o kc_flow.payment_orders;
-BEGIN
-    SELECT * INTO o FROM kc_flow.payment_orders WHERE id = NEW.payment_id;
-    IF NEW.outcome = 'succeeded' THEN
-        PERFORM kc_flow.emit_event('PURCHASE_CONFIRMED', o.id, o.student_id,
-            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id,
-                               'purchase_tier', o.purchase_tier, 'amount_cents', o.amount_cents,
-                               'currency', o.currency));
-    ELSE
-        PERFORM kc_flow.emit_event('PURCHASE_REFUNDED', o.id, o.student_id,
-            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id));
-    END IF;
-    RETURN NULL;
-END;
-$$;
+    LANGUAGE c SECURITY DEFINER
+    AS 'MODULE_PATHNAME', 'kcf_payments_emit';
 COMMENT ON FUNCTION kc_flow.payments_emit() IS
     'AFTER trigger of payment_outcomes: a payment becoming succeeded (or refunded) emits its event in the same transaction';
 
