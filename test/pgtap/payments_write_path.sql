@@ -9,7 +9,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET LOCAL track_functions = 'pl';
-SELECT plan(17);
+SELECT plan(30);
 
 INSERT INTO kc_flow.students (id, display_name) VALUES ('00000000-0000-0000-0000-00000000b401', 'Write path');
 INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-00000000b402', 'Paths', true);
@@ -82,6 +82,30 @@ SELECT throws_ok($$UPDATE kc_flow.payments SET status = 'refunded' WHERE id = '0
 UPDATE seen SET calls = (SELECT n FROM rules_calls);
 UPDATE kc_flow.payments SET metadata = '{"via": "rules"}' WHERE id = '00000000-0000-0000-0000-00000000b413';
 SELECT is((SELECT n FROM rules_calls) - (SELECT calls FROM seen), 1, 'a change of metadata goes through the rules');
+
+-- the C path takes a slot only when validate_time_slot() would: each of these near misses
+-- is refused with the rules' SQLSTATE
+SELECT throws_ok(format($$INSERT INTO kc_flow.payments (student_id, course_id, purchase_tier, time_slot, amount_cents)
+                           VALUES ('00000000-0000-0000-0000-00000000b401', '00000000-0000-0000-0000-00000000b402',
+                                   10, %L, 100)$$, slot), '22023', NULL, 'refused: ' || slot)
+  FROM unnest(ARRAY['{"weekdays":[1.0],"start":"18:00","timezone":"UTC"}',
+                    '{"weekdays":[1,1],"start":"18:00","timezone":"UTC"}',
+                    '{"weekdays":[],"start":"18:00","timezone":"UTC"}',
+                    '{"weekdays":[0],"start":"18:00","timezone":"UTC"}',
+                    '{"weekdays":["1"],"start":"18:00","timezone":"UTC"}',
+                    '{"weekdays":1,"start":"18:00","timezone":"UTC"}',
+                    '{"weekdays":[1],"start":"24:00","timezone":"UTC"}',
+                    '{"weekdays":[1],"start":"7:00","timezone":"UTC"}',
+                    '{"weekdays":[1],"start":"18:60","timezone":"UTC"}',
+                    '{"weekdays":[1],"start":"18:00","timezone":"XYZ+3"}',
+                    '{"weekdays":[1],"start":"18:00"}',
+                    '{"weekdays":[1],"start":"18:00","timezone":"UTC","at":1}']) slot;
+UPDATE seen SET calls = (SELECT n FROM rules_calls);
+INSERT INTO kc_flow.payments (student_id, course_id, purchase_tier, time_slot, amount_cents)
+VALUES ('00000000-0000-0000-0000-00000000b401', '00000000-0000-0000-0000-00000000b402', 10,
+        '{"timezone":"Pacific/Chatham","weekdays":[7,1],"start":"00:00"}', 0);
+SELECT is((SELECT n FROM rules_calls) - (SELECT calls FROM seen), 0,
+          'a well-formed slot in any key order takes the C path');
 
 SELECT * FROM finish();
 ROLLBACK;
