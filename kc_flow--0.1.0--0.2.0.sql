@@ -1298,20 +1298,35 @@ ALTER TABLE kc_flow.payment_orders DROP COLUMN status, DROP COLUMN succeeded_at;
 -- its outcomes.  Only the order is in FROM, so SELECT ... FOR UPDATE [SKIP LOCKED] on
 -- the view locks the order's row, and a reader that does not ask for the status pays
 -- nothing for it.  The status is the alphabetically first outcome: failed, refunded
--- (beside succeeded), succeeded; one probe of payment_outcomes_pkey.  The subqueries
--- take the first row in order rather than min()/max(): the same values (occurred_at is
--- never null), without the planner's second plan of each aggregate, which was most of
--- the time an UPDATE of the view spent in planning.
+-- (beside succeeded), succeeded.  The three derived columns are functions in C
+-- (extension/payments_status.c), each one probe of payment_outcomes_pkey in the
+-- statement's snapshot, as correlated subqueries were: a function call costs the
+-- planner nothing, where the subqueries were most of the time an UPDATE of the view
+-- (planned at every call with the simple protocol) spent in planning.
+CREATE FUNCTION kc_flow.payment_status(payment uuid) RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_payment_status';
+COMMENT ON FUNCTION kc_flow.payment_status(uuid) IS
+    'the payment''s status as kc_flow.payments shows it: its first outcome in order (failed, refunded, succeeded), pending when it has none';
+
+CREATE FUNCTION kc_flow.payment_updated_at(payment uuid, order_updated_at timestamptz) RETURNS timestamptz
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_payment_updated_at';
+COMMENT ON FUNCTION kc_flow.payment_updated_at(uuid, timestamptz) IS
+    'kc_flow.payments.updated_at: the later of the order''s updated_at and the payment''s last outcome';
+
+CREATE FUNCTION kc_flow.payment_succeeded_at(payment uuid) RETURNS timestamptz
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'kcf_payment_succeeded_at';
+COMMENT ON FUNCTION kc_flow.payment_succeeded_at(uuid) IS
+    'kc_flow.payments.succeeded_at: when the payment''s succeeded outcome was recorded, NULL without one';
+
 CREATE VIEW kc_flow.payments AS
 SELECT o.id, o.student_id, o.course_id, o.amount_cents, o.currency,
-       coalesce((SELECT x.outcome FROM kc_flow.payment_outcomes x
-                  WHERE x.payment_id = o.id ORDER BY x.outcome LIMIT 1),
-                'pending') AS status,
+       kc_flow.payment_status(o.id) AS status,
        o.purchase_tier, o.time_slot, o.metadata, o.created_at,
-       greatest(o.updated_at, (SELECT x.occurred_at FROM kc_flow.payment_outcomes x
-                                WHERE x.payment_id = o.id ORDER BY x.occurred_at DESC LIMIT 1)) AS updated_at,
-       (SELECT x.occurred_at FROM kc_flow.payment_outcomes x
-         WHERE x.payment_id = o.id AND x.outcome = 'succeeded') AS succeeded_at
+       kc_flow.payment_updated_at(o.id, o.updated_at) AS updated_at,
+       kc_flow.payment_succeeded_at(o.id) AS succeeded_at
   FROM kc_flow.payment_orders o;
 ALTER VIEW kc_flow.payments ALTER COLUMN id SET DEFAULT gen_random_uuid();
 ALTER VIEW kc_flow.payments ALTER COLUMN currency SET DEFAULT 'USD';
@@ -1355,7 +1370,10 @@ COMMENT ON FUNCTION kc_flow.record_outcome(uuid, text, text) IS
 
 -- Writes kc_flow.payments: the checks of 0.1.0's BEFORE trigger, with its errors, then
 -- the order (insert, or update of terms and metadata) and an outcome per status change.
-CREATE FUNCTION kc_flow.payments_write() RETURNS trigger
+-- Called by the view's trigger payments_write() (extension/payments_write.c) for every
+-- write but an INSERT that passes every check below and a status-only UPDATE the rules
+-- allow in a READ COMMITTED transaction, which it writes itself.
+CREATE FUNCTION kc_flow.payments_write_rules() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, kc_flow
 AS $$
@@ -1524,33 +1542,23 @@ BEGIN
     RETURN NEW;
 END;
 $$;
+COMMENT ON FUNCTION kc_flow.payments_write_rules() IS
+    'the payments view''s writes as rules, called by its trigger payments_write(): 0.1.0''s checks and errors (unknown or unpublished courses, bad slots, frozen terms, illegal status changes), then the order and one outcome per status change';
+
+CREATE FUNCTION kc_flow.payments_write() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_payments_write';
 COMMENT ON FUNCTION kc_flow.payments_write() IS
-    'INSTEAD OF trigger of the payments view: 0.1.0''s checks and errors (unknown or unpublished courses, bad slots, frozen terms, illegal status changes), then the order and one outcome per status change';
+    'INSTEAD OF trigger of the payments view: an INSERT that passes every check, and a status-only UPDATE the rules allow in READ COMMITTED (the order locked, the outcome inserted), written with plans kept per backend; every other write goes to payments_write_rules(), whose errors are the only ones raised';
 
 CREATE TRIGGER payments_write INSTEAD OF INSERT OR UPDATE OR DELETE ON kc_flow.payments
     FOR EACH ROW EXECUTE FUNCTION kc_flow.payments_write();
 
--- Emits PURCHASE_CONFIRMED / PURCHASE_REFUNDED in the payment's own transaction.
+-- Emits PURCHASE_CONFIRMED / PURCHASE_REFUNDED in the payment's own transaction: C
+-- (extension/payments_emit.c), one statement prepared once per backend.
 CREATE OR REPLACE FUNCTION kc_flow.payments_emit() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, kc_flow
-AS $$
-DECLARE
-    o kc_flow.payment_orders;
-BEGIN
-    SELECT * INTO o FROM kc_flow.payment_orders WHERE id = NEW.payment_id;
-    IF NEW.outcome = 'succeeded' THEN
-        PERFORM kc_flow.emit_event('PURCHASE_CONFIRMED', o.id, o.student_id,
-            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id,
-                               'purchase_tier', o.purchase_tier, 'amount_cents', o.amount_cents,
-                               'currency', o.currency));
-    ELSE
-        PERFORM kc_flow.emit_event('PURCHASE_REFUNDED', o.id, o.student_id,
-            jsonb_build_object('payment_id', o.id, 'course_id', o.course_id));
-    END IF;
-    RETURN NULL;
-END;
-$$;
+    LANGUAGE c SECURITY DEFINER
+    AS 'MODULE_PATHNAME', 'kcf_payments_emit';
 COMMENT ON FUNCTION kc_flow.payments_emit() IS
     'AFTER trigger of payment_outcomes: a payment becoming succeeded (or refunded) emits its event in the same transaction';
 

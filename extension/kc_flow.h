@@ -150,6 +150,12 @@ extern Datum kcf_get_datum(int row, int col, bool *isnull);
 extern char *kcf_get_text(int row, int col);
 extern ErrorData *kcf_in_subtransaction(bool (*work) (void *arg), void *arg);
 
+/* timezone.c: IANA zone names (the SQL function kc_flow.is_iana_timezone) */
+extern PGDLLEXPORT Datum kcf_is_iana_timezone(PG_FUNCTION_ARGS);
+
+/* payments_slot.c: a payment's time slot that kc_flow.validate_time_slot() accepts */
+extern bool kcf_slot_surely_valid(Datum slot);
+
 /* event_types.c: the table of event types */
 extern const char *kcf_consumer_for(const char *event_type);
 
