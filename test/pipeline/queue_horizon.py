@@ -14,7 +14,7 @@ ring of tables (extension/log_ring.c) is truncated by age instead, so with a
 bench/soak/run.sh measures the same for 10 minutes."""
 import time
 
-from kcflow_test import World, connect, one, ok, run, wait_workers, wait_quiet, finish
+from kcflow_test import World, connect, one, ok, rows, run, wait_workers, wait_quiet, finish
 
 RATE = 50
 SECONDS = 30
@@ -93,10 +93,67 @@ def main():
        "floor %s" % floor)
     left = one(conn, "SELECT count(*) FROM kc_flow.event_queue")
     ok(left == 0, "queue horizon: nothing left in the queue", "%s rows" % left)
+    claims_leave_drained_tables(conn)
     held.rollback()
     held.close()
     conn.close()
     finish()
+
+
+# index entries read in the queue's tables other than the current one, by slot, and their dead rows
+DUE_INDEX_STATS = """
+    SELECT right(s.relname, 1)::int, s.idx_tup_read, t.n_dead_tup
+      FROM pg_stat_user_indexes s JOIN pg_stat_user_tables t ON t.relid = s.relid
+     WHERE s.indexrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'kc_flow.event_queue_due'::regclass)"""
+BURST_RATE = 50
+BURST = 150
+
+
+def claims_leave_drained_tables(conn):
+    """Under the held horizon, with the queue drained: the workers' claims leave out the ring's
+    tables other than the current one (no row there, and none can come until a rotation), so they
+    do not walk those tables' dead index entries for every batch (docs/extension.md, "Storage
+    under a held horizon"); only a claim a second per worker looks at every table."""
+    if not one(conn, "SELECT count(*) > 0 FROM pg_settings WHERE name = 'kc_flow.queue_rotation_size'"):
+        return
+    # no rotation meanwhile: the tables other than the current one stay the same
+    run(conn, "ALTER SYSTEM SET kc_flow.queue_rotation_size = '1MB'")
+    run(conn, "SELECT pg_reload_conf()")
+    world = World(conn, trainers=BURST // 10, students=BURST, capacity=20)
+    payments = world.payments()
+    time.sleep(3)  # worker 0 checks the ring's tables once a second
+    generation = one(conn, "SELECT last_value FROM kc_flow.event_queue_generation")
+    before = {slot: (read, dead) for slot, read, dead in rows(conn, DUE_INDEX_STATS)
+              if slot != generation % 3}
+    t0 = time.time()
+    with conn.cursor() as cur:
+        for i, p in enumerate(payments):
+            wait = t0 + i / BURST_RATE - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            cur.execute("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = %s", (p,))
+    # waits without reading the queue, whose index scans would count
+    deadline = time.time() + 60
+    while time.time() < deadline and one(conn, """
+            SELECT count(*) FROM kc_flow.trainer_allocations WHERE course_id = %s AND status = 'approved'""",
+            (world.course,)) < BURST:
+        time.sleep(0.1)
+    time.sleep(3)  # the workers report their statistics at most once a second
+    after = {slot: read for slot, read, _ in rows(conn, DUE_INDEX_STATS)}
+    dead = sum(d for _, d in before.values())
+    read = sum(after[slot] - r for slot, (r, _) in before.items())
+    moved = one(conn, "SELECT last_value FROM kc_flow.event_queue_generation") != generation
+    ok(not moved and dead >= 100,
+       "queue horizon: the burst ran with the two older tables full of dead rows and no rotation",
+       "%d dead rows, generation %s" % (dead, "moved" if moved else "kept"))
+    # a claim that walks them reads each of their dead rows' entries: one walk per batch without
+    # leaving them out (about one batch per payment at this rate), about one a second per worker with
+    walks = read / max(dead, 1)
+    ok(walks <= 30,
+       "queue horizon: %d payments' claims walked the older tables' dead index entries at most 30 times"
+       % BURST, "%.1f times (%d entries read, %d dead rows)" % (walks, read, dead))
+    left = one(conn, "SELECT count(*) FROM kc_flow.event_queue")
+    ok(left == 0, "queue horizon: nothing left in the queue after the burst", "%s rows" % left)
 
 
 def reset_settings():
