@@ -21,9 +21,13 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/itemptr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(kcf_run_pending);
 
@@ -65,6 +69,117 @@ stage_for(const char *consumer)
 }
 
 /*
+ * A worker's claims leave out the queue's drained tables (queue_ring.c), but
+ * every CLAIM_SWEEP_MS at least one claim scans the whole queue: a row that
+ * reached a table after it was found drained (an insert that chose its table
+ * just before a rotation and wrote it only after the check) then waits that
+ * long at most.
+ */
+#define CLAIM_SWEEP_MS 1000
+
+/*
+ * The claim's statement: up to max due rows of the slots in mask (a bit per
+ * slot; all of them when it is 0), in the order they are due.  With a mask,
+ * it also checks, after its snapshot was taken, that the ring is still at
+ * generation: a rotation since the drained tables were noted could have
+ * made one of them current.
+ */
+static char *
+claim_sql(int max, uint32 mask, int64 generation)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql,
+						   "SELECT q.event_id, e.event_type, q.consumer, q.attempts, q.deferrals, q.tableoid, q.ctid"
+						   "  FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id"
+						   " WHERE q.run_after <= clock_timestamp()");
+	if (mask != 0)
+	{
+		const char *sep = "";
+
+		appendStringInfoString(&sql, " AND q.slot IN (");
+		for (int slot = 0; slot < KCF_RING_SLOTS; slot++)
+			if (mask & (1u << slot))
+			{
+				appendStringInfo(&sql, "%s%d", sep, slot);
+				sep = ", ";
+			}
+		appendStringInfo(&sql, ") AND (SELECT last_value FROM kc_flow.event_queue_generation) = " INT64_FORMAT,
+						 generation);
+	}
+	appendStringInfo(&sql, " ORDER BY q.run_after, q.event_id LIMIT %d FOR UPDATE OF q SKIP LOCKED", max);
+	return sql.data;
+}
+
+/*
+ * Runs the claim's statement sql, kept prepared in *plan while its text is
+ * *text: the limit (and for a worker's claim the slots and the generation) is
+ * written into the statement, which then has no parameter and is planned
+ * once.  With LIMIT $1 the plan cache never trusted a generic plan (it
+ * guesses a tenth of the queue for an unknown limit) and planned the claim
+ * anew for every batch: 2.4% of the workers' time at 300 purchases/s, where
+ * batches are small.  A new text (a batch size changed by a reload,
+ * run_pending()'s smaller last batch, a rotation) prepares it again.
+ */
+static int
+claim_exec(SPIPlanPtr *plan, char **text, char *sql)
+{
+	if (*plan != NULL && strcmp(*text, sql) != 0)
+	{
+		SPI_freeplan(*plan);
+		*plan = NULL;
+		pfree(*text);
+	}
+	if (*plan == NULL)
+	{
+		kcf_plan(plan, sql, 0, NULL);
+		*text = MemoryContextStrdup(TopMemoryContext, sql);
+	}
+	pfree(sql);
+	return kcf_exec(*plan, NULL, NULL, 0);
+}
+
+/*
+ * Deletes a claimed row by its table and tid: a TID scan of that table alone
+ * (on the parent, every slot was scanned and locked, the drained ones too),
+ * one plan kept per table.
+ */
+static void
+delete_claimed(Oid table, ItemPointer tid)
+{
+	static struct
+	{
+		Oid			table;
+		SPIPlanPtr	plan;
+	}			kept[KCF_RING_SLOTS + 1];
+	static int	next = 0;
+	Oid			types[1] = {TIDOID};
+	Datum		args[1] = {PointerGetDatum(tid)};
+	int			i;
+
+	for (i = 0; i < lengthof(kept); i++)
+		if (kept[i].table == table && kept[i].plan != NULL)
+			break;
+	if (i == lengthof(kept))
+	{
+		/* a table not seen yet (or the extension made anew): replaces the oldest kept */
+		i = next;
+		next = (next + 1) % lengthof(kept);
+		if (kept[i].plan != NULL)
+			SPI_freeplan(kept[i].plan);
+		kept[i].plan = NULL;
+		kept[i].table = table;
+		kcf_plan(&kept[i].plan,
+				 psprintf("DELETE FROM %s WHERE ctid = $1",
+						  quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
+													 get_rel_name(table))),
+				 1, types);
+	}
+	kcf_exec(kept[i].plan, args, NULL, 0);
+}
+
+/*
  * Claims up to max due jobs and deletes their queue rows, in the batch's own
  * transaction: until it commits they stay locked (other workers skip them),
  * and when it rolls back they come back as they were.  A job whose stage
@@ -78,43 +193,43 @@ stage_for(const char *consumer)
  * held horizon").  Each claimed row is deleted by its table and tid, a TID
  * scan whatever the statistics say (one statement for all of them, with
  * the tids in an array, was planned as a scan of every slot).
+ *
+ * A worker's claim leaves out the queue's drained tables, whose dead index
+ * entries it would otherwise walk before the due rows under a held horizon
+ * (kcf_queue_claim_slots()).  When the generation has moved on since they
+ * were noted, the claim finds nothing and is made again over every slot;
+ * a claim that found nothing reads the generation to tell.
  */
 static int
 claim_jobs(KcfJob *jobs, int max)
 {
 	static SPIPlanPtr plan = NULL;
-	static int	plan_max = 0;
-	static SPIPlanPtr delete_plan = NULL;
-	Oid			delete_types[2] = {OIDOID, TIDOID};
+	static char *plan_text = NULL;
+	static SPIPlanPtr part_plan = NULL;
+	static char *part_text = NULL;
+	static TimestampTz last_sweep = 0;
+	uint32		all = (1u << KCF_RING_SLOTS) - 1;
+	uint32		mask = all;
+	int64		generation = -1;
 	Datum	   *tables;
 	ItemPointerData *tids;
-	int			n;
+	int			n = -1;
 
-	/*
-	 * The limit is written into the statement, which then has no parameter
-	 * and is planned once.  With LIMIT $1 the plan cache never trusted a
-	 * generic plan (it guesses a tenth of the queue for an unknown limit)
-	 * and planned the claim anew for every batch: 2.4% of the workers' time
-	 * at 300 purchases/s, where batches are small.  A batch size changed by
-	 * a reload, or run_pending()'s smaller last batch, prepares it again.
-	 */
-	if (plan != NULL && plan_max != max)
+	if (kcf_am_worker && kcf_queue_ring_installed() &&
+		!TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), CLAIM_SWEEP_MS))
+		mask = kcf_queue_claim_slots(&generation);
+	if (mask != all)
 	{
-		SPI_freeplan(plan);
-		plan = NULL;
+		n = claim_exec(&part_plan, &part_text, claim_sql(max, mask, generation));
+		/* nothing: none due, or the ring moved on and the check failed */
+		if (n == 0 && kcf_queue_generation() != generation)
+			n = -1;
 	}
-	plan_max = max;
-	kcf_plan(&plan,
-			 psprintf("SELECT q.event_id, e.event_type, q.consumer, q.attempts, q.deferrals, q.tableoid, q.ctid"
-					  "  FROM kc_flow.event_queue q JOIN kc_flow.events e ON e.id = q.event_id"
-					  " WHERE q.run_after <= clock_timestamp()"
-					  " ORDER BY q.run_after, q.event_id"
-					  " LIMIT %d FOR UPDATE OF q SKIP LOCKED", max),
-			 0, NULL);
-	kcf_plan(&delete_plan,
-			 "DELETE FROM kc_flow.event_queue WHERE tableoid = $1 AND ctid = $2",
-			 2, delete_types);
-	n = kcf_exec(plan, NULL, NULL, 0);
+	if (n < 0)
+	{
+		n = claim_exec(&plan, &plan_text, claim_sql(max, 0, 0));
+		last_sweep = GetCurrentTimestamp();
+	}
 	tables = palloc(sizeof(Datum) * Max(n, 1));
 	tids = palloc(sizeof(ItemPointerData) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -130,11 +245,7 @@ claim_jobs(KcfJob *jobs, int max)
 		ItemPointerCopy((ItemPointer) DatumGetPointer(kcf_get_datum(i, 7, &isnull)), &tids[i]);
 	}
 	for (int i = 0; i < n; i++)
-	{
-		Datum		args[2] = {tables[i], PointerGetDatum(&tids[i])};
-
-		kcf_exec(delete_plan, args, NULL, 0);
-	}
+		delete_claimed(DatumGetObjectId(tables[i]), &tids[i]);
 	pfree(tables);
 	pfree(tids);
 	return n;

@@ -63,6 +63,8 @@ extern void kcf_inflight_end(void);
 extern int64 kcf_inflight_horizon(void);
 extern void kcf_note_writing(TimestampTz since);
 extern TimestampTz kcf_oldest_writer(void);
+extern void kcf_queue_drained_note(Oid relid, int64 generation, uint32 drained);
+extern uint32 kcf_queue_drained(Oid relid, int64 *generation);
 
 /* trainer_load.c: a trainer's load without updating its row */
 extern void kcf_trainer_load_shmem_request(void);
@@ -125,6 +127,8 @@ extern void kcf_ring_exec(const char *sql);
 /* queue_ring.c: the event queue as a ring of three tables (0.2.0) */
 extern bool kcf_queue_ring_installed(void);
 extern KcfRotation kcf_rotate_queue(void);
+extern uint32 kcf_queue_claim_slots(int64 *generation);
+extern int64 kcf_queue_generation(void);
 
 /* log_ring.c: the event log, processed_events and the rounds as a ring (0.2.0) */
 extern bool kcf_log_ring_installed(void);

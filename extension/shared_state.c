@@ -2,7 +2,7 @@
  * shared_state.c
  *      The little shared memory kc_flow keeps when it is preloaded.
  *
- * Five things live here:
+ * Six things live here:
  *  - the workers' latches, so that a committing transaction that emitted an
  *    event can wake the workers at once instead of waiting for their poll;
  *  - the trainers' loads by which the allocation search ranks them, a hash
@@ -13,6 +13,9 @@
  *  - for every backend, the start time of its open transaction once it has
  *    emitted an event: kc_flow.health() reports the oldest such transaction,
  *    the only one whose events are still to come (0.2.0's log, log.c);
+ *  - which tables of the event queue's ring hold no row and can get none until
+ *    they are current again (queue_ring.c), so that the workers' claims
+ *    leave them out (dispatch.c);
  *  - for every backend, the first event id its open transaction took, used
  *    only while the database still has the 0.1.0 schema (between the library
  *    upgrade and ALTER EXTENSION): the smallest is the 0.1.0 event horizon,
@@ -54,6 +57,9 @@ typedef struct KcfShared
 	pg_atomic_uint64 commits;	/* commits that woke the workers, ever */
 	pg_atomic_uint32 batch[KCF_MAX_WORKERS];	/* 1: in a batch that will end with a round */
 	pg_atomic_uint32 busy[KCF_MAX_WORKERS];	/* 1: not waiting on its latch */
+	Oid			queue_relid;	/* the queue's ring, as worker 0 last checked it (mutex): */
+	int64		queue_generation;	/* its generation then */
+	uint32		queue_drained;	/* its tables found drained then, a bit per slot */
 	int			nslots;
 	pg_atomic_uint64 *writing_since;	/* by pgprocno: xact start, 0 = none */
 	pg_atomic_uint64 first_id[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno, 0 = none */
@@ -106,6 +112,9 @@ kcf_shmem_startup(void)
 		SpinLockInit(&kcf_shared->mutex);
 		memset(kcf_shared->workers, 0, sizeof(kcf_shared->workers));
 		memset(kcf_shared->nheld, 0, sizeof(kcf_shared->nheld));
+		kcf_shared->queue_relid = InvalidOid;
+		kcf_shared->queue_generation = 0;
+		kcf_shared->queue_drained = 0;
 		pg_atomic_init_u64(&kcf_shared->commits, 0);
 		for (int i = 0; i < KCF_MAX_WORKERS; i++)
 		{
@@ -252,6 +261,44 @@ kcf_held_by_others(Datum **ids)
 	for (int i = 0; i < n; i++)
 		(*ids)[i] = UUIDPGetDatum(&copy[i]);
 	return n;
+}
+
+/*
+ * Notes the tables of the event queue's ring (relid: its parent) that worker 0
+ * found drained at generation, a bit per slot (queue_ring.c).
+ */
+void
+kcf_queue_drained_note(Oid relid, int64 generation, uint32 drained)
+{
+	if (kcf_shared == NULL)
+		return;
+	SpinLockAcquire(&kcf_shared->mutex);
+	kcf_shared->queue_relid = relid;
+	kcf_shared->queue_generation = generation;
+	kcf_shared->queue_drained = drained;
+	SpinLockRelease(&kcf_shared->mutex);
+}
+
+/*
+ * The drained tables last noted for the queue's ring relid, and at which
+ * generation; none when nothing was noted for that relation.
+ */
+uint32
+kcf_queue_drained(Oid relid, int64 *generation)
+{
+	uint32		drained = 0;
+
+	*generation = -1;
+	if (kcf_shared == NULL)
+		return 0;
+	SpinLockAcquire(&kcf_shared->mutex);
+	if (kcf_shared->queue_relid == relid && OidIsValid(relid))
+	{
+		*generation = kcf_shared->queue_generation;
+		drained = kcf_shared->queue_drained;
+	}
+	SpinLockRelease(&kcf_shared->mutex);
+	return drained;
 }
 
 /* Whether a worker other than `worker` is in a batch that will end with a round. */

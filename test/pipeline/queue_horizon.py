@@ -10,11 +10,14 @@ rotated and truncated instead, so the size of its tables and indexes levels
 off.  The event log (events, event_log, processed_events, log_rounds) grows with
 every event and, kept for kc_flow.event_retention, was trimmed with DELETE; its
 ring of tables (extension/log_ring.c) is truncated by age instead, so with a
-10 s retention its size levels off after about 15 s.  Prints TAP lines;
+10 s retention its size levels off after about 15 s.  Then, with the queue drained
+and the horizon still held, a burst of payments: the workers' claims leave out the
+ring's tables other than the current one instead of walking their dead index entries
+at every batch.  Prints TAP lines;
 bench/soak/run.sh measures the same for 10 minutes."""
 import time
 
-from kcflow_test import World, connect, one, ok, run, wait_workers, wait_quiet, finish
+from kcflow_test import World, connect, one, ok, rows, run, wait_workers, wait_quiet, finish
 
 RATE = 50
 SECONDS = 30
@@ -93,10 +96,76 @@ def main():
        "floor %s" % floor)
     left = one(conn, "SELECT count(*) FROM kc_flow.event_queue")
     ok(left == 0, "queue horizon: nothing left in the queue", "%s rows" % left)
+    claims_leave_drained_tables(conn)
     held.rollback()
     held.close()
     conn.close()
     finish()
+
+
+# index entries read in the queue's tables other than the current one, by slot, and their dead rows
+DUE_INDEX_STATS = """
+    SELECT right(s.relname, 1)::int, s.idx_tup_read, t.n_dead_tup
+      FROM pg_stat_user_indexes s JOIN pg_stat_user_tables t ON t.relid = s.relid
+     WHERE s.indexrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'kc_flow.event_queue_due'::regclass)"""
+BURST_RATE = 50
+BURST = 150
+
+
+def claims_leave_drained_tables(conn):
+    """Under the held horizon, with the queue drained: the workers' claims leave out the ring's
+    tables other than the current one (no row there, and none can come until a rotation), so they
+    do not walk those tables' dead index entries for every batch (docs/extension.md, "Storage
+    under a held horizon"); only a claim a second per worker looks at every table."""
+    if not one(conn, "SELECT count(*) > 0 FROM pg_settings WHERE name = 'kc_flow.queue_rotation_size'"):
+        return
+    # no rotation meanwhile: the tables other than the current one stay the same
+    run(conn, "ALTER SYSTEM SET kc_flow.queue_rotation_size = '1MB'")
+    run(conn, "SELECT pg_reload_conf()")
+    world = World(conn, trainers=BURST // 10, students=BURST, capacity=20)
+    payments = world.payments()
+    time.sleep(3)  # worker 0 checks the ring's tables once a second
+    generation = one(conn, "SELECT last_value FROM kc_flow.event_queue_generation")
+    before = {slot: (read, dead) for slot, read, dead in rows(conn, DUE_INDEX_STATS)
+              if slot != generation % 3}
+    window_start = time.time()
+    t0 = time.time()
+    with conn.cursor() as cur:
+        for i, p in enumerate(payments):
+            wait = t0 + i / BURST_RATE - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            cur.execute("UPDATE kc_flow.payments SET status = 'succeeded' WHERE id = %s", (p,))
+    # waits without reading the queue, whose index scans would count
+    deadline = time.time() + 60
+    while time.time() < deadline and one(conn, """
+            SELECT count(*) FROM kc_flow.trainer_allocations WHERE course_id = %s AND status = 'approved'""",
+            (world.course,)) < BURST:
+        time.sleep(0.1)
+    time.sleep(3)  # the workers report their statistics at most once a second
+    after = {slot: read for slot, read, _ in rows(conn, DUE_INDEX_STATS)}
+    window = time.time() - window_start
+    dead = sum(d for _, d in before.values())
+    read = sum(after[slot] - r for slot, (r, _) in before.items())
+    moved = one(conn, "SELECT last_value FROM kc_flow.event_queue_generation") != generation
+    ok(not moved and dead >= 100,
+       "queue horizon: the burst ran with the two older tables full of dead rows and no rotation",
+       "%d dead rows, generation %s" % (dead, "moved" if moved else "kept"))
+    # a claim that walks them reads each of their dead rows' entries: one walk per batch without
+    # leaving them out (about one batch per payment at this rate); with, only the claim over every
+    # table that each worker makes once a second at most, during the window and the second before
+    # and after it that the statistics may lag
+    walks = read / max(dead, 1)
+    workers = int(one(conn, "SELECT setting FROM pg_settings WHERE name = 'kc_flow.workers'"))
+    bound = workers * (window + 2)
+    ok(walks <= bound,
+       "queue horizon: %d payments' claims walked the older tables' dead index entries at most once a"
+       " second per worker" % BURST,
+       "%.1f times in %.1f s (%d entries read, %d dead rows), bound %.1f" % (walks, window, read, dead, bound))
+    print("# the older tables' dead index entries walked %.1f times in %.1f s (%d entries read, %d dead rows),"
+          " bound %.1f" % (walks, window, read, dead, bound), flush=True)
+    left = one(conn, "SELECT count(*) FROM kc_flow.event_queue")
+    ok(left == 0, "queue horizon: nothing left in the queue after the burst", "%s rows" % left)
 
 
 def reset_settings():
