@@ -6,9 +6,10 @@
  * their invalidation (in Redis by the listener process, here in this
  * process's cache), the skips and the rewinds.
  *
- * The child's cache is usable only while the feed is up and the listener
- * process says it is synced (so every event handed over is invalidated in
- * Redis), and Redis answers this process too: it goes unsynced (flushing its
+ * The child's cache is usable only while the feed is up, the listener
+ * process says it is synced, and the Redis this process reaches holds a
+ * watermark at or past the last event handed over here (so every event
+ * handed over is invalidated there): it goes unsynced (flushing its
  * in-process views) the moment any of these fails, and synced again once all
  * hold. It reports "connected" (for /readyz) while the feed is up and the
  * listener process holds LISTEN and has tried its first catch-up.
@@ -194,21 +195,28 @@ take_message(kc_listener *l, upstream *up, char *msg, size_t len)
 }
 
 /*
- * The cache goes synced again once the listener process says it is and
- * Redis answers this process.
+ * The cache goes synced again once the listener process says it is and the
+ * Redis this process reaches has the invalidation of every event handed over
+ * here applied (its watermark at or past this child's): a Redis this child
+ * saw fail may have come back from an older dump before the listener process
+ * noticed, and then it waits for that one's resync.
  */
 static void
 maybe_sync(kc_listener *l, upstream *up)
 {
 	unsigned long epoch;
 	double		now = mono_s();
+	long long	wm,
+				wm_event;
+	char		ident[KC_EVENT_IDENT_MAX];
 
 	if (!up->greeted || !up->connected || !up->synced || kc_cache_usable(l->cache) ||
 		now - up->last_sync_try < SYNC_RETRY_MS / 1000.0)
 		return;
 	up->last_sync_try = now;
 	epoch = kc_cache_down_epoch(l->cache);
-	if (kc_cache_ping(l->cache) == 0 && kc_cache_set_synced(l->cache, epoch))
+	if (kc_cache_get_watermark(l->cache, &wm, &wm_event, ident, sizeof(ident)) == 1 &&
+		wm >= atomic_load(&l->watermark) && kc_cache_set_synced(l->cache, epoch))
 		kc_logf(KC_LOG_INFO, "cache synced (fed by the listener process)");
 }
 
