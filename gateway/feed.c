@@ -117,7 +117,10 @@ kc_feed_start(int listen_fd, kc_cache *cache)
 void
 kc_feed_attach(kc_feed *f, kc_listener *l)
 {
+	/* under the lock: once detached (NULL), the feed's thread no longer reads the old one */
+	pthread_mutex_lock(&f->lock);
 	atomic_store(&f->listener, l);
+	pthread_mutex_unlock(&f->lock);
 }
 
 void

@@ -53,6 +53,7 @@ const char *kc_feed_address(void);
  * f as their argument, then handed to kc_feed_attach. NULL on out of memory.
  */
 kc_feed    *kc_feed_start(int listen_fd, kc_cache *cache);
+/* l NULL: detaches the listener, before it is stopped. */
 void		kc_feed_attach(kc_feed *f, kc_listener *l);
 void		kc_feed_stop(kc_feed *f);
 void		kc_feed_on_event(const kc_event_note *ev, void *arg);

@@ -51,6 +51,7 @@ kc_feed_process_main(const kc_config *cfg, int feed_fd)
 	kc_logf(KC_LOG_INFO, "listener process: feeding the gateway's processes");
 	while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
 		;
+	kc_feed_attach(feed, NULL);
 	kc_listener_stop(l);
 	kc_feed_stop(feed);
 	kc_cache_destroy(cache);
