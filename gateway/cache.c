@@ -373,6 +373,13 @@ kc_cache_fill(kc_cache *c, kc_view view, const char *student,
 	return ok ? (int) v : -1;
 }
 
+void
+kc_cache_invalidate_local(kc_cache *c, const char *student)
+{
+	if (c->local)
+		kc_local_invalidate(c->local, student);
+}
+
 int
 kc_cache_invalidate_batch(kc_cache *c, int n, const kc_invalidation *inv, int *deleted)
 {

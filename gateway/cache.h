@@ -104,6 +104,12 @@ typedef struct kc_invalidation
  */
 int			kc_cache_invalidate_batch(kc_cache *c, int n, const kc_invalidation *inv, int *deleted);
 /*
+ * This process's cache only: drops the student's views kept in process and
+ * voids the tickets taken for them (a child of a gateway of several
+ * processes, handed an event that the listener process invalidated in Redis).
+ */
+void		kc_cache_invalidate_local(kc_cache *c, const char *student);
+/*
  * 1 found (*wm set), 0 absent, -1 error. The identity of an event at or below
  * the watermark (which event_log held at *event_pos, see catchup.c) is copied
  * into ident, or *event_pos is 0 and ident "" when Redis has none (written by

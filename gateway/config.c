@@ -60,11 +60,12 @@ static const opt_def options[] = {
 	{"log-level", "KC_LOG_LEVEL", OPT_LEVEL, OFF(log_level), "info", 0, 0,
 	 "debug|info|warn|error (Cache HIT/MISS lines are debug)"},
 	{"processes", "KC_PROCESSES", OPT_INT, OFF(processes), "1", 1, 64,
-	 "processes serving the one port: a supervisor binds it once, forks N full gateways (own "
-	 "pools, LISTEN, WebSockets, local cache), restarts one that dies, and stops them on SIGTERM. "
+	 "processes serving the one port: a supervisor binds it once, forks N gateways (own "
+	 "pools, WebSockets, local cache) and one listener process (LISTEN, catch-up, Redis "
+	 "invalidation, once for all, feeding the N), restarts one that dies, and stops them on SIGTERM. "
 	 "For more sockets than one process may open (RLIMIT_NOFILE). Every per-process option below "
 	 "(threads, pools, ws-max-connections, caches) counts per process: Postgres sees "
-	 "up to N x (pg-pool + 3) connections (the pool, LISTEN, the console's two) against max_connections"},
+	 "up to N x (pg-pool + 2) + 1 connections (the pool, the console's two; one LISTEN) against max_connections"},
 	{"threads", "KC_THREADS", OPT_INT, OFF(threads), "4", 1, 256,
 	 "HTTP worker threads"},
 	{"pg-pool", "KC_PG_POOL", OPT_INT, OFF(pg_pool), "0", 0, 256,

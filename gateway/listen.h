@@ -67,6 +67,14 @@ bool		kc_notify_is_old(const char *payload);
 kc_listener *kc_listener_start(const char *conninfo, kc_cache *cache,
 							   kc_event_fn on_event, kc_skip_fn on_skip, kc_rewind_fn on_rewind,
 							   void *arg);
+/*
+ * In a child of a gateway of several processes: a listener that LISTENs to
+ * nothing itself but reads the listener process's feed at the abstract
+ * address feed (feed.h, listen_follow.c); the accessors below answer for it.
+ */
+kc_listener *kc_listener_follow(const char *feed, kc_cache *cache,
+								kc_event_fn on_event, kc_skip_fn on_skip, kc_rewind_fn on_rewind,
+								void *arg);
 void		kc_listener_stop(kc_listener *l);
 
 /*

@@ -2,8 +2,9 @@
  * main.c - kc-gateway: configuration, start-up, signal handling, shutdown.
  *
  * With --processes N the supervisor (supervisor.c) binds the port and forks N
- * children right after the configuration is read; each child then starts as
- * below, on the socket it was given.
+ * children right after the configuration is read, and the listener process
+ * (feed.h); each child then starts as below, on the socket it was given, its
+ * listener reading the listener process's feed.
  *
  * Start-up order: config -> open-files limit -> pools (lazy connections) ->
  * WebSocket hub -> listener thread (it syncs the cache before requests may use
@@ -23,6 +24,7 @@
 #include "cache.h"
 #include "config.h"
 #include "db.h"
+#include "feed.h"
 #include "http.h"
 #include "listen.h"
 #include "log.h"
@@ -149,6 +151,8 @@ main(int argc, char **argv)
 		/* the supervisor stays in kc_supervise; each child goes on below as a whole gateway */
 		int			rc = kc_supervise(&cfg, &child, &listen_fd);
 
+		if (rc < 0 && child == cfg.processes + 1)
+			rc = kc_feed_process_main(&cfg, listen_fd);
 		if (rc >= 0)
 		{
 			kc_config_free(&cfg);
@@ -194,8 +198,12 @@ main(int argc, char **argv)
 		fprintf(stderr, "kc-gateway: cannot start the WebSocket thread\n");
 		return 1;
 	}
-	app.listener = kc_listener_start(cfg.database_url, app.cache, kc_ws_on_event, kc_ws_on_skip,
-									 kc_ws_on_rewind, &app);
+	if (child > 0)
+		app.listener = kc_listener_follow(kc_feed_address(), app.cache, kc_ws_on_event, kc_ws_on_skip,
+										  kc_ws_on_rewind, &app);
+	else
+		app.listener = kc_listener_start(cfg.database_url, app.cache, kc_ws_on_event, kc_ws_on_skip,
+										 kc_ws_on_rewind, &app);
 	if (!app.listener)
 	{
 		fprintf(stderr, "kc-gateway: cannot start the listener thread\n");

@@ -68,16 +68,17 @@ static metrics_slot single;		/* without --processes */
 static metrics_shared *shared;	/* with it */
 static metrics_slot *slots = &single;
 static int	nslots = 1;
+static int	nchildren = 1;		/* slots 1..nchildren serve HTTP; slot nslots may be the listener's */
 static metrics_slot *mine = &single;
 static int	my_index;			/* 1..N in a child, 0 otherwise */
 static __thread double last_event_lag = -1;	/* kc_metrics_take_event_lag */
 
 /*
- * How the slots of several processes add up. SUM: work each child does on its
- * own (requests, sockets, reconnects, Redis operations). MAX: what every child
- * counts alike because each one's listener sees every event (events applied,
- * catch-ups, sessions) or reads the same Postgres (kc_flow.health() gauges),
- * and the catch-up lag, where the slowest child is the gateway's.
+ * How the slots of several processes add up. SUM: work each process does on
+ * its own (requests, sockets, reconnects, Redis operations). MAX: what every
+ * child counts alike because each one is handed every event (sessions), what
+ * only the listener process counts (events applied, catch-ups, rewinds) or
+ * reads from Postgres (kc_flow.health() gauges), and the catch-up lag.
  */
 typedef enum agg
 {
@@ -176,12 +177,16 @@ sum_or_max(agg how, size_t offset)
 	return r;
 }
 
+/*
+ * A SUM gauge counts the children's (processes serving); a MAX one every
+ * slot's, the listener process's too (it polls kc_flow.health()).
+ */
 static double
 gauge_value(kc_gauge g, agg how)
 {
 	double		r = 0;
 
-	for (int i = 0; i < nslots; i++)
+	for (int i = 0; i < (how == SUM ? nchildren : nslots); i++)
 	{
 		double		v = atomic_load_explicit(&slots[i].gauges[g], memory_order_relaxed);
 
@@ -191,16 +196,17 @@ gauge_value(kc_gauge g, agg how)
 }
 
 bool
-kc_metrics_share(int processes)
+kc_metrics_share(int processes, bool listener)
 {
-	size_t		size = sizeof(metrics_shared) + (size_t) processes * sizeof(metrics_slot);
+	size_t		size = sizeof(metrics_shared) + (size_t) (processes + listener) * sizeof(metrics_slot);
 	void	   *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
 	if (p == MAP_FAILED)
 		return false;
 	shared = p;					/* zeroed by the kernel */
 	slots = shared->slots;
-	nslots = processes;
+	nslots = processes + listener;
+	nchildren = processes;
 	mine = NULL;
 	return true;
 }
@@ -242,7 +248,7 @@ kc_metrics_set_serving(bool serving)
 int
 kc_metrics_processes(void)
 {
-	return shared ? nslots : 1;
+	return shared ? nchildren : 1;
 }
 
 int
@@ -258,7 +264,7 @@ kc_metrics_processes_serving(void)
 
 	if (!shared)
 		return atomic_load(&single.serving) ? 1 : 0;
-	for (int i = 0; i < nslots; i++)
+	for (int i = 0; i < nchildren; i++)
 		if (atomic_load(&slots[i].pid) != 0 && atomic_load(&slots[i].serving))
 			n++;
 	return n;
@@ -473,7 +479,7 @@ kc_metrics_render(size_t *len)
 			 "# TYPE kc_gateway_processes_serving gauge\nkc_gateway_processes_serving %d\n"
 			 "# HELP kc_gateway_restarts_total processes the supervisor restarted after they died\n"
 			 "# TYPE kc_gateway_restarts_total counter\nkc_gateway_restarts_total %lld\n",
-			 nslots, kc_metrics_processes_serving(), atomic_load(&shared->restarts));
+			 nchildren, kc_metrics_processes_serving(), atomic_load(&shared->restarts));
 	outf(&b, "# HELP kc_event_lag_seconds event entering the log (its commit) to cache invalidation\n"
 		 "# TYPE kc_event_lag_seconds histogram\n");
 	render_histogram(&b, "kc_event_lag_seconds", "", offsetof(metrics_slot, event_lag), lag_bounds, N_LAG);

@@ -85,8 +85,12 @@ double		kc_metrics_take_event_lag(void);
 /* commit-to-push delay of one event (handed to the WebSocket hub) */
 void		kc_metrics_push_lag(double seconds);
 /* The gateway's processes (supervisor.c), which share their figures. */
-/* Before the fork: one slot per child in a shared segment; false when it cannot be mapped. */
-bool		kc_metrics_share(int processes);
+/*
+ * Before the fork: one slot per child in a shared segment, and with listener
+ * one more (index processes + 1) for the listener process (feed.h); false
+ * when it cannot be mapped.
+ */
+bool		kc_metrics_share(int processes, bool listener);
 /* The supervisor: child index (1..N) runs as pid now, in place of a dead one when restart. */
 void		kc_metrics_child_born(int index, int pid, bool restart);
 /* The supervisor: child index died; its sockets and gauges go, its counters stay. */

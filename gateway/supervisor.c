@@ -3,7 +3,10 @@
  * children serving it (--processes N; supervisor.h says why).
  *
  * Start: the shared metrics segment, one listening socket per child (all
- * SO_REUSEPORT on the same address), then the forks. The supervisor runs no
+ * SO_REUSEPORT on the same address) and the feed's socket (feed.h), then the
+ * forks: the N children and, as process N + 1, the listener process that
+ * feeds them every event (the only one that LISTENs, catches up and
+ * invalidates Redis). The listener process is restarted like a child. The supervisor runs no
  * thread and opens no connection: a fork copies only this process. Then it
  * waits for signals: SIGCHLD reaps a child, logs why it ended and forks its
  * successor on the same socket (connections that arrived meanwhile wait in
@@ -27,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "feed.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -41,7 +45,8 @@ typedef struct child
 
 static double now_s(void);
 static int	listen_socket(const kc_config *cfg, int port, char *err, size_t errlen);
-static pid_t spawn(int index, int nchildren, const int *fds, const sigset_t *old_mask, bool restart);
+static pid_t spawn(int index, int nchildren, const int *fds, int feed_fd, const sigset_t *old_mask,
+				   bool restart);
 static void log_death(int index, pid_t pid, int status, double pause_s);
 static int	stop_all(child *kids, int n, int timeout_s);
 
@@ -98,12 +103,13 @@ listen_socket(const kc_config *cfg, int port, char *err, size_t errlen)
 }
 
 /*
- * Forks child index. In the child: the signal mask of before, death with the
- * supervisor, only its own listening socket; returns 0. In the supervisor:
- * the child's pid (-1 when fork failed).
+ * Forks child index (nchildren + 1: the listener process). In the child: the
+ * signal mask of before, death with the supervisor, only its own listening
+ * socket (the listener process: only the feed's); returns 0. In the
+ * supervisor: the child's pid (-1 when fork failed).
  */
 static pid_t
-spawn(int index, int nchildren, const int *fds, const sigset_t *old_mask, bool restart)
+spawn(int index, int nchildren, const int *fds, int feed_fd, const sigset_t *old_mask, bool restart)
 {
 	pid_t		parent = getpid();
 	pid_t		pid = fork();
@@ -123,6 +129,8 @@ spawn(int index, int nchildren, const int *fds, const sigset_t *old_mask, bool r
 	for (int i = 0; i < nchildren; i++)
 		if (i != index - 1)
 			close(fds[i]);
+	if (index <= nchildren)
+		close(feed_fd);
 	kc_metrics_become_child(index);
 	kc_log_set_process(index);
 	return 0;
@@ -204,8 +212,10 @@ int
 kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 {
 	int			n = cfg->processes;
+	int			all = n + 1;	/* the children and the listener process */
 	int		   *fds = calloc((size_t) n, sizeof(int));
-	child	   *kids = calloc((size_t) n, sizeof(child));
+	child	   *kids = calloc((size_t) all, sizeof(child));
+	int			feed_fd;
 	double	   *deaths = calloc(KC_SUPERVISOR_MAX_DEATHS + 1, sizeof(double));
 	int			ndeaths = 0;
 	int			port = cfg->listen_port;
@@ -215,7 +225,7 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 	int			rc = 0;
 
 	kc_log_set_process(0);
-	if (!fds || !kids || !deaths || !kc_metrics_share(n))
+	if (!fds || !kids || !deaths || !kc_metrics_share(n, true))
 	{
 		kc_logf(KC_LOG_ERROR, "cannot set up %d processes: out of memory", n);
 		return 1;
@@ -240,14 +250,21 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 		}
 	}
 
+	feed_fd = kc_feed_listen(err, sizeof(err));
+	if (feed_fd < 0)
+	{
+		kc_logf(KC_LOG_ERROR, "%s", err);
+		return 1;
+	}
+
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &sigs, &old_mask);
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < all; i++)
 	{
-		kids[i].pid = spawn(i + 1, n, fds, &old_mask, false);
+		kids[i].pid = spawn(i + 1, n, fds, feed_fd, &old_mask, false);
 		if (kids[i].pid == 0)
 		{
 			*index = i + 1;
@@ -261,7 +278,8 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 		}
 	}
 	if (rc == 0)
-		kc_logf(KC_LOG_INFO, "kc-gateway supervisor: %d processes on %s (port %d)", n, cfg->listen, port);
+		kc_logf(KC_LOG_INFO, "kc-gateway supervisor: %d processes on %s (port %d) and a listener process",
+				n, cfg->listen, port);
 
 	while (rc == 0)
 	{
@@ -276,7 +294,7 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 			break;
 		}
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-			for (int i = 0; i < n; i++)
+			for (int i = 0; i < all; i++)
 			{
 				double		t = now_s();
 				double		pause;
@@ -303,11 +321,11 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 				log_death(i + 1, pid, status, pause);
 				kids[i].restart_at = t + pause;
 			}
-		for (int i = 0; i < n && rc == 0; i++)
+		for (int i = 0; i < all && rc == 0; i++)
 			if (kids[i].restart_at > 0 && now_s() >= kids[i].restart_at)
 			{
 				kids[i].restart_at = 0;
-				kids[i].pid = spawn(i + 1, n, fds, &old_mask, true);
+				kids[i].pid = spawn(i + 1, n, fds, feed_fd, &old_mask, true);
 				if (kids[i].pid == 0)
 				{
 					*index = i + 1;
@@ -320,10 +338,11 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 				}
 			}
 	}
-	if (stop_all(kids, n, cfg->drain_timeout + 5) != 0 && rc == 0)
+	if (stop_all(kids, all, cfg->drain_timeout + 5) != 0 && rc == 0)
 		kc_logf(KC_LOG_WARN, "a child did not stop cleanly");
 	for (int i = 0; i < n; i++)
 		close(fds[i]);
+	close(feed_fd);
 	free(fds);
 	free(kids);
 	free(deaths);
@@ -332,7 +351,7 @@ kc_supervise(const kc_config *cfg, int *index, int *listen_fd)
 
 in_child:
 	/* a child: the supervisor's bookkeeping was copied, not shared; only its socket stays */
-	*listen_fd = fds[*index - 1];
+	*listen_fd = *index <= n ? fds[*index - 1] : feed_fd;
 	free(fds);
 	free(kids);
 	free(deaths);

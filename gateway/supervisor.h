@@ -14,9 +14,10 @@
 #include "config.h"
 
 /*
- * Runs the supervisor of cfg->processes children. Returns -1 in each child,
- * with *index (1..N) and *listen_fd (bound and listening, for the HTTP server)
- * set; in the supervisor, once every child has stopped, returns the exit
+ * Runs the supervisor of cfg->processes children and the listener process
+ * (feed.h). Returns -1 in each child, with *index (1..N) and *listen_fd
+ * (bound and listening, for the HTTP server) set, and in the listener
+ * process, with *index N + 1 and *listen_fd the feed's listening socket; in the supervisor, once every child has stopped, returns the exit
  * status of kc-gateway: 0 after SIGTERM/SIGINT, 1 when the port cannot be
  * bound or children keep dying (more than KC_SUPERVISOR_MAX_DEATHS within
  * KC_SUPERVISOR_WINDOW_S seconds).
