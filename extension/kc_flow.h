@@ -145,7 +145,6 @@ extern void kcf_analyze_grown_tables(void);
 /* spi_util.c: small helpers around prepared SPI plans */
 extern SPIPlanPtr kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern void kcf_require_read_committed(const char *what, const char *why);
-extern SPIPlanPtr kcf_plan_custom(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern SPIPlanPtr kcf_plan_generic(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes);
 extern int	kcf_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count);
 extern bool kcf_get_bool(int row, int col, bool *isnull);

@@ -51,17 +51,6 @@ kcf_plan(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes)
 }
 
 /*
- * The same for a statement whose best plan depends on its parameters' values
- * (a range that is narrow only for the values it gets): planned anew for each
- * execution, never as a generic plan.
- */
-SPIPlanPtr
-kcf_plan_custom(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes)
-{
-	return prepare_kept(cache, sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
-}
-
-/*
  * The same for a statement over a set of rows given as arrays, written so
  * that each row costs index probes whatever the set's size: planned once.
  * The plan cache would otherwise plan it anew on every call, since a generic
