@@ -11,6 +11,7 @@
 #   PURCHASES=200 RATE=20 PAGES=10 bash bench/browser/run.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/bench/lock.sh"; bench_lock "$ROOT/bench/browser/run.sh" "$@"
 PURCHASES=${PURCHASES:-200}
 RATE=${RATE:-20}
 PAGES=${PAGES:-10}
@@ -25,9 +26,6 @@ if [ ! -d "$E2E/node_modules/playwright-core" ]; then
     (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-exec 9>/tmp/kc_bench.lock
-echo "bench/browser: waiting for the benchmark lock..."
-flock 9
 
 make -s -C "$ROOT" >/dev/null
 make -s -C "$ROOT" install >/dev/null

@@ -9,6 +9,7 @@
 #   KC_BENCH_CHECKOUTS (1000)  KC_BENCH_ROUNDS (3)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$KC_ROOT/bench/lock.sh"; bench_lock "$KC_ROOT/bench/notify/cpu.sh" "$@"
 cd "$KC_ROOT"
 source test/cluster.sh
 bash test/deps.sh test >/dev/null
@@ -16,8 +17,6 @@ make -s >/dev/null && make -s install >/dev/null
 N=${KC_BENCH_CHECKOUTS:-1000}
 ROUNDS=${KC_BENCH_ROUNDS:-3}
 
-exec 9>/tmp/kc_bench.lock
-flock 9
 TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
 chmod 755 "$TMP"; chown postgres:postgres "$TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test

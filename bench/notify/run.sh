@@ -8,6 +8,7 @@
 #   KC_BENCH_CLIENTS (8)  KC_BENCH_DURATION (10 s per side per round)  KC_BENCH_ROUNDS (3)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$KC_ROOT/bench/lock.sh"; bench_lock "$KC_ROOT/bench/notify/run.sh" "$@"
 cd "$KC_ROOT"
 source test/cluster.sh
 bash test/deps.sh test >/dev/null
@@ -16,8 +17,6 @@ CLIENTS=${KC_BENCH_CLIENTS:-8}
 DURATION=${KC_BENCH_DURATION:-10}
 ROUNDS=${KC_BENCH_ROUNDS:-3}
 
-exec 9>/tmp/kc_bench.lock
-flock 9
 TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
 chmod 755 "$TMP"; chown postgres:postgres "$TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test

@@ -7,14 +7,12 @@
 #   KC_BENCH_PROFILE_RATE (profile the run at this offered load instead)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$KC_ROOT/bench/lock.sh"; bench_lock "$KC_ROOT/bench/pipeline/run.sh" "$@"
 cd "$KC_ROOT"
 source test/cluster.sh
 bash test/deps.sh test
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 
-# one benchmark at a time on this machine
-exec 9>/tmp/kc_bench.lock
-flock 9
 KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
 export KC_BENCH_TMP
 chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"

@@ -5,14 +5,13 @@
 # with a purchase, an allocation and three sessions.  Prints tps and latency, and the ratio.
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$KC_ROOT/bench/lock.sh"; bench_lock "$KC_ROOT/bench/read_scale/run.sh" "$@"
 cd "$KC_ROOT"
 source test/cluster.sh
 bash test/deps.sh test
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 SMALL=${SMALL:-10000}; LARGE=${LARGE:-600000}; SECONDS_EACH=${SECONDS_EACH:-10}
 
-exec 9>/tmp/kc_bench.lock
-flock 9
 TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
 chmod 755 "$TMP"; chown postgres:postgres "$TMP"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test

@@ -10,6 +10,7 @@
 #   --searches N (4000)  --churn N (10000)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$KC_ROOT/bench/lock.sh"; bench_lock "$KC_ROOT/bench/search/run.sh" "$@"
 cd "$KC_ROOT"
 searches=4000 churn=10000
 while [ $# -gt 0 ]; do
@@ -22,8 +23,6 @@ done
 source test/cluster.sh
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 
-exec 9>/tmp/kc_bench.lock
-flock 9
 tmp=$(mktemp -d /tmp/kc_search.XXXXXX)
 chmod 755 "$tmp"; chown postgres:postgres "$tmp"
 export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_search

@@ -17,6 +17,7 @@
 #   KC_SOAK_PROFILE=PREFIX (perf on the workers for 30 s mid-phase, to PREFIX.held/.free; soak.py)
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$KC_ROOT/bench/lock.sh"; bench_lock "$KC_ROOT/bench/soak/run.sh" "$@"
 cd "$KC_ROOT"
 seconds=600 rate=150
 while [ $# -gt 0 ]; do
@@ -30,9 +31,6 @@ source test/cluster.sh
 bash test/deps.sh test
 make -s NO_GATEWAY=1 >/dev/null && make -s install NO_GATEWAY=1 >/dev/null
 
-# one benchmark at a time on this machine
-exec 9>/tmp/kc_bench.lock
-flock 9
 KC_BENCH_TMP=$(mktemp -d /tmp/kc_soak.XXXXXX)
 export KC_BENCH_TMP KC_ROOT
 chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"

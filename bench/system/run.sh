@@ -8,13 +8,12 @@
 #   KC_BENCH_CONF (extra postgresql.conf lines, separated by ';')
 set -euo pipefail
 KC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$KC_ROOT/bench/lock.sh"; bench_lock "$KC_ROOT/bench/system/run.sh" "$@"
 cd "$KC_ROOT"
 source test/cluster.sh
 bash test/deps.sh test
 make -s >/dev/null && make -s install >/dev/null
 
-exec 9>/tmp/kc_bench.lock
-flock 9
 KC_BENCH_TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
 export KC_BENCH_TMP
 chmod 755 "$KC_BENCH_TMP"; chown postgres:postgres "$KC_BENCH_TMP"

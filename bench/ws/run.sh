@@ -20,6 +20,7 @@
 #   CONNECTIONS=100000 bash bench/ws/run.sh          # issue 10's target
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/bench/lock.sh"; bench_lock "$ROOT/bench/ws/run.sh" "$@"
 CONNECTIONS=${CONNECTIONS:-10000}
 RATE=${RATE:-1000}
 DURATION=${DURATION:-20}
@@ -52,10 +53,6 @@ else
     GW_OPTS=(KC_WS_MAX_CONNECTIONS=$((CONNECTIONS + 100)))
 fi
 . "$ROOT/test/cluster.sh"
-
-exec 9>/tmp/kc_bench.lock
-echo "bench/ws: waiting for the benchmark lock..."
-flock 9
 
 make -s -C "$ROOT" >/dev/null
 make -s -C "$ROOT" install >/dev/null
