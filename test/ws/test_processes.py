@@ -207,6 +207,13 @@ def emit_padded(conn, student, n):
         return [r[0] for r in cur.fetchall()]
 
 
+def student_version(conn, student):
+    """The version of the student's newest event."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(version) FROM kc_flow.events_since(kc_flow.log_floor(), %s, 10000)", (student,))
+        return cur.fetchone()[0]
+
+
 def log_lines(gw, text):
     with open(gw.log_path) as f:
         return [json.loads(l) for l in f if text in l]
@@ -279,6 +286,10 @@ def test_child_behind(gw, conn):
             ids += await loop.run_in_executor(None, emit_padded, conn, student, 20)
         # past the drop: events the stopped child is never handed, for a student it holds in cache
         await loop.run_in_executor(None, emit, conn, quiet, 2)
+        quiet_version = student_version(conn, quiet)
+        # asked of the stopped child now, answered when it resumes, before it has read its feed
+        early = loop.run_in_executor(None, get_on, ka, "%s?min_version=%d" % (quiet_home, quiet_version),
+                                     quiet_auth)
         # while it is stopped, the other child answers /readyz (the stopped one cannot)
         ready_other = []
         for _ in range(6):
@@ -290,6 +301,8 @@ def test_child_behind(gw, conn):
                 pass
         os.kill(slow, signal.SIGCONT)
         stopped.pop()
+        st, h, body = await early
+        quiet_early = (st, h.get("X-Cache"), json.loads(body).get("version"), quiet_version)
         # resumed: its sockets get refetch, then new events again
         deadline = time.time() + 15
         while time.time() < deadline and not all(
@@ -305,9 +318,9 @@ def test_child_behind(gw, conn):
         await asyncio.gather(*readers)
         for w in wss:
             await w.close()
-        return held, warm, quiet_warm, ids, msgs, ready_other
+        return held, warm, quiet_warm, quiet_early, ids, msgs, ready_other
     try:
-        held, warm, quiet_warm, ids, msgs, ready_other = asyncio.run(run())
+        held, warm, quiet_warm, quiet_early, ids, msgs, ready_other = asyncio.run(run())
     finally:
         for p in stopped:
             os.kill(p, signal.SIGCONT)
@@ -354,6 +367,9 @@ def test_child_behind(gw, conn):
            "--processes 2: the resumed child's homes show the events committed while it was behind, "
            "those it was never handed too (its warm in-process cache is not served)",
            (warm, fresh, last_version, quiet_warm, quiet_fresh, quiet_other))
+    report(quiet_early[0] == 200 and quiet_early[2] >= quiet_early[3] > quiet_warm[2],
+           "--processes 2: a home asked with min_version of the stopped child, answered as it resumes, "
+           "is not its older in-process view", quiet_early)
     report(ready_other and all(st == 200 and json.loads(b).get("status") == "ready" and
                                json.loads(b).get("process") != slow_index for st, _, b in ready_other) and
            ready_slow.get("status") == "ready" and ready_slow.get("process") == slow_index and
