@@ -3,8 +3,8 @@
 # bad frames, replay, live order under out-of-order commits, reconnect without loss,
 # isolation between students, invalidate-before-push, the demo purchase route, slow
 # consumers (1008), dead peers, SIGTERM (1001), and a gateway of two processes (--processes 2:
-# test/ws/test_processes.py). See test/ws/test_ws.py; the hub's
-# per-socket bound alone: test/gateway/test_ws_hub.c.
+# test/ws/test_processes.py, with a child stopped until the feed drops it). See
+# test/ws/test_ws.py; the hub's per-socket bound alone: test/gateway/test_ws_hub.c.
 #
 # Uses the harness's Postgres (PGPORT, workers on) and Redis (KC_REDIS_URL; other db
 # numbers), starts its own gateways on free ports and stops them. Run alone with

@@ -5,13 +5,17 @@ one LISTEN connection and invalidates each event once, not once per child; /metr
 children's requests up; a child killed with SIGKILL is restarted while the port keeps answering;
 the listener process killed with SIGKILL is restarted and the sockets of both children get every
 event committed meanwhile, in order, once; SIGTERM stops every process; children that keep dying
-make the supervisor give up with exit status 1.
+make the supervisor give up with exit status 1. A child stopped (SIGSTOP) while more events are
+committed than its feed buffer holds is dropped from the feed (the listener process logs it), its
+sockets get {"type":"refetch"} while the other child's get every event, and once resumed it
+serves a home that shows those events and reports ready at the head of the log.
 
 Which child holds a socket is read from /proc: the child whose descriptors include the socket
 inode that /proc/net/tcp gives for the client's port. Each check prints "ok - ws: ..." or
 "not ok - ws: ...".
 """
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -23,8 +27,8 @@ import traceback
 import websockets
 
 sys.path.insert(0, os.path.dirname(__file__))
-from wslib import Gateway, ROOT, SECRET, db, emit, new_student, report, token, RESULTS  # noqa: E402
-from test_ws import read_events, recv_json  # noqa: E402
+from wslib import Gateway, ROOT, SECRET, db, emit, log_settle, new_student, report, token, RESULTS  # noqa: E402
+from test_ws import read_events, recv_json, strictly_increasing  # noqa: E402
 
 TMP = os.environ.get("KC_WS_TMP", "/tmp")
 REDIS = os.environ["KC_REDIS_URL"].rsplit("/", 1)[0]
@@ -187,6 +191,193 @@ def test_listener_restart(gw, conn, student):
            (victim, now, held, kids, ids, [[e["id"] for e in g] for g in got][:2], ready))
 
 
+PAD = 30000     # bytes of padding per event: a feed buffer of 4 MiB fills in about 140 of them
+
+
+def emit_padded(conn, student, n):
+    """n events of about PAD bytes each, in one transaction; their log positions, in order."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), %s, "
+                    "jsonb_build_object('n', g, 'pad', repeat('x', %s))) FROM generate_series(1, %s) g",
+                    (student, PAD, n))
+        eids = [r[0] for r in cur.fetchall()]
+    log_settle(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pos FROM kc_flow.event_log WHERE event_id = ANY(%s) ORDER BY pos", (eids,))
+        return [r[0] for r in cur.fetchall()]
+
+
+def student_version(conn, student):
+    """The version of the student's newest event."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(version) FROM kc_flow.events_since(kc_flow.log_floor(), %s, 10000)", (student,))
+        return cur.fetchone()[0]
+
+
+def log_lines(gw, text):
+    with open(gw.log_path) as f:
+        return [json.loads(l) for l in f if text in l]
+
+
+def keepalive_to(gw, pid, tries=40):
+    """A kept-alive HTTP connection that the child pid serves, and that child's "process"."""
+    for _ in range(tries):
+        c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        c.connect()
+        if holder(gw.port, c.sock.getsockname()[1], [pid]) == pid:
+            c.request("GET", "/readyz")
+            return c, json.loads(c.getresponse().read()).get("process")
+        c.close()
+    return None, None
+
+
+def get_on(c, path, headers=None):
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    return r.status, dict(r.getheaders()), r.read().decode()
+
+
+async def collect(ws, into, stop):
+    """Every message of ws into `into` until stop is set or the socket closes."""
+    while not stop.is_set():
+        try:
+            into.append(json.loads(await asyncio.wait_for(ws.recv(), 0.2)))
+        except asyncio.TimeoutError:
+            continue
+        except websockets.ConnectionClosed:
+            return
+
+
+def test_child_behind(gw, conn):
+    """A child that falls behind the feed by more than its buffer: dropped, refetch, resync."""
+    student = new_student(conn, "ws processes behind")
+    quiet = new_student(conn, "ws processes behind, quiet")     # its events come only past the buffer
+    auth = {"Authorization": "Bearer " + token(student)}
+    home = "/api/v1/students/%s/home" % student
+    quiet_auth = {"Authorization": "Bearer " + token(quiet)}
+    quiet_home = "/api/v1/students/%s/home" % quiet
+    kids = children(gw.proc.pid)
+    slow = kids[0]
+    ka, slow_index = keepalive_to(gw, slow)
+    kb, _ = keepalive_to(gw, kids[1])
+    stopped = []
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        wss = [await websockets.connect(gw.ws_url("/api/v1/ws?access_token=" + token(student)),
+                                        max_size=None) for _ in range(12)]
+        for w in wss:
+            await recv_json(w)
+        held = [holder(gw.port, w.local_address[1], kids) for w in wss]
+        # the slow child's in-process cache holds the home before it falls behind
+        get_on(ka, home, auth)
+        st, h, body = get_on(ka, home, auth)
+        warm = (st, h.get("X-Cache"), json.loads(body).get("version"))
+        get_on(ka, quiet_home, quiet_auth)
+        st, h, body = get_on(ka, quiet_home, quiet_auth)
+        quiet_warm = (st, h.get("X-Cache"), json.loads(body).get("version"))
+        msgs = [[] for _ in wss]
+        stop = asyncio.Event()
+        readers = [asyncio.create_task(collect(w, m, stop)) for w, m in zip(wss, msgs)]
+        os.kill(slow, signal.SIGSTOP)
+        stopped.append(slow)
+        ids = []
+        while len(ids) < 600 and not log_lines(gw, "feed: dropping a gateway process"):
+            ids += await loop.run_in_executor(None, emit_padded, conn, student, 20)
+        # past the drop: events the stopped child is never handed, for a student it holds in cache
+        await loop.run_in_executor(None, emit, conn, quiet, 2)
+        quiet_version = student_version(conn, quiet)
+        # asked of the stopped child now, answered when it resumes, before it has read its feed
+        early = loop.run_in_executor(None, get_on, ka, "%s?min_version=%d" % (quiet_home, quiet_version),
+                                     quiet_auth)
+        # while it is stopped, the other child answers /readyz (the stopped one cannot)
+        ready_other = []
+        for _ in range(6):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=0.5)
+                ready_other.append(await loop.run_in_executor(None, get_on, c, "/readyz"))
+                c.close()
+            except OSError:
+                pass
+        os.kill(slow, signal.SIGCONT)
+        stopped.pop()
+        st, h, body = await early
+        quiet_early = (st, h.get("X-Cache"), json.loads(body).get("version"), quiet_version)
+        # resumed: its sockets get refetch, then new events again
+        deadline = time.time() + 15
+        while time.time() < deadline and not all(
+                any(m.get("type") == "refetch" for m in ms) for ms, k in zip(msgs, held) if k == slow):
+            await asyncio.sleep(0.1)
+        after = await loop.run_in_executor(None, emit, conn, student, 1)
+        ids += after
+        deadline = time.time() + 15
+        while time.time() < deadline and not all(
+                any(m.get("id") == after[0] for m in ms) for ms in msgs):
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*readers)
+        for w in wss:
+            await w.close()
+        return held, warm, quiet_warm, quiet_early, ids, msgs, ready_other
+    try:
+        held, warm, quiet_warm, quiet_early, ids, msgs, ready_other = asyncio.run(run())
+    finally:
+        for p in stopped:
+            os.kill(p, signal.SIGCONT)
+    # the resumed child: its home shows the last event, and it is ready at the log's head
+    st, h, body = get_on(ka, home, auth)
+    fresh = (st, h.get("X-Cache"), json.loads(body).get("version"))
+    st, h, body = get_on(ka, quiet_home, quiet_auth)
+    quiet_fresh = (st, h.get("X-Cache"), json.loads(body).get("version"))
+    st, h, body = get_on(kb, quiet_home, quiet_auth)
+    quiet_other = (st, h.get("X-Cache"), json.loads(body).get("version"))
+    kb.close()
+    ready_slow = None
+    for _ in range(50):
+        ready_slow = json.loads(get_on(ka, "/readyz")[2])
+        if ready_slow.get("status") == "ready" and ready_slow.get("watermark", 0) >= ids[-1]:
+            break
+        time.sleep(0.1)
+    ka.close()
+    last_version = max((m["version"] for ms in msgs for m in ms if m.get("id") == ids[-1]), default=None)
+    slow_msgs = [ms for ms, k in zip(msgs, held) if k == slow]
+    other_msgs = [ms for ms, k in zip(msgs, held) if k != slow]
+    dropped = log_lines(gw, "feed: dropping a gateway process")
+    lost = [l for l in log_lines(gw, "feed from the listener process lost")
+            if l.get("pid") == slow and dropped and l["ts"] >= dropped[0]["ts"]]
+    listener = listener_process(gw.proc.pid)
+
+    def event_ids(ms):
+        return [m["id"] for m in ms if m.get("type") == "event"]
+    report(len(ids) <= 601 and dropped and dropped[0].get("pid") == listener and
+           dropped[0].get("reason") == "its socket buffer is full" and lost,
+           "--processes 2: a child stopped while %d events were committed is dropped from the feed, and "
+           "the listener process logs why" % len(ids), (len(ids), dropped, lost))
+    report(slow_msgs and other_msgs and all(event_ids(ms) == ids for ms in other_msgs),
+           "--processes 2: the other child's sockets get every event meanwhile, in order, once",
+           (held, ids[:3], ids[-3:], [event_ids(ms)[-3:] for ms in other_msgs]))
+    report(slow_msgs and all(any(m.get("type") == "refetch" for m in ms) and
+                             strictly_increasing(event_ids(ms)) and event_ids(ms)[-1:] == ids[-1:]
+                             for ms in slow_msgs),
+           "--processes 2: the dropped child's sockets are told to refetch, then get new events",
+           [[(m.get("type"), m.get("id")) for m in ms][-4:] for ms in slow_msgs])
+    report(warm[0] == 200 and warm[1] == "HIT" and fresh[0] == 200 and last_version is not None and
+           fresh[2] >= last_version and quiet_warm[0] == 200 and quiet_warm[1] == "HIT" and
+           quiet_fresh[0] == 200 and quiet_other[0] == 200 and quiet_fresh[2] == quiet_other[2] > quiet_warm[2],
+           "--processes 2: the resumed child's homes show the events committed while it was behind, "
+           "those it was never handed too (its warm in-process cache is not served)",
+           (warm, fresh, last_version, quiet_warm, quiet_fresh, quiet_other))
+    report(quiet_early[0] == 200 and quiet_early[2] >= quiet_early[3] > quiet_warm[2],
+           "--processes 2: a home asked with min_version of the stopped child, answered as it resumes, "
+           "is not its older in-process view", quiet_early)
+    report(ready_other and all(st == 200 and json.loads(b).get("status") == "ready" and
+                               json.loads(b).get("process") != slow_index for st, _, b in ready_other) and
+           ready_slow.get("status") == "ready" and ready_slow.get("process") == slow_index and
+           ready_slow.get("watermark", 0) >= ids[-1],
+           "--processes 2: while a child is stopped the other answers /readyz ready; once resumed the "
+           "child is ready at the log's head", (ready_other, ready_slow, ids[-1]))
+
+
 def test_metrics_sum(gw):
     def count():
         return gw.metric('kc_http_requests_total{route="healthz",code="200"}') or 0
@@ -267,6 +458,7 @@ def main():
         check("metrics sum", lambda: test_metrics_sum(gw))
         check("restart", lambda: test_restart(gw))
         check("listener restart", lambda: test_listener_restart(gw, conn, student))
+        check("child behind", lambda: test_child_behind(gw, conn))
         check("stop", lambda: test_stop(gw))
     finally:
         gw.stop()
