@@ -142,7 +142,7 @@ kcf_version_lock(int n, const Datum *student_ids)
 	}
 	pfree(keys);
 
-	/* the tables in slot order, as every statement of the ring's readers locks them */
+	/* the tables in slot order, as a statement over the partitioned table locks them */
 	for (int slot = 0; slot < KCF_RING_SLOTS; slot++)
 	{
 		char		name[NAMEDATALEN];
