@@ -222,23 +222,31 @@ exec_bump(SPIPlanPtr plan, Datum *values, const char *nulls)
 	"  SELECT $1, $6 WHERE $6 IS NOT NULL)" \
 	" SELECT version FROM e"
 
-/* The statement of kcf_emit(): version, event, queue row; the new version is its result. */
+/*
+ * The statement of kcf_emit(): version, event, queue row; the new version is
+ * its result.  On the ring, one statement per current slot (the table the
+ * version goes into and the order of its probes, version_ring.c).
+ */
 static SPIPlanPtr
-emit_plan(bool version_ring)
+emit_plan(bool version_ring, int slot)
 {
-	static SPIPlanPtr ring_plan = NULL;
+	static SPIPlanPtr ring_plans[KCF_RING_SLOTS];
 	static SPIPlanPtr table_plan = NULL;
 	Oid			types[6] = {INT8OID, TEXTOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID};
 
 	if (version_ring)
-		return kcf_plan(&ring_plan,
-						"WITH v AS ("
-						"  INSERT INTO kc_flow.student_versions (student_id, version)"
-						"  SELECT $4, coalesce(max(x.version), 0) + 1"
-						"    FROM kc_flow.student_versions x WHERE x.student_id = $4"
-						"  RETURNING version),"
-						EMIT_EVENT_AND_QUEUE_ROW,
+	{
+		if (ring_plans[slot] != NULL)
+			return ring_plans[slot];
+		return kcf_plan(&ring_plans[slot],
+						psprintf("WITH v AS ("
+								 "  INSERT INTO kc_flow.student_versions_%d (student_id, version, slot)"
+								 "  SELECT $4, %s + 1, %d"
+								 "  RETURNING version),"
+								 EMIT_EVENT_AND_QUEUE_ROW,
+								 slot, kcf_version_largest_sql("$4", slot), slot),
 						6, types);
+	}
 	/* 0.1.0's table, one row per student */
 	return kcf_plan(&table_plan,
 					"WITH v AS ("
@@ -266,7 +274,6 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 	if (deferring && !legacy)
 		return defer_event(event_type, correlation_id, student_id, payload_json);
 	version_ring = kcf_version_ring_installed();
-	plan = emit_plan(version_ring);
 
 	id = take_event_id(legacy);
 	values[0] = Int64GetDatum(id);
@@ -280,11 +287,14 @@ kcf_emit(const char *event_type, Datum correlation_id, Datum student_id,
 
 	if (version_ring)
 	{
-		kcf_version_lock(1, &student_id);
+		plan = emit_plan(true, kcf_version_lock(1, &student_id));
 		exec_bump(plan, values, nulls);
 	}
 	else
+	{
+		plan = emit_plan(false, 0);
 		kcf_exec(plan, values, nulls, 1);
+	}
 	version = kcf_get_int64(0, 1, &isnull);
 
 	if (legacy)
@@ -348,7 +358,9 @@ static void
 emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *student_ids,
 		  const char *const *payloads, const char **consumers, const char **marks, int64 *ids)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[KCF_RING_SLOTS];
+	SPIPlanPtr	plan;
+	int			slot;
 	Oid			argtypes[7] = {INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, TEXTARRAYOID};
 	Datum		values[7];
@@ -362,31 +374,6 @@ emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 
-	kcf_plan_generic(&plan,
-			 "WITH i AS ("
-			 "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[])"
-			 "    WITH ORDINALITY AS u(id, event_type, correlation_id, student_id, payload, consumer, mark, o)),"
-			 " v AS ("
-			 "  INSERT INTO kc_flow.student_versions (student_id, version)"
-			 "  SELECT s.student_id,"
-			 "         coalesce((SELECT max(x.version) FROM kc_flow.student_versions x"
-			 "                    WHERE x.student_id = s.student_id), 0) + s.n"
-			 "    FROM (SELECT student_id, count(*) AS n FROM i GROUP BY student_id) s"
-			 "  RETURNING student_id, version),"
-			 " e AS ("
-			 "  INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version)"
-			 "  SELECT i.id, i.event_type, i.correlation_id, i.student_id, i.payload::jsonb,"
-			 "         v.version - count(*) OVER (PARTITION BY i.student_id)"
-			 "                   + row_number() OVER (PARTITION BY i.student_id ORDER BY i.o)"
-			 "    FROM i JOIN v ON v.student_id = i.student_id),"
-			 " q AS ("
-			 "  INSERT INTO kc_flow.event_queue (event_id, consumer)"
-			 "  SELECT i.id, i.consumer FROM i WHERE i.consumer IS NOT NULL),"
-			 " m AS ("
-			 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
-			 "  SELECT i.id, i.mark FROM i WHERE i.mark IS NOT NULL)"
-			 " SELECT 1",
-			 7, argtypes);
 	for (int i = 0; i < n; i++)
 	{
 		if (ids[i] == 0)
@@ -408,7 +395,33 @@ emit_rows(int n, const char **types, const Datum *correlation_ids, const Datum *
 												   TEXTOID, -1, false, TYPALIGN_INT));
 	values[6] = PointerGetDatum(construct_md_array(mark_texts, mark_nulls, 1, dims, lbs,
 												   TEXTOID, -1, false, TYPALIGN_INT));
-	kcf_version_lock(n, student_ids);
+	slot = kcf_version_lock(n, student_ids);
+	plan = plans[slot];
+	if (plan == NULL)
+		plan = kcf_plan_generic(&plans[slot],
+								psprintf("WITH i AS ("
+										 "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[])"
+										 "    WITH ORDINALITY AS u(id, event_type, correlation_id, student_id, payload, consumer, mark, o)),"
+										 " v AS ("
+										 "  INSERT INTO kc_flow.student_versions_%d (student_id, version, slot)"
+										 "  SELECT s.student_id, %s + s.n, %d"
+										 "    FROM (SELECT student_id, count(*) AS n FROM i GROUP BY student_id) s"
+										 "  RETURNING student_id, version),"
+										 " e AS ("
+										 "  INSERT INTO kc_flow.events (id, event_type, correlation_id, student_id, payload, version)"
+										 "  SELECT i.id, i.event_type, i.correlation_id, i.student_id, i.payload::jsonb,"
+										 "         v.version - count(*) OVER (PARTITION BY i.student_id)"
+										 "                   + row_number() OVER (PARTITION BY i.student_id ORDER BY i.o)"
+										 "    FROM i JOIN v ON v.student_id = i.student_id),"
+										 " q AS ("
+										 "  INSERT INTO kc_flow.event_queue (event_id, consumer)"
+										 "  SELECT i.id, i.consumer FROM i WHERE i.consumer IS NOT NULL),"
+										 " m AS ("
+										 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
+										 "  SELECT i.id, i.mark FROM i WHERE i.mark IS NOT NULL)"
+										 " SELECT 1",
+										 slot, kcf_version_largest_sql("s.student_id", slot), slot),
+								7, argtypes);
 	exec_bump(plan, values, NULL);
 	noted_as_emitted();
 }

@@ -136,7 +136,8 @@ extern KcfRotation kcf_rotate_log(void);
 
 /* version_ring.c: the students' cache versions, insert-only, as a ring (0.2.0) */
 extern bool kcf_version_ring_installed(void);
-extern void kcf_version_lock(int n, const Datum *student_ids);
+extern int	kcf_version_lock(int n, const Datum *student_ids);
+extern char *kcf_version_largest_sql(const char *student, int slot);
 extern KcfRotation kcf_rotate_versions(void);
 
 /* table_stats.c: ANALYZE of tables whose statistics lag far behind */

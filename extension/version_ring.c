@@ -15,10 +15,20 @@
  * Bumps of one student are serialized by a transaction-level advisory lock
  * of kc_flow's version lock space (KCF_LOCK_VERSIONS, the student's
  * uuid_hash), taken before the statement that reads the largest version and
- * inserts the next one, together with the ring's tables (so that its
+ * inserts the next one, together with the ring's three tables (so that its
  * snapshot is taken after both: it sees the last bump and the last rotation).
  * A set of students is locked in the order of their keys, so that two
- * batches never wait for each other in a cycle.
+ * batches never wait for each other in a cycle.  The current slot is read
+ * after those locks, which no rotation can pass: the bump's statement (emit.c)
+ * writes into that table itself, with neither the partitioned table's
+ * routing nor its slot default, a PL/pgSQL call per row.
+ *
+ * A student's rows in a newer generation's table are larger than its rows in
+ * an older one's: a bump writes the largest plus one into the current table,
+ * and a rotation carries a row forward only when no newer table holds one as
+ * large.  So the largest version is the largest of the newest table that
+ * holds any row of the student: the bump probes the current table, then the
+ * previous one, then the oldest, and stops at the first that answers.
  *
  * Rotation (ring.c): once the current slot holds at least
  * kc_flow.version_rotation_rows rows and twice as many as the rotation that
@@ -38,8 +48,13 @@
  */
 #include "kc_flow.h"
 
+#include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "commands/sequence.h"
+#include "lib/stringinfo.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -81,12 +96,35 @@ key_cmp(const void *a, const void *b)
 }
 
 /*
+ * The ring's generation, read from the sequence's page without a snapshot,
+ * as `SELECT last_value` reads it (whether nextval was called or not).
+ */
+static int64
+read_generation(Oid nsp)
+{
+	Relation	seq = relation_open(get_relname_relid("version_generation", nsp), AccessShareLock);
+	Buffer		buf = ReadBuffer(seq, 0);
+	Page		page;
+	HeapTupleData tuple;
+	int64		generation;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	tuple.t_data = (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, FirstOffsetNumber));
+	generation = ((Form_pg_sequence_data) GETSTRUCT(&tuple))->last_value;
+	UnlockReleaseBuffer(buf);
+	relation_close(seq, AccessShareLock);
+	return generation;
+}
+
+/*
  * Takes what a bump of the n students' versions needs before its statement
  * (see the header): each student's advisory lock, in key order, once per
- * key, and the ring's tables.  Students whose keys collide are serialized
- * together, which costs a wait, never a wrong version.
+ * key, and the ring's three tables; returns the current slot, read after
+ * them.  Students whose keys collide are serialized together, which costs a
+ * wait, never a wrong version.
  */
-void
+int
 kcf_version_lock(int n, const Datum *student_ids)
 {
 	int32	   *keys = palloc(sizeof(int32) * n);
@@ -104,11 +142,38 @@ kcf_version_lock(int n, const Datum *student_ids)
 	}
 	pfree(keys);
 
-	/* the parent, then its tables in slot order, as the statement would lock them */
-	LockRelationOid(get_relname_relid("student_versions", nsp), RowExclusiveLock);
+	/* the tables in slot order, as a statement over the partitioned table locks them */
 	for (int slot = 0; slot < KCF_RING_SLOTS; slot++)
-		LockRelationOid(get_relname_relid(psprintf("student_versions_%d", slot), nsp),
-						RowExclusiveLock);
+	{
+		char		name[NAMEDATALEN];
+
+		snprintf(name, sizeof(name), "student_versions_%d", slot);
+		LockRelationOid(get_relname_relid(name, nsp), RowExclusiveLock);
+	}
+	return (int) (read_generation(nsp) % KCF_RING_SLOTS);
+}
+
+/*
+ * The part of a bump statement that gives the version: with student the
+ * student's column or parameter and slot the current one (kcf_version_lock()),
+ * the largest version of the newest table holding a row of the student (see
+ * the header), 0 when none does.  Each subquery is one backward probe of a
+ * table's primary key; coalesce() runs the next only when one finds nothing.
+ */
+char *
+kcf_version_largest_sql(const char *student, int slot)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "coalesce(");
+	/* current, previous, oldest */
+	for (int age = 0; age < KCF_RING_SLOTS; age++)
+		appendStringInfo(&sql,
+						 "(SELECT max(x.version) FROM kc_flow.student_versions_%d x WHERE x.student_id = %s), ",
+						 (slot + KCF_RING_SLOTS - age) % KCF_RING_SLOTS, student);
+	appendStringInfoString(&sql, "0)");
+	return sql.data;
 }
 
 /*
