@@ -287,14 +287,14 @@ listener_main(void *arg)
 }
 
 kc_listener *
-kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, kc_skip_fn on_skip,
-				  kc_rewind_fn on_rewind, void *arg)
+kc_listener_spawn(const char *target, kc_cache *cache, kc_event_fn on_event, kc_skip_fn on_skip,
+				  kc_rewind_fn on_rewind, void *arg, void *(*run) (void *))
 {
 	kc_listener *l = calloc(1, sizeof(*l));
 
 	if (!l)
 		return NULL;
-	l->conninfo = strdup(conninfo);
+	l->conninfo = strdup(target);
 	l->cache = cache;
 	l->on_event = on_event;
 	l->on_skip = on_skip;
@@ -306,7 +306,7 @@ kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, k
 		free(l);
 		return NULL;
 	}
-	if (pthread_create(&l->thread, NULL, listener_main, l) != 0)
+	if (pthread_create(&l->thread, NULL, run, l) != 0)
 	{
 		close(l->wake[0]);
 		close(l->wake[1]);
@@ -315,6 +315,13 @@ kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, k
 		return NULL;
 	}
 	return l;
+}
+
+kc_listener *
+kc_listener_start(const char *conninfo, kc_cache *cache, kc_event_fn on_event, kc_skip_fn on_skip,
+				  kc_rewind_fn on_rewind, void *arg)
+{
+	return kc_listener_spawn(conninfo, cache, on_event, on_skip, on_rewind, arg, listener_main);
 }
 
 void

@@ -306,30 +306,7 @@ kc_listener *
 kc_listener_follow(const char *feed, kc_cache *cache, kc_event_fn on_event, kc_skip_fn on_skip,
 				   kc_rewind_fn on_rewind, void *arg)
 {
-	kc_listener *l = calloc(1, sizeof(*l));
-
-	if (!l)
+	if (strlen(feed) > sizeof(((struct sockaddr_un *) 0)->sun_path) - 2)
 		return NULL;
-	l->conninfo = strdup(feed);
-	l->cache = cache;
-	l->on_event = on_event;
-	l->on_skip = on_skip;
-	l->on_rewind = on_rewind;
-	l->arg = arg;
-	if (!l->conninfo || strlen(feed) > sizeof(((struct sockaddr_un *) 0)->sun_path) - 2 ||
-		pipe(l->wake) != 0)
-	{
-		free(l->conninfo);
-		free(l);
-		return NULL;
-	}
-	if (pthread_create(&l->thread, NULL, follow_main, l) != 0)
-	{
-		close(l->wake[0]);
-		close(l->wake[1]);
-		free(l->conninfo);
-		free(l);
-		return NULL;
-	}
-	return l;
+	return kc_listener_spawn(feed, cache, on_event, on_skip, on_rewind, arg, follow_main);
 }

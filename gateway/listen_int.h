@@ -37,6 +37,18 @@ struct kc_listener
 	bool		warned_old_schema;
 };
 
+/* listen.c */
+
+/*
+ * A listener whose thread runs run(l): listener_main (LISTEN on Postgres,
+ * target a conninfo) or follow_main (listen_follow.c: a --processes child
+ * reading the feed, target its socket's path). NULL when out of memory or
+ * threads.
+ */
+kc_listener *kc_listener_spawn(const char *target, kc_cache *cache, kc_event_fn on_event,
+							   kc_skip_fn on_skip, kc_rewind_fn on_rewind, void *arg,
+							   void *(*run) (void *));
+
 /* catchup.c */
 
 /*
