@@ -9,6 +9,8 @@
  * order the listener produced them, and a state read under that lock is
  * never sent after an event that came later. Sends never block: a child
  * whose socket buffer is full is dropped (it reconnects and refetches).
+ * For /readyz, it marks a dropped child in the shared metrics segment, and
+ * every tick since when each child is behind what it handed out (metrics.h).
  */
 #define _GNU_SOURCE
 #include "feed.h"
@@ -22,13 +24,17 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #define MAX_CHILDREN 64
 #define STATE_TICK_MS 50
 #define SNDBUF (4 * 1024 * 1024)
+/* ticks of history (12.8 s): longer than the 5 s /readyz allows a child to be behind */
+#define HISTORY 256
 
 struct kc_feed
 {
@@ -40,12 +46,17 @@ struct kc_feed
 	_Atomic bool stop;
 	pthread_mutex_t lock;		/* everything below, and every send */
 	int			kids[MAX_CHILDREN];	/* their sockets */
+	int			kid_pids[MAX_CHILDREN];	/* their pids (SO_PEERCRED), to mark a dropped one */
 	int			nkids;
 	long long	sent;			/* the position the stream has reached */
 	bool		sent_any;
 	char		state[64];		/* the last state sent */
 	char	   *buf;			/* KC_FEED_MAX_MSG: one message being built */
 	bool		warned_buffer;	/* feed thread only */
+	/* every tick, how far the stream had reached and when (ms): a ring of HISTORY */
+	long long	hist_pos[HISTORY];
+	long long	hist_ms[HISTORY];
+	long long	hist_n;			/* samples taken since the last rewind */
 };
 
 static struct sockaddr_un feed_addr;
@@ -57,7 +68,17 @@ static void broadcast(kc_feed *f, const char *msg, size_t len);
 static void state_text(kc_feed *f, char *out, size_t len);
 static bool greet(kc_feed *f, int fd);
 static void send_state(kc_feed *f);
+static void note_behind(kc_feed *f);
 static void *feed_main(void *arg);
+
+static long long
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 int
 kc_feed_listen(char *err, size_t errlen)
@@ -150,9 +171,14 @@ drop(kc_feed *f, int i, const char *why)
 
 	kc_log_begin(&l, KC_LOG_WARN, "feed: dropping a gateway process (it reconnects, its sockets refetch)");
 	kc_log_str(&l, "reason", why);
+	kc_log_int(&l, "childPid", f->kid_pids[i]);
 	kc_log_end(&l);
+	/* marked before the close: the child cannot reconnect, resync and clear it first */
+	kc_metrics_feed_dropped(f->kid_pids[i]);
 	close(f->kids[i]);
-	f->kids[i] = f->kids[--f->nkids];
+	f->nkids--;
+	f->kids[i] = f->kids[f->nkids];
+	f->kid_pids[i] = f->kid_pids[f->nkids];
 }
 
 /* Under the lock: msg to every child. */
@@ -230,6 +256,7 @@ kc_feed_on_rewind(long long end, void *arg)
 	broadcast(f, msg, (size_t) n + 1);
 	f->sent = end;
 	f->sent_any = true;
+	f->hist_n = 0;				/* the positions before the rewind say nothing of those after */
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -273,7 +300,10 @@ accept_child(kc_feed *f)
 	else if (!greet(f, fd))
 		close(fd);
 	else
+	{
+		f->kid_pids[f->nkids] = (int) cred.pid;
 		f->kids[f->nkids++] = fd;
+	}
 	pthread_mutex_unlock(&f->lock);
 	return true;
 }
@@ -315,6 +345,43 @@ send_state(kc_feed *f)
 	memcpy(f->state, state, sizeof(state));
 }
 
+/*
+ * Under the lock, every tick: samples how far the stream has reached and
+ * publishes, for each child (metrics.h), since when it is behind: the first
+ * sample past the position it applied. The event after that position was
+ * handed out at or before that time, so the delay /readyz reads is never more
+ * than the child's own (it may be one tick less, or the history's length when
+ * the child is further behind). A child that applied nothing yet (not greeted
+ * since it started) counts as not listening instead (processes_listening).
+ */
+static void
+note_behind(kc_feed *f)
+{
+	long long	now = mono_ms();
+	long long	sent = f->sent_any ? f->sent : 0;
+	long long	first;
+
+	f->hist_pos[f->hist_n % HISTORY] = sent;
+	f->hist_ms[f->hist_n % HISTORY] = now;
+	f->hist_n++;
+	first = f->hist_n < HISTORY ? 0 : f->hist_n - HISTORY;
+	for (int i = 1; i <= kc_metrics_feed_children(); i++)
+	{
+		long long	applied = kc_metrics_feed_position(i);
+		long long	k = first;
+
+		if (applied <= 0 || applied >= sent)
+		{
+			kc_metrics_feed_behind_since(i, 0);
+			continue;
+		}
+		/* the newest sample is sent, past applied: the loop ends there at the latest */
+		while (f->hist_pos[k % HISTORY] <= applied)
+			k++;
+		kc_metrics_feed_behind_since(i, f->hist_ms[k % HISTORY]);
+	}
+}
+
 static void *
 feed_main(void *arg)
 {
@@ -336,10 +403,13 @@ feed_main(void *arg)
 			if (poll(&k, 1, 0) > 0 && (k.revents & (POLLHUP | POLLERR | POLLIN)))
 			{
 				close(f->kids[i]);
-				f->kids[i--] = f->kids[--f->nkids];
+				f->nkids--;
+				f->kids[i] = f->kids[f->nkids];
+				f->kid_pids[i--] = f->kid_pids[f->nkids];
 			}
 		}
 		send_state(f);
+		note_behind(f);
 		pthread_mutex_unlock(&f->lock);
 	}
 	return NULL;

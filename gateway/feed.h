@@ -25,7 +25,9 @@
  * one that was handed nothing yet starts there.
  *
  * A child too slow to take a message (its socket buffer full) is dropped; it
- * reconnects and its sockets refetch what it missed. A child is only
+ * reconnects and its sockets refetch what it missed. For /readyz, the listener
+ * process marks a dropped child and how far it has handed out, and each child
+ * what it applied, in the shared metrics segment (metrics.h). A child is only
  * accepted from a process of the same user (SO_PEERCRED).
  */
 #ifndef KC_FEED_H

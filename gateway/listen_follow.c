@@ -12,7 +12,9 @@
  * handed over is invalidated there): it goes unsynced (flushing its
  * in-process views) the moment any of these fails, and synced again once all
  * hold. It reports "connected" (for /readyz) while the feed is up and the
- * listener process holds LISTEN and has tried its first catch-up.
+ * listener process holds LISTEN and has tried its first catch-up, and it
+ * publishes the position it applied in the shared metrics segment, so that
+ * /readyz on any child can tell it is behind or dropped (metrics.h).
  *
  * The child's own cursor (the watermark, the hub's position) is the last
  * event handed over. A message whose "prev" is past it (a listener process
@@ -246,7 +248,11 @@ serve_feed(kc_listener *l, int fd, char *buf)
 				break;
 			}
 			if (n > 0)
+			{
 				take_message(l, &up, buf, (size_t) n);
+				/* for /readyz: a greeting resyncs (it clears a drop's mark) */
+				kc_metrics_feed_applied(atomic_load(&l->watermark), buf[0] == 'H');
+			}
 		}
 		/* the listener process's state is as fresh as its last message: a poll's age counts from here */
 		clock_gettime(CLOCK_MONOTONIC, &now);

@@ -55,6 +55,10 @@ typedef struct metrics_slot
 	_Atomic double gauges[KC_G_COUNT];
 	_Atomic int pid;			/* the child's, set by the supervisor; 0: none */
 	_Atomic bool serving;		/* its HTTP server accepts and it is not draining */
+	/* a child's place on the feed (feed.h), for /readyz of whichever child answers */
+	_Atomic long long fed_pos;	/* the child: the last position it applied */
+	_Atomic bool fed_dropped;	/* the listener process dropped it; the child clears it on resync */
+	_Atomic long long behind_since_ms;	/* the listener process: since when it is behind (0: not) */
 } metrics_slot;
 
 /* the segment shared by the processes: a header, then one slot per process */
@@ -228,6 +232,9 @@ kc_metrics_child_died(int index)
 	atomic_store(&s->pid, 0);
 	atomic_store(&s->serving, false);
 	atomic_store(&s->counters[KC_M_WS_CONNECTIONS], 0);
+	atomic_store(&s->fed_pos, 0);
+	atomic_store(&s->fed_dropped, false);
+	atomic_store(&s->behind_since_ms, 0);
 	for (int g = 0; g < KC_G_COUNT; g++)
 		atomic_store(&s->gauges[g], 0.0);
 }
@@ -268,6 +275,61 @@ kc_metrics_processes_serving(void)
 		if (atomic_load(&slots[i].pid) != 0 && atomic_load(&slots[i].serving))
 			n++;
 	return n;
+}
+
+void
+kc_metrics_feed_applied(long long pos, bool resynced)
+{
+	atomic_store(&mine->fed_pos, pos);
+	if (resynced)
+		atomic_store(&mine->fed_dropped, false);
+}
+
+void
+kc_metrics_feed_dropped(int pid)
+{
+	for (int i = 0; shared && i < nchildren; i++)
+		if (pid > 0 && atomic_load(&slots[i].pid) == pid)
+			atomic_store(&slots[i].fed_dropped, true);
+}
+
+int
+kc_metrics_feed_children(void)
+{
+	return shared ? nchildren : 0;
+}
+
+long long
+kc_metrics_feed_position(int index)
+{
+	return atomic_load(&slots[index - 1].fed_pos);
+}
+
+void
+kc_metrics_feed_behind_since(int index, long long since_ms)
+{
+	atomic_store(&slots[index - 1].behind_since_ms, since_ms);
+}
+
+bool
+kc_metrics_feed_laggard(double max_behind_s, long long now_ms, kc_feed_laggard *out)
+{
+	for (int i = 0; shared && i < nchildren; i++)
+	{
+		metrics_slot *s = &slots[i];
+		int			pid = atomic_load(&s->pid);
+		long long	since = atomic_load(&s->behind_since_ms);
+		long long	behind_ms = since != 0 ? now_ms - since : 0;
+
+		if (pid == 0 || (!atomic_load(&s->fed_dropped) && behind_ms <= max_behind_s * 1000))
+			continue;
+		out->index = i + 1;
+		out->pid = pid;
+		out->dropped = atomic_load(&s->fed_dropped);
+		out->behind_s = behind_ms / 1000.0;
+		return true;
+	}
+	return false;
 }
 
 static void

@@ -103,6 +103,32 @@ int			kc_metrics_processes(void);	/* N; 1 without --processes */
 int			kc_metrics_process_index(void); /* 1..N in a child; 0 without --processes */
 int			kc_metrics_processes_serving(void);
 
+/*
+ * The children's place on the feed (feed.h), for /readyz. A child: it applied
+ * the feed up to pos; resynced when the listener process just greeted it (it
+ * is at the feed's position again), which clears its dropped mark.
+ */
+void		kc_metrics_feed_applied(long long pos, bool resynced);
+/* The listener process: it dropped the child of that pid from the feed. */
+void		kc_metrics_feed_dropped(int pid);
+/* The listener process: N (0 without --processes), child index's position, */
+int			kc_metrics_feed_children(void);
+long long	kc_metrics_feed_position(int index);
+/* ... and since when (CLOCK_MONOTONIC, ms; 0: it is not) it is behind what was handed out. */
+void		kc_metrics_feed_behind_since(int index, long long since_ms);
+
+/* A child /readyz refuses: dropped from the feed and not resynced, or behind. */
+typedef struct kc_feed_laggard
+{
+	int			index;			/* 1..N */
+	int			pid;
+	bool		dropped;
+	double		behind_s;		/* at least this long behind the events handed out */
+} kc_feed_laggard;
+
+/* The first child dropped or more than max_behind_s behind the feed; false when none. */
+bool		kc_metrics_feed_laggard(double max_behind_s, long long now_ms, kc_feed_laggard *out);
+
 /* Renders all metrics; returns a malloc'd string (NULL on out of memory). */
 char	   *kc_metrics_render(size_t *len);
 

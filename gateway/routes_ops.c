@@ -4,13 +4,16 @@
  * at most READY_MAX_LAG_S behind the log; Redis and cache state are reported
  * but not required: without Redis the gateway still serves, bypassing the
  * cache; a 503 says why in "reason"; with --processes N, also every process
- * serving and listening, and which one answered), /metrics (Prometheus text,
+ * serving and listening, none dropped from the listener process's feed and
+ * not resynced or more than READY_MAX_LAG_S behind what it handed out, and
+ * which one answered), /metrics (Prometheus text,
  * the sum of every process), / (the demo page), and
  * the 404 of every path the route table does not know.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "listen.h"
 #include "metrics.h"
@@ -18,6 +21,8 @@
 
 /* the catch-up may be this far behind the newest committed event and still be ready */
 #define READY_MAX_LAG_S 5.0
+/* the largest body of /readyz (the reasons included) */
+#define READY_BODY_MAX 768
 
 void
 kc_route_healthz(kc_request *req, kc_response *resp)
@@ -43,16 +48,33 @@ kc_route_readyz(kc_request *req, kc_response *resp)
 	int			procs = kc_metrics_processes();
 	int			serving = kc_metrics_processes_serving();
 	int			procs_listening = (int) kc_metrics_gauge(KC_G_LISTEN_CONNECTED);
-	const char *reason = draining ? "draining" : !pg ? kc_db_down_reason(app->db) :
+	struct timespec now;
+	kc_feed_laggard behind;
+	bool		laggard;
+	char		laggard_text[128];
+	const char *reason;
+	bool		ready;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	laggard = procs > 1 &&
+		kc_metrics_feed_laggard(READY_MAX_LAG_S, (long long) now.tv_sec * 1000 + now.tv_nsec / 1000000, &behind);
+	if (laggard && behind.dropped)
+		snprintf(laggard_text, sizeof(laggard_text),
+				 "process %d (pid %d) was dropped from the feed and has not resynced", behind.index, behind.pid);
+	else if (laggard)
+		snprintf(laggard_text, sizeof(laggard_text),
+				 "process %d (pid %d) is %.1f s behind the events the listener process handed out",
+				 behind.index, behind.pid, behind.behind_s);
+	reason = draining ? "draining" : !pg ? kc_db_down_reason(app->db) :
 		!listening ? "listen connection down" :
 		lag_known && lag > READY_MAX_LAG_S ? "catch-up behind the newest committed event" :
 		procs > 1 && serving < procs ? "a process of the gateway is not serving (restarting)" :
 		procs > 1 && procs_listening < procs ? "a process of the gateway has no listen connection" :
-		NULL;
-	bool		ready = reason == NULL;
+		laggard ? laggard_text : NULL;
+	ready = reason == NULL;
 	char		lag_text[32] = "null";
 	char		procs_text[96] = "";
-	char	   *body = malloc(512);
+	char	   *body = malloc(READY_BODY_MAX);
 	int			n;
 
 	PQclear(res);
@@ -67,7 +89,7 @@ kc_route_readyz(kc_request *req, kc_response *resp)
 		snprintf(procs_text, sizeof(procs_text),
 				 ",\"process\":%d,\"processes\":%d,\"processes_serving\":%d,\"processes_listening\":%d",
 				 kc_metrics_process_index(), procs, serving, procs_listening);
-	n = snprintf(body, 512,
+	n = snprintf(body, READY_BODY_MAX,
 				 "{\"status\":\"%s\",\"postgres\":%s,\"redis\":%s,\"listen\":%s,"
 				 "\"cache_synced\":%s,\"draining\":%s,\"watermark\":%lld,\"catchup_lag_seconds\":%s%s%s%s%s}",
 				 ready ? "ready" : "not_ready", pg ? "true" : "false",

@@ -281,7 +281,22 @@ def test_child_behind(gw, conn):
         readers = [asyncio.create_task(collect(w, m, stop)) for w, m in zip(wss, msgs)]
         os.kill(slow, signal.SIGSTOP)
         stopped.append(slow)
-        ids = []
+
+        async def readyz_others(tries=6):
+            """/readyz as answered by any child that answers (the stopped one cannot)."""
+            got = []
+            for _ in range(tries):
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=0.5)
+                    got.append(await loop.run_in_executor(None, get_on, c, "/readyz"))
+                    c.close()
+                except OSError:
+                    pass
+            return got
+        # stopped but not dropped: one event it is not handed for more than 5 s
+        ids = await loop.run_in_executor(None, emit, conn, student, 1)
+        await asyncio.sleep(6)
+        ready_behind = await readyz_others()
         while len(ids) < 600 and not log_lines(gw, "feed: dropping a gateway process"):
             ids += await loop.run_in_executor(None, emit_padded, conn, student, 20)
         # past the drop: events the stopped child is never handed, for a student it holds in cache
@@ -290,15 +305,8 @@ def test_child_behind(gw, conn):
         # asked of the stopped child now, answered when it resumes, before it has read its feed
         early = loop.run_in_executor(None, get_on, ka, "%s?min_version=%d" % (quiet_home, quiet_version),
                                      quiet_auth)
-        # while it is stopped, the other child answers /readyz (the stopped one cannot)
-        ready_other = []
-        for _ in range(6):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=0.5)
-                ready_other.append(await loop.run_in_executor(None, get_on, c, "/readyz"))
-                c.close()
-            except OSError:
-                pass
+        # while it is stopped and dropped, the other child answers /readyz (the stopped one cannot)
+        ready_other = await readyz_others()
         os.kill(slow, signal.SIGCONT)
         stopped.pop()
         st, h, body = await early
@@ -318,9 +326,9 @@ def test_child_behind(gw, conn):
         await asyncio.gather(*readers)
         for w in wss:
             await w.close()
-        return held, warm, quiet_warm, quiet_early, ids, msgs, ready_other
+        return held, warm, quiet_warm, quiet_early, ids, msgs, ready_behind, ready_other
     try:
-        held, warm, quiet_warm, quiet_early, ids, msgs, ready_other = asyncio.run(run())
+        held, warm, quiet_warm, quiet_early, ids, msgs, ready_behind, ready_other = asyncio.run(run())
     finally:
         for p in stopped:
             os.kill(p, signal.SIGCONT)
@@ -331,6 +339,13 @@ def test_child_behind(gw, conn):
     quiet_fresh = (st, h.get("X-Cache"), json.loads(body).get("version"))
     st, h, body = get_on(kb, quiet_home, quiet_auth)
     quiet_other = (st, h.get("X-Cache"), json.loads(body).get("version"))
+    ready_after = None
+    for _ in range(50):
+        st, _, body = get_on(kb, "/readyz")
+        ready_after = (st, json.loads(body))
+        if st == 200:
+            break
+        time.sleep(0.1)
     kb.close()
     ready_slow = None
     for _ in range(50):
@@ -370,12 +385,26 @@ def test_child_behind(gw, conn):
     report(quiet_early[0] == 200 and quiet_early[2] >= quiet_early[3] > quiet_warm[2],
            "--processes 2: a home asked with min_version of the stopped child, answered as it resumes, "
            "is not its older in-process view", quiet_early)
-    report(ready_other and all(st == 200 and json.loads(b).get("status") == "ready" and
-                               json.loads(b).get("process") != slow_index for st, _, b in ready_other) and
+    named = "process %s (pid %d)" % (slow_index, slow)
+
+    def refuses(answers, why):
+        return answers and all(st == 503 and json.loads(b).get("status") == "not_ready" and
+                               json.loads(b).get("process") != slow_index and
+                               json.loads(b).get("reason", "").startswith(named + " " + why)
+                               for st, _, b in answers)
+    report(refuses(ready_behind, "is ") and "s behind the events the listener process handed out" in
+           json.loads(ready_behind[0][2]).get("reason", ""),
+           "--processes 2: a child stopped more than 5 s behind the feed makes the other answer /readyz "
+           "503 naming it", ready_behind)
+    report(refuses(ready_other, "was dropped from the feed"),
+           "--processes 2: a child stopped and dropped from the feed makes the other answer /readyz "
+           "503 naming it", ready_other)
+    report(ready_after[0] == 200 and ready_after[1].get("status") == "ready" and
+           ready_after[1].get("process") != slow_index and
            ready_slow.get("status") == "ready" and ready_slow.get("process") == slow_index and
            ready_slow.get("watermark", 0) >= ids[-1],
-           "--processes 2: while a child is stopped the other answers /readyz ready; once resumed the "
-           "child is ready at the log's head", (ready_other, ready_slow, ids[-1]))
+           "--processes 2: once the child resumed and resynced, both children answer /readyz ready, "
+           "it at the log's head", (ready_after, ready_slow, ids[-1]))
 
 
 def test_metrics_sum(gw):
