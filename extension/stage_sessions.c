@@ -24,7 +24,10 @@
  * (dispatch.c runs it, and each event on its own when it fails).  Every
  * lookup in it is a scalar subquery or a LATERAL ... LIMIT 1, one index probe
  * per row: written as joins or EXISTS, the planner hashed all of
- * tutoring_sessions or trainer_allocations for a batch of one or two.
+ * tutoring_sessions or trainer_allocations for a batch of one or two.  Nor
+ * does any part of it read the batch's rows once per allocation: the plan's
+ * rows meet their allocation in one join, which hands its columns on to the
+ * insert, and each plan's length comes with its event.
  */
 #include "kc_flow.h"
 
@@ -155,10 +158,11 @@ int
 kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_ids)
 {
 	static SPIPlanPtr stmt = NULL;
-	Oid			types[9] = {UUIDARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, DATEARRAYOID,
-	TIMEARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, INT4OID};
-	Datum		values[9];
+	Oid			types[10] = {UUIDARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, DATEARRAYOID,
+	TIMEARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, INT4OID, INT4ARRAYOID};
+	Datum		values[10];
 	Datum	   *events = palloc(sizeof(Datum) * n);
+	Datum	   *totals = palloc(sizeof(Datum) * n);
 	KcfPlan    *plans = palloc(sizeof(KcfPlan) * n);
 	Datum	   *cols[6];
 	Oid			col_types[6] = {INT4OID, INT4OID, DATEOID, TIMEOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
@@ -177,6 +181,7 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("no plan was handed over for the allocation of event " INT64_FORMAT, event_ids[i]),
 					 errhint("The event is handled on its own.")));
+		totals[i] = Int32GetDatum((int32) plans[i].sessions);
 		rows += plans[i].sessions;
 	}
 	for (int c = 0; c < 6; c++)
@@ -202,8 +207,8 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 
 	kcf_plan_generic(&stmt,
 			 "WITH j AS ("
-			 "  SELECT u.allocation_id, u.event_id, u.o"
-			 "    FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS u(allocation_id, event_id, o)),"
+			 "  SELECT u.allocation_id, u.event_id, u.total, u.o"
+			 "    FROM unnest($1::uuid[], $2::bigint[], $10::int[]) WITH ORDINALITY AS u(allocation_id, event_id, total, o)),"
 			 " p AS ("
 			 "  INSERT INTO kc_flow.processed_events (event_id, consumer)"
 			 "  SELECT j.event_id, 'sessions' FROM j"
@@ -212,7 +217,7 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 			 "  ON CONFLICT DO NOTHING RETURNING event_id),"
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = ANY ($2)),"
 			 " a AS ("
-			 "  SELECT al.*, j.o FROM j JOIN p ON p.event_id = j.event_id"
+			 "  SELECT al.*, j.total, j.o FROM j JOIN p ON p.event_id = j.event_id"
 			 "   CROSS JOIN LATERAL (SELECT x.* FROM kc_flow.trainer_allocations x"
 			 "                        WHERE x.id = j.allocation_id AND x.status IN ('approved', 'active')"
 			 "                          AND (SELECT 1 FROM kc_flow.trainer_bookings b"
@@ -221,19 +226,20 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 			 " plan AS ("
 			 "  SELECT * FROM unnest($3, $4, $5, $6, $7, $8) AS pl(o, seq, local_date, local_time, starts_at, ends_at)),"
 			 " due AS ("
-			 "  SELECT pl.*, row_number() OVER (PARTITION BY pl.o ORDER BY pl.seq) AS r"
+			 "  SELECT pl.*, a.id, a.student_id, a.course_id, a.trainer_id, a.session_mode,"
+			 "         row_number() OVER (PARTITION BY pl.o ORDER BY pl.seq) AS r"
 			 "    FROM plan pl JOIN a ON a.o = pl.o"
 			 "   WHERE (SELECT 1 FROM kc_flow.tutoring_sessions s"
 			 "           WHERE s.allocation_id = a.id AND s.seq = pl.seq) IS NULL),"
 			 " ins AS ("
 			 "  INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id,"
 			 "         seq, scheduled_date, scheduled_time, starts_at, ends_at)"
-			 "  SELECT a.id, a.student_id, a.course_id, a.trainer_id, t.seq, t.local_date, t.local_time,"
+			 "  SELECT t.id, t.student_id, t.course_id, t.trainer_id, t.seq, t.local_date, t.local_time,"
 			 "         t.starts_at, t.ends_at"
-			 "    FROM due t JOIN a ON a.o = t.o"
-			 "   WHERE t.r <= CASE a.session_mode WHEN 'full' THEN 30"
+			 "    FROM due t"
+			 "   WHERE t.r <= CASE t.session_mode WHEN 'full' THEN 30"
 			 "                ELSE greatest(0, $9 - (SELECT count(*) FROM kc_flow.tutoring_sessions s"
-			 "                                        WHERE s.allocation_id = a.id AND s.status = 'scheduled'"
+			 "                                        WHERE s.allocation_id = t.id AND s.status = 'scheduled'"
 			 "                                          AND s.ends_at > now())) END"
 			 "  RETURNING allocation_id, seq),"
 			 " made AS (SELECT allocation_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM ins GROUP BY allocation_id)"
@@ -242,16 +248,17 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 			 "        jsonb_build_object('allocation_id', a.id, 'purchase_id', a.purchase_id,"
 			 "          'trainer_id', a.trainer_id, 'mode', a.session_mode,"
 			 "          'count', m.n, 'first_seq', m.lo, 'last_seq', m.hi,"
-			 "          'total', (SELECT count(*) FROM plan pl WHERE pl.o = a.o)"
+			 "          'total', a.total"
 			 "        )::text"
 			 "   FROM a JOIN made m ON m.allocation_id = a.id"
 			 "  ORDER BY a.o",
-			 9, types);
+			 10, types);
 	values[0] = make_array((Datum *) allocation_ids, n, UUIDOID);
 	values[1] = make_array(events, n, INT8OID);
 	for (int c = 0; c < 6; c++)
 		values[c + 2] = make_array(cols[c], rows, col_types[c]);
 	values[8] = Int32GetDatum(kcf_rolling_window);
+	values[9] = make_array(totals, n, INT4OID);
 	found = kcf_exec(stmt, values, NULL, 0);
 
 	/* kcf_emit_set() runs a statement of its own: the rows are copied first */

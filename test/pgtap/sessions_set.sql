@@ -3,7 +3,7 @@
 -- dead-lettered and the others keep their sessions (extension/dispatch.c, run_sessions_set).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(9);
+SELECT plan(10);
 SET LOCAL kc_flow.retry_base_ms = 0;
 
 INSERT INTO kc_flow.courses (id, title, session_minutes, is_published)
@@ -31,7 +31,8 @@ CREATE TRIGGER refuse_student_2 BEFORE INSERT ON kc_flow.tutoring_sessions
     FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_student_2();
 
 INSERT INTO kc_flow.payments (student_id, course_id, purchase_tier, time_slot, amount_cents, status)
-SELECT s.id, '00000000-0000-0000-0000-0000000c5e70', 10,
+-- student 3 buys 20 sessions: the set's allocations differ in their plans' lengths
+SELECT s.id, '00000000-0000-0000-0000-0000000c5e70', CASE right(s.id::text, 1) WHEN '3' THEN 20 ELSE 10 END,
        jsonb_build_object('weekdays', jsonb_build_array(right(s.id::text, 1)::int), 'start', '10:00',
                           'timezone', 'Europe/Berlin', 'starts_on', '2031-01-01'), 100, 'succeeded'
   FROM kc_flow.students s WHERE s.display_name LIKE 'Student %';
@@ -43,13 +44,21 @@ SELECT is((SELECT count(*) FROM kc_flow.trainer_allocations
 SELECT is((SELECT array_agg(s.student_id::text || ':' || s.n ORDER BY s.student_id)
              FROM (SELECT student_id, count(*) AS n FROM kc_flow.tutoring_sessions
                     WHERE course_id = '00000000-0000-0000-0000-0000000c5e70' GROUP BY student_id) s),
-          ARRAY['00000000-0000-0000-0000-0000000a5e01:10', '00000000-0000-0000-0000-0000000a5e03:10'],
-          'the two other students have their ten sessions');
+          ARRAY['00000000-0000-0000-0000-0000000a5e01:10', '00000000-0000-0000-0000-0000000a5e03:20'],
+          'the two other students have their ten and twenty sessions');
 SELECT is((SELECT array_agg(e.student_id::text ORDER BY e.student_id) FROM kc_flow.events e
             WHERE e.event_type = 'SESSIONS_GENERATED'
               AND e.student_id::text LIKE '00000000-0000-0000-0000-0000000a5e0%'),
           ARRAY['00000000-0000-0000-0000-0000000a5e01', '00000000-0000-0000-0000-0000000a5e03'],
           'SESSIONS_GENERATED for those two only');
+SELECT is((SELECT array_agg(format('%s %s %s-%s of %s', e.student_id = a.student_id AND e.payload->>'purchase_id' = a.purchase_id::text,
+                                   e.payload->>'count', e.payload->>'first_seq', e.payload->>'last_seq',
+                                   e.payload->>'total') ORDER BY e.student_id)
+             FROM kc_flow.events e JOIN kc_flow.trainer_allocations a ON a.id = (e.payload->>'allocation_id')::uuid
+            WHERE e.event_type = 'SESSIONS_GENERATED'
+              AND e.student_id::text LIKE '00000000-0000-0000-0000-0000000a5e0%'),
+          ARRAY['t 10 1-10 of 10', 't 20 1-20 of 20'],
+          'each SESSIONS_GENERATED of the set says its own allocation''s sessions and its plan''s length');
 SELECT is((SELECT d.consumer || ' ' || d.sqlstate || ' ' || d.attempts FROM kc_flow.dead_letters d
              JOIN kc_flow.events e ON e.id = d.event_id
             WHERE e.student_id = '00000000-0000-0000-0000-0000000a5e02' AND NOT d.resolved),
