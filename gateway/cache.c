@@ -24,6 +24,7 @@
 
 #include "cache_local.h"
 #include "cache_redis.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -103,19 +104,9 @@ struct kc_cache
 	kc_local   *local;			/* NULL: no in-process cache */
 };
 
-static long long now_ms(void);
 static void on_redis_up(void *arg, kc_pool_state prev);
 static void on_redis_down(void *arg, kc_pool_state prev, const char *why);
 static kc_get_result redis_get_body(kc_cache *c, const char *key, kc_body **body);
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void
 kc_cache_key(char *buf, size_t len, kc_view view, const char *student)
@@ -269,7 +260,7 @@ redis_get_body(kc_cache *c, const char *key, kc_body **body)
 			/* -1 (no TTL) cannot happen for a filled view; treat it like the configured TTL */
 			long long	left = ttl && ttl->integer >= 0 ? ttl->integer : (long long) c->ttl * 1000;
 
-			(*body)->expires_ms = now_ms() + left;
+			(*body)->expires_ms = kc_monotonic_ms() + left;
 			res = KC_GET_HIT;
 		}
 	}
@@ -295,7 +286,7 @@ kc_cache_lookup(kc_cache *c, kc_view view, const char *student, long long min_ve
 	*local_hit = false;
 	if (c->local)
 	{
-		*body = kc_local_get(c->local, view, student, now_ms());
+		*body = kc_local_get(c->local, view, student, kc_monotonic_ms());
 		if (*body && (*body)->version >= min_version)
 		{
 			*local_hit = true;
@@ -335,7 +326,7 @@ kc_cache_store(kc_cache *c, kc_view view, const char *student, uint64_t ticket, 
 
 	if (stored == 1 && c->local)
 	{
-		body->expires_ms = now_ms() + (long long) c->ttl * 1000;
+		body->expires_ms = kc_monotonic_ms() + (long long) c->ttl * 1000;
 		kc_local_put(c->local, view, student, ticket, body);
 	}
 	return stored;

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -70,15 +71,6 @@ static bool greet(kc_feed *f, int fd);
 static void send_state(kc_feed *f);
 static void note_behind(kc_feed *f);
 static void *feed_main(void *arg);
-
-static long long
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int
 kc_feed_listen(char *err, size_t errlen)
@@ -357,7 +349,7 @@ send_state(kc_feed *f)
 static void
 note_behind(kc_feed *f)
 {
-	long long	now = mono_ms();
+	long long	now = kc_monotonic_ms();
 	long long	sent = f->sent_any ? f->sent : 0;
 	long long	first;
 

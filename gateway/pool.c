@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "clock.h"
+
 struct kc_pool
 {
 	const kc_pool_ops *ops;
@@ -30,21 +32,11 @@ struct kc_pool
 	_Atomic int state;			/* a kc_pool_state */
 };
 
-static long long now_ms(void);
 static bool take_slot(kc_pool *p, int *slot);
 static void put_slot(kc_pool *p, int slot);
 static bool ensure_open(kc_pool *p, kc_pool_lease *l);
 static void close_conn(kc_pool *p, kc_pool_lease *l);
 static void report_failure(kc_pool *p, const char *why);
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 kc_pool *
 kc_pool_create(const kc_pool_ops *ops, void *arg, int size, int wait_ms)
@@ -145,7 +137,7 @@ report_failure(kc_pool *p, const char *why)
 {
 	kc_pool_state prev;
 
-	atomic_store(&p->retry_at_ms, now_ms() + KC_POOL_RETRY_MS);
+	atomic_store(&p->retry_at_ms, kc_monotonic_ms() + KC_POOL_RETRY_MS);
 	prev = (kc_pool_state) atomic_exchange(&p->state, KC_POOL_DOWN);
 	p->ops->on_down(p->arg, prev, why);
 }
@@ -171,7 +163,7 @@ ensure_open(kc_pool *p, kc_pool_lease *l)
 	if (l->conn && (!p->ops->usable || p->ops->usable(l->conn)))
 		return true;
 	close_conn(p, l);
-	if (now_ms() < atomic_load(&p->retry_at_ms))
+	if (kc_monotonic_ms() < atomic_load(&p->retry_at_ms))
 		return false;
 	l->conn = p->ops->open(p->arg, err, sizeof(err));
 	if (!l->conn)
