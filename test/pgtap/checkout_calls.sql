@@ -1,6 +1,7 @@
 -- pgTAP: the platform's checkout (a payment's INSERT into kc_flow.payments, then its
--- confirmation by UPDATE) and a refund run no PL/pgSQL function: the view's trigger takes
--- its C paths (payments_write.c), the outcome's event is appended by payments_emit.c with
+-- confirmation by UPDATE or by confirm_payment()) and a refund run no PL/pgSQL function: the
+-- view's trigger takes its C paths (payments_write.c), confirm_payment() is C
+-- (payments_confirm.c), the outcome's event is appended by payments_emit.c with
 -- 0.1.0's payload, and the rings' slot defaults of the event's rows are C (ring_slot.c),
 -- reading their generation as `SELECT last_value % 3` does, with its privilege check
 -- (docs/extension.md, "Payments: a status change inserts a row").
@@ -8,7 +9,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET LOCAL track_functions = 'pl';
-SELECT plan(9);
+SELECT plan(14);
 
 INSERT INTO kc_flow.students (id, display_name) VALUES ('00000000-0000-0000-0000-00000000c501', 'Checkout calls');
 INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-00000000c502', 'Calls', true);
@@ -50,6 +51,29 @@ SELECT is((SELECT e.payload FROM kc_flow.events e
           jsonb_build_object('payment_id', '00000000-0000-0000-0000-00000000c511'::uuid,
                              'course_id', '00000000-0000-0000-0000-00000000c502'::uuid),
           'PURCHASE_REFUNDED carries 0.1.0''s payload');
+
+-- the API's confirmation
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents)
+VALUES ('00000000-0000-0000-0000-00000000c512', '00000000-0000-0000-0000-00000000c501',
+        '00000000-0000-0000-0000-00000000c502', 10, '{"weekdays":[2],"start":"07:15","timezone":"UTC"}', 100),
+       ('00000000-0000-0000-0000-00000000c513', '00000000-0000-0000-0000-00000000c501',
+        '00000000-0000-0000-0000-00000000c502', 10, '{"weekdays":[4],"start":"07:15","timezone":"UTC"}', 100);
+UPDATE seen SET n = (SELECT n FROM pl_calls);
+CREATE TEMP TABLE confirmed AS SELECT kc_flow.confirm_payment('00000000-0000-0000-0000-00000000c512') AS event_id;
+SELECT is((SELECT n - (SELECT n FROM seen) FROM pl_calls), 0, 'confirm_payment() of a pending payment calls no PL/pgSQL function');
+SELECT is((SELECT event_id FROM confirmed),
+          (SELECT e.id FROM kc_flow.events e
+            WHERE e.correlation_id = '00000000-0000-0000-0000-00000000c512' AND e.event_type = 'PURCHASE_CONFIRMED'),
+          'it returns the id of the PURCHASE_CONFIRMED it emitted');
+SELECT is(kc_flow.confirm_payment('00000000-0000-0000-0000-00000000c512'), NULL,
+          'confirming it again returns NULL');
+SELECT is((SELECT count(*)::int FROM kc_flow.events
+            WHERE correlation_id = '00000000-0000-0000-0000-00000000c512' AND event_type = 'PURCHASE_CONFIRMED'),
+          1, 'and emits nothing');
+UPDATE kc_flow.payments SET status = 'failed' WHERE id = '00000000-0000-0000-0000-00000000c513';
+SELECT throws_ok($$SELECT kc_flow.confirm_payment('00000000-0000-0000-0000-00000000c513')$$, '23514',
+                 'payment 00000000-0000-0000-0000-00000000c513 cannot go from failed to succeeded',
+                 'confirming a failed payment gets record_outcome()''s error');
 
 -- the slot functions read what `SELECT last_value % 3` reads, whether nextval was called or not
 SELECT is(row(kc_flow.log_slot(), kc_flow.event_queue_slot(), kc_flow.version_slot())::text,
