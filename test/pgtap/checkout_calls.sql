@@ -9,7 +9,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SET LOCAL track_functions = 'pl';
-SELECT plan(14);
+SELECT plan(15);
 
 INSERT INTO kc_flow.students (id, display_name) VALUES ('00000000-0000-0000-0000-00000000c501', 'Checkout calls');
 INSERT INTO kc_flow.courses (id, title, is_published) VALUES ('00000000-0000-0000-0000-00000000c502', 'Calls', true);
@@ -74,6 +74,17 @@ UPDATE kc_flow.payments SET status = 'failed' WHERE id = '00000000-0000-0000-000
 SELECT throws_ok($$SELECT kc_flow.confirm_payment('00000000-0000-0000-0000-00000000c513')$$, '23514',
                  'payment 00000000-0000-0000-0000-00000000c513 cannot go from failed to succeeded',
                  'confirming a failed payment gets record_outcome()''s error');
+
+-- a payment inserted as succeeded: its event's order is read, not handed over
+INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents, currency, status)
+VALUES ('00000000-0000-0000-0000-00000000c514', '00000000-0000-0000-0000-00000000c501',
+        '00000000-0000-0000-0000-00000000c502', 30, '{"weekdays":[6],"start":"12:00","timezone":"UTC"}', 0, 'EUR',
+        'succeeded');
+SELECT is((SELECT e.payload FROM kc_flow.events e
+            WHERE e.correlation_id = '00000000-0000-0000-0000-00000000c514' AND e.event_type = 'PURCHASE_CONFIRMED'),
+          '{"payment_id": "00000000-0000-0000-0000-00000000c514", "course_id": "00000000-0000-0000-0000-00000000c502",
+            "purchase_tier": 30, "amount_cents": 0, "currency": "EUR"}'::jsonb,
+          'a payment inserted as succeeded: PURCHASE_CONFIRMED with its own order''s payload');
 
 -- the slot functions read what `SELECT last_value % 3` reads, whether nextval was called or not
 SELECT is(row(kc_flow.log_slot(), kc_flow.event_queue_slot(), kc_flow.version_slot())::text,
