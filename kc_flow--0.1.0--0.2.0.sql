@@ -575,12 +575,12 @@ CREATE SEQUENCE kc_flow.log_generation AS bigint MINVALUE 0 START 0 CACHE 1;
 COMMENT ON SEQUENCE kc_flow.log_generation IS
     'the generation of the event log''s ring (events, event_log, processed_events, log_rounds): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/log_ring.c)';
 
--- The ring slot functions (this one, event_queue_slot(), version_slot()) are PL/pgSQL:
--- a column default that reads a table, evaluated for each row inserted; a SQL function
--- would be parsed and planned again at every call, PL/pgSQL keeps its plan.
+-- The ring slot functions (this one, event_queue_slot(), version_slot()) are C
+-- (extension/ring_slot.c): a column default evaluated for each row inserted, a dozen rows
+-- per purchase; they read the sequence's last_value % 3 as a SELECT does, without running one.
 CREATE FUNCTION kc_flow.log_slot() RETURNS smallint
-    LANGUAGE plpgsql VOLATILE
-AS $$ BEGIN RETURN (SELECT (last_value % 3)::smallint FROM kc_flow.log_generation); END $$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_log_slot';
 COMMENT ON FUNCTION kc_flow.log_slot() IS
     'the slot of the event log''s ring that new rows go to (the default of the slot column of events, event_log, processed_events and log_rounds)';
 
@@ -868,8 +868,8 @@ COMMENT ON SEQUENCE kc_flow.version_generation IS
     'the generation of the cache versions'' ring (student_versions): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/version_ring.c); read without a snapshot by student_version()';
 
 CREATE FUNCTION kc_flow.version_slot() RETURNS smallint
-    LANGUAGE plpgsql VOLATILE
-AS $$ BEGIN RETURN (SELECT (last_value % 3)::smallint FROM kc_flow.version_generation); END $$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_version_slot';
 COMMENT ON FUNCTION kc_flow.version_slot() IS
     'the slot of the cache versions'' ring that new rows go to (the default of student_versions.slot)';
 
@@ -1025,8 +1025,8 @@ COMMENT ON SEQUENCE kc_flow.event_queue_generation IS
     'the generation of the event queue''s ring: new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/queue_ring.c)';
 
 CREATE FUNCTION kc_flow.event_queue_slot() RETURNS smallint
-    LANGUAGE plpgsql VOLATILE
-AS $$ BEGIN RETURN (SELECT (last_value % 3)::smallint FROM kc_flow.event_queue_generation); END $$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_event_queue_slot';
 COMMENT ON FUNCTION kc_flow.event_queue_slot() IS
     'the slot of the event queue''s ring that new rows go to (the default of event_queue.slot)';
 
@@ -1565,33 +1565,11 @@ COMMENT ON FUNCTION kc_flow.payments_emit() IS
 CREATE TRIGGER payments_emit AFTER INSERT ON kc_flow.payment_outcomes
     FOR EACH ROW WHEN (NEW.outcome IN ('succeeded', 'refunded')) EXECUTE FUNCTION kc_flow.payments_emit();
 
+-- C (extension/payments_confirm.c): the order's row lock serializes a payment's confirmations,
+-- the status is read after it, then the outcome; any status but pending, or any isolation
+-- but READ COMMITTED, goes to record_outcome(), whose errors are the only ones raised.
 CREATE OR REPLACE FUNCTION kc_flow.confirm_payment(payment uuid) RETURNS bigint
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, kc_flow
-AS $$
-DECLARE
-    current text;
-    event_id bigint;
-BEGIN
-    IF payment IS NULL THEN
-        RAISE EXCEPTION 'payment id must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    -- the order's row lock serializes the payment's confirmations and writes no version;
-    -- the status is read after it, so the second of two confirmations sees the first
-    PERFORM FROM kc_flow.payment_orders WHERE id = payment FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % does not exist', payment USING ERRCODE = 'no_data_found';
-    END IF;
-    SELECT coalesce(min(x.outcome), 'pending') INTO current    -- as kc_flow.payments derives it
-      FROM kc_flow.payment_outcomes x WHERE x.payment_id = payment;
-    IF current = 'succeeded' THEN
-        RETURN NULL;            -- confirming twice is harmless: one event only
-    END IF;
-    PERFORM kc_flow.record_outcome(payment, current, 'succeeded');
-    SELECT max(id) INTO event_id FROM kc_flow.events
-     WHERE correlation_id = payment AND event_type = 'PURCHASE_CONFIRMED';
-    RETURN event_id;
-END;
-$$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_confirm_payment';
 COMMENT ON FUNCTION kc_flow.confirm_payment(uuid) IS
     'marks a pending payment succeeded (an outcome row), which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';

@@ -160,6 +160,9 @@ extern PGDLLEXPORT Datum kcf_is_iana_timezone(PG_FUNCTION_ARGS);
 /* payments_slot.c: a payment's time slot that kc_flow.validate_time_slot() accepts */
 extern bool kcf_slot_surely_valid(Datum slot);
 
+/* payments_emit.c: the order the view's trigger locked, for the event of the outcome it inserts */
+extern void kcf_payments_emit_hand_over(Datum payment, HeapTuple order, TupleDesc desc);
+
 /* event_types.c: the table of event types */
 extern const char *kcf_consumer_for(const char *event_type);
 

@@ -6,8 +6,9 @@
  * The platform's checkout inserts a payment into kc_flow.payments and confirms
  * it with `UPDATE kc_flow.payments SET status = 'succeeded'`.  An INSERT that
  * passes every check of the rules (checked here without raising: the slot by
- * payments_slot.c) is written with one statement for the student and course
- * and one for the order (and its outcome when it is not pending).  A
+ * payments_slot.c) is written with one statement, which inserts the order
+ * only when the student exists and the course exists and is published (and
+ * one for its outcome when it is not pending).  A
  * status-only UPDATE (no column but status differs from the row the statement
  * read) in a READ COMMITTED transaction locks the payment's order, reads its
  * outcomes after the lock, inserts the new outcome when the change is one the
@@ -45,11 +46,11 @@ static bool sets_status_alone(TriggerData *td);
 static bool change_status(TriggerData *td, HeapTuple *result);
 static bool allowed(const char *current, const char *target);
 static SPIPlanPtr outcome_plan(void);
+static void insert_outcome(Datum *values, SPITupleTable *order);
 static Datum column(TriggerData *td, HeapTuple row, const char *name, bool *isnull);
 static bool is_currency(Datum value);
 static Datum write_by_rules(FunctionCallInfo fcinfo);
 
-static SPIPlanPtr refs_plan;
 static SPIPlanPtr order_plan;
 static SPIPlanPtr lock_plan;
 static SPIPlanPtr state_plan;
@@ -148,27 +149,14 @@ insert_payment(TriggerData *td, HeapTuple *result)
 	values[0] = column(td, row, "time_slot", &isnull);
 	if (isnull || !kcf_slot_surely_valid(values[0]))
 		return false;
-	values[0] = column(td, row, "student_id", &isnull);
+	column(td, row, "student_id", &isnull);
 	if (isnull)
 		return false;
-	values[1] = column(td, row, "course_id", &isnull);
+	column(td, row, "course_id", &isnull);
 	if (isnull)
 		return false;
 
 	SPI_connect();
-	/* the student exists, the course exists and is published */
-	kcf_plan(&refs_plan,
-			 "SELECT EXISTS (SELECT FROM kc_flow.students s WHERE s.id OPERATOR(pg_catalog.=) $1)"
-			 "   AND coalesce((SELECT c.is_published FROM kc_flow.courses c"
-			 "                  WHERE c.id OPERATOR(pg_catalog.=) $2), false)",
-			 2, (Oid[]) {UUIDOID, UUIDOID});
-	kcf_exec(refs_plan, values, NULL, 1);
-	if (!kcf_get_bool(0, 1, &isnull))
-	{
-		SPI_finish();
-		return false;
-	}
-
 	for (i = 0; i < lengthof(order_columns); i++)
 	{
 		int			att = SPI_fnumber(view, order_columns[i]);
@@ -177,12 +165,20 @@ insert_payment(TriggerData *td, HeapTuple *result)
 		nulls[i] = isnull ? 'n' : ' ';
 		types[i] = TupleDescAttr(view, att - 1)->atttypid;
 	}
+	/* written only when the student exists and the course exists and is published */
 	kcf_plan(&order_plan,
 			 "INSERT INTO kc_flow.payment_orders (id, student_id, course_id, amount_cents, currency,"
 			 "       purchase_tier, time_slot, metadata, created_at, updated_at)"
-			 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+			 " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
+			 "  WHERE EXISTS (SELECT FROM kc_flow.students s WHERE s.id OPERATOR(pg_catalog.=) $2)"
+			 "    AND coalesce((SELECT c.is_published FROM kc_flow.courses c"
+			 "                   WHERE c.id OPERATOR(pg_catalog.=) $3), false)",
 			 lengthof(order_columns), types);
-	kcf_exec(order_plan, values, nulls, 0);
+	if (kcf_exec(order_plan, values, nulls, 0) == 0)
+	{
+		SPI_finish();
+		return false;
+	}
 
 	stamps[0] = values[ORDER_UPDATED_AT - 1];
 	stamp_nulls[0] = nulls[ORDER_UPDATED_AT - 1];
@@ -246,6 +242,26 @@ outcome_plan(void)
 					2, (Oid[]) {UUIDOID, TEXTOID});
 }
 
+/*
+ * Inserts the outcome values[1] of payment values[0], whose order row (the
+ * first of order, locked) is handed over to payments_emit for the event:
+ * lock_plan's first six columns are those it reads.
+ */
+static void
+insert_outcome(Datum *values, SPITupleTable *order)
+{
+	kcf_payments_emit_hand_over(values[0], order->vals[0], order->tupdesc);
+	PG_TRY();
+	{
+		kcf_exec(outcome_plan(), values, NULL, 0);
+	}
+	PG_FINALLY();
+	{
+		kcf_payments_emit_hand_over((Datum) 0, NULL, NULL);
+	}
+	PG_END_TRY();
+}
+
 /* pending->succeeded|failed and succeeded->refunded, as record_outcome() allows. */
 static bool
 allowed(const char *current, const char *target)
@@ -275,6 +291,7 @@ change_status(TriggerData *td, HeapTuple *result)
 	char	   *target;
 	bool		settles;
 	Datum		values[2];
+	SPITupleTable *order;
 	Datum	   *row;
 	bool	   *row_nulls;
 	Datum		succeeded_at,
@@ -305,6 +322,7 @@ change_status(TriggerData *td, HeapTuple *result)
 		*result = NULL;
 		return true;
 	}
+	order = SPI_tuptable;
 	row = palloc(sizeof(Datum) * view->natts);
 	row_nulls = palloc0(sizeof(bool) * view->natts);
 	for (i = 0; i < lengthof(order_columns); i++)
@@ -339,7 +357,7 @@ change_status(TriggerData *td, HeapTuple *result)
 	if (settles)
 	{
 		values[1] = new_status;
-		kcf_exec(outcome_plan(), values, NULL, 0);
+		insert_outcome(values, order);
 	}
 
 	row[status_att - 1] = settles ? new_status : CStringGetTextDatum(current);

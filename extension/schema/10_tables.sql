@@ -194,12 +194,12 @@ CREATE SEQUENCE kc_flow.log_generation AS bigint MINVALUE 0 START 0 CACHE 1;
 COMMENT ON SEQUENCE kc_flow.log_generation IS
     'the generation of the event log''s ring (events, event_log, processed_events, log_rounds): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/log_ring.c)';
 
--- The ring slot functions (this one, event_queue_slot(), version_slot()) are PL/pgSQL:
--- a column default that reads a table, evaluated for each row inserted; a SQL function
--- would be parsed and planned again at every call, PL/pgSQL keeps its plan.
+-- The ring slot functions (this one, event_queue_slot(), version_slot()) are C
+-- (extension/ring_slot.c): a column default evaluated for each row inserted, a dozen rows
+-- per purchase; they read the sequence's last_value % 3 as a SELECT does, without running one.
 CREATE FUNCTION kc_flow.log_slot() RETURNS smallint
-    LANGUAGE plpgsql VOLATILE
-AS $$ BEGIN RETURN (SELECT (last_value % 3)::smallint FROM kc_flow.log_generation); END $$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_log_slot';
 COMMENT ON FUNCTION kc_flow.log_slot() IS
     'the slot of the event log''s ring that new rows go to (the default of the slot column of events, event_log, processed_events and log_rounds)';
 
@@ -303,8 +303,8 @@ COMMENT ON SEQUENCE kc_flow.event_queue_generation IS
     'the generation of the event queue''s ring: new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/queue_ring.c)';
 
 CREATE FUNCTION kc_flow.event_queue_slot() RETURNS smallint
-    LANGUAGE plpgsql VOLATILE
-AS $$ BEGIN RETURN (SELECT (last_value % 3)::smallint FROM kc_flow.event_queue_generation); END $$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_event_queue_slot';
 COMMENT ON FUNCTION kc_flow.event_queue_slot() IS
     'the slot of the event queue''s ring that new rows go to (the default of event_queue.slot)';
 
@@ -382,8 +382,8 @@ COMMENT ON SEQUENCE kc_flow.version_generation IS
     'the generation of the cache versions'' ring (student_versions): new rows go to slot last_value % 3; each rotation truncates the next slot and advances it (extension/version_ring.c); read without a snapshot by student_version()';
 
 CREATE FUNCTION kc_flow.version_slot() RETURNS smallint
-    LANGUAGE plpgsql VOLATILE
-AS $$ BEGIN RETURN (SELECT (last_value % 3)::smallint FROM kc_flow.version_generation); END $$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_version_slot';
 COMMENT ON FUNCTION kc_flow.version_slot() IS
     'the slot of the cache versions'' ring that new rows go to (the default of student_versions.slot)';
 

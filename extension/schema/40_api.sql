@@ -30,34 +30,12 @@ $$;
 COMMENT ON FUNCTION kc_flow.create_payment(uuid, uuid, int, jsonb, bigint, text, jsonb) IS
     'records a pending payment after checking student, course, tier and time slot; returns its id; 23505 when the student already holds the course (an active purchase)';
 
+-- C (extension/payments_confirm.c): the order's row lock serializes a payment's confirmations,
+-- the status is read after it, then the outcome; any status but pending, or any isolation
+-- but READ COMMITTED, goes to record_outcome(), whose errors are the only ones raised.
 CREATE FUNCTION kc_flow.confirm_payment(payment uuid) RETURNS bigint
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, kc_flow
-AS $$
-DECLARE
-    current text;
-    event_id bigint;
-BEGIN
-    IF payment IS NULL THEN
-        RAISE EXCEPTION 'payment id must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    -- the order's row lock serializes the payment's confirmations and writes no version;
-    -- the status is read after it, so the second of two confirmations sees the first
-    PERFORM FROM kc_flow.payment_orders WHERE id = payment FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % does not exist', payment USING ERRCODE = 'no_data_found';
-    END IF;
-    SELECT coalesce(min(x.outcome), 'pending') INTO current    -- as kc_flow.payments derives it
-      FROM kc_flow.payment_outcomes x WHERE x.payment_id = payment;
-    IF current = 'succeeded' THEN
-        RETURN NULL;            -- confirming twice is harmless: one event only
-    END IF;
-    PERFORM kc_flow.record_outcome(payment, current, 'succeeded');
-    SELECT max(id) INTO event_id FROM kc_flow.events
-     WHERE correlation_id = payment AND event_type = 'PURCHASE_CONFIRMED';
-    RETURN event_id;
-END;
-$$;
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'kcf_confirm_payment';
 COMMENT ON FUNCTION kc_flow.confirm_payment(uuid) IS
     'marks a pending payment succeeded (an outcome row), which emits PURCHASE_CONFIRMED; returns that event id, or NULL when it was already succeeded';
 
