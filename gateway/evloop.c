@@ -7,6 +7,7 @@
  * has asked to quit, on_exit runs, the inbox closes, and what was posted but
  * never handled goes to on_drop.
  */
+#define _GNU_SOURCE
 #include "evloop.h"
 
 #include <errno.h>
@@ -84,9 +85,12 @@ kc_evloop_create(const kc_evloop_handlers *handlers, void *arg, int tick_ms)
 }
 
 bool
-kc_evloop_start(kc_evloop *lp)
+kc_evloop_start(kc_evloop *lp, const char *name)
 {
-	return pthread_create(&lp->thread, NULL, loop_main, lp) == 0;
+	if (pthread_create(&lp->thread, NULL, loop_main, lp) != 0)
+		return false;
+	pthread_setname_np(lp->thread, name);	/* how top, perf and the tests tell it */
+	return true;
 }
 
 void

@@ -44,8 +44,8 @@ typedef struct kc_evloop_handlers
 
 /* NULL when out of memory or descriptors; handlers must outlive the loop. */
 kc_evloop  *kc_evloop_create(const kc_evloop_handlers *handlers, void *arg, int tick_ms);
-/* Starts the loop's thread; false when it could not. */
-bool		kc_evloop_start(kc_evloop *lp);
+/* Starts the loop's thread, named name (15 bytes at most); false when it could not. */
+bool		kc_evloop_start(kc_evloop *lp, const char *name);
 /* Waits for the thread to end (after kc_evloop_quit). */
 void		kc_evloop_join(kc_evloop *lp);
 /* Frees a loop whose thread never started or has been joined. */

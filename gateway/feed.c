@@ -379,6 +379,7 @@ feed_main(void *arg)
 {
 	kc_feed    *f = arg;
 
+	pthread_setname_np(pthread_self(), "kc-feed");
 	while (!atomic_load(&f->stop))
 	{
 		struct pollfd p[2] = {{f->listen_fd, POLLIN, 0}, {f->wake[0], POLLIN, 0}};

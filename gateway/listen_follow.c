@@ -23,6 +23,7 @@
  * or below it (a restarted listener process replays from the Redis
  * watermark) are not handed over twice.
  */
+#define _GNU_SOURCE
 #include "listen_int.h"
 
 #include <errno.h>
@@ -270,6 +271,7 @@ follow_main(void *arg)
 	socklen_t	alen;
 	bool		warned = false;
 
+	pthread_setname_np(pthread_self(), "kc-feed-follow");
 	memset(&addr, 0, sizeof(addr));
 	addr.sun_family = AF_UNIX;
 	memcpy(addr.sun_path + 1, l->conninfo, strlen(l->conninfo));

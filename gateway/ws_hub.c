@@ -187,7 +187,7 @@ kc_ws_hub_start(const kc_ws_limits *limits, kc_ws_position_fn position, void *po
 	h->position = position;
 	h->position_arg = position_arg;
 	h->loop = kc_evloop_create(&handlers, h, TICK_MS);
-	if (!h->loop || !kc_evloop_start(h->loop))
+	if (!h->loop || !kc_evloop_start(h->loop, "kc-ws-hub"))
 	{
 		kc_evloop_free(h->loop);
 		free(h);
