@@ -53,6 +53,12 @@ void		kc_evloop_free(kc_evloop *lp);
 
 /* Any thread: queues m for on_msg; false (m not taken) once the loop has ended. */
 bool		kc_evloop_post(kc_evloop *lp, kc_evmsg *m);
+/*
+ * The same without waking the loop: m is handled, in posting order with the
+ * others, at the loop's next turn, whatever ends its wait (a descriptor, a
+ * post, or the tick at the latest).
+ */
+bool		kc_evloop_post_quiet(kc_evloop *lp, kc_evmsg *m);
 
 /* Loop thread: the loop ends after this turn. */
 void		kc_evloop_quit(kc_evloop *lp);
