@@ -135,6 +135,7 @@ take_event(kc_listener *l, upstream *up, const char *msg, size_t len)
 	ev.correlation_id = has_corr ? f[2] : NULL;
 	ev.created_at = f[3][0] ? f[3] : NULL;
 	ev.payload = f[4];
+	ev.more = false;
 	/* the listener process handed it over with Redis away: requests must bypass Redis */
 	up->synced = synced != 0;
 	if (!up->synced)
