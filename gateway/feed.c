@@ -351,12 +351,14 @@ accept_child(kc_feed *f)
 		f->warned_buffer = true;
 	}
 	pthread_mutex_lock(&f->lock);
+	/* the events held go to the others first: the greeting's position is past them */
+	flush_batch(f);
 	if (f->nkids == MAX_CHILDREN)
 	{
 		kc_logf(KC_LOG_WARN, "feed: more than %d gateway processes connected", MAX_CHILDREN);
 		close(fd);
 	}
-	else if ((flush_batch(f), !greet(f, fd)))
+	else if (!greet(f, fd))
 		close(fd);
 	else
 	{
@@ -455,7 +457,7 @@ feed_main(void *arg)
 			while (accept_child(f))
 				;
 		pthread_mutex_lock(&f->lock);
-		flush_batch(f);			/* a batch whose end never came: none, but the order holds anyway */
+		flush_batch(f);			/* before the state: a child sees the messages in their order */
 		/* a child that went away: its end reads as hung up */
 		for (int i = 0; i < f->nkids; i++)
 		{
