@@ -204,6 +204,7 @@ kc_catchup_run(kc_listener *l, long long from, bool invalidate)
 			ev->version = strtoll(PQgetvalue(r, i, 4), NULL, 10);
 			ev->created_at = PQgetvalue(r, i, 6);
 			ev->payload = PQgetvalue(r, i, 7);
+			ev->more = i < rows - 1;
 		}
 		/* every event of the batch invalidated before any of them is pushed */
 		if (rows > 0 && invalidate && !apply_events(l, rows, evs))

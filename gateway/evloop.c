@@ -1,12 +1,14 @@
 /*
  * evloop.c - the event loop of evloop.h.
  *
- * A turn: wait in epoll until a descriptor is ready or the next tick is due,
- * hand every ready descriptor to on_fd (the inbox's eventfd to on_msg, one
- * message at a time), run the tick when due, then after_turn. When the user
+ * A turn: wait in epoll until a descriptor is ready, a post rings the inbox's
+ * eventfd or the next tick is due; hand every message of the inbox to on_msg
+ * (also those posted quietly, without ringing, since the last turn), then
+ * every ready descriptor to on_fd, run the tick when due, then after_turn. When the user
  * has asked to quit, on_exit runs, the inbox closes, and what was posted but
  * never handled goes to on_drop.
  */
+#define _GNU_SOURCE
 #include "evloop.h"
 
 #include <errno.h>
@@ -41,7 +43,7 @@ struct kc_evloop
 };
 
 static double mono_now(void);
-static void drain_inbox(kc_evloop *lp);
+static void drain_inbox(kc_evloop *lp, bool rung);
 static void close_inbox(kc_evloop *lp);
 static void *loop_main(void *arg);
 
@@ -84,9 +86,12 @@ kc_evloop_create(const kc_evloop_handlers *handlers, void *arg, int tick_ms)
 }
 
 bool
-kc_evloop_start(kc_evloop *lp)
+kc_evloop_start(kc_evloop *lp, const char *name)
 {
-	return pthread_create(&lp->thread, NULL, loop_main, lp) == 0;
+	if (pthread_create(&lp->thread, NULL, loop_main, lp) != 0)
+		return false;
+	pthread_setname_np(lp->thread, name);	/* how top, perf and the tests tell it */
+	return true;
 }
 
 void
@@ -106,8 +111,8 @@ kc_evloop_free(kc_evloop *lp)
 	free(lp);
 }
 
-bool
-kc_evloop_post(kc_evloop *lp, kc_evmsg *m)
+static bool
+post(kc_evloop *lp, kc_evmsg *m, bool ring)
 {
 	uint64_t	one = 1;
 	bool		ok;
@@ -124,9 +129,21 @@ kc_evloop_post(kc_evloop *lp, kc_evmsg *m)
 		lp->tail = m;
 	}
 	pthread_mutex_unlock(&lp->lock);
-	if (ok && write(lp->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	if (ok && ring && write(lp->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		kc_logf(KC_LOG_WARN, "event loop: eventfd write: %s", strerror(errno));
 	return ok;
+}
+
+bool
+kc_evloop_post(kc_evloop *lp, kc_evmsg *m)
+{
+	return post(lp, m, true);
+}
+
+bool
+kc_evloop_post_quiet(kc_evloop *lp, kc_evmsg *m)
+{
+	return post(lp, m, false);
 }
 
 void
@@ -169,14 +186,14 @@ kc_evloop_unwatch(kc_evloop *lp, int fd)
 	epoll_ctl(lp->ep, EPOLL_CTL_DEL, fd, NULL);
 }
 
-/* Takes the whole inbox at once and hands it over in order. */
+/* Takes the whole inbox at once and hands it over in order; rung: clears the doorbell first. */
 static void
-drain_inbox(kc_evloop *lp)
+drain_inbox(kc_evloop *lp, bool rung)
 {
 	kc_evmsg   *m;
 	uint64_t	v;
 
-	if (read(lp->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+	if (rung && read(lp->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		kc_logf(KC_LOG_WARN, "event loop: eventfd read: %s", strerror(errno));
 	pthread_mutex_lock(&lp->lock);
 	m = lp->head;
@@ -222,13 +239,16 @@ loop_main(void *arg)
 	{
 		int			timeout = (int) ((next_tick - mono_now()) * 1000) + 1;
 		int			n = epoll_wait(lp->ep, evs, EPOLL_BATCH, timeout < 0 ? 0 : timeout);
+		bool		rung = false;
 
 		lp->now = mono_now();
 		for (int i = 0; i < n; i++)
+			rung |= evs[i].data.ptr == NULL;
+		/* rung or not: quiet posts wait for whatever turn comes next */
+		drain_inbox(lp, rung);
+		for (int i = 0; i < n; i++)
 		{
-			if (evs[i].data.ptr == NULL)
-				drain_inbox(lp);
-			else
+			if (evs[i].data.ptr != NULL)
 				lp->h->on_fd(lp->arg, evs[i].data.ptr,
 							 ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ? KC_EV_READ : 0) |
 							 ((evs[i].events & EPOLLOUT) ? KC_EV_WRITE : 0));

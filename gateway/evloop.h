@@ -44,8 +44,8 @@ typedef struct kc_evloop_handlers
 
 /* NULL when out of memory or descriptors; handlers must outlive the loop. */
 kc_evloop  *kc_evloop_create(const kc_evloop_handlers *handlers, void *arg, int tick_ms);
-/* Starts the loop's thread; false when it could not. */
-bool		kc_evloop_start(kc_evloop *lp);
+/* Starts the loop's thread, named name (15 bytes at most); false when it could not. */
+bool		kc_evloop_start(kc_evloop *lp, const char *name);
 /* Waits for the thread to end (after kc_evloop_quit). */
 void		kc_evloop_join(kc_evloop *lp);
 /* Frees a loop whose thread never started or has been joined. */
@@ -53,6 +53,12 @@ void		kc_evloop_free(kc_evloop *lp);
 
 /* Any thread: queues m for on_msg; false (m not taken) once the loop has ended. */
 bool		kc_evloop_post(kc_evloop *lp, kc_evmsg *m);
+/*
+ * The same without waking the loop: m is handled, in posting order with the
+ * others, at the loop's next turn, whatever ends its wait (a descriptor, a
+ * post, or the tick at the latest).
+ */
+bool		kc_evloop_post_quiet(kc_evloop *lp, kc_evmsg *m);
 
 /* Loop thread: the loop ends after this turn. */
 void		kc_evloop_quit(kc_evloop *lp);

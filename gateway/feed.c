@@ -7,8 +7,14 @@
  * reached, and every 50 ms sends the listener's state when it changed.
  * Every send happens under one lock, so a child sees the messages in the
  * order the listener produced them, and a state read under that lock is
- * never sent after an event that came later. Sends never block: a child
- * whose socket buffer is full is dropped (it reconnects and refetches).
+ * never sent after an event that came later. The events of one catch-up
+ * batch (kc_event_note.more) go to each child in one sendmmsg at the
+ * batch's end: a child's reader wakes once per batch, not once per event,
+ * and the listener is not preempted by six readers between two events of a
+ * batch. Whatever else is sent (a state, a greeting, a skip, a rewind)
+ * sends the events held so far first, so the order stays the listener's.
+ * Sends never block: a child whose socket buffer is full is dropped (it
+ * reconnects and refetches).
  * For /readyz, it marks a dropped child in the shared metrics segment, and
  * every tick since when each child is behind what it handed out (metrics.h).
  */
@@ -36,6 +42,9 @@
 #define SNDBUF (4 * 1024 * 1024)
 /* ticks of history (12.8 s): longer than the 5 s /readyz allows a child to be behind */
 #define HISTORY 256
+/* the events of a batch held for one sendmmsg: at most this many, of at most this many bytes */
+#define BATCH_MSGS 64
+#define BATCH_BYTES (64 * 1024)
 
 struct kc_feed
 {
@@ -53,6 +62,11 @@ struct kc_feed
 	bool		sent_any;
 	char		state[64];		/* the last state sent */
 	char	   *buf;			/* KC_FEED_MAX_MSG: one message being built */
+	char	   *batch;			/* BATCH_BYTES: the batch's messages held, back to back */
+	size_t		batch_len;
+	struct iovec batch_iov[BATCH_MSGS];
+	int			batch_n;
+	long long	batch_last;		/* the log position of the last event held */
 	bool		warned_buffer;	/* feed thread only */
 	/* every tick, how far the stream had reached and when (ms): a ring of HISTORY */
 	long long	hist_pos[HISTORY];
@@ -65,6 +79,7 @@ static socklen_t feed_addr_len;
 static char feed_name[64];
 
 static void drop(kc_feed *f, int i, const char *why);
+static void flush_batch(kc_feed *f);
 static void broadcast(kc_feed *f, const char *msg, size_t len);
 static void state_text(kc_feed *f, char *out, size_t len);
 static bool greet(kc_feed *f, int fd);
@@ -110,10 +125,12 @@ kc_feed_start(int listen_fd, kc_cache *cache)
 	f->listen_fd = listen_fd;
 	f->cache = cache;
 	f->buf = malloc(KC_FEED_MAX_MSG);
+	f->batch = malloc(BATCH_BYTES);
 	pthread_mutex_init(&f->lock, NULL);
-	if (!f->buf || pipe(f->wake) != 0)
+	if (!f->buf || !f->batch || pipe(f->wake) != 0)
 	{
 		free(f->buf);
+		free(f->batch);
 		free(f);
 		return NULL;
 	}
@@ -122,6 +139,7 @@ kc_feed_start(int listen_fd, kc_cache *cache)
 		close(f->wake[0]);
 		close(f->wake[1]);
 		free(f->buf);
+		free(f->batch);
 		free(f);
 		return NULL;
 	}
@@ -152,6 +170,7 @@ kc_feed_stop(kc_feed *f)
 	close(f->wake[1]);
 	pthread_mutex_destroy(&f->lock);
 	free(f->buf);
+	free(f->batch);
 	free(f);
 }
 
@@ -173,10 +192,42 @@ drop(kc_feed *f, int i, const char *why)
 	f->kid_pids[i] = f->kid_pids[f->nkids];
 }
 
-/* Under the lock: msg to every child. */
+/*
+ * Under the lock: the events held go to every child, one sendmmsg each (a
+ * child that cannot take them all is dropped), and the stream's position
+ * moves past them.
+ */
+static void
+flush_batch(kc_feed *f)
+{
+	struct mmsghdr msgs[BATCH_MSGS];
+
+	if (f->batch_n == 0)
+		return;
+	memset(msgs, 0, sizeof(msgs));
+	for (int k = 0; k < f->batch_n; k++)
+	{
+		msgs[k].msg_hdr.msg_iov = &f->batch_iov[k];
+		msgs[k].msg_hdr.msg_iovlen = 1;
+	}
+	for (int i = 0; i < f->nkids; i++)
+	{
+		int			n = sendmmsg(f->kids[i], msgs, (unsigned) f->batch_n, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n != f->batch_n)
+			drop(f, i--, n >= 0 || errno == EAGAIN ? "its socket buffer is full" : strerror(errno));
+	}
+	f->sent = f->batch_last;
+	f->sent_any = true;
+	f->batch_n = 0;
+	f->batch_len = 0;
+}
+
+/* Under the lock: msg to every child, after the events held. */
 static void
 broadcast(kc_feed *f, const char *msg, size_t len)
 {
+	flush_batch(f);
 	for (int i = 0; i < f->nkids; i++)
 	{
 		if (send(f->kids[i], msg, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) len)
@@ -217,9 +268,25 @@ kc_feed_on_event(const kc_event_note *ev, void *arg)
 				ev->id, KC_FEED_MAX_MSG);
 		n = snprintf(f->buf, KC_FEED_MAX_MSG, "K %lld %lld", prev, ev->id);
 	}
-	broadcast(f, f->buf, (size_t) n + 1);
-	f->sent = ev->id;
-	f->sent_any = true;
+	if ((size_t) n + 1 > BATCH_BYTES)
+	{
+		/* larger than a batch holds: alone, after the events held */
+		broadcast(f, f->buf, (size_t) n + 1);
+		f->sent = ev->id;
+		f->sent_any = true;
+	}
+	else
+	{
+		if (f->batch_n == BATCH_MSGS || f->batch_len + (size_t) n + 1 > BATCH_BYTES)
+			flush_batch(f);
+		memcpy(f->batch + f->batch_len, f->buf, (size_t) n + 1);
+		f->batch_iov[f->batch_n].iov_base = f->batch + f->batch_len;
+		f->batch_iov[f->batch_n++].iov_len = (size_t) n + 1;
+		f->batch_len += (size_t) n + 1;
+		f->batch_last = ev->id;
+		if (!ev->more)
+			flush_batch(f);
+	}
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -284,6 +351,8 @@ accept_child(kc_feed *f)
 		f->warned_buffer = true;
 	}
 	pthread_mutex_lock(&f->lock);
+	/* the events held go to the others first: the greeting's position is past them */
+	flush_batch(f);
 	if (f->nkids == MAX_CHILDREN)
 	{
 		kc_logf(KC_LOG_WARN, "feed: more than %d gateway processes connected", MAX_CHILDREN);
@@ -379,6 +448,7 @@ feed_main(void *arg)
 {
 	kc_feed    *f = arg;
 
+	pthread_setname_np(pthread_self(), "kc-feed");
 	while (!atomic_load(&f->stop))
 	{
 		struct pollfd p[2] = {{f->listen_fd, POLLIN, 0}, {f->wake[0], POLLIN, 0}};
@@ -387,6 +457,7 @@ feed_main(void *arg)
 			while (accept_child(f))
 				;
 		pthread_mutex_lock(&f->lock);
+		flush_batch(f);			/* before the state: a child sees the messages in their order */
 		/* a child that went away: its end reads as hung up */
 		for (int i = 0; i < f->nkids; i++)
 		{

@@ -16,6 +16,7 @@
  * to the event pushed there: a failover that lost commits or a restored
  * database rewinds it (catchup.c), whatever Redis holds.
  */
+#define _GNU_SOURCE
 #include "listen_int.h"
 
 #include <libpq-fe.h>
@@ -246,6 +247,8 @@ listener_main(void *arg)
 {
 	kc_listener *l = arg;
 	int			backoff = 100;
+
+	pthread_setname_np(pthread_self(), "kc-listen");
 	bool		ever = false;
 	kc_db_down	down = KC_DB_DOWN_NONE;
 

@@ -28,6 +28,7 @@ typedef struct kc_event_note
 	long long	version;
 	const char *created_at;		/* ISO 8601 as in JSON; NULL on the fast path */
 	const char *payload;		/* JSON text; NULL on the fast path */
+	bool		more;			/* more events of the same catch-up batch follow at once */
 } kc_event_note;
 
 typedef void (*kc_event_fn) (const kc_event_note *ev, void *arg);

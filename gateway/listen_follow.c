@@ -23,6 +23,7 @@
  * or below it (a restarted listener process replays from the Redis
  * watermark) are not handed over twice.
  */
+#define _GNU_SOURCE
 #include "listen_int.h"
 
 #include <errno.h>
@@ -134,6 +135,7 @@ take_event(kc_listener *l, upstream *up, const char *msg, size_t len)
 	ev.correlation_id = has_corr ? f[2] : NULL;
 	ev.created_at = f[3][0] ? f[3] : NULL;
 	ev.payload = f[4];
+	ev.more = false;
 	/* the listener process handed it over with Redis away: requests must bypass Redis */
 	up->synced = synced != 0;
 	if (!up->synced)
@@ -270,6 +272,7 @@ follow_main(void *arg)
 	socklen_t	alen;
 	bool		warned = false;
 
+	pthread_setname_np(pthread_self(), "kc-feed-follow");
 	memset(&addr, 0, sizeof(addr));
 	addr.sun_family = AF_UNIX;
 	memcpy(addr.sun_path + 1, l->conninfo, strlen(l->conninfo));

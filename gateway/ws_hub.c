@@ -3,6 +3,15 @@
  * what other threads call, the start and the stop of the hub thread, and
  * the messages of its inbox.
  *
+ * An event rings the hub's doorbell only when a connection may want it: its
+ * student's slot in the interest counts, or the firehose, counts one. Every
+ * other event (with --processes N, five in six: every process gets every
+ * event) is posted quietly and handled, in order, at the hub's next turn,
+ * whatever wakes it (a socket, a ringing post, the tick at the latest): it
+ * only moves the hub's position then. A connection being linked while such
+ * an event is on its way loses nothing: the event waits in the inbox, in
+ * order, and at worst reaches it one tick later.
+ *
  * The hub thread is an event loop (evloop.c); other threads reach it only by
  * posting to its inbox: an event, a new connection, the end of a replay, a
  * rewound log, or the stop. Each is handed to ws_stream.c in posting order. The stop closes
@@ -12,9 +21,11 @@
 #include "ws_hub_int.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "metrics.h"
+#include "setassoc.h"
 
 #define TICK_MS 100			/* small, so that the pings due in one turn are few */
 
@@ -41,6 +52,8 @@ typedef struct inbox_item
 } inbox_item;
 
 static bool post(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how);
+static bool post_how(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how,
+					 bool ring);
 static void start_stop(kc_ws_hub *h);
 static void on_fd(void *arg, void *data, int ready);
 static void on_msg(void *arg, kc_evmsg *m);
@@ -54,6 +67,22 @@ static const kc_evloop_handlers handlers = {
 };
 
 /* ---- the hub thread ----------------------------------------------------- */
+
+static unsigned
+interest_slot(const char *student)
+{
+	return (unsigned) (kc_hash(student, strlen(student)) & (KC_WS_INTEREST_SLOTS - 1));
+}
+
+void
+kc_ws_hub_interest(kc_ws_hub *h, const kc_ws_conn *c, int delta)
+{
+	if (c->all)
+		atomic_fetch_add_explicit(&h->firehose_n, delta, memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(&h->interest[interest_slot(c->student)], (unsigned) delta,
+								  memory_order_relaxed);
+}
 
 static void
 on_fd(void *arg, void *data, int ready)
@@ -162,6 +191,13 @@ on_drop(void *arg, kc_evmsg *m)
 static bool
 post(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how)
 {
+	return post_how(h, kind, c, msgs, how, true);
+}
+
+/* The same, ringing the doorbell only when ring. */
+static bool
+post_how(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay how, bool ring)
+{
 	inbox_item *it = malloc(sizeof(*it));
 
 	if (!it)
@@ -170,7 +206,7 @@ post(kc_ws_hub *h, item_kind kind, kc_ws_conn *c, kc_ws_msg *msgs, kc_ws_replay 
 	it->conn = c;
 	it->msgs = msgs;
 	it->how = how;
-	if (kc_evloop_post(h->loop, &it->link))
+	if (ring ? kc_evloop_post(h->loop, &it->link) : kc_evloop_post_quiet(h->loop, &it->link))
 		return true;
 	free(it);
 	return false;
@@ -186,10 +222,12 @@ kc_ws_hub_start(const kc_ws_limits *limits, kc_ws_position_fn position, void *po
 	h->lim = *limits;
 	h->position = position;
 	h->position_arg = position_arg;
-	h->loop = kc_evloop_create(&handlers, h, TICK_MS);
-	if (!h->loop || !kc_evloop_start(h->loop))
+	h->interest = calloc(KC_WS_INTEREST_SLOTS, sizeof(*h->interest));
+	h->loop = h->interest ? kc_evloop_create(&handlers, h, TICK_MS) : NULL;
+	if (!h->loop || !kc_evloop_start(h->loop, "kc-ws-hub"))
 	{
 		kc_evloop_free(h->loop);
+		free(h->interest);
 		free(h);
 		return NULL;
 	}
@@ -216,13 +254,23 @@ kc_ws_hub_free(kc_ws_hub *h)
 		return;
 	kc_ws_hub_stop(h, 0);
 	kc_evloop_free(h->loop);
+	free(h->interest);
 	free(h);
 }
 
 void
 kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m)
 {
-	if (!h || !post(h, ITEM_EVENT, NULL, m, 0))
+	bool		wanted;
+
+	if (!h)
+	{
+		free(m);
+		return;
+	}
+	wanted = atomic_load_explicit(&h->firehose_n, memory_order_relaxed) > 0 ||
+		atomic_load_explicit(&h->interest[interest_slot(m->student)], memory_order_relaxed) > 0;
+	if (!post_how(h, ITEM_EVENT, NULL, m, 0, wanted))
 		free(m);
 }
 

@@ -19,8 +19,9 @@
  *
  * usage: client PORT SECRET STUDENTS_FILE FIRST COUNT READY_FILE STOP_FILE LAT_FILE [SOURCE_ADDR ...]
  * Writes the number of open connections to READY_FILE once all are open (or failed), keeps
- * them until STOP_FILE exists, writes every latency (ms, one a line) to LAT_FILE, then prints
- * one JSON line with the counts.
+ * them until STOP_FILE exists, writes every event received to LAT_FILE, one a line: its latency
+ * (ms), its log position and when it was received (s since the epoch), then prints one JSON
+ * line with the counts.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -71,7 +72,12 @@ static struct
 	int			max_fd;
 	long		open, failed, closed, events, pings;
 	double		first_event, last_event;
-	double	   *lat;
+	struct
+	{
+		double		lat;		/* receive time minus the payload's t (s) */
+		double		at;			/* receive time, CLOCK_REALTIME (s) */
+		long long	id;			/* the event's log position */
+	}		   *lat;
 	size_t		nlat, caplat;
 	struct
 	{
@@ -384,7 +390,8 @@ msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *ar
 	conn	   *c = user;
 	double		now;
 	cJSON	   *doc,
-			   *t;
+			   *t,
+			   *id;
 
 	if (arg->opcode == WSLAY_PING)
 		g.pings++;
@@ -396,14 +403,17 @@ msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *ar
 		now = now_s();
 		doc = cJSON_ParseWithLength((const char *) arg->msg, arg->msg_length);
 		t = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "payload"), "t");
+		id = cJSON_GetObjectItemCaseSensitive(doc, "id");
 		if (cJSON_IsNumber(t) && t->valuedouble != 0)
 		{
 			if (g.nlat == g.caplat)
 			{
 				g.caplat = g.caplat ? g.caplat * 2 : 65536;
-				g.lat = realloc(g.lat, g.caplat * sizeof(double));
+				g.lat = realloc(g.lat, g.caplat * sizeof(*g.lat));
 			}
-			g.lat[g.nlat++] = now - t->valuedouble;
+			g.lat[g.nlat].lat = now - t->valuedouble;
+			g.lat[g.nlat].at = now;
+			g.lat[g.nlat++].id = cJSON_IsNumber(id) ? (long long) id->valuedouble : 0;
 		}
 		cJSON_Delete(doc);
 		g.events++;
@@ -568,7 +578,7 @@ main(int argc, char **argv)
 	if ((f = fopen(lat_file, "w")))
 	{
 		for (i = 0; i < (long) g.nlat; i++)
-			fprintf(f, "%.3f\n", g.lat[i] * 1000);
+			fprintf(f, "%.3f %lld %.6f\n", g.lat[i].lat * 1000, g.lat[i].id, g.lat[i].at);
 		fclose(f);
 	}
 	print_result(connect_s, connect_cpu_s);

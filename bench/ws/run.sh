@@ -4,7 +4,10 @@
 # with pgbench calling kc_flow.emit_event for random students, and reports: connections
 # held, commit-to-delivery latency p50/p90/p99/max and events/s delivered (measured by the
 # client, bench/ws/client.c, one epoll set per process), events delivered vs emitted, gateway RSS
-# before and with the connections open, and RSS per connection.
+# before and with the connections open, and RSS per connection. Each event's latency is also
+# split in two at the time the kc_flow worker's round gave it its log position (logged_at):
+# commit -> logged (the workers) and logged -> received (the round's commit and NOTIFY, the
+# gateway, the client). WS_PERF=DIR adds a perf sched profile of the run's middle (below).
 # Beyond what one process may open, the gateway runs as PROCESSES processes on its one port
 # (kc-gateway --processes; default: as many as the per-process open-files limit calls for):
 # then RSS is summed over its processes, and PSS (/proc/PID/smaps_rollup: pages the processes
@@ -116,9 +119,26 @@ for p in $(gw_pids); do FDS="$FDS $(ls "/proc/$p/fd" | wc -l)"; done
 WS_GAUGE=$(curl -s "http://127.0.0.1:$GW_PORT/metrics" | awk '$1 == "kc_ws_connections" {print $2}')
 echo "bench/ws: $HELD connections open by $CLIENTS client process(es) to $PROCESSES gateway process(es) (gateway gauge $WS_GAUGE), emitting $RATE events/s for $DURATION s"
 
+# WS_PERF=DIR: the scheduler's switches of the whole machine, WS_PERF_S (default 6) seconds from
+# the middle of the run on, recorded with perf and summed per task (perf sched timehist):
+# CPU time, and how long each task waited for a CPU once woken ("sch delay"); the events' own
+# files (the clients' lat.N, the stamps from the database) are kept there too
+if [ -n "${WS_PERF:-}" ]; then
+    mkdir -p "$WS_PERF"
+    ( sleep $((DURATION / 2 - ${WS_PERF_S:-6} / 2)) &&
+      perf sched record -a -o "$WS_PERF/sched.data" -- sleep "${WS_PERF_S:-6}" >/dev/null 2>&1 ) &
+    PERF_PID=$!
+fi
 kc_as_postgres "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -c 4 -j 2 -R "$RATE" -T "$DURATION" \
     -D students="$CONNECTIONS" -f "$ROOT/bench/ws/emit.sql" kc_bench >"$WORK/pgbench.log" 2>&1 || true
+[ -n "${WS_PERF:-}" ] && wait "$PERF_PID"
 EMITTED=$(kc_as_postgres "${PSQL[@]}" -c "SELECT count(*) FROM kc_flow.events WHERE payload ? 'bench'")
+# each event's stamps: its log position, t (the emitter's clock inside its transaction) and
+# logged_at (the clock of the worker's round that gave it its position), for the breakdown below
+kc_as_postgres "${PSQL[@]}" -F ' ' -c "
+  SELECT l.pos, (e.payload->>'t')::float8, extract(epoch from l.logged_at)::float8
+    FROM kc_flow.events e JOIN kc_flow.event_log l ON l.event_id = e.id
+   WHERE e.payload ? 'bench'" >"$WORK/stamps"
 read -r RSS2 PSS2 < <(mem)
 sleep 3                          # the last events' way to the clients
 curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.after"
@@ -156,7 +176,8 @@ python3 - "$WORK" "$CLIENTS" "$CONNECTIONS" "$RATE" "$EMITTED" "$RSS0 $PSS0" "$R
 import json, sys
 work, clients = sys.argv[1], int(sys.argv[2])
 res = [json.load(open("%s/client.%d.json" % (work, c))) for c in range(clients)]
-lat = sorted(float(x) for c in range(clients) for x in open("%s/lat.%d" % (work, c)))
+rows = [l.split() for c in range(clients) for l in open("%s/lat.%d" % (work, c))]
+lat = sorted(float(r[0]) for r in rows)
 pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
 held = sum(r["connections_open"] for r in res)
 received = sum(r["events_received"] for r in res)
@@ -169,6 +190,23 @@ cpu_held = round(cpu - sum(r["connect_cpu_s"] for r in res), 1)
 print("latency (ms):                 p50 %s, p90 %s, p99 %s, max %s over %d events; closed by the server %d"
       % (pct(0.5), pct(0.9), pct(0.99), pct(1.0), len(lat), sum(r["closed_by_server"] for r in res)))
 print("client CPU time (s):          %s in all, %s of it after every connection was open" % (cpu, cpu_held))
+# the way of each event in two legs: commit -> its position in the log (the emitter's commit,
+# the worker's wake-up and round), and logged -> received (the round's commit and NOTIFY, the
+# listener process, the feed, the gateway process, the client's own wake-up)
+stamps = {}
+for l in open("%s/stamps" % work):
+    pos, t, logged = l.split()
+    stamps[int(pos)] = (float(t), float(logged))
+legs = sorted((float(r[0]), (stamps[int(r[1])][1] - stamps[int(r[1])][0]) * 1000,
+               (float(r[2]) - stamps[int(r[1])][1]) * 1000) for r in rows if int(r[1]) in stamps)
+if legs:
+    q = lambda v, f: round(sorted(v)[min(len(v) - 1, int(f * len(v)))], 2)
+    a, b = [x[1] for x in legs], [x[2] for x in legs]
+    tail = legs[int(0.99 * len(legs)):]
+    print("legs (ms):                    commit -> logged p50 %s, p99 %s, max %s; logged -> received p50 %s, p99 %s, max %s"
+          % (q(a, .5), q(a, .99), q(a, 1), q(b, .5), q(b, .99), q(b, 1)))
+    print("the slowest 1%% (%d events, >= %.2f ms): median commit -> logged %s ms, logged -> received %s ms"
+          % (len(tail), tail[0][0], q([x[1] for x in tail], .5), q([x[2] for x in tail], .5)))
 print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, "rate": int(sys.argv[4]),
                   "emitted": int(sys.argv[5]), "received": received,
                   "delivered_per_s": round(received / span, 1) if span else None,
@@ -181,3 +219,22 @@ print(json.dumps({"bench": "ws", "connections": int(sys.argv[3]), "held": held, 
                   "client_processes": clients, "client_cpu_s": cpu, "client_cpu_held_s": cpu_held,
                   "loadavg": sys.argv[8]}))
 PY
+[ -n "${WS_PERF:-}" ] && cp "$WORK"/lat.* "$WORK/stamps" "$WS_PERF/"
+if [ -n "${WS_PERF:-}" ] && [ -s "$WS_PERF/sched.data" ]; then
+    perf sched timehist -i "$WS_PERF/sched.data" 2>/dev/null >"$WS_PERF/timehist.txt" || true
+    echo "perf sched, ${WS_PERF_S:-6} s from the middle of the run, per task name: CPU, and the wait for a CPU once woken"
+    python3 - "$WS_PERF/timehist.txt" <<'PY'
+import re, sys
+by = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"\s*[\d.]+\s+\[\d+\]\s+(.*?)\[[\d/]+\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", line)
+    if m:
+        d = by.setdefault(m.group(1), [0.0, []])
+        d[0] += float(m.group(4))
+        d[1].append(float(m.group(3)))
+q = lambda v, f: sorted(v)[min(len(v) - 1, int(f * len(v)))]
+print("%-18s %9s %9s %10s %10s %10s" % ("task", "CPU ms", "switches", "delay p50", "p99 ms", "max ms"))
+for name, (run, d) in sorted(by.items(), key=lambda kv: -kv[1][0])[:16]:
+    print("%-18s %9.0f %9d %10.3f %10.3f %10.3f" % (name[:18], run, len(d), q(d, .5), q(d, .99), max(d)))
+PY
+fi

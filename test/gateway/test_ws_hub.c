@@ -9,9 +9,14 @@
  * ahead of them: a replay one event short of the bound plus one event kept
  * aside is delivered whole and the socket stays open; one event more is
  * closed with 1008, the close frame after the events queued before it.
+ * Posting without waking (ws_hub.c): the event loop handles a quiet post at
+ * its next turn only, in order with the posts around it; the hub still wakes
+ * at once for an event of a student with a socket, and the events of other
+ * students posted quietly before it are handled first.
  * Prints one "ok - name" / "not ok - name" line per check (the suite format).
  */
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +24,8 @@
 #include <unistd.h>
 #include <sys/socket.h>
 
+#include "clock.h"
+#include "evloop.h"
 #include "log.h"
 #include "ws_hub.h"
 
@@ -26,6 +33,7 @@
 
 #define QUEUE 4
 #define STUDENT "11111111-1111-4111-8111-111111111111"
+#define OTHER "22222222-2222-4222-8222-222222222222"
 
 static long long
 no_position(void *arg)
@@ -88,12 +96,167 @@ read_frame(int fd, char *buf, size_t cap, int timeout_ms)
 }
 
 static kc_ws_msg *
-event(long long id)
+event_of(long long id, const char *student)
 {
 	char		text[64];
 	int			n = snprintf(text, sizeof(text), "{\"type\":\"event\",\"id\":%lld}", id);
 
-	return kc_ws_msg_new(text, (size_t) n, id, STUDENT);
+	return kc_ws_msg_new(text, (size_t) n, id, student);
+}
+
+static kc_ws_msg *
+event(long long id)
+{
+	return event_of(id, STUDENT);
+}
+
+/* ---- the event loop's quiet post ---------------------------------------- */
+
+typedef struct probe_msg
+{
+	kc_evmsg	link;
+	int			n;
+} probe_msg;
+
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+static int	probe_seen[4];
+static int	probe_count;
+static kc_evloop *probe_loop;
+
+static void
+probe_fd(void *arg, void *data, int ready)
+{
+}
+
+static void
+probe_on_msg(void *arg, kc_evmsg *m)
+{
+	pthread_mutex_lock(&probe_lock);
+	if (probe_count < 4)
+		probe_seen[probe_count++] = ((probe_msg *) m)->n;
+	pthread_mutex_unlock(&probe_lock);
+	if (((probe_msg *) m)->n < 0)
+		kc_evloop_quit(probe_loop);
+	free(m);
+}
+
+static void
+probe_nothing(void *arg)
+{
+}
+
+static void
+probe_drop(void *arg, kc_evmsg *m)
+{
+	free(m);
+}
+
+static const kc_evloop_handlers probe_handlers = {
+	probe_fd, probe_on_msg, probe_nothing, probe_nothing, probe_nothing, probe_drop
+};
+
+static void
+probe_post(kc_evloop *lp, int n, bool quiet)
+{
+	probe_msg  *m = calloc(1, sizeof(*m));
+
+	m->n = n;
+	if (!(quiet ? kc_evloop_post_quiet(lp, &m->link) : kc_evloop_post(lp, &m->link)))
+		free(m);
+}
+
+static int
+probe_seen_count(void)
+{
+	int			n;
+
+	pthread_mutex_lock(&probe_lock);
+	n = probe_count;
+	pthread_mutex_unlock(&probe_lock);
+	return n;
+}
+
+/* A loop whose tick is 10 s away: a quiet post waits for the next ringing one. */
+static void
+test_quiet_post(void)
+{
+	kc_evloop  *lp = kc_evloop_create(&probe_handlers, NULL, 10000);
+	int			seen;
+
+	probe_loop = lp;
+	if (!lp || !kc_evloop_start(lp, "test-loop"))
+	{
+		check(false, "evloop: starts");
+		return;
+	}
+	usleep(50 * 1000);			/* the loop waits in epoll */
+	probe_post(lp, 1, true);
+	usleep(200 * 1000);
+	seen = probe_seen_count();
+	check(seen == 0, "evloop: a quiet post does not wake the loop");
+	probe_post(lp, 2, false);
+	for (int i = 0; i < 100 && probe_seen_count() < 2; i++)
+		usleep(10 * 1000);
+	check(probe_seen_count() == 2 && probe_seen[0] == 1 && probe_seen[1] == 2,
+		  "evloop: the next ringing post wakes it, and the quiet one is handled first");
+	probe_post(lp, -1, false);
+	kc_evloop_join(lp);
+	kc_evloop_free(lp);
+}
+
+/*
+ * A live socket of STUDENT (resumed at after, nothing to replay): each of
+ * rounds events of STUDENT, every one after a few of OTHER posted before it,
+ * must reach the socket within ms_max (the hub's tick is 100 ms: a hub left
+ * asleep would take up to that). Returns how many did, in order.
+ */
+static int
+prompt_events(kc_ws_hub *h, long long after, int rounds, double ms_max)
+{
+	int			sv[2];
+	kc_ws_conn *c;
+	char		buf[256];
+	int			ok = 0;
+	long long	id = after;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return -1;
+	c = kc_ws_hub_register(h, sv[0], STUDENT, after, NULL, 0);
+	if (!c)
+	{
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	kc_ws_hub_ready(h, c, NULL, KC_WS_REPLAY_DONE);
+	if (read_frame(sv[1], buf, sizeof(buf), 500) != 1 || !strstr(buf, "\"type\":\"hello\""))
+	{
+		close(sv[1]);
+		return -1;
+	}
+	usleep(50 * 1000);			/* the hub asleep between two ticks */
+	for (int r = 0; r < rounds; r++)
+	{
+		char		want[64];
+		long long	t0;
+
+		for (int k = 0; k < 3; k++)
+			kc_ws_hub_post_event(h, event_of(++id, OTHER));
+		t0 = kc_monotonic_ms();
+		kc_ws_hub_post_event(h, event(++id));
+		snprintf(want, sizeof(want), "{\"type\":\"event\",\"id\":%lld}", id);
+		if (read_frame(sv[1], buf, sizeof(buf), 500) != 1 || strcmp(buf, want) != 0)
+			break;
+		if (kc_monotonic_ms() - t0 > ms_max)
+		{
+			printf("# event %lld took %lld ms\n", id, kc_monotonic_ms() - t0);
+			break;
+		}
+		ok++;
+		usleep(37 * 1000);
+	}
+	close(sv[1]);
+	return ok;
 }
 
 /*
@@ -169,6 +332,7 @@ main(void)
 				n;
 
 	kc_log_set_level(KC_LOG_ERROR);
+	test_quiet_post();
 	h = kc_ws_hub_start(&lim, no_position, NULL);
 	check(h != NULL, "ws hub: starts");
 	if (!h)
@@ -184,6 +348,9 @@ main(void)
 		  "ws hub: one event more than ws-queue waiting: the bound's worth delivered, then 1008");
 	if (n != QUEUE || code != 1008)
 		printf("# hello %d, %d events, close code %d\n", hello, n, code);
+	n = prompt_events(h, 1000, 8, 30);
+	check(n == 8, "ws hub: an event of a student with a socket wakes the hub at once, after the "
+		  "other students' events posted quietly before it (8 of 8 within 30 ms)");
 	kc_ws_hub_stop(h, 200);
 	kc_ws_hub_free(h);
 	printf("# ws hub: %d failed\n", failures);

@@ -4,7 +4,8 @@ served and both children answer; a push reaches sockets held by each child; the 
 one LISTEN connection and invalidates each event once, not once per child; /metrics adds both
 children's requests up; a child killed with SIGKILL is restarted while the port keeps answering;
 the listener process killed with SIGKILL is restarted and the sockets of both children get every
-event committed meanwhile, in order, once; SIGTERM stops every process; children that keep dying
+event committed meanwhile, in order, once; the events of one transaction, more than the feed
+sends to a child at once, reach both children's sockets in order, once; SIGTERM stops every process; children that keep dying
 make the supervisor give up with exit status 1. A child stopped (SIGSTOP) while more events are
 committed than its feed buffer holds is dropped from the feed (the listener process logs it), its
 sockets get {"type":"refetch"} while the other child's get every event, and once resumed it
@@ -205,6 +206,48 @@ def emit_padded(conn, student, n):
     with conn.cursor() as cur:
         cur.execute("SELECT pos FROM kc_flow.event_log WHERE event_id = ANY(%s) ORDER BY pos", (eids,))
         return [r[0] for r in cur.fetchall()]
+
+
+def emit_many(conn, student, n, pad):
+    """n events of pad bytes of padding each, in one transaction; their log positions, in order."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT kc_flow.emit_event('SESSIONS_GENERATED', gen_random_uuid(), %s, "
+                    "jsonb_build_object('n', g, 'pad', repeat('x', %s))) FROM generate_series(1, %s) g",
+                    (student, pad, n))
+        eids = [r[0] for r in cur.fetchall()]
+    log_settle(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pos FROM kc_flow.event_log WHERE event_id = ANY(%s) ORDER BY pos", (eids,))
+        return [r[0] for r in cur.fetchall()]
+
+
+def test_batches(gw, conn, student):
+    """The feed hands a catch-up batch to each child in sendmmsg calls of at most 64 events and
+    64 KiB (feed.c): a transaction of 150 small events and one of 6 events of 30,000 bytes each
+    take several; every socket of both children gets every event, in order, once."""
+    kids = children(gw.proc.pid)
+
+    async def run():
+        wss = [await websockets.connect(gw.ws_url("/api/v1/ws?access_token=" + token(student)),
+                                        max_size=None) for _ in range(8)]
+        for w in wss:
+            await recv_json(w)
+        held = [holder(gw.port, w.local_address[1], kids) for w in wss]
+        ids = emit_many(conn, student, 150, 10) + emit_many(conn, student, 6, PAD)
+        got = [await read_events(w, ids, 20) for w in wss]
+        extra = []
+        for w in wss:
+            try:
+                extra.append(await recv_json(w, 0.3))
+            except asyncio.TimeoutError:
+                pass
+            await w.close()
+        return held, ids, got, extra
+    held, ids, got, extra = asyncio.run(run())
+    report(set(held) == set(kids) and len(ids) == 156 and all([e["id"] for e in g] == ids for g in got)
+           and not [m for m in extra if m.get("type") == "event"],
+           "--processes 2: 150 events of one transaction, then 6 of 30,000 bytes: the sockets of both "
+           "children get all 156, in order, once", (held, len(ids), [len(g) for g in got], extra[:2]))
 
 
 def student_version(conn, student):
@@ -483,6 +526,7 @@ def main():
         check("push both", lambda: test_push_both(gw, conn, student))
         check("one listener", lambda: test_one_listener(gw, conn, student, listens_before))
         check("metrics sum", lambda: test_metrics_sum(gw))
+        check("batches", lambda: test_batches(gw, conn, student))
         check("restart", lambda: test_restart(gw))
         check("listener restart", lambda: test_listener_restart(gw, conn, student))
         check("child behind", lambda: test_child_behind(gw, conn))
