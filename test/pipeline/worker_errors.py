@@ -34,12 +34,35 @@ def sessions_of(conn, payment, want, timeout=15):
     return n
 
 
+def new_session_setting(setting):
+    fresh = connect()
+    try:
+        return one(fresh, "SELECT current_setting(%s)", (setting,))
+    finally:
+        fresh.close()
+
+
+server_default = {}
+
+
 def set_system(conn, setting, value):
+    """ALTER SYSTEM, then waits until the reload reached the workers. pg_reload_conf() only
+    signals the postmaster, which reloads and then signals its children, the workers among
+    them; a new session starts with the postmaster's settings, so once a new session sees the
+    value every worker has been signalled and reloads before its next round."""
     if value is None:
         run(conn, "ALTER SYSTEM RESET %s" % setting)
+        want = server_default.pop(setting)
     else:
+        server_default.setdefault(setting, new_session_setting(setting))
         run(conn, "ALTER SYSTEM SET %s = '%s'" % (setting, value))
+        want = value
     one(conn, "SELECT pg_reload_conf()")
+    deadline = time.time() + 10
+    while new_session_setting(setting) != want:
+        if time.time() > deadline:
+            raise SystemExit("the server did not reload %s = %s within 10 s" % (setting, want))
+        time.sleep(0.05)
 
 
 conn = connect()
