@@ -104,6 +104,7 @@ def run_pipeline(conn, label, rate=None):
     perf = start_profile(conn) if PROFILE and rate == PROFILE_RATE else None
     workers = [r[0] for r in rows(conn, "SELECT pid FROM kc_flow.worker_status() WHERE pid <> 0")]
     cpu0 = cpu_seconds(workers)
+    wal0 = wal_flushes(conn)
     t0 = time.time()
     try:
         confirm_secs, _ = pgbench(os.environ["PGDATABASE"], script, per_client, CLIENTS, rate,
@@ -114,6 +115,7 @@ def run_pipeline(conn, label, rate=None):
         if perf:
             stop_profile(perf)
     cpu = cpu_seconds(workers) - cpu0
+    wal = wal_flushes(conn) - wal0
     total = per_client * CLIENTS
     if len(done) < total:
         th.join(timeout=1)
@@ -132,7 +134,7 @@ def run_pipeline(conn, label, rate=None):
     wait, batch = list(wait.values()), list(batch.values())
     return {"label": label, "purchases": total, "secs": end - t0, "rate": total / (end - t0),
             "confirm_secs": confirm_secs, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-            "max": max(lat), "cpu_ms": cpu * 1000.0 / total,
+            "max": max(lat), "cpu_ms": cpu * 1000.0 / total, "wal_flushes": wal / float(total),
             "wait_p50": percentile(wait, 50), "wait_p99": percentile(wait, 99),
             "batch_p50": percentile(batch, 50), "batch_p99": percentile(batch, 99),
             "after_p50": percentile(after, 50), "after_p99": percentile(after, 99)}, world
@@ -190,6 +192,12 @@ def cpu_seconds(pids):
             fields = f.read().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])
     return ticks / float(os.sysconf("SC_CLK_TCK"))
+
+
+def wal_flushes(conn):
+    """WAL flushes (pg_stat_wal.wal_sync) of the whole cluster so far: the payments' commits,
+    the workers' and anything else that wrote, so per purchase at least 1 (its payment)."""
+    return one(conn, "SELECT wal_sync FROM pg_stat_wal")
 
 
 def start_profile(conn):
@@ -413,6 +421,8 @@ def main():
                  r["after_p99"]))
     print("the workers' CPU per purchase: %.2f ms at saturation%s" % (sat["cpu_ms"], "".join(
         ", %.2f ms at %s" % (r["cpu_ms"], r["label"].split()[-1]) for r in fixed)))
+    print("WAL flushes per purchase (pg_stat_wal.wal_sync, the whole cluster): %.2f at saturation%s"
+          % (sat["wal_flushes"], "".join(", %.2f at %s" % (r["wal_flushes"], r["label"].split()[-1]) for r in fixed)))
     print("allocation alone (auto_assign, rolled back, fixed plans): %.0f/s with 1 client, %.0f/s with %d"
           % (search[1], search[CLIENTS], CLIENTS))
     print("the limits get the pipeline's own spread: each student's trainer and session times as the"
@@ -437,7 +447,8 @@ def main():
                                        "p99_ms": round(r["p99"], 1), "cpu_ms": round(r["cpu_ms"], 2),
                                        "wait_p50_ms": round(r["wait_p50"], 1), "wait_p99_ms": round(r["wait_p99"], 1),
                                        "batch_p50_ms": round(r["batch_p50"], 1), "batch_p99_ms": round(r["batch_p99"], 1),
-                                       "after_p50_ms": round(r["after_p50"], 1), "after_p99_ms": round(r["after_p99"], 1)}
+                                       "after_p50_ms": round(r["after_p50"], 1), "after_p99_ms": round(r["after_p99"], 1),
+                                       "wal_flushes_per_purchase": round(r["wal_flushes"], 2)}
     print(json.dumps(figures))
 
 
