@@ -426,10 +426,10 @@ kcf_trainer_load_exact(Oid relid, Datum trainer_id, bool seed)
  * The loads of the trainers ids[0..n-1] as this transaction sees them, into
  * loads[]: from the hint (the latest committed load) and this transaction's
  * own changes, one lock for all; the trainers without a hint are counted,
- * which seeds their hints.
+ * which seeds their hints.  The allocation stage ranks by it.
  */
-static void
-trainer_loads(Oid relid, Datum *ids, int n, int32 *loads)
+void
+kcf_trainer_loads(Oid relid, Datum *ids, int n, int32 *loads)
 {
 	bool	   *missing = palloc(sizeof(bool) * n);
 	int			nmissing = 0;
@@ -480,7 +480,7 @@ kcf_trainer_load_sql(PG_FUNCTION_ARGS)
 	Datum		id = PG_GETARG_DATUM(0);
 	int32		load;
 
-	trainer_loads(statement_relid(fcinfo), &id, 1, &load);
+	kcf_trainer_loads(statement_relid(fcinfo), &id, 1, &load);
 	PG_RETURN_INT32(load);
 }
 
@@ -504,7 +504,7 @@ kcf_trainer_loads_sql(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("a trainer id in the array is null"),
 					 errhint("Pass the ids of existing trainers.")));
-	trainer_loads(statement_relid(fcinfo), elems, n, loads);
+	kcf_trainer_loads(statement_relid(fcinfo), elems, n, loads);
 	for (int i = 0; i < n; i++)
 		out[i] = Int32GetDatum(loads[i]);
 	PG_RETURN_ARRAYTYPE_P(construct_md_array(out, NULL, ARR_NDIM(ids), ARR_DIMS(ids), ARR_LBOUND(ids),
