@@ -1,5 +1,6 @@
 -- 30_planning.sql: when the sessions of a purchase take place.
--- Used by the allocation stage (to check and book a trainer) and nowhere else.
+-- The rule; the stages compute the same plan in C (extension/session_plan.c) for the
+-- slots validate_time_slot() accepts and call purchase_plan() for any other.
 -- Plain SQL functions without SET clauses, so that the planner inlines them
 -- into the stages' prepared statements; every name in them is qualified.
 
