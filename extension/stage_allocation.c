@@ -29,6 +29,7 @@
 #include "utils/date.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -110,8 +111,9 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 
 /*
  * The ranked search (when ranked by the hint): the course's active trainers
- * and their capacity and zone (ROSTER_SQL), their loads from trainer_load.c
- * in one call, those with a free place sorted here by load, then id; then
+ * and their capacity and zone (ROSTER_SQL, kept between purchases until a
+ * change of trainers or trainer_courses, see course_roster()), their loads
+ * from trainer_load.c in one call, those with a free place sorted here by load, then id; then
  * each checked in that order by CHECK_SQL, one statement per candidate,
  * until one fits: read again by primary key (with the lock: locked, SKIP
  * LOCKED), not booked over the plan and available at every planned session.
@@ -270,41 +272,90 @@ in_list(const pg_uuid_t *id, const Datum *list, int n)
 	return false;
 }
 
-/* The course's active trainers with a free place, not in skip, in the search's order. */
-static Candidate *
-rank_course(Datum course_id, const Datum *skip, int nskip, int *ncand)
+/*
+ * A course's roster as ROSTER_SQL read it, kept until the rosters' version
+ * moves (trainer_load.c) or another course is searched.
+ */
+typedef struct Roster
+{
+	Oid			relid;			/* the allocations table: this installation */
+	pg_uuid_t	course;
+	uint64		committed;		/* the rosters' version it was read at */
+	uint64		own;
+	int			n;
+	pg_uuid_t  *ids;
+	int32	   *capacity;
+	char	  **zone;
+} Roster;
+
+static MemoryContext roster_context = NULL;
+static Roster *roster = NULL;
+
+/* The roster of course_id in installation relid, read again unless the one kept is current. */
+static Roster *
+course_roster(Oid relid, Datum course_id)
 {
 	static SPIPlanPtr stmt = NULL;
 	Oid			types[1] = {UUIDOID};
 	Datum		values[1] = {course_id};
-	Candidate  *cand;
-	Datum	   *ids;
-	int32	   *capacity;
-	int32	   *loads;
+	uint64		committed;
+	uint64		own;
+	MemoryContext old;
 	int			rows;
-	int			n = 0;
 
+	kcf_roster_version(&committed, &own);
+	if (roster != NULL && roster->relid == relid && roster->committed == committed && roster->own == own &&
+		memcmp(&roster->course, DatumGetUUIDP(course_id), sizeof(pg_uuid_t)) == 0)
+		return roster;
+	if (roster_context == NULL)
+		roster_context = AllocSetContextCreate(TopMemoryContext, "kc_flow course roster",
+											   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(roster_context);
+	roster = NULL;
 	kcf_plan(&stmt, ROSTER_SQL, 1, types);
 	rows = kcf_exec(stmt, values, NULL, 0);
-	cand = palloc(sizeof(Candidate) * Max(rows, 1));
-	ids = palloc(sizeof(Datum) * Max(rows, 1));
-	capacity = palloc(sizeof(int32) * Max(rows, 1));
-	loads = palloc(sizeof(int32) * Max(rows, 1));
+	old = MemoryContextSwitchTo(roster_context);
+	roster = palloc(sizeof(Roster));
+	roster->relid = relid;
+	memcpy(&roster->course, DatumGetUUIDP(course_id), sizeof(pg_uuid_t));
+	roster->committed = committed;
+	roster->own = own;
+	roster->n = rows;
+	roster->ids = palloc(sizeof(pg_uuid_t) * Max(rows, 1));
+	roster->capacity = palloc(sizeof(int32) * Max(rows, 1));
+	roster->zone = palloc(sizeof(char *) * Max(rows, 1));
 	for (int i = 0; i < rows; i++)
 	{
 		bool		isnull;
 
-		memcpy(&cand[i].id, DatumGetUUIDP(kcf_get_datum(i, 1, &isnull)), sizeof(pg_uuid_t));
-		ids[i] = UUIDPGetDatum(&cand[i].id);
-		capacity[i] = DatumGetInt32(kcf_get_datum(i, 2, &isnull));
-		cand[i].zone = kcf_get_text(i, 3);
+		memcpy(&roster->ids[i], DatumGetUUIDP(kcf_get_datum(i, 1, &isnull)), sizeof(pg_uuid_t));
+		roster->capacity[i] = DatumGetInt32(kcf_get_datum(i, 2, &isnull));
+		roster->zone[i] = TextDatumGetCString(kcf_get_datum(i, 3, &isnull));
 	}
-	kcf_trainer_loads(kcf_trainer_load_relid(), ids, rows, loads);
-	for (int i = 0; i < rows; i++)
-		if (loads[i] < capacity[i] && !in_list(&cand[i].id, skip, nskip))
+	MemoryContextSwitchTo(old);
+	return roster;
+}
+
+/* The course's active trainers with a free place, not in skip, in the search's order. */
+static Candidate *
+rank_course(Datum course_id, const Datum *skip, int nskip, int *ncand)
+{
+	Oid			relid = kcf_trainer_load_relid();
+	Roster	   *r = course_roster(relid, course_id);
+	Candidate  *cand = palloc(sizeof(Candidate) * Max(r->n, 1));
+	Datum	   *ids = palloc(sizeof(Datum) * Max(r->n, 1));
+	int32	   *loads = palloc(sizeof(int32) * Max(r->n, 1));
+	int			n = 0;
+
+	for (int i = 0; i < r->n; i++)
+		ids[i] = UUIDPGetDatum(&r->ids[i]);
+	kcf_trainer_loads(relid, ids, r->n, loads);
+	for (int i = 0; i < r->n; i++)
+		if (loads[i] < r->capacity[i] && !in_list(&r->ids[i], skip, nskip))
 		{
-			cand[n] = cand[i];
+			cand[n].id = r->ids[i];
 			cand[n].load = loads[i];
+			cand[n].zone = r->zone[i];
 			n++;
 		}
 	qsort(cand, n, sizeof(Candidate), candidate_cmp);

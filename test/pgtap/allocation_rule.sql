@@ -6,7 +6,8 @@
 -- Varied data: trainers in five zones with random windows, capacities and starting loads,
 -- some inactive or of another course; 240 purchases whose slots collide (few start times),
 -- cross daylight saving changes and midnights, with and without starts_on; each allocation
--- books the trainer, so later purchases meet its bookings and its new load.
+-- books the trainer, so later purchases meet its bookings and its new load; every 30
+-- purchases trainers gain places, are deactivated or activated, leave or join the course.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(3);
@@ -98,6 +99,23 @@ DECLARE
     expected uuid;
 BEGIN
     FOR w IN SELECT * FROM wanted ORDER BY g LOOP
+        -- every 30 purchases the trainers change: one more place for three, one deactivated,
+        -- one activated, one leaves the course and one joins it (the search must see it all)
+        IF w.g % 30 = 0 THEN
+            UPDATE kc_flow.trainers SET max_active_students = max_active_students + 1
+             WHERE id IN (SELECT id FROM kc_flow.trainers ORDER BY md5(id::text || w.g) LIMIT 3);
+            UPDATE kc_flow.trainers SET is_active = NOT is_active
+             WHERE id IN (SELECT id FROM kc_flow.trainers ORDER BY md5(id::text || w.g) OFFSET 3 LIMIT 2);
+            DELETE FROM kc_flow.trainer_courses
+             WHERE (trainer_id, course_id) IN (SELECT trainer_id, course_id FROM kc_flow.trainer_courses
+                                                WHERE course_id = '00000000-0000-0000-0000-0000000ca111'
+                                                ORDER BY md5(trainer_id::text || w.g) LIMIT 1);
+            INSERT INTO kc_flow.trainer_courses
+            SELECT t.id, '00000000-0000-0000-0000-0000000ca111' FROM kc_flow.trainers t
+             WHERE NOT EXISTS (SELECT 1 FROM kc_flow.trainer_courses tc
+                                WHERE tc.trainer_id = t.id AND tc.course_id = '00000000-0000-0000-0000-0000000ca111')
+             ORDER BY md5(t.id::text || w.g) LIMIT 1;
+        END IF;
         SELECT id INTO pu FROM kc_flow.student_course_purchases WHERE payment_id = w.payment_id;
         expected := pg_temp.reference(pu);
         INSERT INTO chosen VALUES (w.g, expected, kc_flow.auto_assign(pu));
