@@ -1249,6 +1249,17 @@ CREATE TRIGGER allocations_note_load AFTER INSERT OR UPDATE OF status, trainer_i
 CREATE TRIGGER allocations_truncated AFTER TRUNCATE ON kc_flow.trainer_allocations
     FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.forget_trainer_loads();
 
+-- the allocation search keeps each course's roster until trainers or their courses change
+CREATE FUNCTION kc_flow.note_roster_change() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_note_roster_change';
+COMMENT ON FUNCTION kc_flow.note_roster_change() IS
+    'statement trigger on trainers and trainer_courses: the allocation search reads the courses'' trainers again';
+CREATE TRIGGER trainers_roster_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kc_flow.trainers
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.note_roster_change();
+CREATE TRIGGER trainer_courses_roster_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kc_flow.trainer_courses
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.note_roster_change();
+
 
 
 -- ==== storage (issue 9): a payment's status changes insert rows, they rewrite none ====

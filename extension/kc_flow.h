@@ -73,6 +73,8 @@ extern void kcf_trainer_load_install_callbacks(void);
 extern bool kcf_trainer_load_hinted(void);
 extern Oid	kcf_trainer_load_relid(void);
 extern int32 kcf_trainer_load_exact(Oid relid, Datum trainer_id, bool seed);
+extern void kcf_trainer_loads(Oid relid, Datum *ids, int n, int32 *loads);
+extern void kcf_roster_version(uint64 *committed, uint64 *own);
 
 /* the advisory lock keys of kc_flow: (KCF_LOCK_KEY1, one of the second keys) */
 #define KCF_LOCK_KEY1 0x6b63666c	/* "kcfl" */

@@ -26,7 +26,11 @@
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(kcf_auto_assign);
@@ -49,21 +53,13 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"         WHERE b.trainer_id = " t " AND b.during && $2 OFFSET 0)"
 
 /*
- * The course's trainers with a free place in the order of the search: least
+ * The course's trainers with a free place in the order of the search, least
  * loaded first, then by id; their ids come from trainer_courses' index by
- * course (which only takes inserts) as an array.  The load is, when
- * preloaded, trainer_load.c's hint (the latest committed load and this
- * transaction's own changes) for the whole array in one call, else the
- * count of each trainer's approved and active allocations.
+ * course (which only takes inserts) as an array.  Ranked by trainer_load.c's
+ * hint when preloaded (best_ranked(), below); else COUNTED_RANKING counts
+ * each trainer's approved and active allocations.
  */
 #define COURSE_TRAINERS "ARRAY (SELECT tc.trainer_id FROM kc_flow.trainer_courses tc WHERE tc.course_id = $1)"
-#define HINTED_RANKING \
-	"SELECT r.id, u.load" \
-	"  FROM (SELECT " COURSE_TRAINERS " AS ids OFFSET 0) a" \
-	"  CROSS JOIN LATERAL unnest(a.ids, kc_flow.trainer_loads(a.ids)) u(id, load)" \
-	"  JOIN kc_flow.trainers r ON r.id = u.id" \
-	" WHERE r.is_active AND u.load < r.max_active_students AND r.id <> ALL ($5)" \
-	" ORDER BY u.load, r.id"
 #define COUNTED_RANKING \
 	"SELECT s.id, s.load FROM (" \
 	"  SELECT r.id, r.max_active_students," \
@@ -112,6 +108,36 @@ PG_FUNCTION_INFO_V1(kcf_auto_assign);
 	"                   <= (pl.starts_at AT TIME ZONE t.timezone)::date + av.end_time) OFFSET 0)" \
 	"   OFFSET 0" lock ") f" \
 	" ORDER BY c.load, c.id LIMIT 1"
+
+/*
+ * The ranked search (when ranked by the hint): the course's active trainers
+ * and their capacity and zone (ROSTER_SQL, kept between purchases until a
+ * change of trainers or trainer_courses, see course_roster()), their loads
+ * from trainer_load.c in one call, those with a free place sorted here by load, then id; then
+ * each checked in that order by CHECK_SQL, one statement per candidate,
+ * until one fits: read again by primary key (with the lock: locked, SKIP
+ * LOCKED), not booked over the plan and available at every planned session.
+ * The availability is checked on the plan in the trainer's zone, converted
+ * here once per zone and plan ($3..$6: each session's ISO weekday, local
+ * start time, local date and local end) instead of four conversions per
+ * session and trainer; $7 is the zone it was converted to.  The same rule as
+ * ELIGIBLE_TRAINERS_SQL, without a statement that ranks every trainer.
+ */
+#define ROSTER_SQL \
+	"SELECT r.id, r.max_active_students, r.timezone" \
+	"  FROM unnest(" COURSE_TRAINERS ") u(id)" \
+	"  JOIN kc_flow.trainers r ON r.id = u.id" \
+	" WHERE r.is_active"
+#define CHECK_SQL(lock) \
+	"SELECT t.id FROM kc_flow.trainers t" \
+	" WHERE t.id = $1 AND t.is_active AND t.timezone = $7" \
+	"   AND NOT " BOOKED_SQL("t.id") \
+	"   AND NOT EXISTS (SELECT 1 FROM unnest($3::int[], $4::time[], $5::date[], $6::timestamp[])" \
+	"                                 AS pl(weekday, start_time, day, ends_at)" \
+	"        WHERE NOT EXISTS (" \
+	"          SELECT 1 FROM kc_flow.trainer_availability av" \
+	"           WHERE av.trainer_id = t.id AND av.weekday = pl.weekday" \
+	"             AND av.start_time <= pl.start_time AND pl.ends_at <= pl.day + av.end_time) OFFSET 0)" lock
 
 /*
  * Whether trainer $1 has a booking overlapping $2, and its capacity (run
@@ -218,6 +244,221 @@ load_hinted(void)
 		get_attnum(get_relname_relid("trainers", nsp), "active_students") == InvalidAttrNumber;
 }
 
+/* a trainer of the course with a free place, as the ranked search orders them */
+typedef struct Candidate
+{
+	pg_uuid_t	id;
+	int32		load;
+	char	   *zone;
+} Candidate;
+
+static int
+candidate_cmp(const void *a, const void *b)
+{
+	const Candidate *x = a;
+	const Candidate *y = b;
+
+	if (x->load != y->load)
+		return x->load < y->load ? -1 : 1;
+	return memcmp(&x->id, &y->id, sizeof(pg_uuid_t));
+}
+
+static bool
+in_list(const pg_uuid_t *id, const Datum *list, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (memcmp(id, DatumGetUUIDP(list[i]), sizeof(pg_uuid_t)) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A course's roster as ROSTER_SQL read it, kept until the rosters' version
+ * moves (trainer_load.c) or another course is searched.
+ */
+typedef struct Roster
+{
+	Oid			relid;			/* the allocations table: this installation */
+	pg_uuid_t	course;
+	uint64		committed;		/* the rosters' version it was read at */
+	uint64		own;
+	int			n;
+	pg_uuid_t  *ids;
+	int32	   *capacity;
+	char	  **zone;
+} Roster;
+
+static MemoryContext roster_context = NULL;
+static Roster *roster = NULL;
+
+/* The roster of course_id in installation relid, read again unless the one kept is current. */
+static Roster *
+course_roster(Oid relid, Datum course_id)
+{
+	static SPIPlanPtr stmt = NULL;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {course_id};
+	uint64		committed;
+	uint64		own;
+	MemoryContext old;
+	int			rows;
+
+	kcf_roster_version(&committed, &own);
+	if (roster != NULL && roster->relid == relid && roster->committed == committed && roster->own == own &&
+		memcmp(&roster->course, DatumGetUUIDP(course_id), sizeof(pg_uuid_t)) == 0)
+		return roster;
+	if (roster_context == NULL)
+		roster_context = AllocSetContextCreate(TopMemoryContext, "kc_flow course roster",
+											   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(roster_context);
+	roster = NULL;
+	kcf_plan(&stmt, ROSTER_SQL, 1, types);
+	rows = kcf_exec(stmt, values, NULL, 0);
+	old = MemoryContextSwitchTo(roster_context);
+	roster = palloc(sizeof(Roster));
+	roster->relid = relid;
+	memcpy(&roster->course, DatumGetUUIDP(course_id), sizeof(pg_uuid_t));
+	roster->committed = committed;
+	roster->own = own;
+	roster->n = rows;
+	roster->ids = palloc(sizeof(pg_uuid_t) * Max(rows, 1));
+	roster->capacity = palloc(sizeof(int32) * Max(rows, 1));
+	roster->zone = palloc(sizeof(char *) * Max(rows, 1));
+	for (int i = 0; i < rows; i++)
+	{
+		bool		isnull;
+
+		memcpy(&roster->ids[i], DatumGetUUIDP(kcf_get_datum(i, 1, &isnull)), sizeof(pg_uuid_t));
+		roster->capacity[i] = DatumGetInt32(kcf_get_datum(i, 2, &isnull));
+		roster->zone[i] = TextDatumGetCString(kcf_get_datum(i, 3, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+	return roster;
+}
+
+/* The course's active trainers with a free place, not in skip, in the search's order. */
+static Candidate *
+rank_course(Datum course_id, const Datum *skip, int nskip, int *ncand)
+{
+	Oid			relid = kcf_trainer_load_relid();
+	Roster	   *r = course_roster(relid, course_id);
+	Candidate  *cand = palloc(sizeof(Candidate) * Max(r->n, 1));
+	Datum	   *ids = palloc(sizeof(Datum) * Max(r->n, 1));
+	int32	   *loads = palloc(sizeof(int32) * Max(r->n, 1));
+	int			n = 0;
+
+	for (int i = 0; i < r->n; i++)
+		ids[i] = UUIDPGetDatum(&r->ids[i]);
+	kcf_trainer_loads(relid, ids, r->n, loads);
+	for (int i = 0; i < r->n; i++)
+		if (loads[i] < r->capacity[i] && !in_list(&r->ids[i], skip, nskip))
+		{
+			cand[n].id = r->ids[i];
+			cand[n].load = loads[i];
+			cand[n].zone = r->zone[i];
+			n++;
+		}
+	qsort(cand, n, sizeof(Candidate), candidate_cmp);
+	*ncand = n;
+	return cand;
+}
+
+/* The plan in one zone, as CHECK_SQL's $3..$6 take it. */
+typedef struct ZonePlan
+{
+	char	   *zone;
+	Datum		args[4];
+} ZonePlan;
+
+/* The plan's sessions in zone: ISO weekday, local start time, local date, local end. */
+static void
+plan_in_zone(const KcfPlan *plan, const char *zone, ZonePlan *zp)
+{
+	Datum		tz = CStringGetTextDatum(zone);
+	Datum	   *starts;
+	Datum	   *ends;
+	int			n;
+	int			nends;
+	Datum	   *weekday;
+	Datum	   *start_time;
+	Datum	   *day;
+	Datum	   *ends_at;
+
+	deconstruct_array(DatumGetArrayTypeP(plan->starts), TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &starts, NULL, &n);
+	deconstruct_array(DatumGetArrayTypeP(plan->ends), TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ends, NULL, &nends);
+	Assert(n == nends);
+	weekday = palloc(sizeof(Datum) * n);
+	start_time = palloc(sizeof(Datum) * n);
+	day = palloc(sizeof(Datum) * n);
+	ends_at = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		/* pl.starts_at AT TIME ZONE t.timezone, its isodow, ::time and ::date */
+		Datum		local = DirectFunctionCall2(timestamptz_zone, tz, starts[i]);
+		DateADT		d = DatumGetDateADT(DirectFunctionCall1(timestamp_date, local));
+		int			dow = j2day(d + POSTGRES_EPOCH_JDATE);
+
+		weekday[i] = Int32GetDatum(dow == 0 ? 7 : dow);
+		start_time[i] = DirectFunctionCall1(timestamp_time, local);
+		day[i] = DateADTGetDatum(d);
+		ends_at[i] = DirectFunctionCall2(timestamptz_zone, tz, ends[i]);
+	}
+	zp->zone = pstrdup(zone);
+	zp->args[0] = PointerGetDatum(construct_array(weekday, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+	zp->args[1] = PointerGetDatum(construct_array(start_time, n, TIMEOID, sizeof(TimeADT), FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+	zp->args[2] = PointerGetDatum(construct_array(day, n, DATEOID, sizeof(DateADT), true, TYPALIGN_INT));
+	zp->args[3] = PointerGetDatum(construct_array(ends_at, n, TIMESTAMPOID, sizeof(Timestamp), FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+}
+
+/*
+ * The ranked search: the best trainer for the plan right now, other than
+ * those in skip, locked (lock) or not; 0 if none.
+ */
+static Datum
+best_ranked(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nskip, bool lock)
+{
+	static SPIPlanPtr stmts[2];
+	static const char *const sql[2] = {CHECK_SQL(""), CHECK_SQL(" FOR NO KEY UPDATE SKIP LOCKED")};
+	Oid			types[7] = {UUIDOID, TSTZMULTIRANGEOID, INT4ARRAYOID, TIMEARRAYOID, DATEARRAYOID,
+	TIMESTAMPARRAYOID, TEXTOID};
+	Datum		values[7];
+	int			ncand;
+	Candidate  *cand = rank_course(alloc->course_id, skip, nskip, &ncand);
+	ZonePlan   *zones = palloc(sizeof(ZonePlan) * Max(ncand, 1));
+	int			nzones = 0;
+
+	kcf_plan(&stmts[lock], sql[lock], 7, types);
+	values[1] = plan->times;
+	for (int i = 0; i < ncand; i++)
+	{
+		ZonePlan   *zp = NULL;
+
+		for (int z = 0; z < nzones && zp == NULL; z++)
+			if (strcmp(zones[z].zone, cand[i].zone) == 0)
+				zp = &zones[z];
+		if (zp == NULL)
+		{
+			zp = &zones[nzones++];
+			plan_in_zone(plan, cand[i].zone, zp);
+		}
+		values[0] = UUIDPGetDatum(&cand[i].id);
+		memcpy(&values[2], zp->args, sizeof(zp->args));
+		values[6] = CStringGetTextDatum(zp->zone);
+		if (kcf_exec(stmts[lock], values, NULL, 1) > 0)
+		{
+			pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+			*id = cand[i].id;
+			return UUIDPGetDatum(id);
+		}
+	}
+	return (Datum) 0;
+}
+
 /*
  * The best trainer eligible for the plan right now, other than those in skip,
  * locked by this transaction (lock) or not; 0 if none.
@@ -225,23 +466,24 @@ load_hinted(void)
 static Datum
 best_trainer(const Allocation *alloc, const KcfPlan *plan, Datum *skip, int nskip, bool lock, bool hinted)
 {
-	static SPIPlanPtr stmts[2][2];
-	static const char *const sql[2][2] = {
-		{ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, ""), ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, " FOR NO KEY UPDATE SKIP LOCKED")},
-		{ELIGIBLE_TRAINERS_SQL(HINTED_RANKING, ""), ELIGIBLE_TRAINERS_SQL(HINTED_RANKING, " FOR NO KEY UPDATE SKIP LOCKED")},
+	static SPIPlanPtr stmts[2];
+	static const char *const sql[2] = {
+		ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, ""), ELIGIBLE_TRAINERS_SQL(COUNTED_RANKING, " FOR NO KEY UPDATE SKIP LOCKED"),
 	};
 	Oid			types[5] = {UUIDOID, TSTZMULTIRANGEOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
 	UUIDARRAYOID};
 	Datum		values[5];
 	bool		isnull;
 
-	kcf_plan(&stmts[hinted][lock], sql[hinted][lock], 5, types);
+	if (hinted)
+		return best_ranked(alloc, plan, skip, nskip, lock);
+	kcf_plan(&stmts[lock], sql[lock], 5, types);
 	values[0] = alloc->course_id;
 	values[1] = plan->times;
 	values[2] = plan->starts;
 	values[3] = plan->ends;
 	values[4] = PointerGetDatum(construct_array(skip, nskip, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	if (kcf_exec(stmts[hinted][lock], values, NULL, 1) == 0)
+	if (kcf_exec(stmts[lock], values, NULL, 1) == 0)
 		return (Datum) 0;
 	return kcf_get_datum(0, 1, &isnull);
 }

@@ -23,6 +23,13 @@
  * writes only if it is unchanged and no such transaction is in flight.
  * Entries are never removed; when the table is full the trainers without one
  * are counted exactly.
+ *
+ * The search also keeps each course's roster (its active trainers, their
+ * capacity and zone) between purchases (stage_allocation.c); it reads it
+ * again when the rosters' version has moved: a counter in shared memory that
+ * a statement trigger on trainers and trainer_courses moves when its
+ * transaction commits, and a count of this backend's own changes (moved at
+ * once, and again when a subtransaction that made one rolls back).
  */
 #include "kc_flow.h"
 
@@ -33,6 +40,7 @@
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/array.h"
@@ -47,6 +55,7 @@ PG_FUNCTION_INFO_V1(kcf_trainer_load_sql);
 PG_FUNCTION_INFO_V1(kcf_trainer_loads_sql);
 PG_FUNCTION_INFO_V1(kcf_note_trainer_load);
 PG_FUNCTION_INFO_V1(kcf_forget_trainer_loads);
+PG_FUNCTION_INFO_V1(kcf_note_roster_change);
 
 /* trainers with a hint, all databases together */
 #define KCF_LOAD_HINTS_MAX 16384
@@ -92,12 +101,16 @@ static int	changes_cap = 0;
 static int	forget_level = 0;	/* >0: a TRUNCATE at that level, forget all at commit */
 static bool announced = false;	/* pre-commit marked our trainers in flight */
 
+static pg_atomic_uint64 *roster_commits = NULL;	/* committed changes of the rosters, all databases */
+static uint64 roster_own = 0;	/* this backend's own changes and their rollbacks */
+static bool roster_changed = false; /* this transaction changed a roster */
+
 /* ---- shared memory ---- */
 
 static Size
 shmem_size(void)
 {
-	return hash_estimate_size(KCF_LOAD_HINTS_MAX, sizeof(HintEntry));
+	return add_size(hash_estimate_size(KCF_LOAD_HINTS_MAX, sizeof(HintEntry)), sizeof(pg_atomic_uint64));
 }
 
 void
@@ -112,7 +125,11 @@ void
 kcf_trainer_load_shmem_startup(void)
 {
 	HASHCTL		info;
+	bool		found;
 
+	roster_commits = ShmemInitStruct("kc_flow trainer rosters", sizeof(pg_atomic_uint64), &found);
+	if (!found)
+		pg_atomic_init_u64(roster_commits, 0);
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(HintKey);
 	info.entrysize = sizeof(HintEntry);
@@ -294,9 +311,39 @@ forget_database(void)
 	LWLockRelease(hint_lock);
 }
 
+/* The rosters' version at the transaction's end: moved for all by a commit that changed one. */
+static void
+roster_xact_end(XactEvent event)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (roster_changed && roster_commits != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that changed trainers or their courses"),
+						 errdetail("kc_flow's workers keep each course's trainers between allocations and "
+								   "would not see a change made visible by COMMIT PREPARED."),
+						 errhint("Commit the change to trainers or trainer_courses in a transaction of its own.")));
+			break;
+		case XACT_EVENT_COMMIT:
+			if (roster_changed && roster_commits != NULL)
+				pg_atomic_fetch_add_u64(roster_commits, 1);
+			roster_changed = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			roster_changed = false;
+			break;
+		default:
+			break;
+	}
+}
+
 static void
 xact_callback(XactEvent event, void *arg)
 {
+	roster_xact_end(event);
 	if (hints == NULL)
 		return;
 	switch (event)
@@ -350,6 +397,8 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId 
 	}
 	else if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
+		if (roster_changed)
+			roster_own++;		/* the rolled back change may be in a roster read since */
 		while (nchanges > 0 && changes[nchanges - 1].level >= level)
 		{
 			nchanges--;
@@ -426,10 +475,10 @@ kcf_trainer_load_exact(Oid relid, Datum trainer_id, bool seed)
  * The loads of the trainers ids[0..n-1] as this transaction sees them, into
  * loads[]: from the hint (the latest committed load) and this transaction's
  * own changes, one lock for all; the trainers without a hint are counted,
- * which seeds their hints.
+ * which seeds their hints.  The allocation stage ranks by it.
  */
-static void
-trainer_loads(Oid relid, Datum *ids, int n, int32 *loads)
+void
+kcf_trainer_loads(Oid relid, Datum *ids, int n, int32 *loads)
 {
 	bool	   *missing = palloc(sizeof(bool) * n);
 	int			nmissing = 0;
@@ -480,7 +529,7 @@ kcf_trainer_load_sql(PG_FUNCTION_ARGS)
 	Datum		id = PG_GETARG_DATUM(0);
 	int32		load;
 
-	trainer_loads(statement_relid(fcinfo), &id, 1, &load);
+	kcf_trainer_loads(statement_relid(fcinfo), &id, 1, &load);
 	PG_RETURN_INT32(load);
 }
 
@@ -504,7 +553,7 @@ kcf_trainer_loads_sql(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("a trainer id in the array is null"),
 					 errhint("Pass the ids of existing trainers.")));
-	trainer_loads(statement_relid(fcinfo), elems, n, loads);
+	kcf_trainer_loads(statement_relid(fcinfo), elems, n, loads);
 	for (int i = 0; i < n; i++)
 		out[i] = Int32GetDatum(loads[i]);
 	PG_RETURN_ARRAYTYPE_P(construct_md_array(out, NULL, ARR_NDIM(ids), ARR_DIMS(ids), ARR_LBOUND(ids),
@@ -591,4 +640,33 @@ kcf_forget_trainer_loads(PG_FUNCTION_ARGS)
 	if (hints != NULL && forget_level == 0)
 		forget_level = GetCurrentTransactionNestLevel();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * Statement trigger after any change of trainers or trainer_courses: the
+ * rosters the allocation search keeps are read again, by this backend at
+ * once and by all once the transaction commits.
+ */
+Datum
+kcf_note_roster_change(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("kc_flow.note_roster_change() must be called as a trigger")));
+	roster_changed = true;
+	roster_own++;
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * The rosters' version: changes committed by any backend (read before the
+ * roster it validates), and this backend's own.  Without preload, only the
+ * latter.
+ */
+void
+kcf_roster_version(uint64 *committed, uint64 *own)
+{
+	*committed = roster_commits != NULL ? pg_atomic_read_u64(roster_commits) : 0;
+	*own = roster_own;
 }

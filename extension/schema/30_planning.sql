@@ -1,5 +1,6 @@
 -- 30_planning.sql: when the sessions of a purchase take place.
--- Used by the allocation stage (to check and book a trainer) and nowhere else.
+-- The rule; the stages compute the same plan in C (extension/session_plan.c) for the
+-- slots validate_time_slot() accepts and call purchase_plan() for any other.
 -- Plain SQL functions without SET clauses, so that the planner inlines them
 -- into the stages' prepared statements; every name in them is qualified.
 
@@ -45,3 +46,15 @@ AS $$
 $$;
 COMMENT ON FUNCTION kc_flow.purchase_plan(uuid) IS
     'the planned sessions of a purchase; stable for the purchase''s lifetime since it is anchored at the payment''s success time';
+
+-- The allocation search keeps each course's roster (its active trainers, their capacity and
+-- zone) between purchases; any change of trainers or of their courses makes it read again.
+CREATE FUNCTION kc_flow.note_roster_change() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_note_roster_change';
+COMMENT ON FUNCTION kc_flow.note_roster_change() IS
+    'statement trigger on trainers and trainer_courses: the allocation search reads the courses'' trainers again';
+CREATE TRIGGER trainers_roster_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kc_flow.trainers
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.note_roster_change();
+CREATE TRIGGER trainer_courses_roster_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON kc_flow.trainer_courses
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.note_roster_change();
