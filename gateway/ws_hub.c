@@ -21,11 +21,9 @@
 #include "ws_hub_int.h"
 
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "metrics.h"
-#include "setassoc.h"
 
 #define TICK_MS 100			/* small, so that the pings due in one turn are few */
 
@@ -67,22 +65,6 @@ static const kc_evloop_handlers handlers = {
 };
 
 /* ---- the hub thread ----------------------------------------------------- */
-
-static unsigned
-interest_slot(const char *student)
-{
-	return (unsigned) (kc_hash(student, strlen(student)) & (KC_WS_INTEREST_SLOTS - 1));
-}
-
-void
-kc_ws_hub_interest(kc_ws_hub *h, const kc_ws_conn *c, int delta)
-{
-	if (c->all)
-		atomic_fetch_add_explicit(&h->firehose_n, delta, memory_order_relaxed);
-	else
-		atomic_fetch_add_explicit(&h->interest[interest_slot(c->student)], (unsigned) delta,
-								  memory_order_relaxed);
-}
 
 static void
 on_fd(void *arg, void *data, int ready)
@@ -268,8 +250,7 @@ kc_ws_hub_post_event(kc_ws_hub *h, kc_ws_msg *m)
 		free(m);
 		return;
 	}
-	wanted = atomic_load_explicit(&h->firehose_n, memory_order_relaxed) > 0 ||
-		atomic_load_explicit(&h->interest[interest_slot(m->student)], memory_order_relaxed) > 0;
+	wanted = kc_ws_interest_wanted(h, m->student);
 	if (!post_how(h, ITEM_EVENT, NULL, m, 0, wanted))
 		free(m);
 }

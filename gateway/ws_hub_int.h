@@ -144,8 +144,11 @@ struct kc_ws_hub
 	kc_ws_conn *grave;
 };
 
-/* ws_hub.c, hub thread: c was linked (delta 1) or unlinked (-1): the interest counts follow. */
-void		kc_ws_hub_interest(kc_ws_hub *h, const kc_ws_conn *c, int delta);
+/* ws_interest.c, hub thread: c was linked (delta 1) or unlinked (-1): the interest counts follow. */
+void		kc_ws_interest_add(kc_ws_hub *h, const kc_ws_conn *c, int delta);
+
+/* ws_interest.c, any thread: whether a socket of the hub may want student's events. */
+bool		kc_ws_interest_wanted(kc_ws_hub *h, const char *student);
 
 /* ws_stream.c, hub thread */
 void		kc_ws_stream_add(kc_ws_hub *h, kc_ws_conn *c);

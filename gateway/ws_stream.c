@@ -126,7 +126,7 @@ link_conn(kc_ws_hub *h, kc_ws_conn *c)
 	if (*head)
 		(*head)->bprev = c;
 	*head = c;
-	kc_ws_hub_interest(h, c, 1);
+	kc_ws_interest_add(h, c, 1);
 	c->last_rx = kc_evloop_now(h->loop);
 	clock_append(h, c, KC_WS_CLOCK_QUIET);
 }
@@ -138,7 +138,7 @@ unlink_conn(kc_ws_hub *h, kc_ws_conn *c)
 	kc_ws_conn **head = chain_of(h, c);
 
 	if (c->bprev || *head == c)
-		kc_ws_hub_interest(h, c, -1);
+		kc_ws_interest_add(h, c, -1);
 	if (c->bprev)
 		c->bprev->bnext = c->bnext;
 	else if (*head == c)
