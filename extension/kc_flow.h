@@ -16,6 +16,7 @@
 #include "executor/spi.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
+#include "utils/jsonb.h"
 
 /* kc_flow.c: module init and the GUCs */
 #define KCF_MAX_WORKERS 32
@@ -161,6 +162,8 @@ extern PGDLLEXPORT Datum kcf_is_iana_timezone(PG_FUNCTION_ARGS);
 
 /* payments_slot.c: a payment's time slot that kc_flow.validate_time_slot() accepts */
 extern bool kcf_slot_surely_valid(Datum slot);
+/* payments_slot.c: how many keys a slot has at its top; -1 when it is not an object */
+extern int	kcf_slot_key_count(Jsonb *slot);
 
 /* payments_emit.c: the order the view's trigger locked, for the event of the outcome it inserts */
 extern void kcf_payments_emit_hand_over(Datum payment, HeapTuple order, TupleDesc desc);

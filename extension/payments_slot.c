@@ -84,25 +84,36 @@ surely_timezone(JsonbValue *value)
 	return DatumGetBool(DirectFunctionCall1(kcf_is_iana_timezone, PointerGetDatum(zone)));
 }
 
+/* How many keys the slot has at its top; -1 when it is not an object. */
+int
+kcf_slot_key_count(Jsonb *slot)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken token;
+	int			keys = 0;
+
+	if (!JB_ROOT_IS_OBJECT(slot) || JB_ROOT_IS_SCALAR(slot))
+		return -1;
+	it = JsonbIteratorInit(&slot->root);
+	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (token == WJB_KEY)
+			keys++;
+	return keys;
+}
+
 /* The slot (a jsonb datum) is one validate_time_slot() accepts; false: not sure. */
 bool
 kcf_slot_surely_valid(Datum slot_datum)
 {
 	Jsonb	   *slot = DatumGetJsonbP(slot_datum);
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken token;
 	JsonbValue *weekdays,
 			   *start,
 			   *zone;
-	int			keys = 0;
+	int			keys = kcf_slot_key_count(slot);
 
-	if (!JB_ROOT_IS_OBJECT(slot) || JB_ROOT_IS_SCALAR(slot))
+	if (keys < 0)
 		return false;
-	it = JsonbIteratorInit(&slot->root);
-	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		if (token == WJB_KEY)
-			keys++;
 	weekdays = getKeyJsonValueFromContainer(&slot->root, "weekdays", 8, NULL);
 	start = getKeyJsonValueFromContainer(&slot->root, "start", 5, NULL);
 	zone = getKeyJsonValueFromContainer(&slot->root, "timezone", 8, NULL);

@@ -87,14 +87,10 @@ slot_parts(Jsonb *slot, bool *weekday, text **zone, Datum *start, bool *has_star
 			   *st,
 			   *tz,
 			   *on;
-	int			keys = 0;
+	int			keys = kcf_slot_key_count(slot);
 
-	if (!JB_ROOT_IS_OBJECT(slot) || JB_ROOT_IS_SCALAR(slot))
+	if (keys < 0)
 		return false;
-	it = JsonbIteratorInit(&slot->root);
-	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		if (token == WJB_KEY)
-			keys++;
 	days = getKeyJsonValueFromContainer(&slot->root, "weekdays", 8, NULL);
 	st = getKeyJsonValueFromContainer(&slot->root, "start", 5, NULL);
 	tz = getKeyJsonValueFromContainer(&slot->root, "timezone", 8, NULL);
