@@ -12,9 +12,10 @@
 -- row security not forced, in the snapshot PostgreSQL's check takes) and fails as it does
 -- (extension/session_allocation_check.c).  Its name sorts before
 -- sessions_inside_booking_on_insert (AFTER triggers fire by name): an insert for a missing
--- allocation still fails with 23503 before its booking is looked for.  A restore with pg_dump
--- (which leaves out internal triggers) or pg_upgrade gets the per-row check back enabled beside
--- this one: both check, nothing is lost.
+-- allocation still fails with 23503 before its booking is looked for.  pg_dump leaves internal
+-- triggers out: a restore runs this script again (CREATE EXTENSION), while pg_upgrade, which
+-- recreates the extension's members one by one, gets the per-row check back enabled beside
+-- this one (both check, nothing is lost).
 
 CREATE FUNCTION kc_flow.check_sessions_of_allocation() RETURNS trigger
     LANGUAGE c
