@@ -170,11 +170,13 @@ count_held(SessionKey *keys, int n, bool *held, Oid owner)
 	/* as ri_triggers.c runs its check: the owner's rights, row security not forced */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	/* one index probe per key: as a join, a plan made while the table looked small hashes all of it */
 	kcf_plan_generic(&plan,
 					 "SELECT k.o FROM unnest($1, $2, $3, $4) WITH ORDINALITY AS k(a, s, c, t, o)"
-					 "  JOIN ONLY kc_flow.trainer_allocations x"
-					 "    ON x.id = k.a AND x.student_id = k.s AND x.course_id = k.c AND x.trainer_id = k.t"
-					 "   FOR KEY SHARE OF x",
+					 " CROSS JOIN LATERAL (SELECT 1 FROM ONLY kc_flow.trainer_allocations x"
+					 "                      WHERE x.id = k.a AND x.student_id = k.s AND x.course_id = k.c"
+					 "                        AND x.trainer_id = k.t"
+					 "                      LIMIT 1 FOR KEY SHARE OF x) held",
 					 KEY_COLUMNS, types);
 	found = kcf_exec(plan, values, NULL, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
