@@ -7,8 +7,8 @@
  * (ri_triggers.c); the sessions stage inserts 10-30 rows per purchase, from
  * a few allocations per batch.  12_sessions_of_allocation.sql disables that
  * per-row trigger (the constraint and its referenced side stay PostgreSQL's)
- * and installs this one, which checks the statement's distinct keys with
- * the query ri_triggers.c runs for each row, once for all of them: the
+ * and installs this one, which makes the lookup ri_triggers.c makes for
+ * each row once per distinct key of the statement, in one statement: the
  * allocations locked FOR KEY SHARE from ONLY trainer_allocations, as the
  * table's owner with row security not forced, in the snapshot PostgreSQL's
  * check uses.  A key not found fails as PostgreSQL's check fails

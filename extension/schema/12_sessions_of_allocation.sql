@@ -7,8 +7,8 @@
 -- trainer_allocations' key (with REPEATABLE READ's cross-check), the refusal to TRUNCATE
 -- trainer_allocations alone, the check of a session's key columns when they are updated
 -- (RI_FKey_check_upd), pg_constraint and whatever reads it.  Only the per-row insert check is
--- disabled, and the statement trigger below makes it once for the statement's distinct keys
--- with the same query (FOR KEY SHARE from ONLY trainer_allocations, as the table's owner with
+-- disabled, and the statement trigger below makes it once per distinct key of the statement
+-- with the same lookup (FOR KEY SHARE from ONLY trainer_allocations, as the table's owner with
 -- row security not forced, in the snapshot PostgreSQL's check takes) and fails as it does
 -- (extension/session_allocation_check.c).  Its name sorts before
 -- sessions_inside_booking_on_insert (AFTER triggers fire by name): an insert for a missing
