@@ -462,15 +462,23 @@ BEGIN
                                           WHERE c.status = 'scheduled'))
       ORDER BY b.allocation_id
         FOR NO KEY UPDATE;
-    SELECT s.* INTO bad
-      FROM unnest(candidates) AS s
-     WHERE s.status = 'scheduled'
-       -- the allocation's one booking by its key; the test in the select list, so that no plan
-       -- searches the trainer's bookings in bookings_no_trainer_double_booking's GiST index
-       AND (SELECT b.trainer_id = s.trainer_id AND b.during @> tstzrange(s.starts_at, s.ends_at)
-              FROM kc_flow.trainer_bookings b WHERE b.allocation_id = s.allocation_id) IS NOT TRUE
+    -- each allocation's sessions against its one booking, read once by its key (the test in
+    -- the select list, so that no plan searches the trainer's bookings in
+    -- bookings_no_trainer_double_booking's GiST index); the session to blame only if one is
+    PERFORM 1
+      FROM (SELECT c.allocation_id, c.trainer_id, range_agg(tstzrange(c.starts_at, c.ends_at)) AS times
+              FROM unnest(candidates) AS c WHERE c.status = 'scheduled'
+             GROUP BY c.allocation_id, c.trainer_id) g
+     WHERE (SELECT b.trainer_id = g.trainer_id AND b.during @> g.times
+              FROM kc_flow.trainer_bookings b WHERE b.allocation_id = g.allocation_id) IS NOT TRUE
      LIMIT 1;
     IF FOUND THEN
+        SELECT s.* INTO STRICT bad
+          FROM unnest(candidates) AS s
+         WHERE s.status = 'scheduled'
+           AND (SELECT b.trainer_id = s.trainer_id AND b.during @> tstzrange(s.starts_at, s.ends_at)
+                  FROM kc_flow.trainer_bookings b WHERE b.allocation_id = s.allocation_id) IS NOT TRUE
+         LIMIT 1;
         RAISE EXCEPTION 'a scheduled session of allocation % is outside its booking', bad.allocation_id
             USING ERRCODE = 'check_violation', CONSTRAINT = 'sessions_inside_booking', TABLE = 'tutoring_sessions',
                   SCHEMA = 'kc_flow',
@@ -551,6 +559,29 @@ CREATE CONSTRAINT TRIGGER bookings_hold_their_sessions
 -- the upcoming sessions of student_home are read through sessions_by_student as fast: a
 -- student's sessions are a few heap pages; the partial index only cost every session an insert
 DROP INDEX kc_flow.sessions_scheduled_by_student;
+-- sessions_of_allocation's insert check once per statement instead of once per session row
+-- (12_sessions_of_allocation.sql): the constraint added above stays, its per-row insert
+-- trigger is disabled
+CREATE FUNCTION kc_flow.check_sessions_of_allocation() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'kcf_check_sessions_of_allocation';
+COMMENT ON FUNCTION kc_flow.check_sessions_of_allocation() IS
+    'trigger of tutoring_sessions: the foreign key sessions_of_allocation''s insert check, once per statement for its distinct keys (extension/session_allocation_check.c)';
+
+CREATE TRIGGER sessions_have_their_allocation AFTER INSERT ON kc_flow.tutoring_sessions
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION kc_flow.check_sessions_of_allocation();
+
+-- the per-row insert check the trigger above replaces (its name holds an oid: found by its function)
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE kc_flow.tutoring_sessions DISABLE TRIGGER %I',
+                   (SELECT t.tgname FROM pg_catalog.pg_trigger t
+                      JOIN pg_catalog.pg_constraint c ON c.oid = t.tgconstraint
+                     WHERE t.tgrelid = 'kc_flow.tutoring_sessions'::regclass AND c.conname = 'sessions_of_allocation'
+                       AND t.tgfoid = 'pg_catalog."RI_FKey_check_ins"'::regproc));
+END;
+$$;
 -- ---- end of sessions (issue 10) ------------------------------------------------------
 
 -- 0.2.0's event log: positions given after commit by a sequencer (docs/extension.md,

@@ -27,7 +27,11 @@
  * tutoring_sessions or trainer_allocations for a batch of one or two.  Nor
  * does any part of it read the batch's rows once per allocation: the plan's
  * rows meet their allocation in one join, which hands its columns on to the
- * insert, and each plan's length comes with its event.
+ * insert, and each plan's length comes with its event.  Whether a planned
+ * session exists already (a retry, a rolling allocation's earlier sessions)
+ * is probed per session only for an allocation that has any session: one
+ * probe per allocation says so first, in the statement's one snapshot, and an
+ * allocation approved in this batch, the common case, has none.
  */
 #include "kc_flow.h"
 
@@ -218,7 +222,9 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 			 " q AS (DELETE FROM kc_flow.event_queue WHERE event_id = ANY ($2)),"
 			 " a AS ("
 			 "  SELECT al.*, j.total, j.o FROM j JOIN p ON p.event_id = j.event_id"
-			 "   CROSS JOIN LATERAL (SELECT x.* FROM kc_flow.trainer_allocations x"
+			 "   CROSS JOIN LATERAL (SELECT x.*, (SELECT 1 FROM kc_flow.tutoring_sessions s"
+			 "                                     WHERE s.allocation_id = x.id LIMIT 1) IS NOT NULL AS has_sessions"
+			 "                         FROM kc_flow.trainer_allocations x"
 			 "                        WHERE x.id = j.allocation_id AND x.status IN ('approved', 'active')"
 			 "                          AND (SELECT 1 FROM kc_flow.trainer_bookings b"
 			 "                                WHERE b.allocation_id = x.id LIMIT 1 FOR NO KEY UPDATE) IS NOT NULL"
@@ -226,10 +232,11 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 			 " plan AS ("
 			 "  SELECT * FROM unnest($3, $4, $5, $6, $7, $8) AS pl(o, seq, local_date, local_time, starts_at, ends_at)),"
 			 " due AS ("
-			 "  SELECT pl.*, a.id, a.student_id, a.course_id, a.trainer_id, a.session_mode,"
+			 "  SELECT pl.*, a.id, a.student_id, a.course_id, a.trainer_id, a.session_mode, a.has_sessions,"
 			 "         row_number() OVER (PARTITION BY pl.o ORDER BY pl.seq) AS r"
 			 "    FROM plan pl JOIN a ON a.o = pl.o"
-			 "   WHERE (SELECT 1 FROM kc_flow.tutoring_sessions s"
+			 "   WHERE NOT a.has_sessions"
+			 "      OR (SELECT 1 FROM kc_flow.tutoring_sessions s"
 			 "           WHERE s.allocation_id = a.id AND s.seq = pl.seq) IS NULL),"
 			 " ins AS ("
 			 "  INSERT INTO kc_flow.tutoring_sessions (allocation_id, student_id, course_id, trainer_id,"
@@ -238,9 +245,10 @@ kcf_stage_sessions_set(int n, const Datum *allocation_ids, const int64 *event_id
 			 "         t.starts_at, t.ends_at"
 			 "    FROM due t"
 			 "   WHERE t.r <= CASE t.session_mode WHEN 'full' THEN 30"
-			 "                ELSE greatest(0, $9 - (SELECT count(*) FROM kc_flow.tutoring_sessions s"
-			 "                                        WHERE s.allocation_id = t.id AND s.status = 'scheduled'"
-			 "                                          AND s.ends_at > now())) END"
+			 "                ELSE greatest(0, $9 - CASE WHEN t.has_sessions THEN"
+			 "                                        (SELECT count(*) FROM kc_flow.tutoring_sessions s"
+			 "                                          WHERE s.allocation_id = t.id AND s.status = 'scheduled'"
+			 "                                            AND s.ends_at > now()) ELSE 0 END) END"
 			 "  RETURNING allocation_id, seq),"
 			 " made AS (SELECT allocation_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM ins GROUP BY allocation_id)"
 			 " SELECT (SELECT pu.payment_id FROM kc_flow.student_course_purchases pu WHERE pu.id = a.purchase_id),"

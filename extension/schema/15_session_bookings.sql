@@ -30,15 +30,23 @@ BEGIN
                                           WHERE c.status = 'scheduled'))
       ORDER BY b.allocation_id
         FOR NO KEY UPDATE;
-    SELECT s.* INTO bad
-      FROM unnest(candidates) AS s
-     WHERE s.status = 'scheduled'
-       -- the allocation's one booking by its key; the test in the select list, so that no plan
-       -- searches the trainer's bookings in bookings_no_trainer_double_booking's GiST index
-       AND (SELECT b.trainer_id = s.trainer_id AND b.during @> tstzrange(s.starts_at, s.ends_at)
-              FROM kc_flow.trainer_bookings b WHERE b.allocation_id = s.allocation_id) IS NOT TRUE
+    -- each allocation's sessions against its one booking, read once by its key (the test in
+    -- the select list, so that no plan searches the trainer's bookings in
+    -- bookings_no_trainer_double_booking's GiST index); the session to blame only if one is
+    PERFORM 1
+      FROM (SELECT c.allocation_id, c.trainer_id, range_agg(tstzrange(c.starts_at, c.ends_at)) AS times
+              FROM unnest(candidates) AS c WHERE c.status = 'scheduled'
+             GROUP BY c.allocation_id, c.trainer_id) g
+     WHERE (SELECT b.trainer_id = g.trainer_id AND b.during @> g.times
+              FROM kc_flow.trainer_bookings b WHERE b.allocation_id = g.allocation_id) IS NOT TRUE
      LIMIT 1;
     IF FOUND THEN
+        SELECT s.* INTO STRICT bad
+          FROM unnest(candidates) AS s
+         WHERE s.status = 'scheduled'
+           AND (SELECT b.trainer_id = s.trainer_id AND b.during @> tstzrange(s.starts_at, s.ends_at)
+                  FROM kc_flow.trainer_bookings b WHERE b.allocation_id = s.allocation_id) IS NOT TRUE
+         LIMIT 1;
         RAISE EXCEPTION 'a scheduled session of allocation % is outside its booking', bad.allocation_id
             USING ERRCODE = 'check_violation', CONSTRAINT = 'sessions_inside_booking', TABLE = 'tutoring_sessions',
                   SCHEMA = 'kc_flow',

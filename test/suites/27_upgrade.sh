@@ -186,6 +186,20 @@ sql $OLD -c "SET client_min_messages = warning" -c "DROP SCHEMA kc_upgrade_hold 
 sql $NEW -c "SET client_min_messages = warning" -c "CREATE EXTENSION kc_flow CASCADE"
 check "a fresh CREATE EXTENSION installs 0.2.0" "0.2.0" \
   "$(sql $NEW -c "SELECT extversion FROM pg_extension WHERE extname = 'kc_flow'")"
+# pg_dump leaves out internal triggers, the foreign keys' among them: which of those are
+# disabled (12_sessions_of_allocation.sql) is compared on its own
+internal_triggers="SELECT string_agg(t.tgrelid::regclass || ' ' || c.conname || ' ' || t.tgfoid::regproc || ' ' || t.tgenabled::text,
+                                     ', ' ORDER BY t.tgrelid::regclass::text, c.conname, t.tgfoid::regproc::text)
+                     FROM pg_trigger t JOIN pg_constraint c ON c.oid = t.tgconstraint
+                    WHERE t.tgisinternal AND t.tgrelid::regclass::text LIKE 'kc_flow.%'"
+check "the upgraded schema's internal triggers are enabled and disabled as a fresh install's" \
+  "$(sql $NEW -c "$internal_triggers")" "$(sql $OLD -c "$internal_triggers")"
+check "the upgraded schema checks sessions_of_allocation on insert once per statement" \
+  "kc_flow.tutoring_sessions sessions_of_allocation \"RI_FKey_check_ins\" D|O" "$(sql $OLD -c "
+  SELECT t.tgrelid::regclass || ' ' || c.conname || ' ' || t.tgfoid::regproc || ' ' || t.tgenabled::text,
+         (SELECT tgenabled FROM pg_trigger WHERE tgname = 'sessions_have_their_allocation')
+    FROM pg_trigger t JOIN pg_constraint c ON c.oid = t.tgconstraint
+   WHERE c.conname = 'sessions_of_allocation' AND t.tgfoid = '\"RI_FKey_check_ins\"'::regproc")"
 for db in $OLD $NEW; do
   sql "$db" >/dev/null <<'SQL'
 DO $$
