@@ -17,15 +17,7 @@ make -s >/dev/null && make -s install >/dev/null
 N=${KC_BENCH_CHECKOUTS:-1000}
 ROUNDS=${KC_BENCH_ROUNDS:-3}
 
-TMP=$(mktemp -d /tmp/kc_bench.XXXXXX)
-chmod 755 "$TMP"; chown postgres:postgres "$TMP"
-export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=kc_test
-PGPORT=$(kc_free_port)
-export PGPORT
-trap 'kc_pg_stop "$TMP/pg"; rm -rf "$TMP"' EXIT
-kc_pg_init "$TMP/pg" "$PGPORT" kc_test "synchronous_commit = on" "kc_flow.workers = 0" >/dev/null
-kc_pg_start "$TMP/pg" "$PGPORT" kc_test
-psql -q -X -v ON_ERROR_STOP=1 -f bench/notify/setup.sql >/dev/null
+source bench/notify/cluster.sh
 
 checkouts() {  # checkouts KIND: N checkout transactions of KIND as one psql script
   local _
