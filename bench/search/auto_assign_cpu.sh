@@ -37,18 +37,8 @@ SELECT md5('t' || i)::uuid, 'T' || i, 'Europe/Berlin', 20 FROM generate_series(1
 INSERT INTO kc_flow.trainer_courses SELECT id, '00000000-0000-0000-0000-00000000c0de' FROM kc_flow.trainers;
 INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
 SELECT t.id, d, '07:00', '22:00' FROM kc_flow.trainers t, generate_series(1, 7) d;
-CREATE TEMP TABLE places AS
-SELECT t.id AS trainer_id, gen_random_uuid() AS student_id, gen_random_uuid() AS payment_id
-  FROM kc_flow.trainers t, LATERAL generate_series(1, floor(random() * 6)::int + 0 * length(t.display_name));
-INSERT INTO kc_flow.students (id, display_name) SELECT student_id, 'S' FROM places;
-INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents)
-SELECT payment_id, student_id, '00000000-0000-0000-0000-00000000c0de', 10,
-       '{"weekdays":[1],"start":"10:00","timezone":"UTC","starts_on":"2041-01-01"}', 100 FROM places;
-INSERT INTO kc_flow.student_course_purchases (payment_id, student_id, course_id, purchase_tier)
-SELECT payment_id, student_id, '00000000-0000-0000-0000-00000000c0de', 10 FROM places;
-INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, trainer_id, status, allocated_at)
-SELECT pu.id, pu.student_id, pu.course_id, p.trainer_id, 'approved', now()
-  FROM places p JOIN kc_flow.student_course_purchases pu ON pu.payment_id = p.payment_id;
+\set starts_on 2041-01-01
+\i bench/search/loads.sql
 CREATE TABLE probe (i int PRIMARY KEY, purchase_id uuid);
 WITH s AS (INSERT INTO kc_flow.students (display_name, timezone)
            SELECT 'probe ' || g, 'Europe/Berlin' FROM generate_series(0, 199) g RETURNING id),

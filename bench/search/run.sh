@@ -42,19 +42,8 @@ SELECT gen_random_uuid(), 'T' || i, 10 FROM generate_series(1, 200) i;
 INSERT INTO kc_flow.trainer_courses SELECT id, '00000000-0000-0000-0000-00000000c0de' FROM kc_flow.trainers;
 INSERT INTO kc_flow.trainer_availability (trainer_id, weekday, start_time, end_time)
 SELECT t.id, d, '00:00', '24:00' FROM kc_flow.trainers t, generate_series(1, 7) d;
--- loads 0-5: one student, payment, purchase and approved allocation per place taken
-CREATE TEMP TABLE places AS
-SELECT t.id AS trainer_id, gen_random_uuid() AS student_id, gen_random_uuid() AS payment_id
-  FROM kc_flow.trainers t, LATERAL generate_series(1, floor(random() * 6)::int + 0 * length(t.display_name));
-INSERT INTO kc_flow.students (id, display_name) SELECT student_id, 'S' FROM places;
-INSERT INTO kc_flow.payments (id, student_id, course_id, purchase_tier, time_slot, amount_cents)
-SELECT payment_id, student_id, '00000000-0000-0000-0000-00000000c0de', 10,
-       '{"weekdays":[1],"start":"10:00","timezone":"UTC","starts_on":"2031-01-01"}', 100 FROM places;
-INSERT INTO kc_flow.student_course_purchases (payment_id, student_id, course_id, purchase_tier)
-SELECT payment_id, student_id, '00000000-0000-0000-0000-00000000c0de', 10 FROM places;
-INSERT INTO kc_flow.trainer_allocations (purchase_id, student_id, course_id, trainer_id, status, allocated_at)
-SELECT pu.id, pu.student_id, pu.course_id, p.trainer_id, 'approved', now()
-  FROM places p JOIN kc_flow.student_course_purchases pu ON pu.payment_id = p.payment_id;
+\set starts_on 2031-01-01
+\i bench/search/loads.sql
 VACUUM ANALYZE;
 SQL
 
