@@ -73,15 +73,16 @@ BEGIN
 END;
 $$;
 
--- each case in a subtransaction rolled back, so that no booking stands in the next one's way
-CREATE FUNCTION pg_temp.compare(first int, last int) RETURNS text[] LANGUAGE plpgsql AS $$
+-- each case in a subtransaction rolled back, so that no booking stands in the next one's way;
+-- check_case names the function that returns a case's differences (NULL when none)
+CREATE FUNCTION pg_temp.compare(check_case text, first int, last int) RETURNS text[] LANGUAGE plpgsql AS $$
 DECLARE
     found text[] := '{}';
     d text;
 BEGIN
     FOR i IN first..last LOOP
         BEGIN
-            d := pg_temp.differences(i);
+            EXECUTE format('SELECT pg_temp.%I($1)', check_case) INTO d USING i;
             RAISE EXCEPTION USING ERRCODE = 'P0004', MESSAGE = coalesce(d, '');
         EXCEPTION WHEN assert_failure THEN
             IF SQLERRM <> '' THEN
@@ -93,7 +94,7 @@ BEGIN
 END;
 $$;
 
-SELECT is(pg_temp.compare(1, 403), '{}'::text[], '403 slots: the booking and the sessions are purchase_plan()''s');
+SELECT is(pg_temp.compare('differences', 1, 403), '{}'::text[], '403 slots: the booking and the sessions are purchase_plan()''s');
 
 SET LOCAL kc_flow.session_generation = 'rolling';
 SET LOCAL kc_flow.rolling_window = 2;
@@ -125,26 +126,8 @@ BEGIN
                 THEN 'rolling sessions' END;
 END;
 $$;
-CREATE FUNCTION pg_temp.compare_rolling(first int, last int) RETURNS text[] LANGUAGE plpgsql AS $$
-DECLARE
-    found text[] := '{}';
-    d text;
-BEGIN
-    FOR i IN first..last LOOP
-        BEGIN
-            d := pg_temp.rolling(i);
-            RAISE EXCEPTION USING ERRCODE = 'P0004', MESSAGE = coalesce(d, '');
-        EXCEPTION WHEN assert_failure THEN
-            IF SQLERRM <> '' THEN
-                found := found || format('case %s: %s', i, SQLERRM);
-            END IF;
-        END;
-    END LOOP;
-    RETURN found;
-END;
-$$;
-SELECT is(pg_temp.compare_rolling(1, 40), '{}'::text[], '40 slots in rolling mode: every session planned again is purchase_plan()''s');
-SELECT is(pg_temp.compare_rolling(401, 403), '{}'::text[], 'rolling across daylight saving changes: the same');
+SELECT is(pg_temp.compare('rolling', 1, 40), '{}'::text[], '40 slots in rolling mode: every session planned again is purchase_plan()''s');
+SELECT is(pg_temp.compare('rolling', 401, 403), '{}'::text[], 'rolling across daylight saving changes: the same');
 
 SELECT ok((SELECT count(DISTINCT slot->>'timezone') = 6 AND bool_or(slot ? 'starts_on') AND bool_or(NOT slot ? 'starts_on')
                   AND count(DISTINCT tier) = 3 AND count(DISTINCT mins) = 4 FROM cases),
